@@ -1,0 +1,3 @@
+from signoff.cli.main import main
+
+main()

@@ -1,0 +1,17 @@
+"""One-line errors and non-zero exits for the CLI."""
+
+from __future__ import annotations
+
+import click
+
+
+class CliError(click.ClickException):
+    """A user-facing failure: printed as one `error: …` line, exit code 1 (2 for usage errors, click's own)."""
+
+    exit_code = 1
+
+    def format_message(self) -> str:
+        return self.message
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)

@@ -1,0 +1,1 @@
+"""The shared runtime every signoff service runs on: settings, logging, database, Kafka, health and metrics."""

@@ -1,0 +1,60 @@
+"""structlog set-up: console output on a terminal, one JSON object per line otherwise.
+
+Per-message context (event id, gate / execution id, topic, partition, offset) is bound with
+`structlog.contextvars.bound_contextvars` by the consumer loop, and merged first into every line.
+Log lines from libraries (aiokafka, asyncpg) go through the same renderer.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", *, role: str | None = None) -> None:
+    """Configure structlog and the stdlib root logger once per process."""
+    json_output = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if role:
+        shared.append(_add_role(role))
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Libraries are chatty at INFO (aiokafka logs every rebalance step); keep them at WARNING unless debugging.
+    root.setLevel(_LEVELS[level] if level == "debug" else logging.WARNING)
+
+
+def _add_role(role: str) -> structlog.types.Processor:
+    def add_role(_logger: object, _name: str, event: dict) -> dict:
+        event.setdefault("role", role)
+        return event
+
+    return add_role

@@ -1,0 +1,69 @@
+"""Settings, read from SIGNOFF_* environment variables, then secret files, then a running dev stack's env file.
+
+Secrets (database URL with a password, SASL password, decision-source keys) are never defaults in code: set them
+in the environment or as files in $SIGNOFF_SECRETS_DIR (one file per setting, named like the variable without the
+prefix, e.g. `database_url`), which is how Kubernetes Secrets are mounted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from signoff.devstack.stack import find_env_file, supervisor_alive
+
+
+class Settings(BaseSettings):
+    """Settings shared by every role. Each field is the variable SIGNOFF_<FIELD NAME IN UPPER CASE>."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNOFF_", extra="ignore", case_sensitive=False)
+
+    kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers, comma-separated host:port.")
+    kafka_enable_idempotence: bool = Field(
+        True, description="Idempotent producer; on for real Kafka, off for the embedded Tansu broker (it refuses it)."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for SSL / SASL_SSL (e.g. the Strimzi cluster CA).")
+    kafka_session_timeout_ms: int = Field(
+        10_000, ge=1_000, description="Consumer group session timeout; a group join waits about half of it."
+    )
+    kafka_heartbeat_interval_ms: int = Field(3_000, ge=100)
+    kafka_topic_partitions: int = Field(6, ge=1, description="Partitions for topics created at start-up.")
+    kafka_topic_replication: int = Field(1, ge=1, description="Replication factor for topics created at start-up.")
+    kafka_create_topics: bool = Field(
+        True, description="Create missing topics at start-up (off where Strimzi KafkaTopic resources own them)."
+    )
+
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://postgres@localhost:5432/signoff"), description="PostgreSQL DSN (libpq URL)."
+    )
+    database_pool_min: int = Field(1, ge=0)
+    database_pool_max: int = Field(10, ge=1)
+
+    http_host: str = Field("0.0.0.0", description="Bind address of /healthz, /readyz and /metrics.")  # noqa: S104
+    http_port: int = Field(8080, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics (0 = any).")
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: console on a terminal, JSON otherwise."
+    )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, secret files and (lowest priority) a running dev stack's env file."""
+    env_file = find_env_file()
+    if env_file is not None and not supervisor_alive(env_file.parent):
+        env_file = None
+    secrets_dir = os.environ.get("SIGNOFF_SECRETS_DIR")
+    return Settings(
+        _env_file=env_file,  # type: ignore[call-arg]
+        _secrets_dir=secrets_dir if secrets_dir and Path(secrets_dir).is_dir() else None,  # type: ignore[call-arg]
+        **overrides,
+    )
