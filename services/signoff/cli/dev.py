@@ -96,8 +96,9 @@ def _detach(state_dir: Path, kafka_port: int | None, postgres_port: int | None) 
     if postgres_port:
         argv += ["--postgres-port", str(postgres_port)]
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.monotonic() + 180
     while not (state_dir / ENV_FILE).is_file() or supervisor_pid(state_dir) != proc.pid:
         if proc.poll() is not None:
@@ -142,8 +143,11 @@ class Supervisor:
             for role in ROLES:
                 self._start_role(role)
             self.stack.write_env_file()
-            self.say("dev", f"ready: roles {', '.join(ROLES) or '(none yet)'}; eval \"$(signoff dev env)\" in "
-                            "another terminal; Ctrl-C stops everything")
+            self.say(
+                "dev",
+                f'ready: roles {", ".join(ROLES) or "(none yet)"}; eval "$(signoff dev env)" in '
+                "another terminal; Ctrl-C stops everything",
+            )
             while not self.stopping.wait(0.2):
                 for role, proc in self.roles.items():
                     if proc.poll() is not None:
@@ -161,15 +165,22 @@ class Supervisor:
             raise SystemExit(exit_code)
 
     def _start_role(self, role: str) -> None:
-        env = os.environ | self.stack.env | {"SIGNOFF_LOG_FORMAT": os.environ.get("SIGNOFF_LOG_FORMAT", "console"),
-                                             "SIGNOFF_HTTP_PORT": "0"}
+        env = (
+            os.environ
+            | self.stack.env
+            | {"SIGNOFF_LOG_FORMAT": os.environ.get("SIGNOFF_LOG_FORMAT", "console"), "SIGNOFF_HTTP_PORT": "0"}
+        )
         from signoff.devstack.process import _die_with_parent
 
         parent = os.getpid()
         proc = subprocess.Popen(
             [sys.executable, "-m", "signoff", role],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True, preexec_fn=lambda: _die_with_parent(parent),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=lambda: _die_with_parent(parent),
         )
         self.roles[role] = proc
         threading.Thread(target=self._pump, args=(role, proc), daemon=True).start()

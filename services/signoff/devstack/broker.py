@@ -34,14 +34,14 @@ async def _round_trip(bootstrap: str) -> None:
 
     topic = "__signoff_ready"
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-    await producer.start()
     try:
+        await producer.start()
         meta = await producer.send_and_wait(topic, uuid.uuid4().bytes)
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=5000)
-    await consumer.start()
     try:
+        await consumer.start()
         tp = TopicPartition(topic, meta.partition)
         consumer.assign([tp])
         consumer.seek(tp, meta.offset)
@@ -87,13 +87,26 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": os.environ.get("TANSU_LOG", "warn")}
         self.proc = spawn(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             log_path=self.log_path,
             env=env,
         )
-        wait_until(lambda: broker_answers(self.bootstrap, timeout=2.0), timeout=timeout, what="broker",
-                   proc=self.proc, log_path=self.log_path)
+        wait_until(
+            lambda: broker_answers(self.bootstrap, timeout=2.0),
+            timeout=timeout,
+            what="broker",
+            proc=self.proc,
+            log_path=self.log_path,
+        )
 
     def stop(self) -> None:
         if self.proc is not None:

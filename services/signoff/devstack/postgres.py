@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -97,8 +98,18 @@ class EmbeddedPostgres:
         if not (self.datadir / "PG_VERSION").exists():
             shutil.rmtree(self.datadir, ignore_errors=True)
             run_checked(
-                [bin_dir / "initdb", "-D", self.datadir, "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
-                 "--locale=C", "--no-instructions", *(["--no-sync"] if self.fast else [])],
+                [
+                    bin_dir / "initdb",
+                    "-D",
+                    self.datadir,
+                    "-U",
+                    SUPERUSER,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-instructions",
+                    *(["--no-sync"] if self.fast else []),
+                ],
                 run_as=self.run_as,
                 what="initdb",
             )
@@ -141,8 +152,10 @@ class EmbeddedPostgres:
         return run_checked([psql, "-X", "-tA", "-d", self.dsn(database), "-c", sql], what="psql", timeout=timeout)
 
     def ensure_database(self, name: str) -> None:
-        """Create database `name` unless it exists."""
-        if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip():
+        """Create database `name` (a plain identifier) unless it exists."""
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            raise DevStackError(f"invalid database name {name!r}")
+        if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip():  # noqa: S608 (checked above)
             self.psql(f'CREATE DATABASE "{name}"')
 
     def stop(self) -> None:

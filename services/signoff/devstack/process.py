@@ -151,6 +151,15 @@ def wait_until(predicate, *, timeout: float, what: str, proc: subprocess.Popen[b
         delay = min(delay * 2, 0.2)
 
 
+def wait_for(predicate, *, timeout: float, what: str) -> None:
+    """Poll `predicate` until it is true or `timeout` seconds pass (then DevStackError)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise DevStackError(f"{what} was not ready after {timeout:.0f}s")
+        time.sleep(0.2)
+
+
 def last_line(path: Path) -> str:
     try:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]

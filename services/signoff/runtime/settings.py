@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for SSL / SASL_SSL (e.g. the Strimzi cluster CA).")
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="CA bundle for SSL / SASL_SSL (e.g. the Strimzi cluster CA)."
+    )
     kafka_session_timeout_ms: int = Field(
         10_000, ge=1_000, description="Consumer group session timeout; a group join waits about half of it."
     )

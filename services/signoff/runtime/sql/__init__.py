@@ -1,0 +1,1 @@
+"""SQL migrations shared by every service schema (inbox, outbox, dead letters)."""
