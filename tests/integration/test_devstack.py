@@ -196,3 +196,11 @@ def test_dev_up_names_a_missing_postgres_wheel_in_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "embedded PostgreSQL binaries are missing" in result.stderr
+
+
+def test_migrate_succeeds_on_a_reachable_database_and_refuses_a_bad_one_in_one_line(database_url):
+    ok = _signoff("migrate", env=os.environ | {"SIGNOFF_DATABASE_URL": database_url, "SIGNOFF_LOG_FORMAT": "json"})
+    assert ok.returncode == 0, ok.stderr
+    bad = _signoff("migrate", env=os.environ | {"SIGNOFF_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("error: migration failed:") and bad.stderr.strip().count("\n") == 0, bad.stderr

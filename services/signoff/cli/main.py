@@ -6,6 +6,8 @@ import click
 
 from signoff import __version__
 from signoff.cli.dev import dev
+from signoff.cli.migrate import migrate
+from signoff.cli.schemas import schemas
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -15,6 +17,8 @@ def cli() -> None:
 
 
 cli.add_command(dev)
+cli.add_command(schemas)
+cli.add_command(migrate)
 
 
 def main() -> None:

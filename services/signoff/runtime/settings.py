@@ -1,8 +1,8 @@
 """Settings, read from SIGNOFF_* environment variables, then secret files, then a running dev stack's env file.
 
 Secrets (database URL with a password, SASL password, decision-source keys) are never defaults in code: set them
-in the environment or as files in $SIGNOFF_SECRETS_DIR (one file per setting, named like the variable without the
-prefix, e.g. `database_url`), which is how Kubernetes Secrets are mounted.
+in the environment or as files in $SIGNOFF_SECRETS_DIR (one file per setting, named like the variable in lower
+case, e.g. `signoff_database_url`), which is how Kubernetes Secrets are mounted.
 """
 
 from __future__ import annotations

@@ -1,0 +1,90 @@
+"""The approval service's pure domain: gates, policies, votes, timeouts and decision signatures.
+
+No I/O here: no database, no broker, no wall clock (time is passed in, or read from an injected ``Clock``), no
+imports from ``signoff.runtime`` or ``signoff.contracts``. The service layer maps wire models to these types and the
+returned domain events to outbox rows.
+"""
+
+from signoff.approval.domain.clock import Clock, FixedClock, SystemClock
+from signoff.approval.domain.errors import InvalidDefinition, InvalidTimeout
+from signoff.approval.domain.events import (
+    DecisionRefused,
+    GateApproved,
+    GateCancelled,
+    GateEvent,
+    GateExpired,
+    GateOpened,
+    GateRejected,
+    OutcomeEvent,
+    VoteRecorded,
+)
+from signoff.approval.domain.gate import Gate, TokenFactory, new_token
+from signoff.approval.domain.model import (
+    ApprovalRule,
+    Approver,
+    ApproverInput,
+    Comment,
+    DecisionStatus,
+    Directory,
+    GateKey,
+    GateStatus,
+    Member,
+    OutcomeCause,
+    Policy,
+    RuleProgress,
+    TimeoutAction,
+    Vote,
+    user_key,
+)
+from signoff.approval.domain.refusals import RefusalReason
+from signoff.approval.domain.signing import (
+    DECISION_SIGNATURE_KIND,
+    canonical_decision_bytes,
+    format_decided_at,
+    sign,
+    verify,
+)
+from signoff.approval.domain.timeouts import DEFAULT_TIMEOUT, effective_timeout
+
+__all__ = [
+    "DECISION_SIGNATURE_KIND",
+    "DEFAULT_TIMEOUT",
+    "ApprovalRule",
+    "Approver",
+    "ApproverInput",
+    "Clock",
+    "Comment",
+    "DecisionRefused",
+    "DecisionStatus",
+    "Directory",
+    "FixedClock",
+    "Gate",
+    "GateApproved",
+    "GateCancelled",
+    "GateEvent",
+    "GateExpired",
+    "GateKey",
+    "GateOpened",
+    "GateRejected",
+    "GateStatus",
+    "InvalidDefinition",
+    "InvalidTimeout",
+    "Member",
+    "OutcomeCause",
+    "OutcomeEvent",
+    "Policy",
+    "RefusalReason",
+    "RuleProgress",
+    "SystemClock",
+    "TimeoutAction",
+    "TokenFactory",
+    "Vote",
+    "VoteRecorded",
+    "canonical_decision_bytes",
+    "effective_timeout",
+    "format_decided_at",
+    "new_token",
+    "sign",
+    "user_key",
+    "verify",
+]

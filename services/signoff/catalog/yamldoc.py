@@ -1,0 +1,120 @@
+"""Reading YAML documents (catalogs, pipelines) and reporting their problems by path.
+
+Shared by the catalog and the executor's pipeline parser so that both name a bad spot the same way:
+`pipeline.stages[1].stage.spec.execution.steps[0].step.type`. The loader is PyYAML's safe loader made strict about
+duplicate mapping keys, which plain PyYAML silently resolves to the last one (a classic way to lose a step's spec).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+
+class YamlDocumentError(ValueError):
+    """A YAML document could not be read or parsed; the message names the source and, when known, line and column."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
+        self.detail = message
+
+
+@dataclass(frozen=True, order=True)
+class Issue:
+    """One problem in a document, at `path` (dotted keys, `[n]` list indexes; `(root)` for the document itself)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (merge keys `<<` may still be overridden)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key; SafeLoader reports it below with its own message
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    """Parse one YAML document with the strict safe loader; errors become `YamlDocumentError` with line:column."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise YamlDocumentError(source, f"{where}{problem}") from exc
+    except yaml.YAMLError as exc:
+        raise YamlDocumentError(source, str(exc)) from exc
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read and parse a YAML file (UTF-8)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise YamlDocumentError(source, f"cannot read the file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise YamlDocumentError(source, f"not UTF-8 text: {exc}") from exc
+    return parse_yaml(text, source)
+
+
+def join_path(base: str, *parts: str | int) -> str:
+    """`join_path("pipeline.stages", 1, "stage")` -> `pipeline.stages[1].stage`."""
+    out = "" if base in ("", "(root)") else base
+    for part in parts:
+        if isinstance(part, int):
+            out = f"{out}[{part}]"
+        elif out:
+            out = f"{out}.{part}"
+        else:
+            out = str(part)
+    return out or "(root)"
+
+
+def _friendly(error: Any) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling)"
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
+
+
+def issues_from_validation_error(error: ValidationError, base: str, skip: Sequence[str] = ()) -> list[Issue]:
+    """Turn a pydantic error into path-named issues under `base`.
+
+    `skip` lists loc segments that are not part of the document (e.g. a tagged-union tag) and must be dropped.
+    """
+    issues = []
+    for item in error.errors():
+        loc = [part for part in item["loc"] if part not in skip]
+        issues.append(Issue(join_path(base, *loc), _friendly(item)))
+    return issues

@@ -1,0 +1,328 @@
+"""CloudEvents 1.0 on Kafka: the envelope around every event, `encode` for producers and `decode` for consumers.
+
+Producers write structured mode: the value is one JSON object with the CloudEvents attributes and `data`, with the
+header `content-type: application/cloudevents+json`, and the W3C `traceparent` header. Consumers also accept binary
+mode (attributes in `ce_*` headers, the value is the data JSON), which other CloudEvents SDKs default to.
+
+`decode` never lets a bad message through and never crashes on one: it raises `ContractError`, whose `reason` the
+consumer loop writes to the dead-letter topic (see `topics`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import ValidationError
+
+from signoff.contracts.base import EventData, format_utc, parse_utc
+from signoff.contracts.events import EVENT_TYPES
+
+SPECVERSION = "1.0"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+DATA_CONTENT_TYPE = "application/json"
+CONTENT_TYPE_HEADER = "content-type"
+TRACEPARENT_HEADER = "traceparent"
+BINARY_HEADER_PREFIX = "ce_"
+MAX_EVENT_BYTES = 512 * 1024
+"""The largest message value accepted, and produced: a gate request with a long history fits many times over, and
+a runaway producer cannot make every consumer buffer megabytes."""
+
+_TRACEPARENT = re.compile(r"^(?P<version>[0-9a-f]{2})-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-[0-9a-f]{2}$")
+_MAX_ERRORS_SHOWN = 5
+
+
+class ContractErrorReason(StrEnum):
+    """Why a message was refused, short and machine-readable (the dead-letter `reason` header):
+
+    - `malformed_json`: the value (or, in binary mode, the data) is not UTF-8 JSON.
+    - `not_cloudevent`: no CloudEvents 1.0 envelope: not a JSON object, no or another `specversion`, or `id`,
+      `source` or `type` missing.
+    - `invalid_envelope`: a CloudEvent, but not ours: no or a bad `time`, a non-JSON `datacontenttype`, a
+      non-string `subject`.
+    - `unknown_type`: no model is registered for the `type`.
+    - `invalid_data`: `data` does not validate against the model of its `type`.
+    - `too_large`: the value is larger than the limit.
+    """
+
+    MALFORMED_JSON = "malformed_json"
+    NOT_CLOUDEVENT = "not_cloudevent"
+    INVALID_ENVELOPE = "invalid_envelope"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_DATA = "invalid_data"
+    TOO_LARGE = "too_large"
+
+
+class ContractError(ValueError):
+    """A message that breaks the wire contract. `reason` is the machine-readable code, `str(error)` one line for a
+    human; `event_id` and `event_type` are set when the envelope got that far (for logs)."""
+
+    def __init__(
+        self,
+        reason: ContractErrorReason | str,
+        message: str,
+        *,
+        event_id: str | None = None,
+        event_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = ContractErrorReason(reason)
+        self.message = message
+        self.event_id = event_id
+        self.event_type = event_type
+
+    def __repr__(self) -> str:
+        return f"ContractError({self.reason.value!r}, {self.message!r})"
+
+
+D = TypeVar("D", bound=EventData)
+
+
+@dataclass(frozen=True, slots=True)
+class Event(Generic[D]):
+    """One CloudEvent: the envelope attributes and the validated `data` model. `type` follows from the data."""
+
+    id: str
+    source: str
+    subject: str
+    time: datetime
+    data: D
+    traceparent: str | None = None
+
+    specversion: ClassVar[str] = SPECVERSION
+    datacontenttype: ClassVar[str] = DATA_CONTENT_TYPE
+
+    def __post_init__(self) -> None:
+        for name in ("id", "source", "subject"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"event {name} must be a non-empty string, not {value!r}")
+        if not isinstance(self.data, EventData) or not hasattr(type(self.data), "event_type"):
+            raise TypeError(f"event data must be a registered event model, not {type(self.data).__name__}")
+        if self.traceparent is not None and not valid_traceparent(self.traceparent):
+            raise ValueError(f"not a W3C traceparent: {self.traceparent!r}")
+        # Through the same validator as data times: refuses naive datetimes, normalises to UTC.
+        object.__setattr__(self, "time", parse_utc(self.time))
+
+    @property
+    def type(self) -> str:
+        """The CloudEvents type, e.g. `io.signoff.approval.requested.v1`."""
+        return self.data.event_type
+
+
+def new_event(
+    data: D,
+    *,
+    source: str,
+    subject: str | None = None,
+    id: str | None = None,
+    time: datetime | None = None,
+    traceparent: str | None = None,
+) -> Event[D]:
+    """An event around `data`, ready for `encode` (or an outbox row).
+
+    `source` names the producer (e.g. `urn:signoff:approval`); `subject` defaults to the data's gate or execution
+    id; `id` to a random UUID; `time` to now. Pass the `traceparent` of the event that caused this one to keep the
+    trace (it is forwarded unchanged, as W3C allows a participant that records no span of its own); without one a
+    new trace starts.
+    """
+    return Event(
+        id=id or str(uuid.uuid4()),
+        source=source,
+        subject=subject or data.default_subject(),
+        time=time or datetime.now(UTC),
+        data=data,
+        traceparent=traceparent or new_traceparent(),
+    )
+
+
+def encode(event: Event[Any], *, max_bytes: int = MAX_EVENT_BYTES) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The Kafka value (structured-mode JSON) and headers of `event`. The same event always gives the same bytes.
+    Raises ContractError(`too_large`) rather than produce what consumers would refuse."""
+    document = {
+        "specversion": SPECVERSION,
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "subject": event.subject,
+        "time": format_utc(event.time),
+        "datacontenttype": DATA_CONTENT_TYPE,
+        # Null members are left out: every optional field defaults to null, so absent and null mean the same.
+        "data": event.data.model_dump(mode="json", exclude_none=True),
+    }
+    value = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    if len(value) > max_bytes:
+        raise ContractError(
+            ContractErrorReason.TOO_LARGE,
+            f"{event.type} event {event.id} is {len(value)} bytes, more than the {max_bytes} allowed",
+            event_id=event.id,
+            event_type=event.type,
+        )
+    headers = [(CONTENT_TYPE_HEADER, STRUCTURED_CONTENT_TYPE.encode())]
+    if event.traceparent:
+        headers.append((TRACEPARENT_HEADER, event.traceparent.encode()))
+    return value, headers
+
+
+def decode(
+    value: bytes | None, headers: Sequence[tuple[str, bytes]], *, max_bytes: int = MAX_EVENT_BYTES
+) -> Event[EventData]:
+    """The event in a Kafka message, structured or binary mode, its data validated against the model registered
+    for its type. Unknown envelope attributes and unknown data fields are ignored (a newer producer may add them).
+    Raises ContractError with the reason; an invalid `traceparent` is dropped, never a reason to refuse."""
+    if value is None:
+        raise ContractError(ContractErrorReason.NOT_CLOUDEVENT, "the message has no value (a tombstone)")
+    if len(value) > max_bytes:
+        raise ContractError(
+            ContractErrorReason.TOO_LARGE, f"the message is {len(value)} bytes, more than the {max_bytes} allowed"
+        )
+    header_map = _header_map(headers)
+    content_type = header_map.get(CONTENT_TYPE_HEADER, "")
+    if content_type.lower().startswith("application/cloudevents-batch"):
+        raise ContractError(ContractErrorReason.NOT_CLOUDEVENT, "CloudEvents batch mode is not supported")
+    binary = f"{BINARY_HEADER_PREFIX}specversion" in header_map and not _is_structured(content_type)
+    attributes, data = _binary_mode(value, header_map) if binary else _structured_mode(value)
+    traceparent = header_map.get(TRACEPARENT_HEADER) or attributes.get("traceparent")
+    return _event(attributes, data, traceparent)
+
+
+def valid_traceparent(value: object) -> bool:
+    """Whether `value` is a W3C traceparent this code can forward (version 00 layout, non-zero ids)."""
+    if not isinstance(value, str):
+        return False
+    match = _TRACEPARENT.match(value)
+    return match is not None and match["version"] != "ff" and match["trace"] != "0" * 32 and match["span"] != "0" * 16
+
+
+def new_traceparent() -> str:
+    """A traceparent that starts a new, sampled trace."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def _header_map(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
+    # Header names are case-insensitive by convention; when a name repeats, the last one wins (as a later
+    # header set by a relay overrides the original).
+    result: dict[str, str] = {}
+    for name, raw in headers:
+        if raw is None:
+            continue
+        result[name.lower()] = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes | bytearray) else str(raw)
+    return result
+
+
+def _is_structured(content_type: str) -> bool:
+    return content_type.lower().startswith(STRUCTURED_CONTENT_TYPE)
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type in ("application/json", "text/json") or media_type.endswith("+json")
+
+
+def _loads(value: bytes, what: str) -> Any:
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ContractError(ContractErrorReason.MALFORMED_JSON, f"{what} is not valid UTF-8 JSON: {exc}") from None
+
+
+def _structured_mode(value: bytes) -> tuple[Mapping[str, Any], Any]:
+    document = _loads(value, "the message value")
+    if not isinstance(document, dict):
+        raise ContractError(
+            ContractErrorReason.NOT_CLOUDEVENT,
+            f"a structured CloudEvent is a JSON object, not {type(document).__name__}",
+        )
+    if "data" not in document and "data_base64" in document:
+        raise ContractError(
+            ContractErrorReason.INVALID_DATA,
+            "data_base64 is not supported: data must be a JSON object",
+            event_id=_text(document.get("id")),
+            event_type=_text(document.get("type")),
+        )
+    return document, document.get("data")
+
+
+def _binary_mode(value: bytes, headers: Mapping[str, str]) -> tuple[Mapping[str, Any], Any]:
+    attributes: dict[str, Any] = {
+        name.removeprefix(BINARY_HEADER_PREFIX): text
+        for name, text in headers.items()
+        if name.startswith(BINARY_HEADER_PREFIX)
+    }
+    # In binary mode the content-type header is the datacontenttype.
+    if CONTENT_TYPE_HEADER in headers:
+        attributes["datacontenttype"] = headers[CONTENT_TYPE_HEADER]
+    return attributes, _loads(value, "the binary-mode data")
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _event(attributes: Mapping[str, Any], data: Any, traceparent: object) -> Event[EventData]:
+    specversion = attributes.get("specversion")
+    if specversion != SPECVERSION:
+        detail = "no specversion" if specversion is None else f"specversion {specversion!r} is not supported"
+        raise ContractError(ContractErrorReason.NOT_CLOUDEVENT, f"not a CloudEvents 1.0 event: {detail}")
+    missing = [name for name in ("id", "source", "type") if _text(attributes.get(name)) is None]
+    if missing:
+        raise ContractError(
+            ContractErrorReason.NOT_CLOUDEVENT,
+            f"not a CloudEvent: {', '.join(missing)} missing or not a non-empty string",
+        )
+    event_id, event_type = attributes["id"], attributes["type"]
+
+    def refuse(reason: ContractErrorReason, message: str) -> ContractError:
+        return ContractError(
+            reason, f"{event_type} event {event_id}: {message}", event_id=event_id, event_type=event_type
+        )
+
+    model = EVENT_TYPES.get(event_type)
+    if model is None:
+        raise refuse(ContractErrorReason.UNKNOWN_TYPE, "unknown event type")
+    content_type = attributes.get("datacontenttype")
+    if content_type is not None and not (isinstance(content_type, str) and _is_json(content_type)):
+        raise refuse(ContractErrorReason.INVALID_ENVELOPE, f"datacontenttype {content_type!r} is not JSON")
+    subject = attributes.get("subject")
+    if subject is not None and _text(subject) is None:
+        raise refuse(ContractErrorReason.INVALID_ENVELOPE, "subject must be a non-empty string")
+    if "time" not in attributes:
+        raise refuse(ContractErrorReason.INVALID_ENVELOPE, "time is missing")
+    try:
+        time = parse_utc(attributes["time"])
+    except ValidationError:
+        raise refuse(
+            ContractErrorReason.INVALID_ENVELOPE,
+            f"time {attributes['time']!r} is not an ISO 8601 timestamp with an offset",
+        ) from None
+    if not isinstance(data, dict):
+        raise refuse(ContractErrorReason.INVALID_DATA, f"data must be a JSON object, not {type(data).__name__}")
+    try:
+        model_data = model.model_validate(data, extra="ignore")
+    except ValidationError as exc:
+        raise refuse(ContractErrorReason.INVALID_DATA, _summarise(exc)) from None
+    return Event(
+        id=event_id,
+        source=attributes["source"],
+        subject=subject or model_data.default_subject(),
+        time=time,
+        data=model_data,
+        traceparent=traceparent if valid_traceparent(traceparent) else None,
+    )
+
+
+def _summarise(error: ValidationError) -> str:
+    problems = error.errors(include_url=False, include_input=False)
+    shown = [
+        f"{'.'.join(str(part) for part in problem['loc']) or 'data'}: {problem['msg']}"
+        for problem in problems[:_MAX_ERRORS_SHOWN]
+    ]
+    more = len(problems) - len(shown)
+    return "invalid data: " + "; ".join(shown) + (f" (and {more} more)" if more else "")

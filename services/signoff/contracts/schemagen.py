@@ -1,0 +1,230 @@
+"""Generate `schemas/` from the contracts: one JSON Schema 2020-12 per event type (the structured CloudEvent with its
+`data`) and one AsyncAPI 3.0 document of the topics.
+
+Output is byte-identical on every run (sorted keys, fixed formatting, trailing newline), so CI can compare the
+committed files with a fresh generation and fail on drift.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from signoff.contracts.base import EventData
+from signoff.contracts.envelope import (
+    CONTENT_TYPE_HEADER,
+    DATA_CONTENT_TYPE,
+    SPECVERSION,
+    STRUCTURED_CONTENT_TYPE,
+    TRACEPARENT_HEADER,
+)
+from signoff.contracts.events import EVENT_MODELS, EVENT_TYPES
+from signoff.contracts.topics import DEAD_LETTER, DLQ_HEADERS, TOPICS, Topic
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_BASE_URI = "https://signoff.io/schemas/"
+ASYNCAPI_FILE = "asyncapi.yaml"
+CONTRACT_VERSION = "1.0.0"
+"""Version of the contract as a whole (the AsyncAPI `info.version`); topic and type names carry the major."""
+
+_KAFKA_BINDING_VERSION = "0.5.0"
+_GENERATED = re.compile(r"^io\.signoff\..+\.json$")
+_TRACEPARENT_PATTERN = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+
+
+def schema_file(event_type: str) -> str:
+    """File name of the JSON Schema of `event_type` inside `schemas/`."""
+    return f"{event_type}.json"
+
+
+def event_schema(model: type[EventData]) -> dict[str, Any]:
+    """The JSON Schema of a structured-mode CloudEvent whose data is `model`."""
+    data = model.model_json_schema(mode="serialization", by_alias=False, ref_template="#/$defs/{model}")
+    definitions = data.pop("$defs", {})
+    definitions[model.__name__] = data
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$id": SCHEMA_BASE_URI + schema_file(model.event_type),
+        "title": f"{model.__name__} ({model.event_type})",
+        "description": f"A CloudEvents {SPECVERSION} event in structured mode whose data is {model.__name__}. "
+        "Producers write exactly these members; consumers ignore members they do not know.\n\n" + _doc(model),
+        "type": "object",
+        "required": ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data"],
+        "properties": {
+            "specversion": {"const": SPECVERSION, "description": "CloudEvents version."},
+            "id": {"type": "string", "minLength": 1, "description": "Unique event id; consumers dedupe on it."},
+            "source": {
+                "type": "string",
+                "minLength": 1,
+                "format": "uri-reference",
+                "description": "The producer, e.g. `urn:signoff:approval`.",
+            },
+            "type": {"const": model.event_type, "description": "CloudEvents type."},
+            "subject": {
+                "type": "string",
+                "minLength": 1,
+                "description": "The gate or execution id the event is about (see the data description).",
+            },
+            "time": {"type": "string", "format": "date-time", "description": "When it happened, UTC ISO 8601."},
+            "datacontenttype": {"const": DATA_CONTENT_TYPE, "description": "Media type of data."},
+            "data": {"$ref": f"#/$defs/{model.__name__}"},
+        },
+        "$defs": definitions,
+    }
+
+
+def asyncapi_document() -> dict[str, Any]:
+    """The AsyncAPI 3.0 document: one channel per topic, one message per event type."""
+    channels: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    for topic in TOPICS:
+        names = [EVENT_TYPES[event_type].__name__ for event_type in topic.event_types] or ["DeadLetter"]
+        channels[topic.name] = {
+            "address": topic.name,
+            "description": f"{topic.description}\n\nMessage key: {topic.key}",
+            "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in names},
+            "bindings": {"kafka": {"topic": topic.name, "bindingVersion": _KAFKA_BINDING_VERSION}},
+        }
+        for event_type in topic.event_types:
+            model = EVENT_TYPES[event_type]
+            messages[model.__name__] = _event_message(model, topic)
+    messages["DeadLetter"] = _dead_letter_message()
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "signoff",
+            "version": CONTRACT_VERSION,
+            "description": "Event-driven approval gates for CD pipelines. Every message value is a CloudEvents "
+            f"{SPECVERSION} event in structured mode (`{CONTENT_TYPE_HEADER}: {STRUCTURED_CONTENT_TYPE}`); "
+            "consumers also accept binary mode (`ce_*` headers). The W3C `traceparent` travels as a header.",
+        },
+        "defaultContentType": STRUCTURED_CONTENT_TYPE,
+        "channels": channels,
+        "components": {"messages": messages},
+    }
+
+
+def render() -> dict[str, str]:
+    """Every generated file: name inside `schemas/` -> exact content."""
+    files = {schema_file(model.event_type): _json(event_schema(model)) for model in EVENT_MODELS}
+    files[ASYNCAPI_FILE] = yaml.dump(
+        asyncapi_document(),
+        Dumper=_Dumper,
+        sort_keys=True,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=120,
+    )
+    return dict(sorted(files.items()))
+
+
+def drift(out_dir: Path) -> list[str]:
+    """Files in `out_dir` that differ from a fresh generation: changed, missing, or left from a removed event."""
+    expected = render()
+    drifted = [name for name, content in expected.items() if _read(out_dir / name) != content]
+    drifted += _stale(out_dir, expected)
+    return sorted(drifted)
+
+
+def write(out_dir: Path) -> list[str]:
+    """Bring `out_dir` up to date; returns the names of the files written or removed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    expected = render()
+    changed = []
+    for name, content in expected.items():
+        if _read(out_dir / name) != content:
+            (out_dir / name).write_text(content, encoding="utf-8", newline="\n")
+            changed.append(name)
+    for name in _stale(out_dir, expected):
+        (out_dir / name).unlink()
+        changed.append(name)
+    return sorted(changed)
+
+
+def _event_message(model: type[EventData], topic: Topic) -> dict[str, Any]:
+    doc = _doc(model)
+    return {
+        "name": model.event_type,
+        "title": model.__name__,
+        "summary": doc.split("\n\n", 1)[0].replace("\n", " "),
+        "description": doc,
+        "contentType": STRUCTURED_CONTENT_TYPE,
+        "headers": {
+            "type": "object",
+            "properties": {
+                CONTENT_TYPE_HEADER: {"const": STRUCTURED_CONTENT_TYPE, "description": "Structured mode."},
+                TRACEPARENT_HEADER: {
+                    "type": "string",
+                    "pattern": _TRACEPARENT_PATTERN,
+                    "description": "W3C Trace Context of the trace the event belongs to.",
+                },
+            },
+        },
+        "payload": {"$ref": f"./{schema_file(model.event_type)}"},
+        "bindings": {
+            "kafka": {
+                "key": {"type": "string", "description": topic.key},
+                "bindingVersion": _KAFKA_BINDING_VERSION,
+            }
+        },
+    }
+
+
+def _dead_letter_message() -> dict[str, Any]:
+    return {
+        "name": "deadletter",
+        "title": "DeadLetter",
+        "summary": "A message a consumer could not process, kept as it was.",
+        "contentType": "application/octet-stream",
+        "description": DEAD_LETTER.description,
+        "headers": {
+            "type": "object",
+            "required": sorted(DLQ_HEADERS),
+            "properties": {name: {"type": "string", "description": text} for name, text in DLQ_HEADERS.items()},
+        },
+        "payload": {"description": "The original message value, byte for byte (any content)."},
+        "bindings": {
+            "kafka": {
+                "key": {"type": "string", "description": DEAD_LETTER.key},
+                "bindingVersion": _KAFKA_BINDING_VERSION,
+            }
+        },
+    }
+
+
+def _doc(model: type) -> str:
+    return inspect.cleandoc(model.__doc__ or "")
+
+
+def _json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def _stale(out_dir: Path, expected: dict[str, str]) -> list[str]:
+    if not out_dir.is_dir():
+        return []
+    return [path.name for path in out_dir.iterdir() if _GENERATED.match(path.name) and path.name not in expected]
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes multi-line strings as `|` blocks, so descriptions read as text in the AsyncAPI document."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)

@@ -1,0 +1,257 @@
+"""What the execution state machine asks its service to do, and the approval request it builds.
+
+Actions are data: the service carries them out (run a script, arm a timer, publish an approval request through
+the outbox) and reports back through the state machine's transitions. They are pydantic models so the service can
+persist them and map them onto the wire contracts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from signoff.catalog import ResolvedRef
+from signoff.executor.domain.pipeline import ApprovalRule
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TriggeredBy(_Model):
+    """Who started the execution (`<+pipeline.triggeredBy.name|email>`; also the 'pipeline executor' that
+    `disallowPipelineExecutor` refers to)."""
+
+    name: str
+    email: str | None = None
+
+
+class Approver(_Model):
+    """A person who decided on an approval."""
+
+    name: str
+    email: str | None = None
+
+
+class ApprovalActivity(_Model):
+    """One approver's decision (`<+execution.steps.ID.output.approvalActivities[n]...>`)."""
+
+    approver: Approver
+    action: Literal["APPROVE", "REJECT"]
+    comments: str | None = None
+    decided_at: datetime
+
+
+class ApprovalOutcome(_Model):
+    """How an approval step ended."""
+
+    action: Literal["APPROVED", "REJECTED", "EXPIRED"]
+    activities: tuple[ApprovalActivity, ...] = ()
+    inputs: dict[str, str] = Field(default_factory=dict, description="Final approver inputs (approved only).")
+    decided_at: datetime
+
+
+# -- the approval request ----------------------------------------------------------------------------------------
+
+
+class PipelineInfo(_Model):
+    identifier: str
+    name: str
+    execution_id: str
+    sequence_id: int
+    triggered_by: TriggeredBy
+    started_at: datetime
+
+
+class StepInfo(_Model):
+    path: str
+    stage_identifier: str
+    stage_name: str
+    identifier: str
+    name: str
+    attempt: int
+
+
+class ApprovalMessage(_Model):
+    """The approval message: the template as written, `text` with unresolved expressions kept raw, `marked` with
+    them shown as `⟨unresolved: ...⟩` (for people), and the list of what stayed unresolved with reasons."""
+
+    template: str
+    text: str
+    marked: str
+    unresolved: tuple[str, ...] = ()
+    reasons: dict[str, str] = Field(default_factory=dict)
+
+
+class ApprovalPolicy(_Model):
+    """Who may approve and what happens on timeout (the approval service enforces it)."""
+
+    user_groups: tuple[str, ...]
+    users: tuple[str, ...]
+    minimum_count: int
+    disallow_pipeline_executor: bool
+    rules: tuple[ApprovalRule, ...] = ()
+    auto_reject_previous_approvals: bool = False
+    timeout_action: Literal["Expire", "Approve", "Reject"] = "Expire"
+
+
+class ApprovalInput(_Model):
+    """An approver input with its default rendered."""
+
+    name: str
+    default_value: str
+    required: bool = False
+    allowed_values: tuple[str, ...] = ()
+
+
+class EnvironmentMetadata(_Model):
+    environment: ResolvedRef
+    infrastructures: tuple[ResolvedRef, ...] = ()
+    gitops_clusters: tuple[ResolvedRef, ...] = ()
+    deploy_to_all: bool = False
+
+
+class ArtifactMetadata(_Model):
+    identifier: str
+    image: str
+    tag: str
+    unresolved: tuple[str, ...] = ()
+
+
+class StageMetadata(_Model):
+    """A stage's CD metadata with refs resolved against the catalog, or `Unresolved` with the reason.
+    `unresolved` lists every expression that stayed unresolved in it."""
+
+    identifier: str
+    name: str
+    type: str
+    status: str
+    deployment_type: str | None = None
+    gitops_enabled: bool = False
+    services: tuple[ResolvedRef, ...] = ()
+    environments: tuple[EnvironmentMetadata, ...] = ()
+    environment_group: ResolvedRef | None = None
+    artifacts: tuple[ArtifactMetadata, ...] = ()
+    custom_metadata: dict[str, str] = Field(default_factory=dict)
+    unresolved: tuple[str, ...] = ()
+
+
+class HistoryStep(_Model):
+    path: str
+    identifier: str
+    name: str
+    type: str
+    status: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: str | None = None
+    approval: ApprovalOutcome | None = None
+
+
+class HistoryStage(_Model):
+    identifier: str
+    name: str
+    type: str
+    status: str
+    steps: tuple[HistoryStep, ...] = ()
+
+
+class ApprovalRequest(_Model):
+    """Everything the approval service and the notifier need about one approval step, resolved as far as the
+    execution has come."""
+
+    pipeline: PipelineInfo
+    step: StepInfo
+    message: ApprovalMessage
+    include_pipeline_execution_history: bool
+    history: tuple[HistoryStage, ...] = Field(
+        (), description="Started stages and their finished steps (empty unless includePipelineExecutionHistory)."
+    )
+    current_stage: StageMetadata
+    upcoming_stages: tuple[StageMetadata, ...] = ()
+    policy: ApprovalPolicy
+    inputs: tuple[ApprovalInput, ...] = ()
+    timeout: timedelta
+    requested_at: datetime
+    expires_at: datetime
+
+
+# -- actions -----------------------------------------------------------------------------------------------------
+
+
+class RunShellScript(_Model):
+    """Run a Bash script with these variables; report `step_succeeded(outputs)` with the value of each output's
+    shell variable, or `step_failed(reason)`. The state machine fails the step itself at `deadline`."""
+
+    kind: Literal["run_shell_script"] = "run_shell_script"
+    execution_id: str
+    step_path: str
+    attempt: int
+    step_name: str
+    shell: Literal["Bash"] = "Bash"
+    script: str
+    environment: dict[str, str] = Field(default_factory=dict)
+    output_variables: dict[str, str] = Field(
+        default_factory=dict, description="Output name -> shell variable to read after the script."
+    )
+    timeout: timedelta
+    deadline: datetime
+
+
+class StartWait(_Model):
+    """Arm a timer; at `until` call `tick(now)` (or `step_succeeded`). Re-issued on recovery."""
+
+    kind: Literal["start_wait"] = "start_wait"
+    execution_id: str
+    step_path: str
+    attempt: int
+    duration: timedelta
+    until: datetime
+
+
+class RequestApproval(_Model):
+    """Publish an approval request; the gate's outcome comes back as `approval_approved/rejected/expired`."""
+
+    kind: Literal["request_approval"] = "request_approval"
+    execution_id: str
+    step_path: str
+    attempt: int
+    request: ApprovalRequest
+
+
+class CancelStep(_Model):
+    """Stop a running script or timer; its late report will be ignored."""
+
+    kind: Literal["cancel_step"] = "cancel_step"
+    execution_id: str
+    step_path: str
+    attempt: int
+    reason: str
+
+
+class CancelApproval(_Model):
+    """Cancel a pending gate (the execution was aborted)."""
+
+    kind: Literal["cancel_approval"] = "cancel_approval"
+    execution_id: str
+    step_path: str
+    attempt: int
+    reason: str
+
+
+class ExecutionFinished(_Model):
+    """The execution reached a final status."""
+
+    kind: Literal["execution_finished"] = "execution_finished"
+    execution_id: str
+    status: Literal["SUCCEEDED", "FAILED", "ABORTED"]
+    reason: str | None = None
+    finished_at: datetime
+
+
+Action: TypeAlias = Annotated[
+    RunShellScript | StartWait | RequestApproval | CancelStep | CancelApproval | ExecutionFinished,
+    Field(discriminator="kind"),
+]

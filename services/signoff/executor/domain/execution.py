@@ -1,0 +1,1052 @@
+"""The execution state machine: pure, clock-free (time is passed in), serializable to a JSON dict.
+
+Life of an execution (docs/pipelines.md, "Execution"):
+
+* `Execution.start(...)` checks the start variables and queues every step of the plan.
+* `next_actions(now)` is the command that moves the execution on: it returns what the service must do now (run a
+  script, arm a wait timer, request an approval, cancel something, announce the end) and records the dispatched
+  steps as RUNNING / WAITING_APPROVAL, so calling it again returns only new actions. Persist the state together
+  with the actions (outbox) in one transaction.
+* The service reports back with `step_succeeded`, `step_failed`, `approval_approved`, `approval_rejected`,
+  `approval_expired`, `abort` and `tick(now)` (due waits and script deadlines). Reports that come too late (the
+  step is no longer active, an older attempt, the execution is over) are ignored and return False; nonsense
+  (unknown step, an approval outcome for a script) raises.
+* Failure is fail-fast: one failed, rejected or expired step fails the pipeline; active siblings are cancelled
+  (ABORTED), queued steps are SKIPPED. `abort` does the same with status ABORTED.
+
+Restart rule (`recover(now)`, called once by an executor that takes an execution over after a restart): a
+ShellScript step that was RUNNING has lost its process; it FAILS with reason "executor restarted while the step
+was running", unless its spec sets `retryOnRestart: true`, in which case it is queued again as the next attempt
+(at most `MAX_ATTEMPTS` attempts in all). A RUNNING Wait keeps its deadline and its timer is re-armed. A step
+WAITING_APPROVAL needs nothing: its gate lives in the approval service, whose outcome event will arrive.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from signoff.catalog import Catalog, Resolved, ResolvedRef, Unresolved, is_expression
+from signoff.executor.domain._durations import format_duration, parse_duration
+from signoff.executor.domain.actions import (
+    Action,
+    ApprovalActivity,
+    ApprovalInput,
+    ApprovalMessage,
+    ApprovalOutcome,
+    ApprovalPolicy,
+    ApprovalRequest,
+    Approver,
+    ArtifactMetadata,
+    CancelApproval,
+    CancelStep,
+    EnvironmentMetadata,
+    ExecutionFinished,
+    HistoryStage,
+    HistoryStep,
+    PipelineInfo,
+    RequestApproval,
+    RunShellScript,
+    StageMetadata,
+    StartWait,
+    StepInfo,
+    TriggeredBy,
+)
+from signoff.executor.domain.expressions import Context, Rendered, Unknown, render, render_marked
+from signoff.executor.domain.pipeline import (
+    EnvironmentTarget,
+    HarnessApprovalSpec,
+    Pipeline,
+    ShellScriptSpec,
+    Stage,
+    Variable,
+    WaitSpec,
+    parse_pipeline,
+)
+from signoff.executor.domain.plan import (
+    Block,
+    ParallelBlock,
+    ParallelStageBlock,
+    Plan,
+    PlannedStage,
+    PlannedStep,
+    build_plan,
+)
+
+SCHEMA_VERSION = 1
+MAX_ATTEMPTS = 3
+"""Attempts of a `retryOnRestart` script across executor restarts, the first included."""
+RESTART_REASON = "executor restarted while the step was running"
+
+
+class StepStatus(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    WAITING_APPROVAL = "WAITING_APPROVAL"
+    APPROVAL_REJECTED = "APPROVAL_REJECTED"
+    EXPIRED = "EXPIRED"
+    ABORTED = "ABORTED"
+    SKIPPED = "SKIPPED"
+
+
+class ExecutionStatus(StrEnum):
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    ABORTED = "ABORTED"
+
+
+ACTIVE = frozenset({StepStatus.RUNNING, StepStatus.WAITING_APPROVAL})
+FAILED_STATUSES = frozenset({StepStatus.FAILED, StepStatus.APPROVAL_REJECTED, StepStatus.EXPIRED})
+
+
+class InvalidStart(ValueError):
+    """The execution cannot start with these variables; `problems` lists each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("cannot start the execution: " + "; ".join(problems))
+
+
+class UnknownStep(KeyError):
+    """No step with this path in the execution."""
+
+    def __str__(self) -> str:
+        return f"no step {self.args[0]!r} in this execution"
+
+
+class InvalidTransition(ValueError):
+    """A report that can never apply (e.g. an approval outcome for a script step)."""
+
+
+class _DispatchFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StepState(BaseModel):
+    """One step's state; `outputs` are a script's output variables, `approval` an approval step's outcome."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    path: str
+    stage: str
+    identifier: str
+    name: str
+    type: str
+    status: StepStatus = StepStatus.QUEUED
+    attempt: int = 1
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    deadline: datetime | None = Field(None, description="Script timeout, wait end, or approval expiry.")
+    reason: str | None = None
+    outputs: dict[str, str] = Field(default_factory=dict)
+    approval: ApprovalOutcome | None = None
+
+
+class ExecutionState(BaseModel):
+    """Everything an execution is, as persisted (`Execution.to_dict`). The pipeline document is kept so an
+    execution resumes with the definition it started with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    execution_id: str
+    sequence_id: int
+    pipeline_identifier: str
+    pipeline_document: dict[str, Any]
+    triggered_by: TriggeredBy
+    variables: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    status: ExecutionStatus = ExecutionStatus.RUNNING
+    reason: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+    steps: list[StepState]
+    pending_actions: list[Action] = Field(default_factory=list)
+
+
+_ACTIONS = TypeAdapter(list[Action])
+
+
+def _check_now(now: datetime) -> None:
+    if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+
+
+class Execution:
+    """One run of a pipeline. Not thread-safe; one handler owns it at a time (the execution's Kafka key)."""
+
+    def __init__(self, state: ExecutionState, pipeline: Pipeline, catalog: Catalog | None = None) -> None:
+        self._state = state
+        self.pipeline = pipeline
+        self.plan: Plan = build_plan(pipeline)
+        self.catalog = catalog
+        self._steps = {step.path: step for step in state.steps}
+        planned = [step.path for step in self.plan.steps()]
+        if planned != [step.path for step in state.steps]:
+            raise ValueError("the execution's steps do not match its pipeline's plan")
+
+    # -- construction and persistence --------------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        pipeline: Pipeline,
+        *,
+        execution_id: str,
+        sequence_id: int,
+        triggered_by: TriggeredBy,
+        now: datetime,
+        variables: Mapping[str, Any] | None = None,
+        catalog: Catalog | None = None,
+    ) -> Execution:
+        """A new execution with every step QUEUED; raises `InvalidStart` for unknown, missing (`<+input>` without
+        default), disallowed or mistyped variables. Call `next_actions(now)` next."""
+        _check_now(now)
+        if not pipeline.document:
+            raise ValueError("the pipeline has no source document (parse it with parse_pipeline)")
+        values = _start_variables(pipeline, dict(variables or {}))
+        plan = build_plan(pipeline)
+        steps = [
+            StepState(path=step.path, stage=step.stage, identifier=step.identifier, name=step.name, type=step.type)
+            for step in plan.steps()
+        ]
+        state = ExecutionState(
+            execution_id=execution_id,
+            sequence_id=sequence_id,
+            pipeline_identifier=pipeline.identifier,
+            pipeline_document=copy.deepcopy(dict(pipeline.document)),
+            triggered_by=triggered_by,
+            variables=values,
+            started_at=now,
+            steps=steps,
+        )
+        return cls(state, pipeline, catalog)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state as a JSON-ready dict."""
+        return self._state.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, catalog: Catalog | None = None) -> Execution:
+        """Restore from `to_dict()` output. The pipeline is re-parsed from the stored document without catalog
+        checks: a catalog edited since the start must not strand a running execution."""
+        state = ExecutionState.model_validate(data)
+        pipeline = parse_pipeline(state.pipeline_document, source=f"execution {state.execution_id}")
+        return cls(state, pipeline, catalog)
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    @property
+    def execution_id(self) -> str:
+        return self._state.execution_id
+
+    @property
+    def status(self) -> ExecutionStatus:
+        return self._state.status
+
+    @property
+    def reason(self) -> str | None:
+        """Why the execution failed or was aborted."""
+        return self._state.reason
+
+    @property
+    def started_at(self) -> datetime:
+        return self._state.started_at
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return self._state.finished_at
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        return dict(self._state.variables)
+
+    def step(self, path: str) -> StepState:
+        """A copy of one step's state."""
+        return self._get(path).model_copy(deep=True)
+
+    def steps(self) -> list[StepState]:
+        """Copies of every step's state, in plan order."""
+        return [step.model_copy(deep=True) for step in self._state.steps]
+
+    def waiting_approvals(self) -> list[str]:
+        """Paths of the steps waiting for an approval."""
+        return [step.path for step in self._state.steps if step.status == StepStatus.WAITING_APPROVAL]
+
+    def stage_status(self, identifier: str) -> StepStatus:
+        """A stage's status derived from its steps (QUEUED, RUNNING, WAITING_APPROVAL, SUCCEEDED, a failure status,
+        ABORTED or SKIPPED)."""
+        statuses = [self._steps[step.path].status for step in self.plan.stage(identifier).steps()]
+        for status in (StepStatus.QUEUED, StepStatus.SKIPPED, StepStatus.SUCCEEDED):
+            if all(s == status for s in statuses):
+                return status
+        for status in (StepStatus.FAILED, StepStatus.APPROVAL_REJECTED, StepStatus.EXPIRED, StepStatus.ABORTED):
+            if status in statuses:
+                return status
+        if StepStatus.WAITING_APPROVAL in statuses:
+            return StepStatus.WAITING_APPROVAL
+        return StepStatus.RUNNING
+
+    def next_wakeup(self) -> datetime | None:
+        """The earliest deadline of a running script or wait: call `tick` then. Approval expiry is the approval
+        service's, so it is not included."""
+        deadlines = [
+            step.deadline
+            for step in self._state.steps
+            if step.status == StepStatus.RUNNING and step.deadline is not None
+        ]
+        return min(deadlines, default=None)
+
+    # -- the command -------------------------------------------------------------------------------------------
+
+    def next_actions(self, now: datetime) -> list[Action]:
+        """Actions to carry out now: pending cancellations / end notices first, then the steps that became ready,
+        which are recorded as dispatched. A step whose inputs cannot be resolved (an unresolved expression in a
+        script, a bad timeout) fails here instead of being dispatched."""
+        _check_now(now)
+        dispatched: list[Action] = []
+        if self._state.status == ExecutionStatus.RUNNING:
+            prepared: list[tuple[StepState, Action, StepStatus, datetime | None]] = []
+            failure: tuple[StepState, str] | None = None
+            for planned in self._ready():
+                state = self._steps[planned.path]
+                try:
+                    action, status, deadline = self._prepare(planned, state, now)
+                except _DispatchFailed as exc:
+                    failure = (state, exc.reason)
+                    break
+                prepared.append((state, action, status, deadline))
+            if failure is not None:
+                state, reason = failure
+                state.started_at = now
+                self._finish_step(state, StepStatus.FAILED, now, reason)
+                self._fail(now, f"step {state.path} failed: {reason}", ExecutionStatus.FAILED)
+            else:
+                for state, action, status, deadline in prepared:
+                    state.status = status
+                    state.started_at = now
+                    state.deadline = deadline
+                    state.reason = None
+                    dispatched.append(action)
+        actions = [*self._state.pending_actions, *dispatched]
+        self._state.pending_actions = []
+        return actions
+
+    # -- transitions -------------------------------------------------------------------------------------------
+
+    def step_succeeded(
+        self, path: str, outputs: Mapping[str, Any] | None = None, *, now: datetime, attempt: int | None = None
+    ) -> bool:
+        """A script finished with exit code 0 (`outputs`: output variable -> value; undeclared names are dropped),
+        or a wait's timer fired."""
+        _check_now(now)
+        state = self._get(path, ("ShellScript", "Wait"), "step_succeeded")
+        if not self._live(state, attempt, {StepStatus.RUNNING}):
+            return False
+        spec = self.plan.step(path).step.spec
+        if isinstance(spec, ShellScriptSpec):
+            declared = {variable.name for variable in spec.output_variables}
+            state.outputs = {name: str(value) for name, value in (outputs or {}).items() if name in declared}
+        self._finish_step(state, StepStatus.SUCCEEDED, now)
+        self._settle(now)
+        return True
+
+    def step_failed(self, path: str, reason: str, *, now: datetime, attempt: int | None = None) -> bool:
+        """A step failed (non-zero exit, could not start; for an approval step: the request was refused)."""
+        _check_now(now)
+        state = self._get(path)
+        if not self._live(state, attempt, ACTIVE):
+            return False
+        self._finish_step(state, StepStatus.FAILED, now, reason)
+        self._fail(now, f"step {path} failed: {reason}", ExecutionStatus.FAILED)
+        return True
+
+    def approval_approved(
+        self,
+        path: str,
+        inputs: Mapping[str, Any] | None = None,
+        approvers: Iterable[Approver] = (),
+        comments: str | None = None,
+        *,
+        now: datetime,
+    ) -> bool:
+        """The gate was approved. `inputs` are the final approver inputs; declared inputs missing from it take
+        their (rendered) default; undeclared names are dropped."""
+        _check_now(now)
+        state = self._get(path, ("HarnessApproval",), "approval_approved")
+        if not self._live(state, None, {StepStatus.WAITING_APPROVAL}):
+            return False
+        planned = self.plan.step(path)
+        spec: HarnessApprovalSpec = planned.step.spec
+        ctx = self.context_for(path)
+        given = dict(inputs or {})
+        final = {
+            item.name: str(given[item.name]) if item.name in given else render(item.default_value, ctx).text
+            for item in spec.approver_inputs
+        }
+        state.approval = ApprovalOutcome(
+            action="APPROVED", activities=_activities(approvers, "APPROVE", comments, now), inputs=final, decided_at=now
+        )
+        self._finish_step(state, StepStatus.SUCCEEDED, now)
+        self._settle(now)
+        return True
+
+    def approval_rejected(
+        self, path: str, approvers: Iterable[Approver] = (), comments: str | None = None, *, now: datetime
+    ) -> bool:
+        """The gate was rejected: the step is APPROVAL_REJECTED and the pipeline fails."""
+        _check_now(now)
+        state = self._get(path, ("HarnessApproval",), "approval_rejected")
+        if not self._live(state, None, {StepStatus.WAITING_APPROVAL}):
+            return False
+        activities = _activities(approvers, "REJECT", comments, now)
+        state.approval = ApprovalOutcome(action="REJECTED", activities=activities, decided_at=now)
+        who = ", ".join(activity.approver.name for activity in activities) or "an approver"
+        reason = f"rejected by {who}" + (f": {comments}" if comments else "")
+        self._finish_step(state, StepStatus.APPROVAL_REJECTED, now, reason)
+        self._fail(now, f"approval {path} was {reason}", ExecutionStatus.FAILED)
+        return True
+
+    def approval_expired(self, path: str, *, now: datetime) -> bool:
+        """The gate timed out without a decision: the step is EXPIRED and the pipeline fails."""
+        _check_now(now)
+        state = self._get(path, ("HarnessApproval",), "approval_expired")
+        if not self._live(state, None, {StepStatus.WAITING_APPROVAL}):
+            return False
+        state.approval = ApprovalOutcome(action="EXPIRED", decided_at=now)
+        self._finish_step(state, StepStatus.EXPIRED, now, "the approval timed out")
+        self._fail(now, f"approval {path} expired", ExecutionStatus.FAILED)
+        return True
+
+    def abort(self, reason: str = "aborted", *, now: datetime) -> bool:
+        """Stop the execution: active steps are cancelled (ABORTED), queued ones SKIPPED, status ABORTED."""
+        _check_now(now)
+        if self._state.status != ExecutionStatus.RUNNING:
+            return False
+        self._fail(now, reason, ExecutionStatus.ABORTED)
+        return True
+
+    def tick(self, now: datetime) -> bool:
+        """Apply the clock: waits whose time has come succeed; scripts past their deadline fail ("timed out
+        after ...") and are cancelled. Returns True when something changed."""
+        _check_now(now)
+        changed = False
+        for state in self._state.steps:
+            if self._state.status != ExecutionStatus.RUNNING:
+                break
+            if state.status != StepStatus.RUNNING or state.deadline is None or state.deadline > now:
+                continue
+            changed = True
+            if state.type == "Wait":
+                self._finish_step(state, StepStatus.SUCCEEDED, now)
+                continue
+            timeout = state.deadline - state.started_at if state.started_at else None
+            reason = f"timed out after {format_duration(timeout)}" if timeout else "timed out"
+            self._state.pending_actions.append(
+                CancelStep(execution_id=self.execution_id, step_path=state.path, attempt=state.attempt, reason=reason)
+            )
+            self._finish_step(state, StepStatus.FAILED, now, reason)
+            self._fail(now, f"step {state.path} failed: {reason}", ExecutionStatus.FAILED)
+        self._settle(now)
+        return changed
+
+    def recover(self, now: datetime) -> None:
+        """Apply the restart rule (module docstring) after loading an execution whose executor restarted."""
+        _check_now(now)
+        for state in self._state.steps:
+            if self._state.status != ExecutionStatus.RUNNING:
+                return
+            if state.status != StepStatus.RUNNING:
+                continue
+            spec = self.plan.step(state.path).step.spec
+            if isinstance(spec, WaitSpec):
+                assert state.deadline is not None and state.started_at is not None
+                self._state.pending_actions.append(
+                    StartWait(
+                        execution_id=self.execution_id,
+                        step_path=state.path,
+                        attempt=state.attempt,
+                        duration=state.deadline - state.started_at,
+                        until=state.deadline,
+                    )
+                )
+            elif isinstance(spec, ShellScriptSpec) and spec.retry_on_restart and state.attempt < MAX_ATTEMPTS:
+                state.status = StepStatus.QUEUED
+                state.attempt += 1
+                state.started_at = state.deadline = None
+                state.reason = f"queued again (retryOnRestart): {RESTART_REASON}"
+            else:
+                reason = RESTART_REASON
+                if isinstance(spec, ShellScriptSpec) and spec.retry_on_restart:
+                    reason += f" (retryOnRestart: gave up after {state.attempt} attempts)"
+                self._finish_step(state, StepStatus.FAILED, now, reason)
+                self._fail(now, f"step {state.path} failed: {reason}", ExecutionStatus.FAILED)
+
+    # -- expressions and metadata ------------------------------------------------------------------------------
+
+    def context_for(self, path: str) -> Context:
+        """The expression context of a step: pipeline, outputs of steps that ran, its stage and the stage's
+        service / environment / infrastructure / artifact scopes."""
+        planned = self.plan.step(path) if path in self._steps else None
+        if planned is None:
+            raise UnknownStep(path)
+        stage = self.plan.stage(planned.stage).stage
+        ctx, _ = self._stage_context(self._base_context(), stage)
+        return ctx
+
+    def stage_metadata(self, identifier: str) -> StageMetadata:
+        """A stage's CD metadata resolved as far as the execution has come."""
+        stage = self.plan.stage(identifier).stage
+        _, metadata = self._stage_context(self._base_context(), stage)
+        return metadata
+
+    def _base_context(self) -> Context:
+        triggered = self._state.triggered_by
+        ctx = Context.for_pipeline(
+            name=self.pipeline.name,
+            identifier=self.pipeline.identifier,
+            execution_id=self.execution_id,
+            sequence_id=self._state.sequence_id,
+            triggered_by_name=triggered.name,
+            triggered_by_email=triggered.email,
+            start_ts=int(self._state.started_at.timestamp() * 1000),
+            variables=self._variable_values(),
+        ).with_stage_names({stage.identifier: (stage.name, stage.stage.type) for stage in self.plan.stages()})
+        for planned in self.plan.steps():
+            state = self._steps[planned.path]
+            if state.status in (StepStatus.QUEUED, StepStatus.SKIPPED):
+                continue
+            output: dict[str, Any] | Unknown = {}
+            if state.status in ACTIVE:
+                output = Unknown(f"step {planned.identifier!r} has not finished")
+            elif state.type == "ShellScript":
+                output["outputVariables"] = dict(state.outputs)
+            elif state.approval is not None:
+                output["approverInputs"] = dict(state.approval.inputs)
+                output["approvalActivities"] = [
+                    {
+                        "user": {
+                            "name": activity.approver.name,
+                            "email": activity.approver.email or Unknown("the approver has no e-mail"),
+                        },
+                        "action": activity.action,
+                        "comments": activity.comments or "",
+                        "approvedAt": activity.decided_at.isoformat(),
+                    }
+                    for activity in state.approval.activities
+                ]
+                output["action"] = state.approval.action
+            ctx = ctx.with_step(
+                stage=planned.stage,
+                identifier=planned.identifier,
+                groups=planned.groups,
+                name=planned.name,
+                status=state.status.value,
+                output=output,
+            )
+        return ctx
+
+    def _variable_values(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for variable in self.pipeline.variables:
+            if variable.type == "Secret":
+                values[variable.name] = Unknown("secret variables are not rendered")
+                continue
+            value = self._state.variables.get(variable.name)
+            values[variable.name] = value if value is not None else Unknown(f"variable {variable.name!r} has no value")
+        return values
+
+    def _stage_context(self, base: Context, stage: Stage) -> tuple[Context, StageMetadata]:
+        ctx = base.with_stage(
+            identifier=stage.identifier, name=stage.name, type=stage.type, variables=_stage_variables(stage.variables)
+        )
+        status = self.stage_status(stage.identifier).value
+        md = stage.deployment
+        if md is None:
+            return ctx, StageMetadata(identifier=stage.identifier, name=stage.name, type=stage.type, status=status)
+        unresolved: list[str] = []
+
+        def resolve(kind: Any, ref: str, environment: str | None = None) -> ResolvedRef:
+            result, rendered = self._resolve(kind, ref, ctx, environment)
+            unresolved.extend(raw for raw in rendered.unresolved if raw not in unresolved)
+            return result
+
+        services = tuple(resolve("service", ref) for ref in md.service_refs)
+        group = resolve("environmentGroup", md.environment_group.env_group_ref) if md.environment_group else None
+        targets = list(md.all_environments)
+        if not targets and isinstance(group, Resolved) and self.catalog is not None:
+            targets = [
+                EnvironmentTarget(environment_ref=env, deploy_to_all=True)
+                for env in group.entity.environments  # type: ignore[union-attr]
+            ]
+        environments: list[EnvironmentMetadata] = []
+        for target in targets:
+            env = resolve("environment", target.environment_ref)
+            env_id = env.identifier if isinstance(env, Resolved) else None
+            infra_refs = list(target.infrastructure_refs)
+            if not infra_refs and target.deploy_to_all and env_id and self.catalog is not None:
+                infra_refs = [infra.identifier for infra in self.catalog.infrastructures_of(env_id)]
+            environments.append(
+                EnvironmentMetadata(
+                    environment=env,
+                    infrastructures=tuple(resolve("infrastructure", ref, env_id) for ref in infra_refs),
+                    gitops_clusters=tuple(resolve("gitopsCluster", ref) for ref in target.gitops_cluster_refs),
+                    deploy_to_all=target.deploy_to_all,
+                )
+            )
+        artifacts: list[ArtifactMetadata] = []
+        for artifact in (md.primary_artifact, *md.sidecars):
+            if artifact is None:
+                continue
+            image, tag = render(artifact.image, ctx), render(artifact.tag, ctx)
+            missing = tuple(dict.fromkeys([*image.unresolved, *tag.unresolved]))
+            unresolved.extend(raw for raw in missing if raw not in unresolved)
+            artifacts.append(
+                ArtifactMetadata(identifier=artifact.identifier, image=image.text, tag=tag.text, unresolved=missing)
+            )
+        custom: dict[str, str] = {}
+        for key, value in md.custom_metadata.items():
+            rendered = render(value, ctx)
+            unresolved.extend(raw for raw in rendered.unresolved if raw not in unresolved)
+            custom[key] = rendered.text
+        metadata = StageMetadata(
+            identifier=stage.identifier,
+            name=stage.name,
+            type=stage.type,
+            status=status,
+            deployment_type=md.deployment_type,
+            gitops_enabled=md.gitops_enabled,
+            services=services,
+            environments=tuple(environments),
+            environment_group=group,
+            artifacts=tuple(artifacts),
+            custom_metadata=custom,
+            unresolved=tuple(unresolved),
+        )
+        return _with_scopes(ctx, metadata), metadata
+
+    def _resolve(
+        self, kind: Any, ref: str, ctx: Context, environment: str | None = None
+    ) -> tuple[ResolvedRef, Rendered]:
+        rendered = render(ref, ctx)
+        if rendered.unresolved:
+            return Unresolved(kind=kind, raw=ref, reason=rendered.describe_unresolved()), rendered
+        text = rendered.text
+        origin = f" (from {ref})" if text != ref else ""
+        if self.catalog is None:
+            return Unresolved(kind=kind, raw=text, reason=f"no catalog configured{origin}"), rendered
+        result = self.catalog.resolve_ref(kind, text, environment=environment)
+        if isinstance(result, Unresolved) and origin:
+            result = result.model_copy(update={"reason": result.reason + origin})
+        return result, rendered
+
+    # -- dispatch ----------------------------------------------------------------------------------------------
+
+    def _prepare(
+        self, planned: PlannedStep, state: StepState, now: datetime
+    ) -> tuple[Action, StepStatus, datetime | None]:
+        ctx = self.context_for(planned.path)
+        spec = planned.step.spec
+        if isinstance(spec, ShellScriptSpec):
+            script = render(spec.script, ctx)
+            environment = {variable.name: render(variable.value, ctx) for variable in spec.environment_variables}
+            missing = [script, *environment.values()]
+            if any(item.unresolved for item in missing):
+                detail = "; ".join(item.describe_unresolved() for item in missing if item.unresolved)
+                raise _DispatchFailed(f"unresolved expressions: {detail}")
+            timeout = self._duration(planned.step.effective_timeout or "10m", ctx, "timeout")
+            action: Action = RunShellScript(
+                execution_id=self.execution_id,
+                step_path=planned.path,
+                attempt=state.attempt,
+                step_name=planned.name,
+                script=script.text,
+                environment={name: rendered.text for name, rendered in environment.items()},
+                output_variables={item.name: item.shell_variable for item in spec.output_variables},
+                timeout=timeout,
+                deadline=now + timeout,
+            )
+            return action, StepStatus.RUNNING, now + timeout
+        if isinstance(spec, WaitSpec):
+            duration = self._duration(spec.duration, ctx, "duration")
+            action = StartWait(
+                execution_id=self.execution_id,
+                step_path=planned.path,
+                attempt=state.attempt,
+                duration=duration,
+                until=now + duration,
+            )
+            return action, StepStatus.RUNNING, now + duration
+        request = self._approval_request(planned, state, ctx, now)
+        action = RequestApproval(
+            execution_id=self.execution_id, step_path=planned.path, attempt=state.attempt, request=request
+        )
+        return action, StepStatus.WAITING_APPROVAL, request.expires_at
+
+    @staticmethod
+    def _duration(text: str, ctx: Context, what: str) -> timedelta:
+        rendered = render(text, ctx)
+        if rendered.unresolved:
+            raise _DispatchFailed(f"{what} {text!r} cannot be resolved: {rendered.describe_unresolved()}")
+        try:
+            return parse_duration(rendered.text)
+        except ValueError as exc:
+            raise _DispatchFailed(f"{what}: {exc}") from None
+
+    def _approval_request(self, planned: PlannedStep, state: StepState, ctx: Context, now: datetime) -> ApprovalRequest:
+        spec: HarnessApprovalSpec = planned.step.spec
+        timeout = self._duration(planned.step.effective_timeout or "1d", ctx, "timeout")
+
+        def names(values: tuple[str, ...], what: str) -> tuple[str, ...]:
+            out = []
+            for value in values:
+                rendered = render(value, ctx)
+                if rendered.unresolved:
+                    raise _DispatchFailed(f"{what} {value!r} cannot be resolved: {rendered.describe_unresolved()}")
+                out.append(rendered.text)
+            return tuple(out)
+
+        approvers = spec.approvers
+        policy = ApprovalPolicy(
+            user_groups=names(approvers.user_groups, "user group"),
+            users=names(approvers.users, "user"),
+            minimum_count=approvers.minimum_count,
+            disallow_pipeline_executor=approvers.disallow_pipeline_executor,
+            rules=approvers.rules,
+            auto_reject_previous_approvals=spec.auto_reject_previous,
+            timeout_action=spec.timeout_action,
+        )
+        text = render(spec.approval_message, ctx)
+        marked = render_marked(spec.approval_message, ctx)
+        stage = self.plan.stage(planned.stage)
+        upcoming = [
+            self.stage_metadata(other.identifier)
+            for other in self.plan.stages()
+            if other.identifier != stage.identifier and self.stage_status(other.identifier) == StepStatus.QUEUED
+        ]
+        return ApprovalRequest(
+            pipeline=PipelineInfo(
+                identifier=self.pipeline.identifier,
+                name=self.pipeline.name,
+                execution_id=self.execution_id,
+                sequence_id=self._state.sequence_id,
+                triggered_by=self._state.triggered_by,
+                started_at=self._state.started_at,
+            ),
+            step=StepInfo(
+                path=planned.path,
+                stage_identifier=stage.identifier,
+                stage_name=stage.name,
+                identifier=planned.identifier,
+                name=planned.name,
+                attempt=state.attempt,
+            ),
+            message=ApprovalMessage(
+                template=spec.approval_message,
+                text=text.text,
+                marked=marked.text,
+                unresolved=tuple(text.unresolved),
+                reasons=text.reasons,
+            ),
+            include_pipeline_execution_history=spec.include_pipeline_execution_history,
+            history=self._history(exclude=planned.path) if spec.include_pipeline_execution_history else (),
+            current_stage=self.stage_metadata(stage.identifier),
+            upcoming_stages=tuple(upcoming),
+            policy=policy,
+            inputs=tuple(
+                ApprovalInput(
+                    name=item.name,
+                    default_value=render(item.default_value, ctx).text,
+                    required=item.required,
+                    allowed_values=item.allowed_values,
+                )
+                for item in spec.approver_inputs
+            ),
+            timeout=timeout,
+            requested_at=now,
+            expires_at=now + timeout,
+        )
+
+    def _history(self, exclude: str) -> tuple[HistoryStage, ...]:
+        stages: list[HistoryStage] = []
+        for planned_stage in self.plan.stages():
+            steps = []
+            for planned in planned_stage.steps():
+                state = self._steps[planned.path]
+                if planned.path == exclude or state.status == StepStatus.QUEUED:
+                    continue
+                steps.append(
+                    HistoryStep(
+                        path=state.path,
+                        identifier=state.identifier,
+                        name=state.name,
+                        type=state.type,
+                        status=state.status.value,
+                        started_at=state.started_at,
+                        finished_at=state.finished_at,
+                        reason=state.reason,
+                        approval=state.approval,
+                    )
+                )
+            if steps:
+                stages.append(
+                    HistoryStage(
+                        identifier=planned_stage.identifier,
+                        name=planned_stage.name,
+                        type=planned_stage.stage.type,
+                        status=self.stage_status(planned_stage.identifier).value,
+                        steps=tuple(steps),
+                    )
+                )
+        return tuple(stages)
+
+    # -- internals ---------------------------------------------------------------------------------------------
+
+    def _get(self, path: str, types: tuple[str, ...] | None = None, method: str = "") -> StepState:
+        try:
+            state = self._steps[path]
+        except KeyError:
+            raise UnknownStep(path) from None
+        if types is not None and state.type not in types:
+            raise InvalidTransition(f"{method} does not apply to {state.type} step {path!r}")
+        return state
+
+    def _live(self, state: StepState, attempt: int | None, statuses: Iterable[StepStatus]) -> bool:
+        # Late, duplicate or stale reports are normal in an event-driven system: they are ignored, not errors.
+        return (
+            self._state.status == ExecutionStatus.RUNNING
+            and state.status in set(statuses)
+            and (attempt is None or attempt == state.attempt)
+        )
+
+    @staticmethod
+    def _finish_step(state: StepState, status: StepStatus, now: datetime, reason: str | None = None) -> None:
+        state.status = status
+        state.finished_at = now
+        state.reason = reason
+
+    def _fail(self, now: datetime, reason: str, status: ExecutionStatus) -> None:
+        for state in self._state.steps:
+            if state.status in ACTIVE:
+                cancel_reason = f"cancelled: {reason}"
+                cls = CancelApproval if state.status == StepStatus.WAITING_APPROVAL else CancelStep
+                self._state.pending_actions.append(
+                    cls(
+                        execution_id=self.execution_id,
+                        step_path=state.path,
+                        attempt=state.attempt,
+                        reason=cancel_reason,
+                    )
+                )
+                self._finish_step(state, StepStatus.ABORTED, now, cancel_reason)
+            elif state.status == StepStatus.QUEUED:
+                self._finish_step(state, StepStatus.SKIPPED, now, f"not run: {reason}")
+        self._end(now, status, reason)
+
+    def _settle(self, now: datetime) -> None:
+        if self._state.status == ExecutionStatus.RUNNING and all(
+            state.status == StepStatus.SUCCEEDED for state in self._state.steps
+        ):
+            self._end(now, ExecutionStatus.SUCCEEDED, None)
+
+    def _end(self, now: datetime, status: ExecutionStatus, reason: str | None) -> None:
+        self._state.status = status
+        self._state.reason = reason
+        self._state.finished_at = now
+        self._state.pending_actions.append(
+            ExecutionFinished(execution_id=self.execution_id, status=status.value, reason=reason, finished_at=now)
+        )
+
+    def _ready(self) -> list[PlannedStep]:
+        _, ready = self._sequence(self.plan.items)
+        return ready
+
+    def _sequence(self, blocks: Iterable[Any]) -> tuple[bool, list[PlannedStep]]:
+        # A sequence runs its blocks one after the other: the first unfinished block decides what is ready.
+        for block in blocks:
+            done, ready = self._block(block)
+            if not done:
+                return False, ready
+        return True, []
+
+    def _block(self, block: Block | PlannedStage | ParallelStageBlock) -> tuple[bool, list[PlannedStep]]:
+        if isinstance(block, PlannedStep):
+            status = self._steps[block.path].status
+            if status == StepStatus.SUCCEEDED:
+                return True, []
+            return False, [block] if status == StepStatus.QUEUED else []
+        if isinstance(block, PlannedStage):
+            return self._sequence(block.blocks)
+        lanes: list[tuple[Any, ...]] = (
+            list(block.lanes) if isinstance(block, ParallelBlock) else [(stage,) for stage in block.stages]
+        )
+        done = True
+        ready: list[PlannedStep] = []
+        for lane in lanes:
+            lane_done, lane_ready = self._sequence(lane)
+            done = done and lane_done
+            ready.extend(lane_ready)
+        return done, ready
+
+
+def _activities(
+    approvers: Iterable[Approver], action: Literal["APPROVE", "REJECT"], comments: str | None, now: datetime
+) -> tuple[ApprovalActivity, ...]:
+    return tuple(
+        ApprovalActivity(approver=approver, action=action, comments=comments, decided_at=now) for approver in approvers
+    )
+
+
+def _stage_variables(variables: tuple[Variable, ...]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for variable in variables:
+        if variable.type == "Secret":
+            values[variable.name] = Unknown("secret variables are not rendered")
+        elif variable.runtime_input is not None:
+            values[variable.name] = Unknown("runtime inputs (<+input>) are only supported for pipeline variables")
+        elif variable.value is None:
+            values[variable.name] = Unknown(f"stage variable {variable.name!r} has no value")
+        else:
+            values[variable.name] = variable.value
+    return values
+
+
+def _ref_scope(ref: ResolvedRef, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    if isinstance(ref, Resolved):
+        scope: dict[str, Any] = {"identifier": ref.identifier, "name": ref.name}
+        description = getattr(ref.entity, "description", "")
+        scope["description"] = description
+        scope.update(extra or {})
+        return scope
+    unknown = Unknown(ref.reason)
+    scope = {
+        "identifier": ref.raw if not is_expression(ref.raw) else unknown,
+        "name": unknown,
+        "description": unknown,
+    }
+    for key in extra or {}:
+        scope[key] = unknown
+    return scope
+
+
+def _with_scopes(ctx: Context, metadata: StageMetadata) -> Context:
+    """`<+service.*>`, `<+env.*>`, `<+infra.*>` and `<+artifact.*>` for a stage with one service / environment /
+    infrastructure; with several, each is unknown with the reason (e.g. `stage deploys 2 services`)."""
+    if len(metadata.services) == 1:
+        ctx = ctx.with_scope("service", _ref_scope(metadata.services[0]))
+    elif metadata.services:
+        ctx = ctx.with_scope("service", Unknown(f"stage deploys {len(metadata.services)} services"))
+    if len(metadata.environments) == 1:
+        target = metadata.environments[0]
+        env = target.environment
+        extra: dict[str, Any] = {"type": env.entity.type if isinstance(env, Resolved) else None}  # type: ignore[union-attr]
+        scope = _ref_scope(env, extra)
+        group = metadata.environment_group
+        if group is not None:
+            scope["envGroupRef"] = group.identifier if isinstance(group, Resolved) else Unknown(group.reason)
+            scope["envGroupName"] = group.name if isinstance(group, Resolved) else Unknown(group.reason)
+        ctx = ctx.with_scope("env", scope)
+        if len(target.infrastructures) == 1:
+            infra = target.infrastructures[0]
+            if isinstance(infra, Resolved):
+                entity = infra.entity
+                details = dict(entity.details.fields())  # type: ignore[union-attr]
+                details.setdefault("namespace", Unknown("the infrastructure has no namespace in the catalog"))
+                infra_scope = {**details, **_ref_scope(infra, {"type": entity.type})}  # type: ignore[union-attr]
+            else:
+                infra_scope = _ref_scope(infra, {"type": None, "namespace": None})
+            ctx = ctx.with_scope("infra", infra_scope)
+        elif target.infrastructures:
+            ctx = ctx.with_scope("infra", Unknown(f"stage deploys to {len(target.infrastructures)} infrastructures"))
+    elif metadata.environments:
+        ctx = ctx.with_scope("env", Unknown(f"stage deploys to {len(metadata.environments)} environments"))
+        ctx = ctx.with_scope("infra", Unknown(f"stage deploys to {len(metadata.environments)} environments"))
+    for artifact in metadata.artifacts:
+        values = {
+            "image": artifact.image if "<+" not in artifact.image else Unknown(f"unresolved: {artifact.image}"),
+            "tag": artifact.tag if "<+" not in artifact.tag else Unknown(f"unresolved: {artifact.tag}"),
+        }
+        if artifact.identifier == "primary":
+            ctx = ctx.with_scope("artifact", values)
+        else:
+            ctx = ctx.with_sidecar(artifact.identifier, values)
+    return ctx
+
+
+def _start_variables(pipeline: Pipeline, supplied: dict[str, Any]) -> dict[str, Any]:
+    problems: list[str] = []
+    declared = {variable.name: variable for variable in pipeline.variables}
+    for name in sorted(set(supplied) - set(declared)):
+        problems.append(f"unknown pipeline variable {name!r}")
+    values: dict[str, Any] = {}
+    for variable in pipeline.variables:
+        name = variable.name
+        if variable.type == "Secret":
+            if name in supplied:
+                problems.append(f"secret variable {name!r} cannot be supplied (signoff stores no secrets)")
+            values[name] = None
+            continue
+        runtime = variable.runtime_input
+        if name in supplied:
+            value = supplied[name]
+        elif runtime is not None:
+            if runtime.default is None:
+                problems.append(f"pipeline variable {name!r} is a runtime input (<+input>): supply a value")
+                continue
+            value = runtime.default
+        else:
+            value = variable.value
+        if runtime is not None and runtime.allowed_values and str(value) not in runtime.allowed_values:
+            problems.append(f"pipeline variable {name!r}: {value!r} is not one of {', '.join(runtime.allowed_values)}")
+        if variable.type == "Number" and value is not None:
+            number = _number(value)
+            if number is None:
+                problems.append(f"pipeline variable {name!r} must be a number, got {value!r}")
+            value = number
+        if variable.required and value in (None, ""):
+            problems.append(f"pipeline variable {name!r} is required")
+        if value is not None and not isinstance(value, str | int | float | bool):
+            problems.append(f"pipeline variable {name!r} must be text or a number")
+        values[name] = value
+    if problems:
+        raise InvalidStart(problems)
+    return values
+
+
+def _number(value: Any) -> int | float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    try:
+        return int(str(value))
+    except ValueError:
+        pass
+    try:
+        return float(str(value))
+    except ValueError:
+        return None
+
+
+__all__ = [
+    "ACTIVE",
+    "MAX_ATTEMPTS",
+    "RESTART_REASON",
+    "Execution",
+    "ExecutionState",
+    "ExecutionStatus",
+    "InvalidStart",
+    "InvalidTransition",
+    "StepState",
+    "StepStatus",
+    "UnknownStep",
+]

@@ -1,0 +1,301 @@
+"""Harness `<+...>` expressions: what a pipeline knows so far (`Context`) and rendering text against it.
+
+Supported: dotted paths with list indexes, e.g. `<+pipeline.variables.tag>`, `<+stage.name>`, `<+service.name>`,
+`<+env.type>`, `<+infra.namespace>`, `<+artifact.tag>`, `<+execution.steps.smoke.output.outputVariables.status>`,
+`<+pipeline.stages.deploy.spec.execution.steps.smoke.output.outputVariables.status>`,
+`<+execution.steps.approve.output.approverInputs.foo>`,
+`<+execution.steps.approve.output.approvalActivities[0].user.name>`. Method calls, operators and nested
+expressions are not evaluated: they stay unresolved with a reason.
+
+The convention (docs/pipelines.md, "Expressions"): an expression that cannot be resolved is never blanked.
+`render` keeps its raw `<+...>` text in place and lists it in `Rendered.unresolved` (machine-facing text that can
+be rendered again once more is known); `render_marked` writes `⟨unresolved: pipeline.variables.x⟩` instead, for
+text people read. Both report the same `unresolved` list and `reasons`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+EXPRESSION = re.compile(r"<\+(.*?)>")
+"""One `<+...>` expression; group 1 is its body. Bodies cannot contain `>` (comparisons are not supported)."""
+
+_PATH = re.compile(r"^[A-Za-z_$][\w$-]*(?:\.[A-Za-z_$][\w$-]*|\[\d+\])*$")
+_SEGMENT = re.compile(r"\.?([A-Za-z_$][\w$-]*)|\[(\d+)\]")
+_MAX_DEPTH = 5
+_ROOTS = ("pipeline", "stage", "service", "env", "infra", "artifact", "artifacts", "execution")
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A value the context knows it does not have, and why (e.g. `stage deploys 2 services`)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Rendered text; `unresolved` lists each expression left unresolved (raw `<+...>`, first-seen order) and
+    `reasons` says why, keyed the same way."""
+
+    text: str
+    unresolved: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """True when every expression was resolved."""
+        return not self.unresolved
+
+    def describe_unresolved(self) -> str:
+        """`<+a> (reason); <+b> (reason)` for error messages."""
+        return "; ".join(f"{raw} ({self.reasons.get(raw, 'unresolved')})" for raw in self.unresolved)
+
+
+def find_expressions(text: str) -> list[str]:
+    """The raw `<+...>` expressions in `text`, in order (repeats kept)."""
+    return [match.group(0) for match in EXPRESSION.finditer(text)]
+
+
+def marker(body: str) -> str:
+    """The human-facing mark of an unresolved expression: `⟨unresolved: pipeline.variables.x⟩`."""
+    return f"⟨unresolved: {body.strip()}⟩"
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class Context:
+    """What is known at one point of an execution, as a tree the expressions walk. Immutable: each `with_*`
+    returns a new context, so the executor builds one per step as the execution progresses.
+
+    Values may be `Unknown(reason)`: the context then reports that reason instead of a generic one.
+    """
+
+    def __init__(self, tree: Mapping[str, Any] | None = None, current_stage: str | None = None) -> None:
+        self._tree: dict[str, Any] = copy.deepcopy(dict(tree or {}))
+        self._current_stage = current_stage
+
+    def _copy(self) -> Context:
+        return Context(self._tree, self._current_stage)
+
+    # -- building ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def for_pipeline(
+        cls,
+        *,
+        name: str,
+        identifier: str,
+        execution_id: str | None = None,
+        sequence_id: int | None = None,
+        triggered_by_name: str | None = None,
+        triggered_by_email: str | None = None,
+        start_ts: int | None = None,
+        variables: Mapping[str, Any] | None = None,
+    ) -> Context:
+        """The pipeline scope: `<+pipeline.name>`, `.identifier`, `.executionId`, `.sequenceId`, `.startTs`,
+        `.triggeredBy.name|email`, `.variables.x`. A variable's value may itself hold expressions."""
+        pipeline: dict[str, Any] = {
+            "name": name,
+            "identifier": identifier,
+            "executionId": execution_id if execution_id is not None else Unknown("the execution has not started"),
+            "sequenceId": sequence_id if sequence_id is not None else Unknown("the execution has not started"),
+            "startTs": start_ts if start_ts is not None else Unknown("the execution has not started"),
+            "triggeredBy": {
+                "name": triggered_by_name if triggered_by_name is not None else Unknown("no trigger recorded"),
+                "email": triggered_by_email if triggered_by_email is not None else Unknown("the trigger has no e-mail"),
+            },
+            "variables": dict(variables or {}),
+            "stages": {},
+        }
+        return cls({"pipeline": pipeline})
+
+    def with_stage_names(self, stages: Mapping[str, tuple[str, str]]) -> Context:
+        """Declare every stage's static facts (identifier -> (name, type)): `<+pipeline.stages.S.name>` resolves
+        even for a stage that has not run."""
+        ctx = self._copy()
+        nodes = ctx._tree.setdefault("pipeline", {}).setdefault("stages", {})
+        for identifier, (name, stage_type) in stages.items():
+            nodes.setdefault(identifier, {}).update(identifier=identifier, name=name, type=stage_type)
+        return ctx
+
+    def with_stage(
+        self, *, identifier: str, name: str, type: str | None = None, variables: Mapping[str, Any] | None = None
+    ) -> Context:
+        """Enter a stage: `<+stage.name>`, `<+stage.identifier>`, `<+stage.type>`, `<+stage.variables.x>`, and
+        `<+execution.steps...>` now mean this stage's steps. Stage-specific scopes are cleared."""
+        ctx = self._copy()
+        for scope in ("service", "env", "infra", "artifact", "artifacts"):
+            ctx._tree.pop(scope, None)
+        ctx._tree["stage"] = {
+            "identifier": identifier,
+            "name": name,
+            "type": type if type is not None else Unknown("no stage type"),
+            "variables": dict(variables or {}),
+        }
+        stages = ctx._tree.setdefault("pipeline", {}).setdefault("stages", {})
+        node = stages.setdefault(identifier, {})
+        node.update(identifier=identifier, name=name)
+        ctx._current_stage = identifier
+        return ctx
+
+    def with_scope(self, scope: str, values: Mapping[str, Any] | Unknown) -> Context:
+        """Set a deployment scope: `service` (identifier, name, description), `env` (identifier, name, type,
+        envGroupRef, envGroupName), `infra` (identifier, name, namespace, cluster, region, ...), `artifact`
+        (image, tag; also reachable as `artifacts.primary`). `Unknown` makes every field of the scope unknown."""
+        if scope not in ("service", "env", "infra", "artifact"):
+            raise ValueError(f"unknown scope {scope!r}")
+        ctx = self._copy()
+        ctx._tree[scope] = values if isinstance(values, Unknown) else dict(values)
+        if scope == "artifact":
+            ctx._tree["artifacts"] = {"primary": ctx._tree[scope]}
+        return ctx
+
+    def with_sidecar(self, identifier: str, values: Mapping[str, Any]) -> Context:
+        """`<+artifacts.sidecars.ID.image|tag>`."""
+        ctx = self._copy()
+        artifacts = ctx._tree.setdefault("artifacts", {})
+        if isinstance(artifacts, Unknown):
+            artifacts = ctx._tree["artifacts"] = {}
+        artifacts.setdefault("sidecars", {})[identifier] = dict(values)
+        return ctx
+
+    def with_step(
+        self,
+        *,
+        stage: str,
+        identifier: str,
+        groups: Sequence[str] = (),
+        name: str | None = None,
+        status: str | None = None,
+        output: Mapping[str, Any] | Unknown | None = None,
+    ) -> Context:
+        """Record a step's outputs: reachable as `<+pipeline.stages.S.spec.execution.steps.ID.output...>`, and
+        while in stage S as `<+execution.steps.ID.output...>` (also `execution.steps.GROUP.steps.ID...`)."""
+        ctx = self._copy()
+        stages = ctx._tree.setdefault("pipeline", {}).setdefault("stages", {})
+        stage_node = stages.setdefault(stage, {"identifier": stage})
+        steps = stage_node.setdefault("spec", {}).setdefault("execution", {}).setdefault("steps", {})
+        node: dict[str, Any] = {
+            "identifier": identifier,
+            "output": output if isinstance(output, Unknown) else dict(output or {}),
+        }
+        if name is not None:
+            node["name"] = name
+        if status is not None:
+            node["status"] = status
+        steps[identifier] = node
+        container = steps
+        for group in groups:
+            group_node = container.setdefault(group, {"identifier": group})
+            container = group_node.setdefault("steps", {})
+        if groups:
+            container[identifier] = node
+        return ctx
+
+    # -- resolving -----------------------------------------------------------------------------------------------
+
+    def resolve(self, body: str) -> str | Unknown:
+        """The value of one expression body (`pipeline.variables.x`), or `Unknown(reason)`."""
+        return self._resolve(body.strip(), 0)
+
+    def _resolve(self, body: str, depth: int) -> str | Unknown:
+        if body == "input" or body.startswith("input."):
+            return Unknown("runtime inputs (<+input>) are only supported as pipeline variable values")
+        if body.startswith("secrets."):
+            return Unknown("secret references are not supported")
+        if not _PATH.match(body):
+            return Unknown("unsupported expression: only dotted paths such as pipeline.variables.x are evaluated")
+        segments: list[str | int] = [name if name else int(index) for name, index in _SEGMENT.findall(body)]
+        root = segments[0]
+        if root not in _ROOTS:
+            return Unknown(f"unknown expression root {root!r}")
+        if root == "execution":
+            if self._current_stage is None:
+                return Unknown("execution.* refers to the current stage, and there is none here")
+            segments = ["pipeline", "stages", self._current_stage, "spec", "execution", *segments[1:]]
+        node: Any = self._tree
+        walked: list[str] = []
+        for segment in segments:
+            if isinstance(node, Unknown):
+                return node
+            if isinstance(segment, int):
+                if not isinstance(node, list) or segment >= len(node):
+                    return Unknown(f"no item [{segment}] at {'.'.join(walked) or root}")
+                node = node[segment]
+                walked.append(f"[{segment}]")
+                continue
+            if not isinstance(node, Mapping) or segment not in node:
+                return Unknown(self._missing_reason(walked, segment))
+            node = node[segment]
+            walked.append(segment)
+        if isinstance(node, Unknown):
+            return node
+        if node is None:
+            return Unknown(f"{body} has no value")
+        if isinstance(node, Mapping | list):
+            return Unknown(f"{body} is an object, not a value")
+        value = _scalar(node)
+        if "<+" in value:
+            if depth >= _MAX_DEPTH:
+                return Unknown(f"expressions nested more than {_MAX_DEPTH} deep (a cycle?)")
+            inner = _render(value, self, depth + 1, marked=False)
+            if inner.unresolved:
+                return Unknown(f"depends on {inner.describe_unresolved()}")
+            return inner.text
+        return value
+
+    def _missing_reason(self, walked: list[str], segment: str) -> str:
+        path = ".".join(walked)
+        if path == "pipeline.variables":
+            return f"no pipeline variable {segment!r}"
+        if path == "stage.variables":
+            return f"no stage variable {segment!r}"
+        if not walked and segment in ("stage", "service", "env", "infra", "artifact", "artifacts"):
+            return f"no {segment} here"
+        if path == "pipeline.stages":
+            return f"no stage {segment!r}"
+        if len(walked) == 3 and walked[:2] == ["pipeline", "stages"] and segment == "spec":
+            return f"stage {walked[2]!r} has no step outputs yet"
+        if path.endswith(".execution.steps") or path.endswith(".steps"):
+            return f"step {segment!r} has no outputs here (not run yet, or not in this stage)"
+        if path.endswith("outputVariables"):
+            return f"the step set no output variable {segment!r}"
+        if path.endswith("approverInputs"):
+            return f"the approval has no input {segment!r}"
+        return f"{segment!r} is not known at {path or 'the top level'}"
+
+
+def _render(text: str, ctx: Context, depth: int, *, marked: bool) -> Rendered:
+    unresolved: list[str] = []
+    reasons: dict[str, str] = {}
+
+    def replace(match: re.Match[str]) -> str:
+        raw, body = match.group(0), match.group(1)
+        value = ctx._resolve(body.strip(), depth)
+        if isinstance(value, Unknown):
+            if raw not in reasons:
+                unresolved.append(raw)
+                reasons[raw] = value.reason
+            return marker(body) if marked else raw
+        return value
+
+    return Rendered(EXPRESSION.sub(replace, text), unresolved, reasons)
+
+
+def render(text: str, ctx: Context) -> Rendered:
+    """Resolve every `<+...>` in `text`; unresolved ones keep their raw text and are listed in `unresolved`."""
+    return _render(text, ctx, 0, marked=False)
+
+
+def render_marked(text: str, ctx: Context) -> Rendered:
+    """Like `render`, but unresolved expressions become `⟨unresolved: body⟩` (for messages people read)."""
+    return _render(text, ctx, 0, marked=True)

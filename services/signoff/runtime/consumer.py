@@ -1,0 +1,345 @@
+"""The consumer loop every service runs on: fetch a batch, apply it in one database transaction with an inbox row
+per event, commit the database, then commit the offsets.
+
+- Duplicates (a redelivery after a crash between the two commits, a replayed event, a re-published outbox row)
+  conflict on the inbox primary key and are skipped.
+- Records that fail validation are dead-lettered in the same transaction: an outbox row for the dead-letter topic
+  plus an inbox row keyed by their position, so a redelivery neither loses nor duplicates them, and the valid
+  records around them are applied.
+- A handler error on a batch is retried one event at a time, so one poison event is dead-lettered alone instead of
+  blocking its partition. Transient errors (the database or broker unreachable) retry with bounded backoff and
+  never commit offsets for work that was not committed.
+- stop() lets the batch in flight finish and commit; anything not committed is redelivered (and deduped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from structlog.contextvars import bound_contextvars
+
+from signoff.contracts import ContractError, Event, decode
+from signoff.contracts.topics import DEAD_LETTER_TOPIC, dead_letter_headers
+from signoff.runtime.metrics import (
+    BATCH_RETRIES,
+    BATCH_SECONDS,
+    CONSUMER_LAG,
+    EVENTS_APPLIED,
+    EVENTS_CONSUMED,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_DUPLICATE,
+)
+from signoff.runtime.outbox import OutboxRecord, OutboxWriter
+
+log = structlog.get_logger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+)
+
+
+@dataclass(frozen=True)
+class Received:
+    """A valid event and the record it came in."""
+
+    event: Event
+    record: ConsumerRecord
+
+    @property
+    def topic(self) -> str:
+        return self.record.topic
+
+    @property
+    def partition(self) -> int:
+        return self.record.partition
+
+    @property
+    def offset(self) -> int:
+        return self.record.offset
+
+    @property
+    def key(self) -> bytes | None:
+        return self.record.key
+
+    def log_context(self) -> dict[str, object]:
+        return {
+            "event_id": self.event.id,
+            "event_type": self.event.type,
+            "subject": self.event.subject,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+        }
+
+
+@dataclass
+class UnitOfWork:
+    """One database transaction: `conn` for the handler's SQL, `outbox` for the events it publishes."""
+
+    conn: asyncpg.Connection
+    outbox: OutboxWriter
+
+
+class BatchHandler(Protocol):
+    """What a service plugs into the loop."""
+
+    async def apply(self, uow: UnitOfWork, batch: Sequence[Received]) -> None:
+        """Apply new (never seen before) events inside the open transaction; raise to refuse the whole batch.
+
+        Set-based SQL over the whole batch is welcome (bursts of thousands of requests must be absorbed fast);
+        the loop falls back to one event per call to isolate an event that makes this raise."""
+
+
+@dataclass
+class _Refused:
+    record: ConsumerRecord
+    reason: str
+    error: str
+
+    @property
+    def inbox_id(self) -> str:
+        return f"dlq:{self.record.topic}:{self.record.partition}:{self.record.offset}"
+
+
+@dataclass
+class LoopState:
+    """What /readyz and /healthz read."""
+
+    joined: bool = False
+    last_iteration: float = field(default_factory=time.monotonic)
+    failing_since: float | None = None
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, state: LoopState, name: str) -> None:
+        self.state, self.name = state, name
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        log.info("partitions_revoked", consumer=self.name, partitions=sorted(str(tp) for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        self.state.joined = True
+        log.info("partitions_assigned", consumer=self.name, partitions=sorted(str(tp) for tp in assigned))
+
+
+class ConsumerLoop:
+    """Consumes `topics` as consumer group `name` into `handler`, writing inbox and outbox rows in `schema`."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        topics: Sequence[str],
+        consumer: AIOKafkaConsumer,
+        pool: asyncpg.Pool,
+        schema: str,
+        handler: BatchHandler,
+        max_batch: int = 1000,
+        max_event_bytes: int = 512 * 1024,
+        dead_letter_topic: str = DEAD_LETTER_TOPIC,
+    ) -> None:
+        self.name = name
+        self.topics = list(topics)
+        self.consumer = consumer
+        self.pool = pool
+        self.schema = schema
+        self.handler = handler
+        self.max_batch = max_batch
+        self.max_event_bytes = max_event_bytes
+        self.dead_letter_topic = dead_letter_topic
+        self.state = LoopState()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop fetching; the batch in flight finishes and commits."""
+        self._stopping.set()
+
+    async def start(self) -> None:
+        self.consumer.subscribe(self.topics, listener=_Rebalance(self.state, self.name))
+        await self.consumer.start()
+
+    async def run(self) -> None:
+        """Consume until stop(). The caller starts the consumer (start()) and stops it afterwards."""
+        while not self._stopping.is_set():
+            self.state.last_iteration = time.monotonic()
+            batches = await self.consumer.getmany(timeout_ms=500, max_records=self.max_batch)
+            records = [record for tp_records in batches.values() for record in tp_records]
+            if not records:
+                continue
+            started = time.perf_counter()
+            await self.process(records)
+            await self._commit_offsets(batches)
+            BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+            await self._record_lag(batches.keys())
+
+    async def process(self, records: Sequence[ConsumerRecord]) -> None:
+        """Apply one fetched batch to the database (retrying transient failures until it commits)."""
+        valid, refused = self._decode(records)
+        delay = 0.1
+        while True:
+            try:
+                await self._apply_batch(valid, refused)
+                self.state.failing_since = None
+                return
+            except TRANSIENT_ERRORS as exc:
+                # The database (or network) is down: nothing was committed, so nothing is lost; retry the same
+                # batch with bounded backoff. Readiness turns false while this lasts.
+                self.state.failing_since = self.state.failing_since or time.monotonic()
+                self.state.last_iteration = time.monotonic()
+                BATCH_RETRIES.labels(self.name).inc()
+                log.warning("batch_retry", consumer=self.name, error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception as exc:  # the handler refused the batch: isolate the event(s) responsible
+                log.warning("batch_failed_isolating", consumer=self.name, error=repr(exc), size=len(valid))
+                await self._apply_one_by_one(valid, refused)
+                return
+
+    def _decode(self, records: Sequence[ConsumerRecord]) -> tuple[list[Received], list[_Refused]]:
+        valid: dict[str, Received] = {}
+        refused: list[_Refused] = []
+        for record in records:
+            EVENTS_CONSUMED.labels(self.name, record.topic).inc()
+            try:
+                event = decode(record.value, record.headers or (), max_bytes=self.max_event_bytes)
+            except ContractError as exc:
+                refused.append(_Refused(record, exc.reason, str(exc)))
+                continue
+            # The same event twice in one batch is applied once (the inbox insert would also skip it).
+            valid.setdefault(event.id, Received(event, record))
+        return list(valid.values()), refused
+
+    async def _apply_batch(self, valid: Sequence[Received], refused: Sequence[_Refused]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            fresh = await self._claim(conn, valid, refused)
+            outbox = OutboxWriter(self.schema)
+            new_events = [r for r in valid if r.event.id in fresh]
+            if new_events:
+                await self.handler.apply(UnitOfWork(conn, outbox), new_events)
+            new_refusals = [r for r in refused if r.inbox_id in fresh]
+            for refusal in new_refusals:
+                outbox.add(self._dead_letter(refusal))
+            await outbox.flush(conn)
+        self._report(valid, fresh, new_refusals)
+
+    async def _apply_one_by_one(self, valid: Sequence[Received], refused: Sequence[_Refused]) -> None:
+        await self._retrying(lambda: self._apply_batch([], refused))
+        for received in valid:
+            try:
+                await self._retrying(lambda r=received: self._apply_batch([r], []))
+            except Exception as exc:
+                refusal = _Refused(received.record, "handler_error", f"{type(exc).__name__}: {exc}")
+                log.error("event_failed", consumer=self.name, **received.log_context(), error=repr(exc))
+                await self._retrying(lambda f=refusal: self._apply_batch([], [f]))
+
+    async def _retrying(self, attempt) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await attempt()
+                return
+            except TRANSIENT_ERRORS as exc:
+                BATCH_RETRIES.labels(self.name).inc()
+                log.warning("event_retry", consumer=self.name, error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _claim(
+        self, conn: asyncpg.Connection, valid: Sequence[Received], refused: Sequence[_Refused]
+    ) -> set[str]:
+        """Insert inbox rows for everything in the batch; returns the ids that were not there yet."""
+        ids = [r.event.id for r in valid] + [r.inbox_id for r in refused]
+        if not ids:
+            return set()
+        positions = [(r.topic, r.partition, r.offset) for r in valid] + [
+            (r.record.topic, r.record.partition, r.record.offset) for r in refused
+        ]
+        rows = await conn.fetch(
+            f"""INSERT INTO "{self.schema}".inbox (consumer, event_id, topic, partition, "offset")
+                SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int[], $5::bigint[])
+                ON CONFLICT DO NOTHING RETURNING event_id""",  # noqa: S608
+            self.name,
+            ids,
+            [p[0] for p in positions],
+            [p[1] for p in positions],
+            [p[2] for p in positions],
+        )
+        return {row["event_id"] for row in rows}
+
+    def _dead_letter(self, refusal: _Refused) -> OutboxRecord:
+        record = refusal.record
+        return OutboxRecord(
+            id=refusal.inbox_id,
+            topic=self.dead_letter_topic,
+            key=record.key.decode(errors="replace") if record.key else None,
+            type="dead-letter",
+            value=record.value or b"",
+            headers=[
+                *(record.headers or ()),
+                *dead_letter_headers(
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    reason=refusal.reason,
+                    error=refusal.error,
+                    consumer=self.name,
+                ),
+            ],
+        )
+
+    def _report(self, valid: Sequence[Received], fresh: set[str], refusals: Sequence[_Refused]) -> None:
+        for received in valid:
+            with bound_contextvars(**received.log_context()):
+                if received.event.id in fresh:
+                    EVENTS_APPLIED.labels(self.name, received.event.type).inc()
+                    log.info("event_applied", consumer=self.name)
+                else:
+                    EVENTS_DUPLICATE.labels(self.name).inc()
+                    log.info("event_duplicate_skipped", consumer=self.name)
+        for refusal in refusals:
+            EVENTS_DEAD_LETTERED.labels(self.name, refusal.reason).inc()
+            log.warning(
+                "event_dead_lettered",
+                consumer=self.name,
+                topic=refusal.record.topic,
+                partition=refusal.record.partition,
+                offset=refusal.record.offset,
+                reason=refusal.reason,
+                error=refusal.error[:500],
+            )
+
+    async def _commit_offsets(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance took the partitions away: the database already has the batch, and whoever consumes
+            # these offsets next skips it through the inbox.
+            log.warning("offset_commit_failed", consumer=self.name, error=repr(exc))
+
+    async def _record_lag(self, partitions) -> None:
+        for tp in partitions:
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await self.consumer.position(tp)
+            except KafkaError:
+                continue
+            CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, highwater - position))

@@ -1,0 +1,215 @@
+"""The transactional outbox: events to publish are rows written in the same transaction as the state change, and a
+relay publishes them afterwards. Handlers never publish to Kafka themselves (that would be a dual write: a crash
+between the database commit and the send loses or invents an event)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from signoff.runtime.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
+
+log = structlog.get_logger(__name__)
+
+
+def notify_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel that wakes the relay of `schema` when a transaction added outbox rows."""
+    return f"signoff_outbox_{schema}"
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    """One Kafka record to publish: `id` is unique (the CloudEvent id, or a dead-letter id)."""
+
+    id: str
+    topic: str
+    key: str | None
+    type: str
+    value: bytes
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+def _headers_to_json(headers: Sequence[tuple[str, bytes]]) -> list[list[str]]:
+    return [[name, base64.b64encode(value).decode()] for name, value in headers]
+
+
+def _headers_from_json(headers: list[list[str]]) -> list[tuple[str, bytes]]:
+    return [(name, base64.b64decode(value)) for name, value in headers]
+
+
+class OutboxWriter:
+    """Collects records during one unit of work and writes them in one statement before the commit."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self.pending: list[OutboxRecord] = []
+
+    def add(self, record: OutboxRecord) -> None:
+        """Publish `record` if, and only if, the surrounding transaction commits."""
+        self.pending.append(record)
+
+    async def flush(self, conn: asyncpg.Connection) -> int:
+        """Insert the collected rows (set-based) and wake the relay on commit; returns how many."""
+        if not self.pending:
+            return 0
+        records, self.pending = self.pending, []
+        await conn.execute(
+            f"""INSERT INTO "{self.schema}".outbox (id, aggregatetype, aggregateid, type, payload, headers)
+                SELECT id, topic, key, type, payload, headers::jsonb
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[])
+                    AS r(id, topic, key, type, payload, headers)""",  # noqa: S608
+            [r.id for r in records],
+            [r.topic for r in records],
+            [r.key for r in records],
+            [r.type for r in records],
+            [r.value for r in records],
+            # As JSON text: a list value inside a jsonb[] parameter would be read as another array dimension.
+            [json.dumps(_headers_to_json(r.headers)) for r in records],
+        )
+        # Delivered at commit, and only then: a rolled-back transaction wakes nobody.
+        await conn.execute("SELECT pg_notify($1, '')", notify_channel(self.schema))
+        return len(records)
+
+
+class OutboxRelay:
+    """Publishes unsent outbox rows in order and marks them sent.
+
+    Wakes on NOTIFY, and polls every `poll_interval` seconds as a fallback (a notification is lost when the
+    listening connection drops). One replica publishes a schema's outbox at a time (a transaction-scoped advisory
+    lock): two relays taking alternate batches could reorder one gate's events. Rows are claimed with
+    FOR UPDATE SKIP LOCKED all the same, so a claim never waits on, or double-sends, a row another transaction holds.
+    A crash after the send and before the mark re-publishes the rows: delivery is at least once, and consumers
+    dedupe by event id (the inbox).
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        schema: str,
+        *,
+        batch_size: int = 1000,
+        poll_interval: float = 1.0,
+        sent_retention_seconds: float = 3600.0,
+    ) -> None:
+        self.pool = pool
+        self.producer = producer
+        self.schema = schema
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.sent_retention_seconds = sent_retention_seconds
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.healthy = True
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of unsent rows; returns how many (0 when none, or another replica holds the lead)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            lead = await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext('signoff.outbox.' || $1::text))", self.schema
+            )
+            if not lead:
+                return 0
+            rows = await conn.fetch(
+                f"""SELECT seq, id, aggregatetype, aggregateid, payload, headers FROM "{self.schema}".outbox
+                    WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED""",  # noqa: S608
+                self.batch_size,
+            )
+            if not rows:
+                return 0
+            await self._send(rows)
+            await self._mark_sent(conn, [row["seq"] for row in rows])
+        OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
+        return len(rows)
+
+    async def _send(self, rows: Sequence[asyncpg.Record]) -> None:
+        deliveries = []
+        for row in rows:
+            key = row["aggregateid"].encode() if row["aggregateid"] is not None else None
+            deliveries.append(
+                await self.producer.send(
+                    row["aggregatetype"], row["payload"], key=key, headers=_headers_from_json(row["headers"])
+                )
+            )
+        await asyncio.gather(*deliveries)  # every record acknowledged before any is marked sent
+
+    async def _mark_sent(self, conn: asyncpg.Connection, seqs: list[int]) -> None:
+        await conn.execute(
+            f'UPDATE "{self.schema}".outbox SET sent_at = now() WHERE seq = ANY($1::bigint[])',  # noqa: S608
+            seqs,
+        )
+
+    async def backlog(self) -> int:
+        """Unsent rows (also exported as signoff_outbox_backlog)."""
+        async with self.pool.acquire() as conn:
+            count = await conn.fetchval(
+                f'SELECT count(*) FROM "{self.schema}".outbox WHERE sent_at IS NULL'  # noqa: S608
+            )
+        OUTBOX_BACKLOG.labels(self.schema).set(count)
+        return int(count)
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Publish until nothing is pending (graceful shutdown), at most `timeout` seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while await self.publish_pending():
+                    pass
+
+    async def _prune(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                f"""DELETE FROM "{self.schema}".outbox
+                    WHERE sent_at < now() - make_interval(secs => $1)""",  # noqa: S608
+                self.sent_retention_seconds,
+            )
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Publish until stop(); transient failures back off (bounded) and retry, never drop a row."""
+        listener = await self.pool.acquire()
+        channel = notify_channel(self.schema)
+
+        def wake(*_: object) -> None:
+            self._wake.set()
+
+        await listener.add_listener(channel, wake)
+        delay = 0.1
+        loops = 0
+        try:
+            while not self._stopping.is_set():
+                # Cleared before publishing, so a NOTIFY that arrives while we publish triggers another round.
+                self._wake.clear()
+                try:
+                    while await self.publish_pending() and not self._stopping.is_set():
+                        pass
+                    loops += 1
+                    if loops % 60 == 0:
+                        await self._prune()
+                        await self.backlog()
+                    self.healthy = True
+                    delay = 0.1
+                except Exception as exc:
+                    # Kafka or PostgreSQL unavailable (any failure here is of that kind: rows are opaque bytes):
+                    # the rows stay unsent and are retried; nothing is lost.
+                    self.healthy = False
+                    log.warning("outbox_publish_failed", schema=self.schema, error=repr(exc), retry_in=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+        finally:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(channel, wake)
+            await self.pool.release(listener)

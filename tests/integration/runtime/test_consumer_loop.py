@@ -1,0 +1,278 @@
+"""The shared consume -> apply -> commit -> outbox -> DLQ loop, on the real broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from signoff.contracts import encode
+from signoff.contracts.topics import DLQ_HEADER_ORIGINAL_OFFSET, DLQ_HEADER_ORIGINAL_TOPIC, DLQ_HEADER_REASON
+from signoff.runtime.consumer import ConsumerLoop
+from signoff.runtime.db import create_pool
+from signoff.runtime.kafka import ensure_topics, make_consumer, make_producer
+from signoff.runtime.outbox import OutboxRecord, OutboxRelay, OutboxWriter
+from signoff.runtime.service import Service, ServiceSpec
+from tests.support.events import make_event
+from tests.support.ledger import SCHEMA, LedgerHandler, applied, migrate_ledger
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+
+class Harness:
+    """One test's topic, dead-letter topic, group, database pool and ledger."""
+
+    def __init__(self, settings, names, database_url) -> None:
+        self.settings = settings
+        self.topic = names.topic("signoff.test.events")
+        self.dead_letters = names.topic("signoff.test.deadletter")
+        self.group = names.group("signoff-test")
+        self.dsn = database_url
+        self.pool: asyncpg.Pool | None = None
+        self.producer: AIOKafkaProducer | None = None
+
+    async def __aenter__(self) -> Harness:
+        await migrate_ledger(self.dsn)
+        await ensure_topics(
+            self.settings.model_copy(update={"kafka_topic_partitions": 1}), [self.topic, self.dead_letters]
+        )
+        self.pool = await create_pool(self.dsn)
+        self.producer = make_producer(self.settings, "test-producer")
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.producer is not None and self.pool is not None
+        await self.producer.stop()
+        await self.pool.close()
+
+    def loop(self, handler: LedgerHandler, loop_class: type[ConsumerLoop] = ConsumerLoop) -> ConsumerLoop:
+        assert self.pool is not None
+        return loop_class(
+            name=self.group,
+            topics=[self.topic],
+            consumer=make_consumer(self.settings, [self.topic], self.group, "test-consumer"),
+            pool=self.pool,
+            schema=SCHEMA,
+            handler=handler,
+            dead_letter_topic=self.dead_letters,
+        )
+
+    async def send(self, value: bytes | None, headers=(), key: bytes = b"k") -> int:
+        assert self.producer is not None
+        meta = await self.producer.send_and_wait(self.topic, value, key=key, headers=list(headers))
+        return meta.offset
+
+    async def send_event(self, event) -> int:
+        value, headers = encode(event)
+        return await self.send(value, headers)
+
+    async def committed(self) -> int:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            return await consumer.committed(TopicPartition(self.topic, 0)) or 0
+        finally:
+            await consumer.stop()
+
+    async def read_dead_letters(self, count: int) -> list:
+        consumer = AIOKafkaConsumer(
+            self.dead_letters,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        records: list = []
+        try:
+            async with asyncio.timeout(30):
+                while len(records) < count:
+                    for batch in (await consumer.getmany(timeout_ms=500)).values():
+                        records.extend(batch)
+        finally:
+            await consumer.stop()
+        return records
+
+
+@contextlib.asynccontextmanager
+async def running(loop: ConsumerLoop, relay: OutboxRelay | None = None):
+    await loop.start()
+    tasks = [asyncio.create_task(loop.run())]
+    if relay is not None:
+        tasks.append(asyncio.create_task(relay.run()))
+    try:
+        yield tasks[0]
+    finally:
+        loop.stop()
+        if relay is not None:
+            relay.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await loop.consumer.stop()
+
+
+@pytest.fixture
+async def harness(settings, names, database_url):
+    async with Harness(settings, names, database_url) as h:
+        yield h
+
+
+async def test_the_same_event_delivered_three_times_is_applied_once(harness):
+    event = make_event("gate-1")
+    for _ in range(3):
+        last = await harness.send_event(event)
+    async with running(harness.loop(LedgerHandler())):
+        await eventually(lambda: _committed_at_least(harness, last + 1), what="offsets committed")
+    assert await applied(harness.dsn) == {event.id: 1}
+
+
+async def _committed_at_least(harness, offset: int) -> bool:
+    return await harness.committed() >= offset
+
+
+class CrashAfterDatabaseCommit(ConsumerLoop):
+    """Dies between the database commit and the offset commit, like a process killed at that instant."""
+
+    async def _commit_offsets(self, batches) -> None:
+        raise SystemExit("crash before the offset commit")
+
+
+async def test_a_crash_between_database_and_offset_commit_redelivers_and_dedupes(harness):
+    events = [make_event(f"gate-{i}") for i in range(5)]
+    for event in events:
+        last = await harness.send_event(event)
+
+    crashing = harness.loop(LedgerHandler(), CrashAfterDatabaseCommit)
+    await crashing.start()
+    with pytest.raises(SystemExit):
+        await crashing.run()
+    await crashing.consumer.stop()
+    assert await applied(harness.dsn) == {e.id: 1 for e in events}
+    assert await harness.committed() == 0  # nothing committed: everything will be redelivered
+
+    async with running(harness.loop(LedgerHandler())):
+        await eventually(lambda: _committed_at_least(harness, last + 1), what="offsets committed after restart")
+    assert await applied(harness.dsn) == {e.id: 1 for e in events}
+
+
+async def test_invalid_records_are_dead_lettered_and_the_valid_ones_around_them_applied(harness):
+    before, after = make_event("gate-before"), make_event("gate-after")
+    wrong_schema = json.loads(encode(make_event("gate-wrong"))[0])
+    wrong_schema["data"] = {"unexpected": True}
+    unknown_type = json.loads(encode(make_event("gate-unknown"))[0])
+    unknown_type["type"] = "io.example.unknown.v1"
+    too_large = json.loads(encode(make_event("gate-large"))[0])
+    too_large["data"]["padding"] = "x" * 900_000
+    ce_header = [("content-type", b"application/cloudevents+json")]
+
+    await harness.send_event(before)
+    bad_offsets = {
+        "malformed_json": await harness.send(b"{not json", ce_header),
+        "invalid_data": await harness.send(json.dumps(wrong_schema).encode(), ce_header),
+        "unknown_type": await harness.send(json.dumps(unknown_type).encode(), ce_header),
+        "too_large": await harness.send(json.dumps(too_large).encode(), ce_header),
+    }
+    last = await harness.send_event(after)
+
+    async with running(harness.loop(LedgerHandler()), OutboxRelay(harness.pool, harness.producer, SCHEMA)):
+        await eventually(lambda: _committed_at_least(harness, last + 1), what="offsets committed")
+        dead = await harness.read_dead_letters(4)
+
+    assert await applied(harness.dsn) == {before.id: 1, after.id: 1}
+    by_offset = {int(dict(r.headers)[DLQ_HEADER_ORIGINAL_OFFSET]): dict(r.headers) for r in dead}
+    assert {offset: headers[DLQ_HEADER_REASON].decode() for offset, headers in by_offset.items()} == {
+        offset: reason for reason, offset in bad_offsets.items()
+    }
+    assert all(h[DLQ_HEADER_ORIGINAL_TOPIC].decode() == harness.topic for h in by_offset.values())
+    large = next(r for r in dead if int(dict(r.headers)[DLQ_HEADER_ORIGINAL_OFFSET]) == bad_offsets["too_large"])
+    assert len(large.value) > 900_000  # the original value is kept, for replay
+
+
+async def test_an_event_the_handler_refuses_is_dead_lettered_alone(harness):
+    good = [make_event("gate-a"), make_event("gate-b")]
+    poison = make_event("poison")
+    await harness.send_event(good[0])
+    await harness.send_event(poison)
+    last = await harness.send_event(good[1])
+    async with running(harness.loop(LedgerHandler()), OutboxRelay(harness.pool, harness.producer, SCHEMA)):
+        await eventually(lambda: _committed_at_least(harness, last + 1), what="offsets committed")
+        [dead] = await harness.read_dead_letters(1)
+    assert await applied(harness.dsn) == {good[0].id: 1, good[1].id: 1}
+    assert dict(dead.headers)[DLQ_HEADER_REASON] == b"handler_error"
+
+
+class DiesBeforeMarkingSent(OutboxRelay):
+    async def _mark_sent(self, conn, seqs) -> None:
+        raise ConnectionResetError("relay died after publishing, before marking the rows sent")
+
+
+async def test_an_outbox_row_published_but_not_marked_is_published_again_and_deduped(harness):
+    events = [make_event(f"gate-{i}") for i in range(3)]
+    async with harness.pool.acquire() as conn, conn.transaction():
+        writer = OutboxWriter(SCHEMA)
+        for event in events:
+            value, headers = encode(event)
+            writer.add(OutboxRecord(event.id, harness.topic, event.subject, event.type, value, headers))
+        await writer.flush(conn)
+
+    with pytest.raises(ConnectionResetError):
+        await DiesBeforeMarkingSent(harness.pool, harness.producer, SCHEMA).publish_pending()
+    relay = OutboxRelay(harness.pool, harness.producer, SCHEMA)
+    assert await relay.backlog() == 3
+    assert await relay.publish_pending() == 3  # published a second time
+    assert await relay.backlog() == 0
+
+    async with running(harness.loop(LedgerHandler())):
+        await eventually(lambda: _committed_at_least(harness, 6), what="both copies consumed")
+    assert await applied(harness.dsn) == {e.id: 1 for e in events}
+
+
+async def test_sigterm_during_a_batch_lets_it_commit_fully(harness):
+    """A real SIGTERM to this process while the handler is in the middle of a batch: the service stops fetching,
+    the batch commits with its offsets, and a restart neither loses nor re-applies anything."""
+    events = [make_event(f"gate-{i}") for i in range(20)]
+    for event in events:
+        last = await harness.send_event(event)
+    handler = LedgerHandler()
+    handler.pause = asyncio.Event()
+    spec = ServiceSpec(
+        name="ledger",
+        schema=SCHEMA,
+        migrations_package=None,
+        consumes=[harness.topic],
+        produces=[],
+        handler=lambda _ctx: handler,
+        group_id=harness.group,
+    )
+    service = Service(spec, harness.settings)
+    run = asyncio.create_task(service.run())
+    await asyncio.wait_for(handler.paused.wait(), 30)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await eventually(lambda: _true(service.stopping.is_set()), what="SIGTERM handled")
+    handler.pause.set()  # the batch in flight finishes after the stop was requested
+    await asyncio.wait_for(run, 60)
+
+    counts = await applied(harness.dsn)
+    assert counts and set(counts.values()) == {1}
+    assert await harness.committed() == max(r["offset"] for r in await _positions(harness)) + 1
+
+    async with running(harness.loop(LedgerHandler())):
+        await eventually(lambda: _committed_at_least(harness, last + 1), what="the rest consumed after restart")
+    assert await applied(harness.dsn) == {e.id: 1 for e in events}
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _positions(harness) -> list:
+    async with harness.pool.acquire() as conn:
+        return await conn.fetch('SELECT "offset" FROM ledger.applied')

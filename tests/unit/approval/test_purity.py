@@ -1,0 +1,64 @@
+"""The domain stays pure: only the standard library and itself, no I/O modules, no wall clock outside clock.py."""
+
+import ast
+import inspect
+import pathlib
+
+import pytest
+
+import signoff.approval.domain as domain
+
+DOMAIN_DIR = pathlib.Path(domain.__file__).parent
+MODULES = sorted(DOMAIN_DIR.glob("*.py"))
+ALLOWED_IMPORTS = {
+    "__future__",
+    "collections",
+    "dataclasses",
+    "datetime",
+    "enum",
+    "hashlib",
+    "hmac",
+    "itertools",
+    "json",
+    "secrets",
+    "string",
+    "typing",
+    "signoff",
+}
+
+
+def imported_modules(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda path: path.name)
+def test_only_pure_imports(module):
+    for name in imported_modules(ast.parse(module.read_text())):
+        assert name.split(".")[0] in ALLOWED_IMPORTS, f"{module.name} imports {name}"
+        if name.startswith("signoff"):
+            assert name.startswith("signoff.approval.domain"), f"{module.name} imports {name}"
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m.name != "clock.py"], ids=lambda path: path.name)
+def test_no_wall_clock_outside_clock_module(module):
+    source = module.read_text()
+    for forbidden in ("datetime.now", "utcnow", "time.time", "monotonic", ".today("):
+        assert forbidden not in source, f"{module.name} reads the wall clock ({forbidden})"
+
+
+def test_public_api_is_documented():
+    for name in domain.__all__:
+        value = getattr(domain, name)
+        if isinstance(value, type):
+            assert value.__doc__, name
+            for attribute, member in vars(value).items():
+                if callable(member) and not attribute.startswith("_"):
+                    assert member.__doc__, f"{name}.{attribute}"
+        elif inspect.isfunction(value):
+            assert value.__doc__, name

@@ -1,0 +1,99 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from jsonschema import Draft202012Validator
+
+from signoff.cli.main import cli
+from signoff.contracts import EVENT_TYPES, TOPICS, decode
+from signoff.contracts.schemagen import ASYNCAPI_FILE, render, schema_file
+from tests.unit.contracts.conftest import EXAMPLES, SCHEMAS
+
+EXAMPLE_FILES = sorted(EXAMPLES.glob("*.json"))
+
+
+def test_committed_schemas_match_the_contracts() -> None:
+    expected = render()
+    committed = {path.name: path.read_text(encoding="utf-8") for path in SCHEMAS.iterdir() if path.is_file()}
+    drifted = sorted(name for name in expected.keys() | committed.keys() if expected.get(name) != committed.get(name))
+    assert not drifted, f"schemas/ is out of date ({', '.join(drifted)}); run `signoff schemas generate`"
+
+
+def test_generation_is_byte_identical() -> None:
+    assert render() == render()
+    assert all(content.endswith("\n") for content in render().values())
+
+
+def test_every_event_type_has_a_schema_and_an_example() -> None:
+    assert {schema_file(event_type) for event_type in EVENT_TYPES} | {ASYNCAPI_FILE} == set(render())
+    examples = {json.loads(path.read_text())["type"] for path in EXAMPLE_FILES}
+    assert examples == set(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda path: path.stem)
+def test_example_validates_against_its_schema_and_decodes(path: Path) -> None:
+    document = json.loads(path.read_text())
+    schema = json.loads((SCHEMAS / schema_file(document["type"])).read_text())
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(document)
+    ]
+    assert not errors
+    event = decode(path.read_bytes(), [])
+    assert event.type == document["type"] and event.id == document["id"]
+
+
+def test_a_schema_refuses_what_producers_must_not_write() -> None:
+    document = json.loads((EXAMPLES / "io.signoff.approval.requested.v1.json").read_text())
+    schema = json.loads((SCHEMAS / schema_file(document["type"])).read_text())
+    document["data"]["timeout"] = "soon"
+    document["data"]["policy"]["minimumCount"] = 1
+    document["type"] = "io.signoff.gate.opened.v1"
+    messages = sorted(error.json_path for error in Draft202012Validator(schema).iter_errors(document))
+    assert messages == ["$.data.policy", "$.data.timeout", "$.type"]
+
+
+def test_asyncapi_document_lists_topics_and_messages() -> None:
+    document = yaml.safe_load((SCHEMAS / ASYNCAPI_FILE).read_text())
+    assert document["asyncapi"] == "3.0.0"
+    assert sorted(document["channels"]) == sorted(topic.name for topic in TOPICS)
+    messages = document["components"]["messages"]
+    for topic in TOPICS:
+        channel = document["channels"][topic.name]
+        assert channel["address"] == topic.name and topic.key in channel["description"]
+        for ref in channel["messages"].values():
+            assert ref["$ref"].removeprefix("#/components/messages/") in messages
+    for event_type, model in EVENT_TYPES.items():
+        message = messages[model.__name__]
+        assert message["name"] == event_type
+        assert (SCHEMAS / message["payload"]["$ref"]).is_file()
+
+
+def test_cli_generate_and_check(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "schemas"
+    result = runner.invoke(cli, ["schemas", "generate", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {path.name for path in out.iterdir()} == set(render())
+    result = runner.invoke(cli, ["schemas", "generate", "--check", "--out", str(out)])
+    assert result.exit_code == 0 and "matches" in result.output
+
+    (out / ASYNCAPI_FILE).write_text("asyncapi: 2.6.0\n")
+    (out / schema_file("io.signoff.gate.opened.v1")).unlink()
+    (out / "io.signoff.gate.removed.v1.json").write_text("{}\n")
+    (out / "README.md").write_text("not generated\n")
+    result = runner.invoke(cli, ["schemas", "generate", "--check", "--out", str(out)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    for name in (ASYNCAPI_FILE, "io.signoff.gate.opened.v1.json", "io.signoff.gate.removed.v1.json"):
+        assert name in lines[0]
+    assert "README.md" not in lines[0]
+
+    result = runner.invoke(cli, ["schemas", "generate", "--out", str(out)])
+    assert result.exit_code == 0 and "3 file(s) updated" in result.output
+    assert not (out / "io.signoff.gate.removed.v1.json").exists() and (out / "README.md").exists()
+    assert runner.invoke(cli, ["schemas", "generate", "--check", "--out", str(out)]).exit_code == 0
