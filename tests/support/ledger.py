@@ -34,12 +34,17 @@ class LedgerHandler:
     def __init__(self) -> None:
         self.pause: asyncio.Event | None = None
         self.paused = asyncio.Event()
+        self.lose_connection_once = False
 
     async def apply(self, uow: UnitOfWork, batch: Sequence[Received]) -> None:
         await uow.conn.executemany(
             'INSERT INTO ledger.applied (event_id, subject, topic, partition, "offset") VALUES ($1, $2, $3, $4, $5)',
             [(r.event.id, r.event.subject, r.topic, r.partition, r.offset) for r in batch],
         )
+        if self.lose_connection_once:
+            # The server ends this session mid-transaction, as a restart or failover would.
+            self.lose_connection_once = False
+            await uow.conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
         if any(r.event.subject == POISON_SUBJECT for r in batch):
             raise ValueError("this handler refuses the poison subject")
         if self.pause is not None:

@@ -83,9 +83,29 @@ def _span(text: str, **parts: float) -> timedelta:
         raise DurationError(f"duration {text!r} is too long") from None
 
 
-def _positive_duration(text: str) -> str:
-    if parse_duration(text) <= timedelta(0):
+def parse_positive_duration(text: str) -> timedelta:
+    """Like parse_duration, and refuses a zero span (a timeout or wait of nothing is a mistake)."""
+    value = parse_duration(text)
+    if value <= timedelta(0):
         raise DurationError(f"duration {text!r} must be longer than zero")
+    return value
+
+
+def format_duration(value: timedelta) -> str:
+    """`timedelta(hours=2, minutes=30)` -> `2h30m` (Harness syntax, largest units first)."""
+    remaining = int(value.total_seconds() * 1000)
+    if remaining <= 0:
+        return "0s"
+    out = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, remaining = divmod(remaining, size)
+        if count:
+            out.append(f"{count}{unit}")
+    return "".join(out)
+
+
+def _positive_duration(text: str) -> str:
+    parse_positive_duration(text)
     # Keep the text as written: notifications show the pipeline author's spelling, and it stays lossless.
     return text.strip()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -191,25 +191,11 @@ class ConsumerLoop:
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
         """Apply one fetched batch to the database (retrying transient failures until it commits)."""
         valid, refused = self._decode(records)
-        delay = 0.1
-        while True:
-            try:
-                await self._apply_batch(valid, refused)
-                self.state.failing_since = None
-                return
-            except TRANSIENT_ERRORS as exc:
-                # The database (or network) is down: nothing was committed, so nothing is lost; retry the same
-                # batch with bounded backoff. Readiness turns false while this lasts.
-                self.state.failing_since = self.state.failing_since or time.monotonic()
-                self.state.last_iteration = time.monotonic()
-                BATCH_RETRIES.labels(self.name).inc()
-                log.warning("batch_retry", consumer=self.name, error=repr(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            except Exception as exc:  # the handler refused the batch: isolate the event(s) responsible
-                log.warning("batch_failed_isolating", consumer=self.name, error=repr(exc), size=len(valid))
-                await self._apply_one_by_one(valid, refused)
-                return
+        try:
+            await self._retrying(lambda: self._apply_batch(valid, refused))
+        except Exception as exc:  # the handler refused the batch: isolate the event(s) responsible
+            log.warning("batch_failed_isolating", consumer=self.name, error=repr(exc), size=len(valid))
+            await self._apply_one_by_one(valid, refused)
 
     def _decode(self, records: Sequence[ConsumerRecord]) -> tuple[list[Received], list[_Refused]]:
         valid: dict[str, Received] = {}
@@ -248,15 +234,22 @@ class ConsumerLoop:
                 log.error("event_failed", consumer=self.name, **received.log_context(), error=repr(exc))
                 await self._retrying(lambda f=refusal: self._apply_batch([], [f]))
 
-    async def _retrying(self, attempt) -> None:
+    async def _retrying(self, attempt: Callable[[], Awaitable[None]]) -> None:
+        """Run `attempt` until it succeeds or fails for a reason other than a transient one (which it raises).
+
+        Transient means the database or the network is down: nothing was committed, so nothing is lost, and the
+        same work is retried with bounded backoff. Readiness turns false while this lasts."""
         delay = 0.1
         while True:
             try:
                 await attempt()
+                self.state.failing_since = None
                 return
             except TRANSIENT_ERRORS as exc:
+                self.state.failing_since = self.state.failing_since or time.monotonic()
+                self.state.last_iteration = time.monotonic()  # alive, only waiting
                 BATCH_RETRIES.labels(self.name).inc()
-                log.warning("event_retry", consumer=self.name, error=repr(exc), retry_in=delay)
+                log.warning("batch_retry", consumer=self.name, error=repr(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 

@@ -209,6 +209,18 @@ async def test_an_event_the_handler_refuses_is_dead_lettered_alone(harness):
     assert dict(dead.headers)[DLQ_HEADER_REASON] == b"handler_error"
 
 
+async def test_a_lost_database_connection_retries_the_batch_and_applies_it_once(harness):
+    events = [make_event(f"gate-{i}") for i in range(4)]
+    for event in events:
+        last = await harness.send_event(event)
+    handler = LedgerHandler()
+    handler.lose_connection_once = True
+    async with running(harness.loop(handler)):
+        await eventually(lambda: _committed_at_least(harness, last + 1), what="offsets committed after the retry")
+    assert not handler.lose_connection_once  # the failure did happen
+    assert await applied(harness.dsn) == {e.id: 1 for e in events}
+
+
 class DiesBeforeMarkingSent(OutboxRelay):
     async def _mark_sent(self, conn, seqs) -> None:
         raise ConnectionResetError("relay died after publishing, before marking the rows sent")

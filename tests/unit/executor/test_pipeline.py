@@ -135,10 +135,10 @@ def test_bad_durations_are_refused_and_expressions_allowed() -> None:
         )
     )
     assert issues(document) == [
-        "pipeline.stages[0].stage.spec.execution.steps[0].step.timeout: bad duration '10 minutes': expected e.g. "
-        "1d, 2h30m, 45m, 10s or ISO 8601 such as PT1H",
-        "pipeline.stages[0].stage.spec.execution.steps[1].step.spec.duration: bad duration '0s': must be longer "
-        "than zero",
+        "pipeline.stages[0].stage.spec.execution.steps[0].step.timeout: invalid duration '10 minutes'; expected "
+        "Harness syntax like '1d', '2h30m', '45m', '10s', '1w' (units w d h m s ms, largest first) or ISO 8601 like "
+        "'PT1H30M'",
+        "pipeline.stages[0].stage.spec.execution.steps[1].step.spec.duration: duration '0s' must be longer than zero",
     ]
 
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from signoff.catalog import Catalog, Resolved, ResolvedRef, Unresolved, is_expression
-from signoff.executor.domain._durations import format_duration, parse_duration
+from signoff.contracts.durations import format_duration, parse_positive_duration
 from signoff.executor.domain.actions import (
     Action,
     ApprovalActivity,
@@ -698,7 +698,7 @@ class Execution:
         if rendered.unresolved:
             raise _DispatchFailed(f"{what} {text!r} cannot be resolved: {rendered.describe_unresolved()}")
         try:
-            return parse_duration(rendered.text)
+            return parse_positive_duration(rendered.text)
         except ValueError as exc:
             raise _DispatchFailed(f"{what}: {exc}") from None
 

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from signoff.catalog import Catalog, RefKind, Unresolved, is_expression
+from signoff.catalog.model import Identifier
 from signoff.catalog.yamldoc import (
     Issue,
     YamlDocumentError,
@@ -39,7 +40,7 @@ from signoff.catalog.yamldoc import (
     parse_yaml,
     read_yaml,
 )
-from signoff.executor.domain._durations import parse_duration
+from signoff.contracts.durations import parse_positive_duration
 
 STEP_TYPES = ("HarnessApproval", "ShellScript", "Wait")
 STAGE_TYPES = ("Deployment", "CI", "Approval", "Custom")
@@ -47,22 +48,12 @@ DEFAULT_TIMEOUTS = {"ShellScript": "10m", "HarnessApproval": "1d"}
 """Harness's defaults when a step has no `timeout` (a Wait step is bounded by its `duration`)."""
 DEFAULT_APPROVAL_MESSAGE = "Please review the following information and approve the pipeline progression"
 
-_IDENTIFIER = re.compile(r"^[a-zA-Z_][0-9a-zA-Z_$]{0,127}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RUNTIME_INPUT = re.compile(r"^<\+input>((?:\.[A-Za-z]+\([^()]*\))*)$")
 _INPUT_METHOD = re.compile(r"\.([A-Za-z]+)\(([^()]*)\)")
 
 
 # -- field types -------------------------------------------------------------------------------------------------
-
-
-def _identifier(value: str) -> str:
-    if not _IDENTIFIER.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid identifier: start with a letter or '_', then letters, digits, '_' or '$' "
-            "(at most 128 characters)"
-        )
-    return value
 
 
 def _env_name(value: str) -> str:
@@ -83,11 +74,10 @@ def _scalar_text(value: Any) -> Any:
 def _duration(value: str) -> str:
     if is_expression(value):
         return value  # resolved when the step starts
-    parse_duration(value)
+    parse_positive_duration(value)
     return value
 
 
-Identifier = Annotated[str, AfterValidator(_identifier)]
 Text = Annotated[str, BeforeValidator(_scalar_text)]
 DurationText = Annotated[str, BeforeValidator(_scalar_text), AfterValidator(_duration)]
 Ref = Annotated[str, BeforeValidator(_scalar_text), Field(min_length=1)]
