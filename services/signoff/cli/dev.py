@@ -16,6 +16,7 @@ import click
 from signoff.cli.errors import CliError
 from signoff.cli.roles import ROLES
 from signoff.devstack import DevStack, DevStackError
+from signoff.devstack.process import die_with_parent
 from signoff.devstack.stack import ENV_FILE, PID_FILE, default_state_dir, supervisor_pid
 
 
@@ -168,9 +169,13 @@ class Supervisor:
         env = (
             os.environ
             | self.stack.env
-            | {"SIGNOFF_LOG_FORMAT": os.environ.get("SIGNOFF_LOG_FORMAT", "console"), "SIGNOFF_HTTP_PORT": "0"}
+            # Health endpoints on loopback and any free port: several roles share one machine.
+            | {
+                "SIGNOFF_LOG_FORMAT": os.environ.get("SIGNOFF_LOG_FORMAT", "console"),
+                "SIGNOFF_HTTP_HOST": "127.0.0.1",
+                "SIGNOFF_HTTP_PORT": "0",
+            }
         )
-        from signoff.devstack.process import _die_with_parent
 
         parent = os.getpid()
         proc = subprocess.Popen(
@@ -180,7 +185,7 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=lambda: _die_with_parent(parent),
+            preexec_fn=lambda: die_with_parent(parent),
         )
         self.roles[role] = proc
         threading.Thread(target=self._pump, args=(role, proc), daemon=True).start()

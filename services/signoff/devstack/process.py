@@ -25,8 +25,9 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Runs in the child between fork and exec (after any uid/gid switch)."""
+def die_with_parent(parent_pid: int) -> None:
+    """A `preexec_fn`: the child gets SIGKILL when `parent_pid` dies. Runs between fork and exec, after any
+    uid/gid switch."""
     if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         os._exit(70)
     # The parent may have died before prctl took effect: then nobody would ever signal us.
@@ -77,7 +78,7 @@ def spawn(
             group=run_as.gid,
             extra_groups=[] if run_as.uid is not None else None,
             start_new_session=True,
-            preexec_fn=lambda: _die_with_parent(parent),
+            preexec_fn=lambda: die_with_parent(parent),
         )
 
 
@@ -95,7 +96,7 @@ def run_checked(
             user=run_as.uid,
             group=run_as.gid,
             extra_groups=[] if run_as.uid is not None else None,
-            preexec_fn=lambda: _die_with_parent(parent),
+            preexec_fn=lambda: die_with_parent(parent),
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:

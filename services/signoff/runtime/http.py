@@ -43,9 +43,8 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        if self._runner.addresses:
+            self.port = self._runner.addresses[0][1]  # the bound port, when settings asked for 0
 
     async def stop(self) -> None:
         if self._runner is not None:

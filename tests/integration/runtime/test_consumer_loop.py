@@ -288,3 +288,43 @@ async def _true(value: bool) -> bool:
 async def _positions(harness) -> list:
     async with harness.pool.acquire() as conn:
         return await conn.fetch('SELECT "offset" FROM ledger.applied')
+
+
+async def test_health_readiness_and_metrics_endpoints(harness):
+    import aiohttp
+
+    event = make_event("gate-metrics")
+    last = await harness.send_event(event)
+    spec = ServiceSpec(
+        name="ledger",
+        schema=SCHEMA,
+        migrations_package=None,
+        consumes=[harness.topic],
+        produces=[],
+        handler=lambda _ctx: LedgerHandler(),
+        group_id=harness.group,
+    )
+    service = Service(spec, harness.settings.model_copy(update={"http_host": "127.0.0.1"}))
+    await service.start()
+    try:
+        base = f"http://127.0.0.1:{service.http.port}"
+        async with aiohttp.ClientSession() as http:
+
+            async def status(path: str) -> int:
+                async with http.get(base + path) as response:
+                    return response.status
+
+            assert await status("/healthz") == 200
+            await eventually(lambda: _equals(status("/readyz"), 200), what="ready after joining the group")
+            await eventually(lambda: _committed_at_least(harness, last + 1), what="event consumed")
+            async with http.get(base + "/metrics") as response:
+                metrics = await response.text()
+        assert f'signoff_events_applied_total{{consumer="{harness.group}",type="{event.type}"}}' in metrics
+        assert "signoff_batch_seconds_bucket" in metrics
+    finally:
+        await service.stop()
+    assert await applied(harness.dsn) == {event.id: 1}
+
+
+async def _equals(awaitable, expected) -> bool:
+    return await awaitable == expected
