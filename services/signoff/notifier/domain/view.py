@@ -1,0 +1,632 @@
+"""What a notification says, independent of the channel: gate events resolved against the catalog.
+
+`ApprovalView.from_gate_opened` turns a `GateOpened` into names, types, details and links for the current and the
+upcoming stages (services, environments with their type, environment group, infrastructures with their details,
+artifacts, GitOps clusters, custom metadata), the policy, the time left, the execution history and the approve /
+reject links. `OutcomeView.from_event` does the same for approved / rejected / expired / cancelled gates.
+
+Anything that cannot be resolved (an identifier the catalog does not know, a `<+...>` expression the executor could
+not resolve yet) becomes an explicit unresolved `Item` whose display text is e.g.
+`unresolved: <+pipeline.variables.svc> (not known until stage Deploy to production runs)`: never a blank, never a
+raw expression inside prose. Expressions left in the approval message are marked the same way.
+
+Pure: no I/O and no wall clock (`now` is passed in). Views are frozen dataclasses; renderers (see `render`) only
+format them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import quote
+
+from signoff.catalog import Catalog, InfrastructureDetails, Resolved, is_expression
+from signoff.contracts.base import format_utc, parse_utc
+from signoff.contracts.envelope import Event
+from signoff.contracts.events import (
+    ApproverInput,
+    EnvironmentRef,
+    GateApproved,
+    GateCancelled,
+    GateEvent,
+    GateExpired,
+    GateOpened,
+    GateRejected,
+    HistoryEntry,
+    StageMetadata,
+    Vote,
+)
+
+ItemKind = Literal["service", "environment", "environmentGroup", "infrastructure", "gitopsCluster", "value"]
+OutcomeKind = Literal["approved", "rejected", "expired", "cancelled"]
+
+_KIND_WORDS: dict[str, str] = {
+    "service": "service",
+    "environment": "environment",
+    "environmentGroup": "environment group",
+    "infrastructure": "infrastructure",
+    "gitopsCluster": "GitOps cluster",
+    "value": "value",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LinkView:
+    """A labelled link."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One thing a notification names: a catalog entry (resolved, with details and links), a plain value, or an
+    unresolved reference (`resolved` False: `raw` is what the pipeline wrote, `reason` why it is not known)."""
+
+    kind: ItemKind
+    resolved: bool
+    text: str
+    raw: str
+    reason: str = ""
+    details: tuple[tuple[str, str], ...] = ()
+    links: tuple[LinkView, ...] = ()
+
+    def display(self) -> str:
+        """The name (resolved) or `unresolved: <raw> (<reason>)`; a partly known value shows its known text with
+        each expression marked `(unresolved: <+...>)`. Never blank."""
+        if self.resolved:
+            return self.text
+        if self.text:
+            return f"{self.text} ({self.reason})" if self.reason else self.text
+        return f"unresolved: {self.raw} ({self.reason})" if self.reason else f"unresolved: {self.raw}"
+
+    def details_text(self) -> str:
+        """`key: value, key: value` of the details, or ``."""
+        return ", ".join(f"{key}: {value}" for key, value in self.details)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentView:
+    """An environment of a stage with its infrastructures and GitOps clusters."""
+
+    environment: Item
+    type: str | None
+    infrastructures: tuple[Item, ...] = ()
+    gitops_clusters: tuple[Item, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactView:
+    """An artifact: image, tag and digest, each a value or unresolved; `service` when the stage names it."""
+
+    image: Item
+    tag: Item | None = None
+    digest: Item | None = None
+    service: Item | None = None
+
+    def display(self) -> str:
+        """`image:tag@digest`, with unresolved parts labelled."""
+        text = self.image.display()
+        if self.tag is not None:
+            text += f":{self.tag.display()}" if self.tag.resolved else f" tag {self.tag.display()}"
+        if self.digest is not None:
+            text += f"@{self.digest.display()}" if self.digest.resolved else f" digest {self.digest.display()}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class StageView:
+    """The CD metadata of one stage, resolved; `position` is `current` or `upcoming`."""
+
+    identifier: str
+    name: str
+    type: str
+    position: Literal["current", "upcoming"]
+    services: tuple[Item, ...] = ()
+    environment_group: Item | None = None
+    environments: tuple[EnvironmentView, ...] = ()
+    artifacts: tuple[ArtifactView, ...] = ()
+    custom_metadata: tuple[tuple[str, Item], ...] = ()
+
+    def is_empty(self) -> bool:
+        """Whether the stage carries no CD metadata at all."""
+        return not (
+            self.services or self.environment_group or self.environments or self.artifacts or self.custom_metadata
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyView:
+    """Who may approve and how many must, as lines of text (one per rule, then constraints)."""
+
+    rules: tuple[str, ...]
+    constraints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLine:
+    """One entry of the execution history."""
+
+    stage: str
+    step: str | None
+    status: str
+    started_at: str | None
+    ended_at: str | None
+    took: str | None
+
+    def display(self) -> str:
+        """`Stage / Step: status (took 8m)`."""
+        what = f"{self.stage} / {self.step}" if self.step else self.stage
+        took = f" (took {self.took})" if self.took else ""
+        return f"{what}: {self.status}{took}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalView:
+    """Everything an approval request notification shows, resolved; build it with `from_gate_opened`."""
+
+    event_id: str
+    event_type: str
+    gate_id: str
+    pipeline_id: str
+    execution_id: str
+    pipeline_name: str
+    stage_name: str
+    step_name: str
+    triggered_by: str
+    message: str
+    stages: tuple[StageView, ...]
+    policy: PolicyView
+    time_left: str
+    opened_at: str
+    expires_at: str
+    timeout_action: str
+    history: tuple[HistoryLine, ...]
+    approver_inputs: tuple[tuple[str, str], ...]
+    """(name, description): default value, whether required, allowed values."""
+    custom_data: tuple[tuple[str, Item], ...]
+    gate_url: str
+    approve_url: str
+    reject_url: str
+    review_url: str | None
+    data_json: str
+
+    kind: Literal["opened"] = "opened"
+    headline: str = "Approval needed"
+    """First words of the title: `Approval needed`, or e.g. `Reminder: approval needed` (see `restated`)."""
+
+    def restated(self, *, now: datetime, headline: str) -> ApprovalView:
+        """The same view at a later moment (time left recomputed) under another headline: for reminders
+        (`Reminder: approval needed`) and escalations (`Escalated: approval needed`)."""
+        return replace(self, time_left=humanize_time_left(parse_utc(self.expires_at), now), headline=headline)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's data as a JSON object (a fresh copy)."""
+        return json.loads(self.data_json)
+
+    @property
+    def current_stage(self) -> StageView:
+        """The stage holding the approval step."""
+        return self.stages[0]
+
+    @property
+    def upcoming_stages(self) -> tuple[StageView, ...]:
+        """The stages the approval lets through."""
+        return self.stages[1:]
+
+    def unresolved(self) -> tuple[Item, ...]:
+        """Every unresolved item, in display order."""
+        return tuple(item for item in _items_of(self) if not item.resolved)
+
+    @classmethod
+    def from_gate_opened(
+        cls,
+        event: GateOpened | Event[GateOpened],
+        catalog: Catalog,
+        *,
+        now: datetime,
+        approval_page_url: str,
+        event_id: str | None = None,
+    ) -> ApprovalView:
+        """Resolve a `GateOpened` (its data, or the whole CloudEvent) against `catalog`.
+
+        `now` is the moment the notification is built (time left); `approval_page_url` the base of the approve /
+        reject links. The event id (for idempotency keys) is the CloudEvent's id, else `event_id`, else
+        `<type>/<gate id>` (a gate opens once).
+        """
+        data, event_id = _unwrap(event, event_id)
+        assert isinstance(data, GateOpened)
+        stages = [_stage_view(data.current_stage, "current", catalog)]
+        stages += [_stage_view(stage, "upcoming", catalog) for stage in data.upcoming_stages]
+        base = approval_page_url.rstrip("/")
+        gate_url = _gate_url(base, data.gate_id)
+        triggered = data.triggered_by
+        return cls(
+            event_id=event_id,
+            event_type=data.event_type,
+            gate_id=data.gate_id,
+            pipeline_id=data.key.pipeline_id,
+            execution_id=data.key.execution_id,
+            pipeline_name=data.pipeline_name,
+            stage_name=data.stage_name,
+            step_name=data.step_name,
+            triggered_by=f"{triggered.name} ({triggered.user})" if triggered.name else triggered.user,
+            message=mark_expressions(data.message or data.message_template),
+            stages=tuple(stages),
+            policy=_policy_view(data),
+            time_left=humanize_time_left(data.expires_at, now),
+            opened_at=format_utc(data.opened_at),
+            expires_at=format_utc(data.expires_at),
+            timeout_action=data.timeout_action.value,
+            history=tuple(_history_line(entry) for entry in data.execution_history),
+            approver_inputs=tuple((item.name, _input_text(item)) for item in data.approver_inputs),
+            custom_data=tuple((key, _value(value, None)) for key, value in sorted(data.custom_data.items())),
+            gate_url=gate_url,
+            approve_url=f"{gate_url}?action=approve",
+            reject_url=f"{gate_url}?action=reject",
+            review_url=data.review_url,
+            data_json=_data_json(data),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeView:
+    """A gate's outcome (approved, rejected, expired, cancelled), told to the same recipients as the request."""
+
+    kind: OutcomeKind
+    event_id: str
+    event_type: str
+    gate_id: str
+    pipeline_id: str
+    execution_id: str
+    stage_id: str
+    step_id: str
+    pipeline_name: str
+    stage_name: str
+    step_name: str
+    headline: str
+    details: tuple[str, ...]
+    votes: tuple[str, ...]
+    at: str
+    gate_url: str
+    data_json: str
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's data as a JSON object (a fresh copy)."""
+        return json.loads(self.data_json)
+
+    @classmethod
+    def from_event(
+        cls,
+        event: GateApproved | GateRejected | GateExpired | GateCancelled | Event[Any],
+        *,
+        approval_page_url: str,
+        opened: GateOpened | None = None,
+        event_id: str | None = None,
+    ) -> OutcomeView:
+        """The outcome view of a gate event; `opened` (the gate's `GateOpened`, when known) supplies the
+        pipeline, stage and step names, otherwise their identifiers are shown."""
+        data, event_id = _unwrap(event, event_id)
+        pipeline = opened.pipeline_name if opened else data.key.pipeline_id
+        stage = opened.stage_name if opened else data.key.stage_id
+        step = opened.step_name if opened else data.key.step_id
+        what = f"{pipeline} / {stage} / {step}"
+        details: list[str] = []
+        kind: OutcomeKind
+        if isinstance(data, GateApproved):
+            kind, at = "approved", data.approved_at
+            by = ", ".join(vote.approver for vote in data.votes if vote.status.value == "Approved")
+            headline = f"Approved: {what}"
+            if data.cause.value == "timeout_action":
+                details.append("approved by the timeout action")
+            elif by:
+                details.append(f"by {by}")
+            details += [f"input {name} = {value}" for name, value in sorted(data.inputs.items())]
+        elif isinstance(data, GateRejected):
+            kind, at = "rejected", data.rejected_at
+            headline = f"Rejected: {what}"
+            if data.cause.value == "approver":
+                details.append(f"by {data.rejected_by}")
+            elif data.cause.value == "superseded":
+                details.append(f"superseded by gate {data.superseded_by}")
+            else:
+                details.append("rejected by the timeout action")
+            if data.comment:
+                details.append(f"comment: {mark_expressions(data.comment)}")
+        elif isinstance(data, GateExpired):
+            kind, at = "expired", data.expired_at
+            headline = f"Expired: {what}"
+            details.append("nobody decided in time; the pipeline fails")
+        elif isinstance(data, GateCancelled):
+            kind, at = "cancelled", data.cancelled_at
+            headline = f"Cancelled: {what}"
+            if data.reason:
+                details.append(f"reason: {mark_expressions(data.reason)}")
+        else:
+            raise TypeError(f"not a gate outcome event: {type(data).__name__}")
+        votes: tuple[Vote, ...] = tuple(getattr(data, "votes", ()))
+        return cls(
+            kind=kind,
+            event_id=event_id,
+            event_type=data.event_type,
+            gate_id=data.gate_id,
+            pipeline_id=data.key.pipeline_id,
+            execution_id=data.key.execution_id,
+            stage_id=data.key.stage_id,
+            step_id=data.key.step_id,
+            pipeline_name=pipeline,
+            stage_name=stage,
+            step_name=step,
+            headline=headline,
+            details=tuple(details),
+            votes=tuple(_vote_line(vote) for vote in votes),
+            at=format_utc(at),
+            gate_url=_gate_url(approval_page_url.rstrip("/"), data.gate_id),
+            data_json=_data_json(data),
+        )
+
+
+NotificationView = ApprovalView | OutcomeView
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def humanize_time_left(expires_at: datetime, now: datetime) -> str:
+    """`2d 3h left`, `45m left`, `less than a minute left`, or `expired` (at most two units, rounded down)."""
+    left = parse_utc(expires_at) - parse_utc(now)
+    if left <= timedelta(0):
+        return "expired"
+    minutes = int(left.total_seconds() // 60)
+    if minutes == 0:
+        return "less than a minute left"
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (mins, "m")) if n]
+    return " ".join(parts[:2]) + " left"
+
+
+def mark_expressions(text: str) -> str:
+    """`text` with every `<+...>` expression (nesting allowed) shown as `(unresolved: <+...>)`, so prose never
+    carries a bare expression. An unterminated `<+` is marked up to the end of the text."""
+    out: list[str] = []
+    i = 0
+    while True:
+        start = text.find("<+", i)
+        if start < 0:
+            out.append(text[i:])
+            return "".join(out)
+        out.append(text[i:start])
+        depth, j = 0, start
+        while j < len(text):
+            if text.startswith("<+", j):
+                depth += 1
+                j += 2
+                continue
+            if text[j] == ">":
+                depth -= 1
+                if depth == 0:
+                    break
+            j += 1
+        end = min(j + 1, len(text))
+        out.append(f"(unresolved: {text[start:end]})")
+        i = end
+
+
+def _unwrap(event: Any, event_id: str | None) -> tuple[GateEvent, str]:
+    if isinstance(event, Event):
+        return event.data, event.id
+    if not isinstance(event, GateEvent):
+        raise TypeError(f"expected a gate event or its CloudEvent, not {type(event).__name__}")
+    return event, event_id or f"{event.event_type}/{event.gate_id}"
+
+
+def _gate_url(base: str, gate_id: str) -> str:
+    return f"{base}/gates/{quote(gate_id, safe='')}"
+
+
+def _data_json(data: GateEvent) -> str:
+    return json.dumps(data.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _reason(raw: str, reason: str, stage: StageMetadata, position: str) -> str:
+    if is_expression(raw):
+        if position == "upcoming":
+            return f"not known until stage {stage.name} runs"
+        return "expression not resolved at this point of the pipeline"
+    return reason
+
+
+def _links(resolved: Resolved) -> tuple[LinkView, ...]:
+    return tuple(LinkView(link.name, link.url) for link in resolved.links)
+
+
+def _unresolved(kind: ItemKind, raw: str, reason: str) -> Item:
+    return Item(kind=kind, resolved=False, text="", raw=raw, reason=reason)
+
+
+def _ref(
+    kind: Literal["service", "environment", "environmentGroup", "infrastructure", "gitopsCluster"],
+    raw: str,
+    catalog: Catalog,
+    stage: StageMetadata,
+    position: str,
+    environment: str | None = None,
+) -> Item:
+    found = catalog.resolve_ref(kind, raw, environment=environment)
+    if not isinstance(found, Resolved):
+        reason = found.reason
+        if not is_expression(raw) and found.raw != "(empty)":
+            reason = f"{_KIND_WORDS[kind]} not in the catalog"
+        return _unresolved(kind, found.raw, _reason(raw, reason, stage, position))
+    entity = found.entity
+    details: list[tuple[str, str]] = []
+    if kind == "environment":
+        details.append(("type", str(getattr(entity, "type", ""))))
+    elif kind == "infrastructure":
+        details.append(("type", str(getattr(entity, "type", ""))))
+        infra_details = getattr(entity, "details", None)
+        if isinstance(infra_details, InfrastructureDetails):
+            details += sorted(infra_details.fields().items())
+            details += [(f"label {key}", value) for key, value in sorted(infra_details.labels.items())]
+    elif kind == "environmentGroup":
+        names = [catalog.environment(env).name for env in getattr(entity, "environments", ())]
+        details.append(("environments", ", ".join(names)))
+    elif kind == "gitopsCluster":
+        details.append(("url", str(getattr(entity, "url", ""))))
+    links = _links(found)
+    if kind == "gitopsCluster":
+        links = (LinkView("Cluster", str(getattr(entity, "url", ""))), *links)
+    return Item(kind=kind, resolved=True, text=entity.name, raw=raw, details=tuple(details), links=links)
+
+
+def _value(raw: str | None, stage: StageMetadata | None, position: str = "current") -> Item:
+    text = "" if raw is None else raw
+    if is_expression(text):
+        reason = "expression not resolved at this point of the pipeline"
+        if stage is not None and position == "upcoming":
+            reason = f"not known until stage {stage.name} runs"
+        marked = mark_expressions(text)
+        if marked == f"(unresolved: {text})":  # the whole value is one expression
+            return _unresolved("value", text, reason)
+        return Item(kind="value", resolved=False, text=marked, raw=text, reason=reason)
+    if not text.strip():
+        return _unresolved("value", "(empty)", "no value given")
+    return Item(kind="value", resolved=True, text=text, raw=text)
+
+
+def _environment_view(env: EnvironmentRef, catalog: Catalog, stage: StageMetadata, position: str) -> EnvironmentView:
+    item = _ref("environment", env.ref, catalog, stage, position)
+    env_type = dict(item.details).get("type") if item.resolved else None
+    if env_type is None and env.type is not None:
+        env_type = env.type.value
+    if item.resolved:
+        infras = tuple(
+            _ref("infrastructure", ref, catalog, stage, position, env.ref) for ref in env.infrastructure_refs
+        )
+    else:
+        # Infrastructure identifiers are scoped by environment: without a known environment, none is guessed.
+        infras = tuple(
+            _unresolved(
+                "infrastructure",
+                ref,
+                _reason(ref, f"its environment {env.ref} is not resolved", stage, position),
+            )
+            for ref in env.infrastructure_refs
+        )
+    clusters = tuple(_ref("gitopsCluster", ref, catalog, stage, position) for ref in env.gitops_cluster_refs)
+    return EnvironmentView(environment=item, type=env_type, infrastructures=infras, gitops_clusters=clusters)
+
+
+def _stage_view(stage: StageMetadata, position: Literal["current", "upcoming"], catalog: Catalog) -> StageView:
+    group = (
+        _ref("environmentGroup", stage.environment_group_ref, catalog, stage, position)
+        if stage.environment_group_ref is not None
+        else None
+    )
+    artifacts = tuple(
+        ArtifactView(
+            image=_value(artifact.image, stage, position),
+            tag=_value(artifact.tag, stage, position) if artifact.tag is not None else None,
+            digest=_value(artifact.digest, stage, position) if artifact.digest is not None else None,
+            service=(
+                _ref("service", artifact.service_ref, catalog, stage, position)
+                if artifact.service_ref is not None
+                else None
+            ),
+        )
+        for artifact in stage.artifacts
+    )
+    return StageView(
+        identifier=stage.identifier,
+        name=stage.name,
+        type=stage.type.value,
+        position=position,
+        services=tuple(_ref("service", ref, catalog, stage, position) for ref in stage.service_refs),
+        environment_group=group,
+        environments=tuple(_environment_view(env, catalog, stage, position) for env in stage.environments),
+        artifacts=artifacts,
+        custom_metadata=tuple(
+            (key, _value(value, stage, position)) for key, value in sorted(stage.custom_metadata.items())
+        ),
+    )
+
+
+def _who(groups: list[str], users: list[str]) -> str:
+    parts = []
+    if groups:
+        parts.append(("group " if len(groups) == 1 else "groups ") + ", ".join(groups))
+    if users:
+        parts.append(("user " if len(users) == 1 else "users ") + ", ".join(users))
+    return " or ".join(parts)
+
+
+def _policy_view(data: GateOpened) -> PolicyView:
+    rules = tuple(
+        f"{rule.minimum_count} approval{'s' if rule.minimum_count > 1 else ''} "
+        f"from {_who(rule.user_groups, rule.users)}"
+        for rule in data.policy.all_rules()
+    )
+    constraints: list[str] = []
+    if len(rules) > 1:
+        constraints.append("every rule must pass; any eligible rejection rejects")
+    if data.policy.disallow_pipeline_executor:
+        constraints.append(f"{data.triggered_by.user} (who triggered the pipeline) may not approve")
+    if data.timeout_action.value != "fail":
+        constraints.append(f"on timeout the gate is {data.timeout_action.value}d automatically")
+    return PolicyView(rules=rules, constraints=tuple(constraints))
+
+
+def _took(start: datetime | None, end: datetime | None) -> str | None:
+    if start is None or end is None or end < start:
+        return None
+    seconds = int((end - start).total_seconds())
+    if seconds < 60:
+        return f"{seconds}s"
+    hours, rest = divmod(seconds // 60, 60)
+    return f"{hours}h{rest}m" if hours else f"{rest}m"
+
+
+def _history_line(entry: HistoryEntry) -> HistoryLine:
+    return HistoryLine(
+        stage=entry.stage_name,
+        step=entry.step_name,
+        status=entry.status.value,
+        started_at=format_utc(entry.started_at) if entry.started_at else None,
+        ended_at=format_utc(entry.ended_at) if entry.ended_at else None,
+        took=_took(entry.started_at, entry.ended_at),
+    )
+
+
+def _input_text(item: ApproverInput) -> str:
+    parts = [f"default: {item.default_value}" if item.default_value else "no default"]
+    if item.required:
+        parts.append("required")
+    if item.allowed_values:
+        parts.append("one of " + ", ".join(item.allowed_values))
+    return "; ".join(parts)
+
+
+def _vote_line(vote: Vote) -> str:
+    comment = f": {mark_expressions(vote.comment)}" if vote.comment else ""
+    return f"{vote.approver} {vote.status.value.lower()} via {vote.source}{comment}"
+
+
+def _items_of(view: ApprovalView) -> list[Item]:
+    items: list[Item] = []
+    for stage in view.stages:
+        items += stage.services
+        if stage.environment_group is not None:
+            items.append(stage.environment_group)
+        for env in stage.environments:
+            items += [env.environment, *env.infrastructures, *env.gitops_clusters]
+        for artifact in stage.artifacts:
+            items += [part for part in (artifact.service, artifact.image, artifact.tag, artifact.digest) if part]
+        items += [item for _, item in stage.custom_metadata]
+    items += [item for _, item in view.custom_data]
+    return items
