@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from signoff import __version__
+from signoff.approval.service import approval
 from signoff.cli.dev import dev
 from signoff.cli.migrate import migrate
 from signoff.cli.schemas import schemas
@@ -19,6 +20,7 @@ def cli() -> None:
 cli.add_command(dev)
 cli.add_command(schemas)
 cli.add_command(migrate)
+cli.add_command(approval)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,13 +58,17 @@ class Settings(BaseSettings):
     )
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, secret files and (lowest priority) a running dev stack's env file."""
+S = TypeVar("S", bound="Settings")
+
+
+def load_settings(settings_class: type[S] = Settings, **overrides: object) -> S:  # type: ignore[assignment]
+    """Settings (of `settings_class`, e.g. a role's subclass) from the environment, secret files and (lowest
+    priority) a running dev stack's env file."""
     env_file = find_env_file()
     if env_file is not None and not supervisor_alive(env_file.parent):
         env_file = None
     secrets_dir = os.environ.get("SIGNOFF_SECRETS_DIR")
-    return Settings(
+    return settings_class(
         _env_file=env_file,  # type: ignore[call-arg]
         _secrets_dir=secrets_dir if secrets_dir and Path(secrets_dir).is_dir() else None,  # type: ignore[call-arg]
         **overrides,

@@ -1,0 +1,63 @@
+"""The expiry loop: every few seconds, apply the timeout action of pending gates whose deadline passed.
+
+Each pass claims due gates with FOR UPDATE SKIP LOCKED in one transaction, applies `gate.expire(now)`, stores the
+outcome and writes its events to the outbox in that same transaction: several replicas can run it at once, each
+gate is expired exactly once, and nothing is published unless the new status is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import structlog
+
+from signoff.approval.domain.clock import Clock
+from signoff.approval.handlers import load_gates, persist_events
+from signoff.approval.repository import ApprovalRepository
+from signoff.runtime.outbox import OutboxWriter
+
+log = structlog.get_logger(__name__)
+
+
+async def expire_due(
+    pool: asyncpg.Pool, clock: Clock, *, repository: ApprovalRepository | None = None, limit: int = 500
+) -> int:
+    """One pass: expire up to `limit` due gates; returns how many were closed."""
+    repository = repository or ApprovalRepository()
+    now = clock.now()
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await repository.claim_due(conn, now, limit)
+        if not rows:
+            return 0
+        outbox = OutboxWriter(repository.schema)
+        closed = 0
+        for stored in await load_gates(repository, conn, rows):
+            events = stored.gate.expire(now)
+            if events:
+                await persist_events(repository, conn, outbox, stored, events)
+                closed += 1
+        await outbox.flush(conn)
+    log.info("gates_expired", count=closed)
+    return closed
+
+
+async def run_expiry(
+    pool: asyncpg.Pool,
+    clock: Clock,
+    stopping: asyncio.Event,
+    *,
+    interval: float = 5.0,
+    repository: ApprovalRepository | None = None,
+) -> None:
+    """Expire due gates every `interval` seconds until `stopping` is set; transient failures are logged and retried
+    at the next tick (a gate not expired now is expired later: outcomes use the deadline, not the sweep time)."""
+    while not stopping.is_set():
+        try:
+            while await expire_due(pool, clock, repository=repository) and not stopping.is_set():
+                pass
+        except Exception as exc:
+            log.warning("expiry_pass_failed", error=repr(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)

@@ -1,0 +1,405 @@
+"""The approval service's consumer handler: requests open gates, cancels cancel them, decisions vote on them.
+
+Everything happens inside the consumer loop's transaction (`uow.conn`); every published event is an outbox row
+(`uow.outbox`), written in that same transaction. Time comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+import structlog
+
+from signoff import contracts as wire
+from signoff.approval.domain import events as domain_events
+from signoff.approval.domain.clock import Clock, SystemClock
+from signoff.approval.domain.gate import Gate, TokenFactory, new_token
+from signoff.approval.domain.model import Member, TimeoutAction
+from signoff.approval.domain.timeouts import effective_timeout
+from signoff.approval.mapping import (
+    EVENT_SOURCE,
+    StoredGate,
+    audit_kind,
+    domain_inputs,
+    domain_key,
+    domain_policy,
+    domain_status,
+    gate_from_row,
+    member_from_row,
+    members_to_json,
+    to_wire,
+)
+from signoff.approval.repository import ApprovalRepository, AuditRow, NewGate, NewVote
+from signoff.approval.settings import ApprovalSettings
+from signoff.contracts.events import RefusalReason as WireRefusal
+from signoff.runtime.consumer import Received, UnitOfWork
+from signoff.runtime.outbox import OutboxRecord, OutboxWriter
+
+log = structlog.get_logger(__name__)
+
+
+class UnsupportedEvent(ValueError):
+    """An event type the approval service does not consume (dead-lettered by the loop)."""
+
+
+def outbox_record(data: wire.EventData, *, at: datetime, traceparent: str | None = None) -> OutboxRecord:
+    """The outbox row publishing `data` (topic by type, key by contract, CloudEvents value and headers)."""
+    event = wire.new_event(data, source=EVENT_SOURCE, time=at, traceparent=traceparent)
+    value, headers = wire.encode(event)
+    return OutboxRecord(
+        id=event.id,
+        topic=wire.topic_for(event.type).name,
+        key=wire.message_key(event).decode(),
+        type=event.type,
+        value=value,
+        headers=headers,
+    )
+
+
+async def load_gates(
+    repository: ApprovalRepository, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
+) -> list[StoredGate]:
+    """Stored gates from their (locked) rows, with their votes."""
+    if not rows:
+        return []
+    votes: dict[str, list[asyncpg.Record]] = defaultdict(list)
+    for vote in await repository.votes_of(conn, [row["id"] for row in rows]):
+        votes[vote["gate_id"]].append(vote)
+    return [gate_from_row(row, votes[row["id"]]) for row in rows]
+
+
+async def persist_events(
+    repository: ApprovalRepository,
+    conn: asyncpg.Connection,
+    outbox: OutboxWriter,
+    stored: StoredGate,
+    events: Sequence[domain_events.GateEvent],
+    *,
+    traceparent: str | None = None,
+    source: str | None = None,
+    superseded_by: str | None = None,
+) -> None:
+    """Store what `events` (already applied to `stored.gate`) changed, audit them and publish them."""
+    audit: list[AuditRow] = []
+    for event in events:
+        if isinstance(event, domain_events.VoteRecorded):
+            decided_source, decided_at = stored.vote_meta[event.decision_id]
+            await repository.record_vote(
+                conn,
+                NewVote(
+                    gate_id=stored.id,
+                    decision_id=event.decision_id,
+                    source=decided_source,
+                    approver=event.approver.user_id,
+                    status=event.status.value,
+                    comment=event.comment,
+                    inputs=event.inputs,
+                    decided_at=decided_at,
+                    at=event.at,
+                ),
+                replaces=event.replaced_decision_id,
+            )
+        data = to_wire(event, stored, superseded_by=superseded_by, source=source)
+        decision_id = getattr(event, "decision_id", None)
+        approver = getattr(event, "approver", None)
+        audit.append(
+            AuditRow(
+                gate_id=stored.id,
+                kind=audit_kind(event),
+                at=event.at,
+                decision_id=decision_id,
+                actor=approver.user_id if isinstance(approver, Member) else None,
+                reason=event.reason.value if isinstance(event, domain_events.DecisionRefused) else None,
+                detail={"event": data.event_type, "detail": getattr(event, "detail", "")},
+            )
+        )
+        outbox.add(outbox_record(data, at=event.at, traceparent=traceparent))
+    await repository.audit(conn, audit)
+    gate = stored.gate
+    if gate.status.is_final and gate.closed_at is not None and any(_closes(e) for e in events):
+        await repository.close_gate(conn, stored.id, gate.status.value, gate.closed_at)
+
+
+def _closes(event: domain_events.GateEvent) -> bool:
+    return isinstance(
+        event,
+        domain_events.GateApproved
+        | domain_events.GateRejected
+        | domain_events.GateExpired
+        | domain_events.GateCancelled,
+    )
+
+
+class ApprovalHandler:
+    """`BatchHandler` of the approval service."""
+
+    def __init__(
+        self,
+        settings: ApprovalSettings,
+        *,
+        clock: Clock | None = None,
+        repository: ApprovalRepository | None = None,
+        token_factory: TokenFactory = new_token,
+        directory: Sequence[tuple[str, str, str | None, dict[str, str]]] | None = None,
+    ) -> None:
+        """`directory`: members (group, user id, e-mail, chat handles) to load into the directory table before the
+        first batch is applied (the service also loads them at start-up; loading is idempotent)."""
+        self.settings = settings
+        self._keys = {source: key.get_secret_value().encode() for source, key in settings.decision_key_map().items()}
+        self._directory = list(directory) if directory is not None else None
+        self.clock = clock or SystemClock()
+        self.repository = repository or ApprovalRepository()
+        self.token_factory = token_factory
+
+    async def apply(self, uow: UnitOfWork, batch: Sequence[Received]) -> None:
+        if self._directory is not None:
+            await self.repository.replace_directory(uow.conn, self._directory)
+            self._directory = None
+        requests = [r for r in batch if isinstance(r.event.data, wire.ApprovalRequested)]
+        if requests:
+            await self._open(uow, requests)
+        for received in batch:
+            data = received.event.data
+            if isinstance(data, wire.ApprovalRequested):
+                continue
+            if isinstance(data, wire.ApprovalCancelRequested):
+                await self._cancel(uow, received, data)
+            elif isinstance(data, wire.ApprovalDecision):
+                await self._decide(uow, received, data)
+            else:
+                raise UnsupportedEvent(f"the approval service does not consume {received.event.type}")
+
+    # ------------------------------------------------------------------------------------------------ requests
+
+    async def _open(self, uow: UnitOfWork, requests: Sequence[Received]) -> None:
+        """Open a gate per new natural key, set-based; a key already present is the same gate (nothing published)."""
+        now = self.clock.now()
+        unique: dict[str, Received] = {}
+        for received in requests:
+            unique.setdefault(received.event.data.key.as_path(), received)
+        groups = {
+            group
+            for received in unique.values()
+            for rule in received.event.data.policy.all_rules()
+            for group in rule.user_groups
+        }
+        members: dict[str, list[Member]] = defaultdict(list)
+        for row in await self.repository.members_of(uow.conn, groups):
+            members[row["group_name"]].append(member_from_row(row))
+
+        candidates: dict[str, tuple[StoredGate, list[domain_events.GateEvent], Received]] = {}
+        rows: list[NewGate] = []
+        for received in unique.values():
+            request: wire.ApprovalRequested = received.event.data
+            policy = domain_policy(request.policy)
+            timeout = effective_timeout(
+                request.timeout_span, self.settings.default_timeout_span, self.settings.max_timeout_span
+            )
+            gate, events = Gate.open(
+                domain_key(request.key),
+                policy,
+                domain_inputs(request.approver_inputs),
+                {group: members.get(group, []) for rule in policy.rules for group in rule.user_groups},
+                request.triggered_by.user,
+                now,
+                timeout,
+                TimeoutAction(request.timeout_action.value),
+                self.token_factory,
+            )
+            gate_id = str(uuid.uuid4())
+            candidates[gate_id] = (StoredGate(gate_id, gate, request), events, received)
+            rows.append(
+                NewGate(
+                    id=gate_id,
+                    pipeline_id=request.key.pipeline_id,
+                    execution_id=request.key.execution_id,
+                    stage_id=request.key.stage_id,
+                    step_id=request.key.step_id,
+                    attempt=request.key.attempt,
+                    token=gate.token,
+                    policy=request.policy.model_dump(mode="json"),
+                    inputs=[item.model_dump(mode="json") for item in request.approver_inputs],
+                    pipeline_executor=gate.pipeline_executor,
+                    members_by_group=members_to_json(gate.directory),
+                    opened_at=gate.opened_at,
+                    expires_at=gate.expires_at,
+                    timeout_action=gate.timeout_action.value,
+                    request=request.model_dump(mode="json"),
+                )
+            )
+        inserted = await self.repository.insert_gates(uow.conn, rows)
+        duplicates = len(rows) - len(inserted)
+        if duplicates:
+            log.info("approval_requests_for_existing_gates", count=duplicates)
+        for gate_id in inserted:
+            stored, events, received = candidates[gate_id]
+            await persist_events(
+                self.repository, uow.conn, uow.outbox, stored, events, traceparent=received.event.traceparent
+            )
+        for gate_id in inserted:
+            stored, _, received = candidates[gate_id]
+            if stored.request.auto_reject_previous_approvals:
+                await self._supersede_older(uow, stored, inserted, received, now)
+
+    async def _supersede_older(
+        self, uow: UnitOfWork, newer: StoredGate, new_ids: Sequence[str], received: Received, now: datetime
+    ) -> None:
+        key = newer.request.key
+        rows = await self.repository.pending_of_step(
+            uow.conn, key.pipeline_id, key.stage_id, key.step_id, excluding=new_ids, opened_before=now
+        )
+        for older in await load_gates(self.repository, uow.conn, rows):
+            events = older.gate.supersede(newer.gate.key, now)
+            await persist_events(
+                self.repository,
+                uow.conn,
+                uow.outbox,
+                older,
+                events,
+                traceparent=received.event.traceparent,
+                superseded_by=newer.id,
+            )
+
+    # ------------------------------------------------------------------------------------------------ cancels
+
+    async def _cancel(self, uow: UnitOfWork, received: Received, data: wire.ApprovalCancelRequested) -> None:
+        now = self.clock.now()
+        row = await self.repository.gate_by_id(uow.conn, data.gate_id) if data.gate_id else None
+        if row is None:
+            key = data.key
+            row = await self.repository.gate_by_key(
+                uow.conn, key.pipeline_id, key.execution_id, key.stage_id, key.step_id, key.attempt
+            )
+        if row is None:
+            log.info("cancel_for_unknown_gate", key=data.key.as_path())
+            await self.repository.audit(
+                uow.conn,
+                [
+                    AuditRow(
+                        gate_id=None, kind="cancel", at=now, reason="unknown_gate", detail={"key": data.key.as_path()}
+                    )
+                ],
+            )
+            return
+        (stored,) = await load_gates(self.repository, uow.conn, [row])
+        events = stored.gate.cancel(data.reason, now)
+        if not events:
+            await self.repository.audit(
+                uow.conn,
+                [
+                    AuditRow(
+                        gate_id=stored.id,
+                        kind="cancel",
+                        at=now,
+                        reason="gate_closed",
+                        detail={"status": stored.status.value},
+                    )
+                ],
+            )
+            return
+        await persist_events(
+            self.repository, uow.conn, uow.outbox, stored, events, traceparent=received.event.traceparent
+        )
+
+    # ------------------------------------------------------------------------------------------------ decisions
+
+    async def _decide(self, uow: UnitOfWork, received: Received, decision: wire.ApprovalDecision) -> None:
+        now = self.clock.now()
+        key = self._keys.get(decision.source)
+        if key is None:
+            return await self._refuse(
+                uow, received, decision, WireRefusal.UNKNOWN_SOURCE, "no key for this source", now
+            )
+        if decision.signature is None:
+            return await self._refuse(uow, received, decision, WireRefusal.UNSIGNED, "the decision is unsigned", now)
+        # The wire model's canonical form is what senders sign (see ApprovalDecision.canonical_bytes).
+        if not decision.signature_valid(key):
+            return await self._refuse(
+                uow, received, decision, WireRefusal.BAD_SIGNATURE, "signature does not match", now
+            )
+        counted_on = await self.repository.decision_recorded(uow.conn, decision.decision_id)
+        if counted_on is not None:
+            return await self._refuse(
+                uow,
+                received,
+                decision,
+                WireRefusal.DUPLICATE,
+                f"decision {decision.decision_id} was already counted",
+                now,
+                gate_id=counted_on,
+            )
+        if decision.gate_id is not None:
+            row = await self.repository.gate_by_id(uow.conn, decision.gate_id)
+        else:
+            assert decision.pipeline_name and decision.stage_name and decision.action_name  # the model checks
+            row = await self.repository.gate_by_action(
+                uow.conn, decision.pipeline_name, decision.stage_name, decision.action_name, decision.token
+            )
+        if row is None:
+            return await self._refuse(
+                uow, received, decision, WireRefusal.UNKNOWN_GATE, f"no gate {decision.default_subject()}", now
+            )
+        (stored,) = await load_gates(self.repository, uow.conn, [row])
+        stored.vote_meta[decision.decision_id] = (decision.source, decision.decided_at)
+        events = stored.gate.decide(
+            decision_id=decision.decision_id,
+            approver=Member(user_id=decision.approver),
+            status=domain_status(decision.status),
+            token=decision.token,
+            comment=decision.comment,
+            inputs=decision.inputs,
+            at=now,
+        )
+        await persist_events(
+            self.repository,
+            uow.conn,
+            uow.outbox,
+            stored,
+            events,
+            traceparent=received.event.traceparent,
+            source=decision.source,
+        )
+        return None
+
+    async def _refuse(
+        self,
+        uow: UnitOfWork,
+        received: Received,
+        decision: wire.ApprovalDecision,
+        reason: WireRefusal,
+        detail: str,
+        now: datetime,
+        *,
+        gate_id: str | None = None,
+    ) -> None:
+        """Refuse a decision before the gate judged it: audited and published (keyed by the gate id when known,
+        else by the decision id)."""
+        log.info("decision_refused", decision_id=decision.decision_id, reason=reason.value, detail=detail)
+        await self.repository.audit(
+            uow.conn,
+            [
+                AuditRow(
+                    gate_id=gate_id,
+                    kind="refused",
+                    at=now,
+                    decision_id=decision.decision_id,
+                    actor=decision.approver,
+                    reason=reason.value,
+                    detail={"detail": detail, "gate": decision.default_subject()},
+                )
+            ],
+        )
+        refused = wire.DecisionRefused(
+            decision_id=decision.decision_id,
+            source=decision.source,
+            approver=decision.approver,
+            gate_id=gate_id,
+            reason=reason,
+            detail=detail,
+            refused_at=now,
+        )
+        uow.outbox.add(outbox_record(refused, at=now, traceparent=received.event.traceparent))

@@ -1,0 +1,303 @@
+"""All SQL of the approval service. Functions take the connection of the caller's transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+SCHEMA = "approval"
+_GATE_COLUMNS = """id, pipeline_id, execution_id, stage_id, step_id, attempt, status, token, policy, inputs,
+    pipeline_executor, members_by_group, opened_at, expires_at, closed_at, timeout_action, request"""
+
+
+@dataclass(frozen=True)
+class NewGate:
+    """A gate row to insert."""
+
+    id: str
+    pipeline_id: str
+    execution_id: str
+    stage_id: str
+    step_id: str
+    attempt: int
+    token: str
+    policy: Any
+    inputs: Any
+    pipeline_executor: str | None
+    members_by_group: Any
+    opened_at: datetime
+    expires_at: datetime
+    timeout_action: str
+    request: Any
+
+
+@dataclass(frozen=True)
+class NewVote:
+    gate_id: str
+    decision_id: str
+    source: str
+    approver: str
+    status: str
+    comment: str
+    inputs: Mapping[str, str]
+    decided_at: datetime
+    at: datetime
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    gate_id: str | None
+    kind: str
+    at: datetime
+    decision_id: str | None = None
+    actor: str | None = None
+    reason: str | None = None
+    detail: Mapping[str, Any] | None = None
+
+
+class ApprovalRepository:
+    """The approval schema's tables."""
+
+    def __init__(self, schema: str = SCHEMA) -> None:
+        self.schema = schema
+
+    def _t(self, table: str) -> str:
+        return f'"{self.schema}".{table}'
+
+    # ------------------------------------------------------------------------------------------------ gates
+
+    async def insert_gates(self, conn: asyncpg.Connection, gates: Sequence[NewGate]) -> list[str]:
+        """Insert `gates` in one statement; returns the ids actually inserted (a natural key already present is
+        skipped: a repeated request is the same gate)."""
+        if not gates:
+            return []
+        rows = await conn.fetch(
+            f"""INSERT INTO {self._t("gates")} (id, pipeline_id, execution_id, stage_id, step_id, attempt, token,
+                    policy, inputs, pipeline_executor, members_by_group, opened_at, expires_at, timeout_action,
+                    request)
+                SELECT id, pipeline_id, execution_id, stage_id, step_id, attempt, token, policy::jsonb,
+                    inputs::jsonb, pipeline_executor, members_by_group::jsonb, opened_at, expires_at,
+                    timeout_action, request::jsonb
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
+                    $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::timestamptz[],
+                    $14::text[], $15::text[])
+                    AS g(id, pipeline_id, execution_id, stage_id, step_id, attempt, token, policy, inputs,
+                         pipeline_executor, members_by_group, opened_at, expires_at, timeout_action, request)
+                ON CONFLICT ON CONSTRAINT gates_natural_key DO NOTHING
+                RETURNING id""",  # noqa: S608
+            [g.id for g in gates],
+            [g.pipeline_id for g in gates],
+            [g.execution_id for g in gates],
+            [g.stage_id for g in gates],
+            [g.step_id for g in gates],
+            [g.attempt for g in gates],
+            [g.token for g in gates],
+            # As JSON text: a list value inside a jsonb[] parameter would be read as another array dimension.
+            [json.dumps(g.policy) for g in gates],
+            [json.dumps(g.inputs) for g in gates],
+            [g.pipeline_executor for g in gates],
+            [json.dumps(g.members_by_group) for g in gates],
+            [g.opened_at for g in gates],
+            [g.expires_at for g in gates],
+            [g.timeout_action for g in gates],
+            [json.dumps(g.request) for g in gates],
+        )
+        return [row["id"] for row in rows]
+
+    async def gate_by_id(self, conn: asyncpg.Connection, gate_id: str) -> asyncpg.Record | None:
+        """The gate `gate_id`, locked for this transaction."""
+        return await conn.fetchrow(
+            f"SELECT {_GATE_COLUMNS} FROM {self._t('gates')} WHERE id = $1 FOR UPDATE",  # noqa: S608
+            gate_id,
+        )
+
+    async def gate_by_key(
+        self, conn: asyncpg.Connection, pipeline_id: str, execution_id: str, stage_id: str, step_id: str, attempt: int
+    ) -> asyncpg.Record | None:
+        """The gate with this natural key, locked."""
+        return await conn.fetchrow(
+            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+                WHERE pipeline_id = $1 AND execution_id = $2 AND stage_id = $3 AND step_id = $4 AND attempt = $5
+                FOR UPDATE""",  # noqa: S608
+            pipeline_id,
+            execution_id,
+            stage_id,
+            step_id,
+            attempt,
+        )
+
+    async def gate_by_action(
+        self, conn: asyncpg.Connection, pipeline_id: str, stage_id: str, step_id: str, token: str
+    ) -> asyncpg.Record | None:
+        """CodePipeline-style lookup: the pending gate of this pipeline / stage / action holding `token`; else the
+        most recently opened gate of that action (so a stale token or a closed gate is refused for what it is)."""
+        row = await conn.fetchrow(
+            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+                WHERE pipeline_id = $1 AND stage_id = $2 AND step_id = $3 AND status = 'pending' AND token = $4
+                FOR UPDATE""",  # noqa: S608
+            pipeline_id,
+            stage_id,
+            step_id,
+            token,
+        )
+        if row is not None:
+            return row
+        return await conn.fetchrow(
+            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+                WHERE pipeline_id = $1 AND stage_id = $2 AND step_id = $3
+                ORDER BY (status = 'pending') DESC, opened_at DESC LIMIT 1
+                FOR UPDATE""",  # noqa: S608
+            pipeline_id,
+            stage_id,
+            step_id,
+        )
+
+    async def gates_by_ids(self, conn: asyncpg.Connection, gate_ids: Sequence[str]) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            f"SELECT {_GATE_COLUMNS} FROM {self._t('gates')} WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",  # noqa: S608
+            list(gate_ids),
+        )
+
+    async def pending_of_step(
+        self,
+        conn: asyncpg.Connection,
+        pipeline_id: str,
+        stage_id: str,
+        step_id: str,
+        excluding: Sequence[str],
+        opened_before: datetime,
+    ) -> list[asyncpg.Record]:
+        """Older pending gates of the same pipeline step (for auto-reject of previous approvals), locked."""
+        return await conn.fetch(
+            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+                WHERE pipeline_id = $1 AND stage_id = $2 AND step_id = $3 AND status = 'pending'
+                  AND NOT (id = ANY($4::text[])) AND opened_at <= $5
+                ORDER BY id FOR UPDATE""",  # noqa: S608
+            pipeline_id,
+            stage_id,
+            step_id,
+            list(excluding),
+            opened_before,
+        )
+
+    async def claim_due(self, conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
+        """Pending gates whose deadline passed, locked; rows another replica holds are skipped."""
+        return await conn.fetch(
+            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+                WHERE status = 'pending' AND expires_at <= $1
+                ORDER BY expires_at LIMIT $2
+                FOR UPDATE SKIP LOCKED""",  # noqa: S608
+            now,
+            limit,
+        )
+
+    async def close_gate(self, conn: asyncpg.Connection, gate_id: str, status: str, closed_at: datetime) -> None:
+        await conn.execute(
+            f"UPDATE {self._t('gates')} SET status = $2, closed_at = $3 WHERE id = $1",  # noqa: S608
+            gate_id,
+            status,
+            closed_at,
+        )
+
+    # ------------------------------------------------------------------------------------------------ votes
+
+    async def votes_of(self, conn: asyncpg.Connection, gate_ids: Sequence[str]) -> list[asyncpg.Record]:
+        """Every accepted vote of these gates, oldest first."""
+        return await conn.fetch(
+            f"""SELECT gate_id, decision_id, source, approver, status, comment, inputs, decided_at, at
+                FROM {self._t("votes")} WHERE gate_id = ANY($1::text[]) ORDER BY seq""",  # noqa: S608
+            list(gate_ids),
+        )
+
+    async def decision_recorded(self, conn: asyncpg.Connection, decision_id: str) -> str | None:
+        """The gate a vote with this decision id was recorded on, if any."""
+        return await conn.fetchval(
+            f"SELECT gate_id FROM {self._t('votes')} WHERE decision_id = $1",  # noqa: S608
+            decision_id,
+        )
+
+    async def record_vote(self, conn: asyncpg.Connection, vote: NewVote, replaces: str | None) -> None:
+        if replaces is not None:
+            await conn.execute(
+                f"UPDATE {self._t('votes')} SET replaced = true WHERE decision_id = $1",  # noqa: S608
+                replaces,
+            )
+        try:
+            await self._insert_vote(conn, vote)
+        except asyncpg.UniqueViolationError as exc:
+            # Another transaction recorded this decision id after our check (a replay racing the original on
+            # another partition). Retried as transient: the retry sees that vote and refuses this one as duplicate.
+            raise asyncpg.exceptions.SerializationError(f"decision {vote.decision_id} recorded concurrently") from exc
+
+    async def _insert_vote(self, conn: asyncpg.Connection, vote: NewVote) -> None:
+        await conn.execute(
+            f"""INSERT INTO {self._t("votes")}
+                    (gate_id, decision_id, source, approver, status, comment, inputs, decided_at, at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",  # noqa: S608
+            vote.gate_id,
+            vote.decision_id,
+            vote.source,
+            vote.approver,
+            vote.status,
+            vote.comment,
+            dict(vote.inputs),
+            vote.decided_at,
+            vote.at,
+        )
+
+    # ------------------------------------------------------------------------------------------------ audit
+
+    async def audit(self, conn: asyncpg.Connection, rows: Sequence[AuditRow]) -> None:
+        """Append audit rows (set-based)."""
+        if not rows:
+            return
+        await conn.execute(
+            f"""INSERT INTO {self._t("audit")} (gate_id, kind, decision_id, actor, reason, detail, at)
+                SELECT gate_id, kind, decision_id, actor, reason, detail::jsonb, at
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                    $7::timestamptz[]) AS a(gate_id, kind, decision_id, actor, reason, detail, at)""",  # noqa: S608
+            [r.gate_id for r in rows],
+            [r.kind for r in rows],
+            [r.decision_id for r in rows],
+            [r.actor for r in rows],
+            [r.reason for r in rows],
+            [json.dumps(dict(r.detail or {})) for r in rows],
+            [r.at for r in rows],
+        )
+
+    # ------------------------------------------------------------------------------------------------ directory
+
+    async def members_of(self, conn: asyncpg.Connection, groups: Iterable[str]) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            f"""SELECT group_name, user_id, email, chat_handles FROM {self._t("directory_members")}
+                WHERE group_name = ANY($1::text[]) ORDER BY group_name, user_id""",  # noqa: S608
+            sorted(set(groups)),
+        )
+
+    async def replace_directory(
+        self, conn: asyncpg.Connection, members: Sequence[tuple[str, str, str | None, Mapping[str, str]]]
+    ) -> None:
+        """Replace the whole directory with `members` (group, user id, e-mail, chat handles)."""
+        await conn.execute(f"DELETE FROM {self._t('directory_members')}")  # noqa: S608
+        await self.upsert_members(conn, members)
+
+    async def upsert_members(
+        self, conn: asyncpg.Connection, members: Sequence[tuple[str, str, str | None, Mapping[str, str]]]
+    ) -> None:
+        if not members:
+            return
+        await conn.execute(
+            f"""INSERT INTO {self._t("directory_members")} (group_name, user_id, email, chat_handles)
+                SELECT g, u, e, c::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS m(g, u, e, c)
+                ON CONFLICT (group_name, user_id)
+                DO UPDATE SET email = EXCLUDED.email, chat_handles = EXCLUDED.chat_handles""",  # noqa: S608
+            [m[0] for m in members],
+            [m[1] for m in members],
+            [m[2] for m in members],
+            [json.dumps(dict(m[3])) for m in members],
+        )

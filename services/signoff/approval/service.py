@@ -1,0 +1,94 @@
+"""The approval role: consumes approval requests and decisions, publishes gate events, expires gates."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from signoff.approval.domain.clock import Clock, SystemClock
+from signoff.approval.expiry import run_expiry
+from signoff.approval.handlers import ApprovalHandler
+from signoff.approval.repository import SCHEMA, ApprovalRepository
+from signoff.approval.settings import ApprovalSettings
+from signoff.contracts.topics import TOPICS
+from signoff.runtime.logging import configure_logging
+from signoff.runtime.service import Service, ServiceContext, ServiceSpec
+from signoff.runtime.settings import load_settings
+
+REQUESTS_TOPIC = "signoff.approval.requests.v1"
+DECISIONS_TOPIC = "signoff.approval.decisions.v1"
+GATES_TOPIC = "signoff.approval.gates.v1"
+assert {REQUESTS_TOPIC, DECISIONS_TOPIC, GATES_TOPIC} <= {topic.name for topic in TOPICS}
+
+
+def read_directory(path: Path) -> list[tuple[str, str, str | None, dict[str, str]]]:
+    """Directory members from YAML: `{groups: {GROUP: [{user, email, slack, teams}, ...]}}` (or the groups
+    mapping at the top level)."""
+    document: Any = yaml.safe_load(path.read_text()) or {}
+    groups = document.get("groups", document) if isinstance(document, dict) else None
+    if not isinstance(groups, dict):
+        raise ValueError(f"{path}: expected a mapping of user groups to member lists")
+    members = []
+    for group, listed in groups.items():
+        for entry in listed or []:
+            if isinstance(entry, str):
+                entry = {"user": entry}
+            user = entry.get("user") or entry.get("user_id")
+            if not user:
+                raise ValueError(f"{path}: a member of group {group!r} has no user")
+            handles = {name: str(entry[name]) for name in ("slack", "teams") if entry.get(name)}
+            members.append((str(group), str(user), entry.get("email"), handles))
+    return members
+
+
+async def load_directory(context: ServiceContext, path: Path, repository: ApprovalRepository) -> None:
+    members = read_directory(path)
+    async with context.pool.acquire() as conn, conn.transaction():
+        await repository.replace_directory(conn, members)
+
+
+def approval_spec(settings: ApprovalSettings, clock: Clock | None = None) -> ServiceSpec:
+    """The approval role's spec."""
+    clock = clock or SystemClock()
+    settings.decision_key_map()  # a malformed SIGNOFF_DECISION_KEYS stops the role at start, not at the first decision
+    repository = ApprovalRepository(SCHEMA)
+
+    def handler(context: ServiceContext) -> ApprovalHandler:
+        # The directory goes in with the first batch too, so no request is resolved against an empty directory
+        # while the background load below has not committed yet.
+        directory = read_directory(settings.directory_file) if settings.directory_file is not None else None
+        return ApprovalHandler(settings, clock=clock, repository=repository, directory=directory)
+
+    async def expiry(context: ServiceContext) -> None:
+        if settings.directory_file is not None:
+            await load_directory(context, settings.directory_file, repository)
+        await run_expiry(
+            context.pool,
+            clock,
+            context.stopping,
+            interval=settings.expiry_interval_seconds,
+            repository=repository,
+        )
+
+    expiry.__name__ = "approval-expiry"
+    return ServiceSpec(
+        name="approval",
+        schema=SCHEMA,
+        migrations_package="signoff.approval.sql",
+        consumes=(REQUESTS_TOPIC, DECISIONS_TOPIC),
+        produces=(GATES_TOPIC,),
+        handler=handler,
+        background=(expiry,),
+    )
+
+
+@click.command()
+def approval() -> None:
+    """Run the approval service (gates, votes, timeouts) until SIGTERM."""
+    settings = load_settings(ApprovalSettings)
+    configure_logging(settings.log_level, settings.log_format, role="approval")
+    asyncio.run(Service(approval_spec(settings), settings).run())

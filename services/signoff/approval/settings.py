@@ -1,0 +1,71 @@
+"""Settings of the approval role: the shared ones plus timeouts, decision-source keys and the directory file."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+
+from signoff.contracts import parse_duration
+from signoff.runtime.settings import Settings
+
+
+class ApprovalSettings(Settings):
+    """Each field is the variable SIGNOFF_<FIELD NAME IN UPPER CASE> (or a file of that name in the secrets dir)."""
+
+    default_timeout: str = Field("1d", description="Timeout of a gate whose request names none (Harness syntax).")
+    max_timeout: str = Field("30d", description="No gate waits longer than this, whatever its request says.")
+    # One secret holding a JSON object (not a dict field): a secret file is then read as it is, and a malformed
+    # value is reported by `decision_key_map` without ever echoing the secret.
+    decision_keys: SecretStr | None = Field(
+        None,
+        description='Decision source -> HMAC key, as a JSON object (e.g. {"cli": "…", "slack": "…"}). A secret.',
+    )
+    directory_file: Path | None = Field(
+        None, description="YAML of user groups -> members (user, email, slack, teams), loaded at start-up."
+    )
+    expiry_interval_seconds: float = Field(5.0, gt=0, description="How often the expiry loop looks for due gates.")
+
+    @field_validator("default_timeout", "max_timeout")
+    @classmethod
+    def _check_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def default_timeout_span(self) -> timedelta:
+        return parse_duration(self.default_timeout)
+
+    @property
+    def max_timeout_span(self) -> timedelta:
+        return parse_duration(self.max_timeout)
+
+    @field_validator("decision_keys", mode="before")
+    @classmethod
+    def _keys_as_json(cls, value: object) -> object:
+        # Also accept a mapping (tests, programmatic use): kept as its JSON text.
+        if isinstance(value, dict):
+            return json.dumps({k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in value.items()})
+        return value
+
+    def decision_key_map(self) -> dict[str, SecretStr]:
+        """Decision source -> key. Raises ValueError (without the secret) when the setting is not a JSON object of
+        non-empty strings."""
+        if self.decision_keys is None:
+            return {}
+        try:
+            parsed = json.loads(self.decision_keys.get_secret_value())
+        except json.JSONDecodeError:
+            raise ValueError("SIGNOFF_DECISION_KEYS is not valid JSON") from None
+        if not isinstance(parsed, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in parsed.items()
+        ):
+            raise ValueError("SIGNOFF_DECISION_KEYS must be a JSON object of source name -> non-empty key")
+        return {source: SecretStr(key) for source, key in parsed.items()}
+
+    def decision_key(self, source: str) -> bytes | None:
+        """The key of decision source `source`, or None when none is configured."""
+        secret = self.decision_key_map().get(source)
+        return secret.get_secret_value().encode() if secret is not None else None

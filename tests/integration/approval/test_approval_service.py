@@ -1,0 +1,235 @@
+"""The approval service's handler through the real ConsumerLoop, broker and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from signoff import contracts as wire
+from signoff.approval.expiry import expire_due
+from tests.integration.approval.conftest import ApprovalHarness, decision, request
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+OPENED = wire.GateOpened.event_type
+VOTE = wire.VoteRecorded.event_type
+APPROVED = wire.GateApproved.event_type
+REJECTED = wire.GateRejected.event_type
+EXPIRED = wire.GateExpired.event_type
+CANCELLED = wire.GateCancelled.event_type
+REFUSED = wire.DecisionRefused.event_type
+
+
+async def refused(approval: ApprovalHarness, made: wire.ApprovalDecision) -> wire.DecisionRefused:
+    await approval.send(made)
+    (found,) = await approval.wait_for(REFUSED, where=lambda d: d.decision_id == made.decision_id)
+    return found
+
+
+async def test_request_opens_a_gate_with_token_and_eligible_approvers(approval: ApprovalHarness) -> None:
+    req = request(groups=("sre",), users=("erin",), disallow_executor=True, executor="alice")
+    opened = await approval.open_gate(req)
+    assert opened.token and opened.gate_id
+    assert opened.opened_at == approval.clock.now()
+    assert opened.expires_at == approval.clock.now() + timedelta(hours=1)
+    approvers = {a.user: a for a in opened.eligible_approvers}
+    assert set(approvers) == {"bob", "carol", "dave", "erin"}  # alice ran the pipeline and is disallowed
+    assert approvers["bob"].email == "bob@example.com" and approvers["bob"].slack == "U-bob"
+    assert approvers["bob"].groups == ["sre"]
+    assert await approval.gate_status(opened.gate_id) == "pending"
+
+
+async def test_repeated_request_is_the_same_gate(approval: ApprovalHarness) -> None:
+    req = request()
+    opened = await approval.open_gate(req)
+    await approval.send(req)  # a new event id, same natural key
+    other = request()
+    await approval.open_gate(other)  # processed after the repeat (same partition): the repeat was handled
+    gates = [d for d in (e.data for e in await approval.published(OPENED)) if d.key == req.key]
+    assert [g.gate_id for g in gates] == [opened.gate_id]
+
+
+async def test_quorum_of_two(approval: ApprovalHarness) -> None:
+    opened = await approval.open_gate(request(minimum_count=2))
+    first = decision(approver="bob", token=opened.token, gate_id=opened.gate_id)
+    await approval.send(first)
+    (vote,) = await approval.wait_for(VOTE, where=lambda d: d.vote.decision_id == first.decision_id)
+    assert vote.approved_by == ["bob"]
+    assert await approval.gate_status(opened.gate_id) == "pending"
+    await approval.send(decision(approver="carol", token=opened.token, gate_id=opened.gate_id, comment="ok"))
+    (approved,) = await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)
+    assert approved.cause == "approvers"
+    assert {v.approver for v in approved.votes} == {"bob", "carol"}
+    assert await approval.gate_status(opened.gate_id) == "approved"
+
+
+async def test_self_approval_refused(approval: ApprovalHarness) -> None:
+    opened = await approval.open_gate(request(executor="alice", disallow_executor=True))
+    found = await refused(approval, decision(approver="alice", token=opened.token, gate_id=opened.gate_id))
+    assert found.reason == "self_approval" and found.gate_id == opened.gate_id
+    assert await approval.gate_status(opened.gate_id) == "pending"
+
+
+async def test_non_member_refused(approval: ApprovalHarness) -> None:
+    opened = await approval.open_gate(request())
+    found = await refused(approval, decision(approver="mallory", token=opened.token, gate_id=opened.gate_id))
+    assert found.reason == "not_eligible"
+
+
+async def test_stale_token_refused(approval: ApprovalHarness) -> None:
+    opened = await approval.open_gate(request())
+    found = await refused(approval, decision(approver="bob", token="old-token", gate_id=opened.gate_id))
+    assert found.reason == "stale_token"
+
+
+async def test_forged_unsigned_and_unknown_source_refused(approval: ApprovalHarness) -> None:
+    opened = await approval.open_gate(request())
+    forged = await refused(approval, decision(approver="bob", token=opened.token, gate_id=opened.gate_id, key=b"x"))
+    assert forged.reason == "bad_signature"
+    unsigned = await refused(approval, decision(approver="bob", token=opened.token, gate_id=opened.gate_id, key=None))
+    assert unsigned.reason == "unsigned"
+    unknown = await refused(
+        approval, decision(approver="bob", token=opened.token, gate_id=opened.gate_id, source="slack")
+    )
+    assert unknown.reason == "unknown_source"
+    assert await approval.gate_status(opened.gate_id) == "pending"
+    async with approval.pool.acquire() as conn:
+        reasons = await conn.fetch("SELECT reason FROM approval.audit WHERE kind = 'refused' ORDER BY seq")
+    assert [r["reason"] for r in reasons] == ["bad_signature", "unsigned", "unknown_source"]
+
+
+async def test_replayed_decision_id_is_a_duplicate(approval: ApprovalHarness) -> None:
+    opened = await approval.open_gate(request(minimum_count=2))
+    first = decision(approver="bob", token=opened.token, gate_id=opened.gate_id)
+    await approval.send(first)
+    await approval.wait_for(VOTE, where=lambda d: d.vote.decision_id == first.decision_id)
+    replay = decision(approver="carol", token=opened.token, gate_id=opened.gate_id, decision_id=first.decision_id)
+    found = await refused(approval, replay)
+    assert found.reason == "duplicate" and found.gate_id == opened.gate_id
+    assert len(await approval.published(VOTE)) == 1
+    assert await approval.gate_status(opened.gate_id) == "pending"
+
+
+async def test_any_reject_rejects(approval: ApprovalHarness) -> None:
+    opened = await approval.open_gate(request(minimum_count=2))
+    await approval.send(decision(approver="bob", token=opened.token, gate_id=opened.gate_id))
+    await approval.send(
+        decision(approver="carol", token=opened.token, gate_id=opened.gate_id, status="Rejected", comment="no")
+    )
+    (rejected,) = await approval.wait_for(REJECTED, where=lambda d: d.gate_id == opened.gate_id)
+    assert rejected.cause == "approver" and rejected.rejected_by == "carol" and rejected.comment == "no"
+    late = await refused(approval, decision(approver="dave", token=opened.token, gate_id=opened.gate_id))
+    assert late.reason == "gate_closed"
+
+
+async def test_cancel(approval: ApprovalHarness) -> None:
+    req = request()
+    opened = await approval.open_gate(req)
+    await approval.send(wire.ApprovalCancelRequested(key=req.key, reason="aborted", requested_at=approval.clock.now()))
+    (cancelled,) = await approval.wait_for(CANCELLED, where=lambda d: d.gate_id == opened.gate_id)
+    assert cancelled.reason == "aborted"
+    assert await approval.gate_status(opened.gate_id) == "cancelled"
+
+
+async def test_timeout_fail_and_auto_approve_via_expiry(approval: ApprovalHarness) -> None:
+    failing = await approval.open_gate(request(timeout="1h", timeout_action="fail"))
+    approving = await approval.open_gate(request(timeout="2h", timeout_action="approve"))
+    assert await expire_due(approval.pool, approval.clock) == 0
+    approval.clock.advance(timedelta(hours=1))
+    assert await expire_due(approval.pool, approval.clock) == 1
+    (expired,) = await approval.wait_for(EXPIRED, where=lambda d: d.gate_id == failing.gate_id)
+    assert expired.expired_at == approval.clock.now()
+    approval.clock.advance(timedelta(hours=1))
+    assert await expire_due(approval.pool, approval.clock) == 1
+    (approved,) = await approval.wait_for(APPROVED, where=lambda d: d.gate_id == approving.gate_id)
+    assert approved.cause == "timeout_action"
+    assert await approval.gate_status(failing.gate_id) == "expired"
+    assert await approval.gate_status(approving.gate_id) == "approved"
+    assert await expire_due(approval.pool, approval.clock) == 0
+
+
+async def test_codepipeline_decision_by_pipeline_stage_action(approval: ApprovalHarness) -> None:
+    req = request(pipeline="cp_pipe", stage="prod", step="manual")
+    opened = await approval.open_gate(req)
+    doc = {
+        "pipelineName": "cp_pipe",
+        "stageName": "prod",
+        "actionName": "manual",
+        "token": opened.token,
+        "result": {"status": "Approved", "summary": "ship it"},
+    }
+    made = wire.ApprovalDecision.from_codepipeline(doc, approver="bob", source="cli").signed(b"cli-secret")
+    await approval.send(made)
+    (approved,) = await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)
+    assert approved.votes[0].comment == "ship it"
+
+
+async def test_decision_for_unknown_gate_refused(approval: ApprovalHarness) -> None:
+    found = await refused(approval, decision(approver="bob", token="t", gate_id="no-such-gate"))
+    assert found.reason == "unknown_gate" and found.gate_id is None
+    by_name = await refused(
+        approval,
+        decision(approver="bob", token="t", pipeline_name="nope", stage_name="s", action_name="a"),
+    )
+    assert by_name.reason == "unknown_gate"
+
+
+async def test_auto_reject_previous_approvals_supersedes_older_gate(approval: ApprovalHarness) -> None:
+    older = await approval.open_gate(request(pipeline="super", auto_reject_previous=True))
+    approval.clock.advance(timedelta(minutes=1))
+    newer = await approval.open_gate(request(pipeline="super", auto_reject_previous=True))
+    (rejected,) = await approval.wait_for(REJECTED, where=lambda d: d.gate_id == older.gate_id)
+    assert rejected.cause == "superseded" and rejected.superseded_by == newer.gate_id
+    assert await approval.gate_status(newer.gate_id) == "pending"
+
+
+async def test_the_same_decision_event_redelivered_counts_once(approval: ApprovalHarness) -> None:
+    opened = await approval.open_gate(request(minimum_count=2))
+    made = decision(approver="bob", token=opened.token, gate_id=opened.gate_id)
+    first = await approval.send(made)
+    await approval.send(made, event_id=first.id)  # the same CloudEvent again: the inbox skips it
+    await approval.send(decision(approver="carol", token=opened.token, gate_id=opened.gate_id))
+    await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)
+    assert len(await approval.published(VOTE)) == 2
+    assert await approval.published(REFUSED) == []
+
+
+async def test_votes_refusals_and_outcomes_are_audited(approval: ApprovalHarness) -> None:
+    opened = await approval.open_gate(request())
+    await refused(approval, decision(approver="mallory", token=opened.token, gate_id=opened.gate_id))
+    await approval.send(decision(approver="bob", token=opened.token, gate_id=opened.gate_id))
+    await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)
+    async with approval.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT kind, actor, reason FROM approval.audit WHERE gate_id = $1 ORDER BY seq", opened.gate_id
+        )
+        votes = await conn.fetch(
+            "SELECT approver, status, source FROM approval.votes WHERE gate_id = $1", opened.gate_id
+        )
+    assert [(r["kind"], r["actor"], r["reason"]) for r in rows] == [
+        ("requested", None, None),
+        ("refused", "mallory", "not_eligible"),
+        ("vote", "bob", None),
+        ("outcome", None, None),
+    ]
+    assert [(v["approver"], v["status"], v["source"]) for v in votes] == [("bob", "approve", "cli")]
+
+
+async def test_an_impossible_request_is_dead_lettered_and_the_rest_applied(approval: ApprovalHarness) -> None:
+    bad = request(timeout_action="approve")
+    bad = bad.model_copy(update={"approver_inputs": [wire.ApproverInput(name="ticket", required=True)]})
+    good = request()
+    await approval.send(bad)
+    await approval.send(good)
+    await approval.open_gate(good)
+
+    async def dead_lettered():
+        async with approval.pool.acquire() as conn:
+            return await conn.fetchval(
+                "SELECT count(*) FROM approval.outbox WHERE aggregatetype = $1", approval.dead_letters
+            )
+
+    await eventually(dead_lettered, what="the impossible request dead-lettered")
+    assert [d.key for d in (e.data for e in await approval.published(OPENED))] == [good.key]

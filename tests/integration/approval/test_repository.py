@@ -1,0 +1,95 @@
+"""Repository behaviour that the handler tests cannot provoke: concurrent transactions."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+from signoff.approval.repository import ApprovalRepository, NewGate, NewVote
+from signoff.runtime.db import create_pool
+from tests.integration.approval.conftest import START
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+
+def gate(gate_id: str, execution: str) -> NewGate:
+    return NewGate(
+        id=gate_id,
+        pipeline_id="p",
+        execution_id=execution,
+        stage_id="s",
+        step_id="a",
+        attempt=1,
+        token="t",
+        policy={},
+        inputs=[],
+        pipeline_executor=None,
+        members_by_group={},
+        opened_at=START,
+        expires_at=START + timedelta(hours=1),
+        timeout_action="fail",
+        request={},
+    )
+
+
+def vote(gate_id: str) -> NewVote:
+    return NewVote(
+        gate_id=gate_id,
+        decision_id="d-1",
+        source="cli",
+        approver="bob",
+        status="approve",
+        comment="",
+        inputs={},
+        decided_at=START,
+        at=START,
+    )
+
+
+async def test_natural_key_conflicts_are_skipped_set_based(database_url: str) -> None:
+    repository = ApprovalRepository()
+    pool = await create_pool(database_url)
+    try:
+        async with pool.acquire() as conn:
+            assert await repository.insert_gates(conn, [gate("g1", "e1"), gate("g2", "e2")]) == ["g1", "g2"]
+            assert await repository.insert_gates(conn, [gate("g3", "e1"), gate("g4", "e3")]) == ["g4"]
+    finally:
+        await pool.close()
+
+
+async def test_a_decision_id_recorded_concurrently_is_a_transient_error(database_url: str) -> None:
+    """The loser of the race gets SerializationError (retried by the consumer loop, which then refuses the replay as
+    a duplicate) rather than a unique violation (which would dead-letter it)."""
+    repository = ApprovalRepository()
+    pool = await create_pool(database_url)
+    first, second = await pool.acquire(), await pool.acquire()
+    try:
+        await repository.insert_gates(first, [gate("g1", "e1"), gate("g2", "e2")])
+        first_tx, second_tx = first.transaction(), second.transaction()
+        await first_tx.start()
+        await repository.record_vote(first, vote("g1"), replaces=None)
+        await second_tx.start()
+        racing = asyncio.create_task(repository.record_vote(second, vote("g2"), replaces=None))
+
+        async def blocked() -> bool:
+            async with pool.acquire() as conn:
+                return bool(
+                    await conn.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                )
+
+        await eventually(blocked, timeout=10, what="the second insert waiting on the first")
+        await first_tx.commit()
+        with pytest.raises(asyncpg.exceptions.SerializationError):
+            await racing
+        await second_tx.rollback()
+    finally:
+        await pool.release(first)
+        await pool.release(second)
+        await pool.close()
