@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import os
 import signal
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -55,6 +56,12 @@ async def _round_trip(bootstrap: str) -> None:
 def broker_answers(bootstrap: str, timeout: float = 10.0) -> bool:
     """True when the broker at `bootstrap` stores and returns a message (run on a private loop thread, so this
     works from sync code and from inside a running event loop alike)."""
+    host, _, port = bootstrap.rpartition(":")
+    try:
+        # A closed port is answered here, quietly, instead of by the Kafka client logging connection errors.
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError:
+        return False
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(asyncio.run, asyncio.wait_for(_round_trip(bootstrap), timeout))
         try:
