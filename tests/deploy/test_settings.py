@@ -29,7 +29,8 @@ from tests.deploy.manifests import DEPLOY, REPO, Manifest, by_kind, container_en
 ROLES = ("approval", "executor", "notifier", "migrate")
 SERVICES = ("approval", "executor", "notifier")
 SECRETS_DIR_VAR = "SIGNOFF_SECRETS_DIR"  # read by signoff.runtime.settings.load_settings, not a field
-HOW = ("config", "env", "secret", "default")
+HOW = ("config", "env", "secret", "default", "client")
+UNSET_IN_PODS = ("default", "client")  # never set by the manifests
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,7 @@ def parse_settings_table(text: str) -> dict[str, tuple[str, tuple[str, ...]]]:
         groups = {"all": ROLES, "services": SERVICES, "": ()}
         expanded = groups[roles] if roles in groups else tuple(r.strip() for r in roles.split(","))
         assert set(expanded) <= set(ROLES), f"SETTINGS.md: {env}: unknown roles {roles}"
-        assert (how == "default") == (not expanded), f"SETTINGS.md: {env}: roles are for set variables only"
+        assert (how in UNSET_IN_PODS) == (not expanded), f"SETTINGS.md: {env}: roles are for set variables only"
         rows[env] = (how, expanded)
     return rows
 
@@ -282,8 +283,8 @@ def set_otherwise_than_documented(objects: list[Manifest], table: dict[str, tupl
             where = sorted(source for source, present in sources.items() if present)
             if role in roles and where != [how]:
                 problems.append(f"{role}: {env} should be set by {how}, is set by {where or 'nothing'}")
-            if how == "default" and where:
-                problems.append(f"{role}: {env} is documented as default but set by {where}")
+            if how in UNSET_IN_PODS and where:
+                problems.append(f"{role}: {env} is documented as {how} but set by {where}")
     return problems
 
 

@@ -204,6 +204,43 @@ class ApprovalRepository:
             closed_at,
         )
 
+    # ------------------------------------------------------------------------------------------------ reads (CLI)
+
+    async def find_gate(self, conn: asyncpg.Connection, gate_id: str) -> asyncpg.Record | None:
+        """The gate `gate_id`, without a lock (read-only callers such as `signoff show`)."""
+        return await conn.fetchrow(
+            f"SELECT {_GATE_COLUMNS} FROM {self._t('gates')} WHERE id = $1",  # noqa: S608
+            gate_id,
+        )
+
+    async def pending_gates(self, conn: asyncpg.Connection, group: str | None = None) -> list[asyncpg.Record]:
+        """Pending gates, oldest first; with `group`, only those whose resolved directory lists that user group."""
+        return await conn.fetch(
+            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+                WHERE status = 'pending' AND ($1::text IS NULL OR members_by_group ? $1)
+                ORDER BY opened_at, id""",  # noqa: S608
+            group,
+        )
+
+    async def gate_status(self, conn: asyncpg.Connection, gate_id: str) -> str | None:
+        return await conn.fetchval(f"SELECT status FROM {self._t('gates')} WHERE id = $1", gate_id)  # noqa: S608
+
+    async def audit_of_gate(self, conn: asyncpg.Connection, gate_id: str) -> list[asyncpg.Record]:
+        """The audit trail of one gate, oldest first."""
+        return await conn.fetch(
+            f"""SELECT seq, gate_id, kind, decision_id, actor, reason, detail, at FROM {self._t("audit")}
+                WHERE gate_id = $1 ORDER BY seq""",  # noqa: S608
+            gate_id,
+        )
+
+    async def audit_of_decision(self, conn: asyncpg.Connection, decision_id: str) -> list[asyncpg.Record]:
+        """The audit rows naming decision `decision_id` (its vote or its refusal), oldest first."""
+        return await conn.fetch(
+            f"""SELECT seq, gate_id, kind, decision_id, actor, reason, detail, at FROM {self._t("audit")}
+                WHERE decision_id = $1 ORDER BY seq""",  # noqa: S608
+            decision_id,
+        )
+
     # ------------------------------------------------------------------------------------------------ votes
 
     async def votes_of(self, conn: asyncpg.Connection, gate_ids: Sequence[str]) -> list[asyncpg.Record]:
@@ -277,6 +314,13 @@ class ApprovalRepository:
             f"""SELECT group_name, user_id, email, chat_handles FROM {self._t("directory_members")}
                 WHERE group_name = ANY($1::text[]) ORDER BY group_name, user_id""",  # noqa: S608
             sorted(set(groups)),
+        )
+
+    async def directory_groups(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
+        """Every user group of the directory with its member count."""
+        return await conn.fetch(
+            f"""SELECT group_name, count(*) AS members FROM {self._t("directory_members")}
+                GROUP BY group_name ORDER BY group_name"""  # noqa: S608
         )
 
     async def replace_directory(

@@ -113,6 +113,17 @@ def _detach(state_dir: Path, kafka_port: int | None, postgres_port: int | None) 
     click.echo((state_dir / ENV_FILE).read_text(), nl=False)
 
 
+def _directory_env() -> dict[str, str]:
+    """SIGNOFF_DIRECTORY_FILE -> the repository's examples/directory.yaml when it exists and none is set."""
+    if os.environ.get("SIGNOFF_DIRECTORY_FILE"):
+        return {}
+    for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        candidate = root / "examples" / "directory.yaml"
+        if candidate.is_file():
+            return {"SIGNOFF_DIRECTORY_FILE": str(candidate)}
+    return {}
+
+
 class Supervisor:
     """Runs the dev stack and the service roles in the foreground, multiplexing their output line by line
     with a `role |` prefix, and stops everything on SIGINT / SIGTERM or when a role dies."""
@@ -169,6 +180,8 @@ class Supervisor:
         env = (
             os.environ
             | self.stack.env
+            | self.stack.role_env
+            | _directory_env()
             # Health endpoints on loopback and any free port: several roles share one machine.
             | {
                 "SIGNOFF_LOG_FORMAT": os.environ.get("SIGNOFF_LOG_FORMAT", "console"),

@@ -15,3 +15,9 @@ class CliError(click.ClickException):
 
     def show(self, file=None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
+
+
+class CliUsageError(CliError):
+    """Invalid input: one `error: …` line, exit code 2 (like click's usage errors, without the usage block)."""
+
+    exit_code = 2

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 from pathlib import Path
 
 from signoff.devstack.broker import EmbeddedBroker
@@ -11,6 +13,7 @@ from signoff.devstack.postgres import EmbeddedPostgres
 
 ENV_FILE = "env"
 PID_FILE = "supervisor.pid"
+KEYS_FILE = "decision-keys.json"
 
 
 def default_state_dir() -> Path:
@@ -79,15 +82,38 @@ class DevStack:
         self.broker = EmbeddedBroker(state_dir / "broker", kafka_port)
         self.postgres = EmbeddedPostgres(state_dir / "postgres", postgres_port, fast=fast)
 
+    def decision_keys(self) -> dict[str, str]:
+        """Decision source -> HMAC key of this stack: random keys made at its first start and kept in the state
+        dir (owner-only), never in code, so the CLI can sign decisions the approval role accepts."""
+        path = self.state_dir / KEYS_FILE
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            keys = json.loads(path.read_text())
+            if isinstance(keys, dict) and isinstance(keys.get("cli"), str) and keys["cli"]:
+                return keys
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        keys = {"cli": secrets.token_urlsafe(32)}
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.chmod(0o600)
+        tmp.write_text(json.dumps(keys))
+        tmp.replace(path)
+        return keys
+
     @property
     def env(self) -> dict[str, str]:
-        """The settings that point signoff at this stack."""
+        """The settings that point signoff at this stack (and the CLI's decision key, for `signoff approve`)."""
         return {
             "SIGNOFF_KAFKA_BOOTSTRAP": self.broker.bootstrap,
             "SIGNOFF_DATABASE_URL": self.postgres.dsn("signoff"),
             # Tansu refuses idempotent producers; real Kafka keeps the default (on).
             "SIGNOFF_KAFKA_ENABLE_IDEMPOTENCE": "false",
+            "SIGNOFF_CLI_DECISION_KEY": self.decision_keys()["cli"],
         }
+
+    @property
+    def role_env(self) -> dict[str, str]:
+        """What the service roles get besides `env`: the decision keys they verify signatures with."""
+        return {"SIGNOFF_DECISION_KEYS": json.dumps(self.decision_keys())}
 
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +128,8 @@ class DevStack:
     def write_env_file(self) -> Path:
         path = self.state_dir / ENV_FILE
         tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)  # it holds the CLI's decision key
+        tmp.chmod(0o600)
         tmp.write_text("".join(f"export {key}={value}\n" for key, value in self.env.items()))
         tmp.replace(path)
         return path

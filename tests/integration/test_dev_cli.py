@@ -1,0 +1,86 @@
+"""`signoff dev up` makes decisions work out of the box: the CLI signs with the stack's own key (read from the env
+file), the approval role verifies it, and the example directory is loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from signoff import contracts as wire
+from signoff.approval.service import REQUESTS_TOPIC
+from signoff.devstack.stack import ENV_FILE, KEYS_FILE, read_env_file
+from signoff.runtime.kafka import make_producer
+from signoff.runtime.settings import Settings
+from tests.integration.approval.conftest import request
+from tests.support.waiting import eventually_sync
+
+pytestmark = pytest.mark.integration
+
+
+def _signoff(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "signoff", *args], capture_output=True, text=True, timeout=180, check=False, env=env
+    )
+
+
+async def test_dev_up_lets_the_cli_approve_with_the_stacks_own_key() -> None:
+    home = Path(tempfile.mkdtemp(prefix="signoff-devcli-"))
+    state = home / "dev"
+    state.mkdir()
+    for path in (home, state):
+        path.chmod(0o777)  # reachable by the unprivileged account PostgreSQL runs as
+    # Only what an approver's shell has: the dev stack's env file gives the rest, the key included.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")} | {
+        "SIGNOFF_HOME": str(home),
+        "SIGNOFF_USER": "dana",
+        "SIGNOFF_LOG_FORMAT": "json",
+    }
+    up = _signoff("dev", "up", "--detach", "--state-dir", str(state), env=env)
+    assert up.returncode == 0, up.stderr
+    try:
+        stack_env = read_env_file(state / ENV_FILE)
+        keys = json.loads((state / KEYS_FILE).read_text())
+        assert stack_env["SIGNOFF_CLI_DECISION_KEY"] == keys["cli"] and len(keys["cli"]) >= 32
+
+        docs = eventually_sync(
+            lambda: (r := _signoff("groups", "show", "docs", env=env)).returncode == 0 and r,
+            timeout=60,
+            what="the example directory loaded by the approval role",
+        )
+        assert "dana" in docs.stdout
+
+        req = request(pipeline=f"dev_{uuid.uuid4().hex[:8]}", groups=("docs",), timeout="1d")
+        settings = Settings(
+            kafka_bootstrap=stack_env["SIGNOFF_KAFKA_BOOTSTRAP"],
+            kafka_enable_idempotence=False,
+            database_url=stack_env["SIGNOFF_DATABASE_URL"],
+        )
+        producer = make_producer(settings, "test-producer")
+        await producer.start()
+        try:
+            event = wire.new_event(req, source="urn:signoff:test")
+            value, headers = wire.encode(event)
+            await producer.send_and_wait(REQUESTS_TOPIC, value, key=wire.message_key(event), headers=headers)
+        finally:
+            await producer.stop()
+
+        def pending_gate():
+            listed = _signoff("pending", "--group", "docs", "--json", env=env)
+            assert listed.returncode == 0, listed.stderr
+            return next((g for g in json.loads(listed.stdout) if g["pipeline"] == req.key.pipeline_id), None)
+
+        gate = eventually_sync(pending_gate, timeout=60, what="the gate in `signoff pending`")
+        token = json.loads(_signoff("show", gate["gate_id"], "--json", env=env).stdout)["token"]
+        approved = _signoff("approve", gate["gate_id"], "--token", token, "--comment", "lgtm", env=env)
+        assert approved.returncode == 0, approved.stderr
+        assert f"dana approved gate {gate['gate_id']}; gate is now approved" in approved.stdout
+    finally:
+        down = _signoff("dev", "down", "--state-dir", str(state), env=env)
+        assert down.returncode == 0, down.stderr

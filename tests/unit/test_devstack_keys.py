@@ -1,0 +1,34 @@
+"""The dev stack's per-stack decision keys: random at first start, kept in the state dir, handed to the CLI."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+from signoff.cli.dev import _directory_env
+from signoff.devstack import DevStack
+from signoff.devstack.stack import KEYS_FILE
+
+
+def test_keys_are_random_per_stack_and_stable(tmp_path: Path) -> None:
+    first = DevStack(tmp_path / "a")
+    keys = first.decision_keys()
+    assert len(keys["cli"]) >= 32
+    assert DevStack(tmp_path / "a").decision_keys() == keys
+    assert DevStack(tmp_path / "b").decision_keys() != keys
+    assert stat.S_IMODE((tmp_path / "a" / KEYS_FILE).stat().st_mode) == 0o600
+
+
+def test_the_cli_and_the_roles_get_the_same_key(tmp_path: Path) -> None:
+    stack = DevStack(tmp_path)
+    cli_key = stack.env["SIGNOFF_CLI_DECISION_KEY"]
+    assert json.loads(stack.role_env["SIGNOFF_DECISION_KEYS"]) == {"cli": cli_key}
+
+
+def test_the_example_directory_is_used_when_none_is_set(monkeypatch) -> None:
+    monkeypatch.delenv("SIGNOFF_DIRECTORY_FILE", raising=False)
+    path = Path(_directory_env()["SIGNOFF_DIRECTORY_FILE"])
+    assert path.name == "directory.yaml" and "docs:" in path.read_text()
+    monkeypatch.setenv("SIGNOFF_DIRECTORY_FILE", "/elsewhere.yaml")
+    assert _directory_env() == {}
