@@ -233,3 +233,56 @@ async def test_an_impossible_request_is_dead_lettered_and_the_rest_applied(appro
 
     await eventually(dead_lettered, what="the impossible request dead-lettered")
     assert [d.key for d in (e.data for e in await approval.published(OPENED))] == [good.key]
+
+
+async def test_and_rules_need_one_of_qa_and_two_of_sre(approval: ApprovalHarness) -> None:
+    policy = wire.ApprovalPolicy(
+        rules=[
+            wire.ApprovalRule(user_groups=["qa"], minimum_count=1),
+            wire.ApprovalRule(user_groups=["sre"], minimum_count=2),
+        ]
+    )
+    opened = await approval.open_gate(request().model_copy(update={"policy": policy}))
+    for approver in ("bob", "carol"):  # two of sre: the qa rule still fails
+        made = decision(approver=approver, token=opened.token, gate_id=opened.gate_id)
+        await approval.send(made)
+        await approval.wait_for(VOTE, where=lambda d, m=made: d.vote.decision_id == m.decision_id)
+    assert await approval.gate_status(opened.gate_id) == "pending"
+    await approval.send(decision(approver="erin", token=opened.token, gate_id=opened.gate_id))
+    (approved,) = await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)
+    assert {v.approver for v in approved.votes} == {"bob", "carol", "erin"}
+
+
+async def test_a_changed_vote_replaces_the_earlier_one(approval: ApprovalHarness) -> None:
+    opened = await approval.open_gate(request(minimum_count=2))
+    first = decision(approver="bob", token=opened.token, gate_id=opened.gate_id, comment="first look")
+    await approval.send(first)
+    await approval.wait_for(VOTE, where=lambda d: d.vote.decision_id == first.decision_id)
+    again = decision(approver="bob", token=opened.token, gate_id=opened.gate_id, comment="second look")
+    await approval.send(again)
+    (changed,) = await approval.wait_for(VOTE, where=lambda d: d.vote.decision_id == again.decision_id)
+    assert changed.replaced_earlier_vote and changed.approved_by == ["bob"]  # still one approver, not two
+    assert await approval.gate_status(opened.gate_id) == "pending"
+
+
+async def test_inputs_defaults_required_and_allowed_values(approval: ApprovalHarness) -> None:
+    inputs = [
+        wire.ApproverInput(name="foo", default_value="bar"),
+        wire.ApproverInput(name="ticket", required=True),
+        wire.ApproverInput(name="region", allowed_values=["eu", "us"], default_value="eu"),
+    ]
+    opened = await approval.open_gate(request().model_copy(update={"approver_inputs": inputs}))
+    missing = await refused(approval, decision(approver="bob", token=opened.token, gate_id=opened.gate_id))
+    assert missing.reason == "invalid_inputs"
+    not_allowed = await refused(
+        approval,
+        decision(
+            approver="bob", token=opened.token, gate_id=opened.gate_id, inputs={"ticket": "T-1", "region": "mars"}
+        ),
+    )
+    assert not_allowed.reason == "invalid_inputs"
+    await approval.send(
+        decision(approver="bob", token=opened.token, gate_id=opened.gate_id, inputs={"ticket": "T-1", "region": "us"})
+    )
+    (approved,) = await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)
+    assert approved.inputs == {"foo": "bar", "ticket": "T-1", "region": "us"}

@@ -1,0 +1,85 @@
+"""Two replicas of the approval role in one consumer group: they share the partitions and the expiry loop, and
+no gate opens or expires twice."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections import Counter
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+from signoff import contracts as wire
+from signoff.approval.domain.clock import FixedClock
+from signoff.approval.service import REQUESTS_TOPIC, approval_spec
+from signoff.approval.settings import ApprovalSettings
+from signoff.runtime.kafka import make_producer
+from signoff.runtime.service import Service
+from tests.integration.approval.conftest import KEY, START, request
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+GATES = 24
+
+
+async def _published(dsn: str, event_type: str) -> Counter[str]:
+    """How many times each gate's `event_type` event was written to the outbox (by either replica)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT aggregateid FROM approval.outbox WHERE type = $1", event_type)
+    finally:
+        await conn.close()
+    return Counter(row["aggregateid"] for row in rows)
+
+
+async def test_two_replicas_share_partitions_and_expiry_without_double_transitions(settings, names, database_url):
+    role_settings = ApprovalSettings(
+        **{**settings.model_dump(), "decision_keys": {"cli": KEY.decode()}, "expiry_interval_seconds": 0.05}
+    )
+    clock = FixedClock(START)  # one clock for both: they must agree on what is due
+    group = names.group("signoff-approval")
+    replicas = [
+        Service(dataclasses.replace(approval_spec(role_settings, clock), group_id=group), role_settings)
+        for _ in range(2)
+    ]
+    producer = make_producer(role_settings, "test-producer")
+    for replica in replicas:
+        await replica.start()
+    await producer.start()
+    try:
+
+        async def both_assigned() -> bool:
+            return all(replica.loop.consumer.assignment() for replica in replicas)
+
+        await eventually(both_assigned, what="both replicas to own partitions")
+        owned = [replica.loop.consumer.assignment() for replica in replicas]
+        assert not owned[0] & owned[1]
+
+        pipeline = f"replicas_{uuid.uuid4().hex[:8]}"
+        requests = [request(pipeline=pipeline, step=f"step_{i}", timeout="1h") for i in range(GATES)]
+        for data in requests:
+            event = wire.new_event(data, source="urn:signoff:test")
+            value, headers = wire.encode(event)
+            await producer.send_and_wait(REQUESTS_TOPIC, value, key=wire.message_key(event), headers=headers)
+
+        async def all_opened() -> bool:
+            return len(await _published(database_url, wire.GateOpened.event_type)) == GATES
+
+        await eventually(all_opened, what="every gate opened")
+        clock.advance(timedelta(hours=1))
+
+        async def all_expired() -> bool:
+            return len(await _published(database_url, wire.GateExpired.event_type)) == GATES
+
+        await eventually(all_expired, what="every gate expired")
+        opened = await _published(database_url, wire.GateOpened.event_type)
+        expired = await _published(database_url, wire.GateExpired.event_type)
+        assert set(opened.values()) == {1} and set(expired.values()) == {1}
+        assert set(opened) == set(expired)
+    finally:
+        await producer.stop()
+        for replica in replicas:
+            await replica.stop()
