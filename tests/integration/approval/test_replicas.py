@@ -13,7 +13,7 @@ import pytest
 
 from signoff import contracts as wire
 from signoff.approval.domain.clock import FixedClock
-from signoff.approval.service import REQUESTS_TOPIC, approval_spec
+from signoff.approval.service import approval_spec
 from signoff.approval.settings import ApprovalSettings
 from signoff.runtime.kafka import make_producer
 from signoff.runtime.service import Service
@@ -25,11 +25,17 @@ pytestmark = pytest.mark.integration
 GATES = 24
 
 
-async def _published(dsn: str, event_type: str) -> Counter[str]:
-    """How many times each gate's `event_type` event was written to the outbox (by either replica)."""
+async def _published(dsn: str, event_type: str, pipeline: str) -> Counter[str]:
+    """How many times each of `pipeline`'s gates had its `event_type` event written to the outbox (by either
+    replica)."""
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch("SELECT aggregateid FROM approval.outbox WHERE type = $1", event_type)
+        rows = await conn.fetch(
+            """SELECT o.aggregateid FROM approval.outbox o JOIN approval.gates g ON g.id = o.aggregateid
+               WHERE o.type = $1 AND g.pipeline_id = $2""",
+            event_type,
+            pipeline,
+        )
     finally:
         await conn.close()
     return Counter(row["aggregateid"] for row in rows)
@@ -41,10 +47,13 @@ async def test_two_replicas_share_partitions_and_expiry_without_double_transitio
     )
     clock = FixedClock(START)  # one clock for both: they must agree on what is due
     group = names.group("signoff-approval")
-    replicas = [
-        Service(dataclasses.replace(approval_spec(role_settings, clock), group_id=group), role_settings)
-        for _ in range(2)
-    ]
+    # Topics of this test only (three partitions each, as in production): the real names carry other tests' events.
+    requests_topic = names.topic("signoff.approval.requests")
+    decisions_topic = names.topic("signoff.approval.decisions")
+    spec = dataclasses.replace(
+        approval_spec(role_settings, clock), group_id=group, consumes=(requests_topic, decisions_topic)
+    )
+    replicas = [Service(spec, role_settings) for _ in range(2)]
     producer = make_producer(role_settings, "test-producer")
     for replica in replicas:
         await replica.start()
@@ -63,20 +72,20 @@ async def test_two_replicas_share_partitions_and_expiry_without_double_transitio
         for data in requests:
             event = wire.new_event(data, source="urn:signoff:test")
             value, headers = wire.encode(event)
-            await producer.send_and_wait(REQUESTS_TOPIC, value, key=wire.message_key(event), headers=headers)
+            await producer.send_and_wait(requests_topic, value, key=wire.message_key(event), headers=headers)
 
         async def all_opened() -> bool:
-            return len(await _published(database_url, wire.GateOpened.event_type)) == GATES
+            return len(await _published(database_url, wire.GateOpened.event_type, pipeline)) == GATES
 
         await eventually(all_opened, what="every gate opened")
         clock.advance(timedelta(hours=1))
 
         async def all_expired() -> bool:
-            return len(await _published(database_url, wire.GateExpired.event_type)) == GATES
+            return len(await _published(database_url, wire.GateExpired.event_type, pipeline)) == GATES
 
         await eventually(all_expired, what="every gate expired")
-        opened = await _published(database_url, wire.GateOpened.event_type)
-        expired = await _published(database_url, wire.GateExpired.event_type)
+        opened = await _published(database_url, wire.GateOpened.event_type, pipeline)
+        expired = await _published(database_url, wire.GateExpired.event_type, pipeline)
         assert set(opened.values()) == {1} and set(expired.values()) == {1}
         assert set(opened) == set(expired)
     finally:
