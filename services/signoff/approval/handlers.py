@@ -84,6 +84,28 @@ async def persist_events(
     superseded_by: str | None = None,
 ) -> None:
     """Store what `events` (already applied to `stored.gate`) changed, audit them and publish them."""
+    audit = await record_events(
+        repository, conn, outbox, stored, events, traceparent=traceparent, source=source, superseded_by=superseded_by
+    )
+    await repository.audit(conn, audit)
+    gate = stored.gate
+    if gate.status.is_final and gate.closed_at is not None and any(_closes(e) for e in events):
+        await repository.close_gate(conn, stored.id, gate.status.value, gate.closed_at)
+
+
+async def record_events(
+    repository: ApprovalRepository,
+    conn: asyncpg.Connection,
+    outbox: OutboxWriter,
+    stored: StoredGate,
+    events: Sequence[domain_events.GateEvent],
+    *,
+    traceparent: str | None = None,
+    source: str | None = None,
+    superseded_by: str | None = None,
+) -> list[AuditRow]:
+    """Store the votes among `events` and publish all of them; returns their audit rows for the caller to write
+    (a batch of opened gates writes the audit rows of all of them in one statement)."""
     audit: list[AuditRow] = []
     for event in events:
         if isinstance(event, domain_events.VoteRecorded):
@@ -118,10 +140,7 @@ async def persist_events(
             )
         )
         outbox.add(outbox_record(data, at=event.at, traceparent=traceparent))
-    await repository.audit(conn, audit)
-    gate = stored.gate
-    if gate.status.is_final and gate.closed_at is not None and any(_closes(e) for e in events):
-        await repository.close_gate(conn, stored.id, gate.status.value, gate.closed_at)
+    return audit
 
 
 def _closes(event: domain_events.GateEvent) -> bool:
@@ -235,11 +254,13 @@ class ApprovalHandler:
         duplicates = len(rows) - len(inserted)
         if duplicates:
             log.info("approval_requests_for_existing_gates", count=duplicates)
+        audit: list[AuditRow] = []
         for gate_id in inserted:
             stored, events, received = candidates[gate_id]
-            await persist_events(
+            audit += await record_events(
                 self.repository, uow.conn, uow.outbox, stored, events, traceparent=received.event.traceparent
             )
+        await self.repository.audit(uow.conn, audit)
         for gate_id in inserted:
             stored, _, received = candidates[gate_id]
             if stored.request.auto_reject_previous_approvals:

@@ -65,6 +65,11 @@ class ApprovalRepository:
 
     def __init__(self, schema: str = SCHEMA) -> None:
         self.schema = schema
+        # The two lookups every decision makes (also explained by `explain_decision_lookups`).
+        self._gate_by_id_sql = f"SELECT {_GATE_COLUMNS} FROM {self._t('gates')} WHERE id = $1 FOR UPDATE"  # noqa: S608
+        self._pending_by_action_sql = f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+            WHERE token = $4 AND pipeline_id = $1 AND stage_id = $2 AND step_id = $3 AND status = 'pending'
+            FOR UPDATE"""  # noqa: S608
 
     def _t(self, table: str) -> str:
         return f'"{self.schema}".{table}'
@@ -111,10 +116,7 @@ class ApprovalRepository:
 
     async def gate_by_id(self, conn: asyncpg.Connection, gate_id: str) -> asyncpg.Record | None:
         """The gate `gate_id`, locked for this transaction."""
-        return await conn.fetchrow(
-            f"SELECT {_GATE_COLUMNS} FROM {self._t('gates')} WHERE id = $1 FOR UPDATE",  # noqa: S608
-            gate_id,
-        )
+        return await conn.fetchrow(self._gate_by_id_sql, gate_id)
 
     async def gate_by_key(
         self, conn: asyncpg.Connection, pipeline_id: str, execution_id: str, stage_id: str, step_id: str, attempt: int
@@ -136,15 +138,7 @@ class ApprovalRepository:
     ) -> asyncpg.Record | None:
         """CodePipeline-style lookup: the pending gate of this pipeline / stage / action holding `token`; else the
         most recently opened gate of that action (so a stale token or a closed gate is refused for what it is)."""
-        row = await conn.fetchrow(
-            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
-                WHERE pipeline_id = $1 AND stage_id = $2 AND step_id = $3 AND status = 'pending' AND token = $4
-                FOR UPDATE""",  # noqa: S608
-            pipeline_id,
-            stage_id,
-            step_id,
-            token,
-        )
+        row = await conn.fetchrow(self._pending_by_action_sql, pipeline_id, stage_id, step_id, token)
         if row is not None:
             return row
         return await conn.fetchrow(
@@ -156,6 +150,20 @@ class ApprovalRepository:
             stage_id,
             step_id,
         )
+
+    async def explain_decision_lookups(
+        self, conn: asyncpg.Connection, gate_id: str, pipeline_id: str, stage_id: str, step_id: str, token: str
+    ) -> dict[str, str]:
+        """The PostgreSQL plans of the gate lookups a decision makes (by id; by pipeline / stage / action and
+        token), for the benchmark's proof that a decision's cost does not grow with the number of pending gates."""
+        plans = {}
+        for name, sql, args in (
+            ("by gate id", self._gate_by_id_sql, (gate_id,)),
+            ("by pipeline/stage/action", self._pending_by_action_sql, (pipeline_id, stage_id, step_id, token)),
+        ):
+            rows = await conn.fetch(f"EXPLAIN (COSTS OFF) {sql}", *args)
+            plans[name] = "\n".join(row[0] for row in rows)
+        return plans
 
     async def gates_by_ids(self, conn: asyncpg.Connection, gate_ids: Sequence[str]) -> list[asyncpg.Record]:
         return await conn.fetch(

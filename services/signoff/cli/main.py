@@ -7,6 +7,7 @@ import click
 from signoff import __version__
 from signoff.approval.service import approval
 from signoff.cli.approver import COMMANDS as APPROVER_COMMANDS
+from signoff.cli.bench import bench
 from signoff.cli.dev import dev
 from signoff.cli.migrate import migrate
 from signoff.cli.schemas import schemas
@@ -22,6 +23,7 @@ cli.add_command(dev)
 cli.add_command(schemas)
 cli.add_command(migrate)
 cli.add_command(approval)
+cli.add_command(bench)
 for command in APPROVER_COMMANDS:
     cli.add_command(command)
 

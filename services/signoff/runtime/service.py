@@ -85,6 +85,7 @@ class Service:
             pool=self.pool,
             schema=spec.schema,
             handler=spec.handler(context),
+            max_batch=settings.consumer_max_batch,
         )
         await self.loop.start()
         self.http = HealthServer(settings.http_host, settings.http_port, pool=self.pool, loops=[self.loop.state])

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
         True, description="Create missing topics at start-up (off where Strimzi KafkaTopic resources own them)."
     )
 
+    consumer_max_batch: int = Field(
+        1000,
+        ge=1,
+        description="Most events applied in one database transaction (1 = a transaction and an offset commit per "
+        "event, the naive consumer the benchmark compares with).",
+    )
+
     database_url: SecretStr = Field(
         SecretStr("postgresql://postgres@localhost:5432/signoff"), description="PostgreSQL DSN (libpq URL)."
     )

@@ -1,0 +1,291 @@
+"""Runs the whole benchmark: infrastructure (embedded by default), roles as processes, measurements, report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import secrets
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from signoff.approval.repository import ApprovalRepository
+from signoff.bench import database, scenarios, workload
+from signoff.bench.report import Report, Row, megabytes, millis, plan_lines, rate
+from signoff.bench.roles import BenchError, RoleProcess, role_env
+from signoff.cli.roles import ROLES
+from signoff.contracts.topics import APPROVAL_DECISIONS, APPROVAL_GATES, APPROVAL_REQUESTS
+from signoff.devstack.errors import DevStackError
+from signoff.devstack.stack import DevStack
+from signoff.runtime.db import create_pool
+from signoff.runtime.kafka import ensure_topics, make_producer
+from signoff.runtime.settings import Settings, load_settings
+
+REQUESTS = APPROVAL_REQUESTS.name
+DECISIONS = APPROVAL_DECISIONS.name
+GATES = APPROVAL_GATES.name
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    requests: int = 50_000
+    naive_requests: int = 2_000
+    rate: float = 200.0
+    seconds: float = 10.0
+    pending: int = 1_000_000
+    bootstrap: str | None = None
+    database_url: str | None = None
+
+
+def machine() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _lines("/proc/cpuinfo") if line.startswith("model name")), "?"
+    )
+    memory = next((line.split()[1] for line in _lines("/proc/meminfo") if line.startswith("MemTotal")), "0")
+    return f"{os.cpu_count()} CPUs ({cpu}), {int(memory) / 2**20:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def _lines(path: str) -> list[str]:
+    with contextlib.suppress(OSError):
+        return Path(path).read_text().splitlines()
+    return []
+
+
+def _with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def run(options: BenchOptions, command: str, say: Callable[[str], None]) -> Report:
+    """Measure every target of DESIGN.md that the roles present can serve; `say` reports progress."""
+    with tempfile.TemporaryDirectory(prefix="signoff-bench-") as scratch:
+        work = Path(scratch)
+        # PostgreSQL runs unprivileged when we are root and must traverse to its data directory.
+        os.chmod(scratch, 0o711)  # noqa: S103
+        stack = None
+        if options.bootstrap is None:
+            say("starting the embedded broker and PostgreSQL")
+            stack = DevStack(work / "stack")
+            try:
+                await asyncio.to_thread(stack.start)
+            except DevStackError as exc:
+                raise BenchError(str(exc)) from exc
+            base_env = stack.env
+            infrastructure = "embedded Tansu (memory storage) + PostgreSQL " + "{version}"
+        else:
+            base_env = {
+                "SIGNOFF_KAFKA_BOOTSTRAP": options.bootstrap,
+                "SIGNOFF_DATABASE_URL": options.database_url or "",
+            }
+            infrastructure = f"broker {options.bootstrap} + PostgreSQL " + "{version}"
+        try:
+            return await _measure(options, command, say, work, base_env, infrastructure)
+        finally:
+            if stack is not None:
+                await asyncio.to_thread(stack.stop)
+
+
+async def _measure(
+    options: BenchOptions,
+    command: str,
+    say: Callable[[str], None],
+    work: Path,
+    base_env: dict[str, str],
+    infrastructure: str,
+) -> Report:
+    run_id = uuid.uuid4().hex[:8]
+    admin_dsn = base_env["SIGNOFF_DATABASE_URL"]
+    db_name = f"signoff_bench_{run_id}"
+    dsn = _with_database(admin_dsn, db_name)
+    key = secrets.token_urlsafe(32)
+    (work / "directory.yaml").write_text(workload.directory_yaml())
+    env = role_env(
+        base_env,
+        SIGNOFF_DATABASE_URL=dsn,
+        SIGNOFF_DECISION_KEYS=json.dumps({workload.DECISION_SOURCE: key}),
+        SIGNOFF_DIRECTORY_FILE=str(work / "directory.yaml"),
+        SIGNOFF_LOG_FORMAT="json",
+    )
+    settings = load_settings(
+        Settings,
+        **{
+            name.removeprefix("SIGNOFF_").lower(): value
+            for name, value in env.items()
+            if name in ("SIGNOFF_KAFKA_BOOTSTRAP", "SIGNOFF_DATABASE_URL", "SIGNOFF_KAFKA_ENABLE_IDEMPOTENCE")
+        },
+    )
+    await database.create_database(admin_dsn, db_name)
+    roles: list[RoleProcess] = []
+    producer = make_producer(settings, "signoff-bench")
+    pool = None
+
+    async def start(role: str, **extra: str) -> RoleProcess:
+        process = RoleProcess(role, env | extra, work)
+        roles.append(process)
+        await process.start()
+        return process
+
+    def stop(process: RoleProcess) -> None:
+        process.stop()
+        roles.remove(process)
+
+    try:
+        await producer.start()
+        approval = await start("approval")
+        pool = await create_pool(dsn)
+        report = Report(
+            machine=machine(),
+            infrastructure=infrastructure.format(version=await database.server_version(pool)),
+            command=command,
+        )
+        partitions = settings.kafka_topic_partitions
+        raw_topic, latency_topic = f"signoff.bench.raw.{run_id}", f"signoff.bench.latency.{run_id}"
+        await ensure_topics(settings, [raw_topic, latency_topic])
+
+        # P1: burst of requests, against the broker alone and against the naive consumer.
+        pipeline = f"bench-{run_id}"
+        say(f"P1: {options.requests:,} requests, raw produce->consume on {partitions} partitions")
+        messages = workload.requests(pipeline, options.requests)
+        raw = await scenarios.raw_produce_consume(settings, producer, raw_topic, f"bench-raw-{run_id}", messages)
+        say(f"P1: {options.requests:,} requests through the approval role")
+        served = await scenarios.burst(producer, pool, REQUESTS, pipeline, messages)
+        report.add(
+            Row(
+                "P1",
+                f"burst of {options.requests:,} ApprovalRequested -> gates persisted + GateOpened published",
+                rate(served.rate),
+                f"raw produce->consume {rate(raw.rate)}",
+                f"{served.rate / raw.rate:.2f}",
+                ">= 0.50",
+                served.rate / raw.rate >= 0.5,
+            )
+        )
+        stop(approval)
+        say(f"P1: {options.naive_requests:,} requests through the naive consumer (a transaction per event)")
+        naive_role = await start("approval", SIGNOFF_CONSUMER_MAX_BATCH="1")
+        naive = await scenarios.burst(
+            producer,
+            pool,
+            REQUESTS,
+            f"{pipeline}-naive",
+            workload.requests(f"{pipeline}-naive", options.naive_requests),
+        )
+        stop(naive_role)
+        report.add(
+            Row(
+                "P1",
+                "the same, against a naive consumer (one transaction + offset commit per message)",
+                rate(served.rate),
+                f"naive {rate(naive.rate)} ({options.naive_requests:,} requests)",
+                f"{served.rate / naive.rate:.1f}x",
+                ">= 5x",
+                served.rate / naive.rate >= 5,
+            )
+        )
+
+        # P2: decision -> outcome under a steady decision load, against the broker's own latency.
+        approval = await start("approval")
+        say(f"P2: broker produce->consume latency at {options.rate:g}/s for {options.seconds:g}s")
+        decision_size = len(workload.decision("gate", "token", key.encode())[1])
+        broker = await scenarios.broker_latency(
+            settings, producer, latency_topic, f"bench-latency-{run_id}", options.rate, options.seconds, decision_size
+        )
+        pending_before = await database.pending_count(pool)
+        say(f"P2: decisions at {options.rate:g}/s for {options.seconds:g}s ({pending_before:,} gates pending)")
+        decided = await scenarios.decision_latency(
+            settings,
+            producer,
+            pool,
+            decisions_topic=DECISIONS,
+            gates_topic=GATES,
+            group=f"bench-outcomes-{run_id}",
+            pipeline=pipeline,
+            key=key.encode(),
+            rate=options.rate,
+            seconds=options.seconds,
+        )
+        report.add(
+            Row(
+                "P2",
+                f"decision -> outcome event at {options.rate:g} decisions/s (p50 {millis(decided.p50)})",
+                f"p99 {millis(decided.p99)}",
+                f"broker produce->consume p99 {millis(broker.p99)} (p50 {millis(broker.p50)})",
+                f"{decided.p99 / broker.p99:.1f}x",
+                "<= 3x",
+                decided.p99 <= 3 * broker.p99,
+            )
+        )
+
+        # P4: 1M pending gates: memory of each role, decision cost, and the plans of the decision lookups.
+        pending_now = await database.pending_count(pool)
+        if options.pending > pending_now:
+            say(f"P4: adding {options.pending - pending_now:,} pending gates")
+            template = (await database.pending_tokens(pool, pipeline, 1))[0][0]
+            await database.add_filler_gates(pool, template, options.pending - pending_now)
+        stop(approval)
+        approval = await start("approval")
+        others = [await start(role) for role in ROLES if role != "approval"]
+        pending_total = await database.pending_count(pool)
+        say(f"P4: decisions at {options.rate:g}/s with {pending_total:,} gates pending")
+        at_scale = await scenarios.decision_latency(
+            settings,
+            producer,
+            pool,
+            decisions_topic=DECISIONS,
+            gates_topic=GATES,
+            group=f"bench-outcomes-scale-{run_id}",
+            pipeline=pipeline,
+            key=key.encode(),
+            rate=options.rate,
+            seconds=options.seconds,
+        )
+        report.add(
+            Row(
+                "P4",
+                f"decision -> outcome p50 with {pending_total:,} pending vs {pending_before:,} pending",
+                millis(at_scale.p50),
+                millis(decided.p50),
+                f"{at_scale.p50 / decided.p50:.2f}",
+                "<= 1.5 (independent of the number pending)",
+                at_scale.p50 <= 1.5 * decided.p50,
+            )
+        )
+        for process in (approval, *others):
+            current, peak = process.memory()
+            report.add(
+                Row(
+                    "P4",
+                    f"RSS of the {process.role} role with {pending_total:,} gates pending",
+                    megabytes(current),
+                    f"peak {megabytes(peak)}",
+                    "",
+                    "< 200 MB",
+                    peak < 200 * 2**20,
+                )
+            )
+        (gate_id, token), *_ = await database.pending_tokens(pool, pipeline, 1)
+        async with pool.acquire() as conn:
+            sample = await conn.fetchrow(
+                "SELECT pipeline_id, stage_id, step_id FROM approval.gates WHERE id = $1", gate_id
+            )
+            plans = await ApprovalRepository().explain_decision_lookups(
+                conn, gate_id, sample["pipeline_id"], sample["stage_id"], sample["step_id"], token
+            )
+        report.notes.extend(plan_lines(plans))
+        if "notifier" not in ROLES:
+            report.notes.append("P3 (notifier fan-out) not measured: the notifier role is not part of this build.")
+        return report
+    finally:
+        for process in list(roles):
+            process.stop()
+        await producer.stop()
+        if pool is not None:
+            await pool.close()
+        with contextlib.suppress(Exception):
+            await database.drop_database(admin_dsn, db_name)

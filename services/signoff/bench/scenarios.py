@@ -1,0 +1,209 @@
+"""The measurements. Each returns numbers; the runner pairs them with their baseline from the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from signoff import contracts as wire
+from signoff.bench import database
+from signoff.bench.roles import BenchError
+from signoff.bench.workload import Message, decision
+from signoff.runtime.kafka import make_consumer
+from signoff.runtime.settings import Settings
+
+# How often progress in the database is sampled: bounds the error of a burst's end time, and keeps the sampling
+# itself (a count over the gates) from taking CPU away from what is measured.
+POLL_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class Throughput:
+    count: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+
+@dataclass(frozen=True)
+class Latencies:
+    samples: Sequence[float]
+
+    def percentile(self, p: float) -> float:
+        """Nearest-rank percentile, in seconds."""
+        ordered = sorted(self.samples)
+        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+    @property
+    def p50(self) -> float:
+        return self.percentile(50)
+
+    @property
+    def p99(self) -> float:
+        return self.percentile(99)
+
+
+async def joined(consumer: AIOKafkaConsumer, timeout: float = 60.0) -> None:
+    """Start `consumer` and return once the group gave it partitions and it has read what is already there (a
+    fetch came back empty), so what it reads next is what the measurement publishes."""
+    await consumer.start()
+    deadline = time.monotonic() + timeout
+    while True:
+        batches = await consumer.getmany(timeout_ms=500)
+        if consumer.assignment() and not batches:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"consumer of {sorted(consumer.subscription())} did not join within {timeout:.0f}s")
+
+
+async def _send_all(producer: AIOKafkaProducer, topic: str, messages: Sequence[Message]) -> None:
+    deliveries = [await producer.send(topic, value, key=key, headers=headers) for key, value, headers in messages]
+    await asyncio.gather(*deliveries)
+
+
+async def raw_produce_consume(
+    settings: Settings, producer: AIOKafkaProducer, topic: str, group: str, messages: Sequence[Message]
+) -> Throughput:
+    """The broker's own rate: produce `messages` to `topic` and consume them all with a consumer group (no
+    database, no decoding). From the first send to the last message read."""
+    consumer = make_consumer(settings, [topic], group, "signoff-bench")
+    await joined(consumer)
+    try:
+        started = time.perf_counter()
+        sending = asyncio.create_task(_send_all(producer, topic, messages))
+        received = 0
+        while received < len(messages):
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            received += sum(len(records) for records in batches.values())
+            if sending.done() and sending.exception() is not None:
+                raise BenchError(f"producing to {topic} failed: {sending.exception()!r}")
+        finished = time.perf_counter()
+        await sending
+    finally:
+        await consumer.stop()
+    return Throughput(len(messages), finished - started)
+
+
+async def burst(
+    producer: AIOKafkaProducer,
+    pool: asyncpg.Pool,
+    topic: str,
+    pipeline: str,
+    messages: Sequence[Message],
+    timeout: float = 600.0,
+) -> Throughput:
+    """Publish `messages` (requests of `pipeline`) and time until every gate is persisted and its GateOpened
+    published by the running approval role."""
+    started = time.perf_counter()
+    sending = asyncio.create_task(_send_all(producer, topic, messages))
+    deadline = started + timeout
+    while True:
+        # The cheap count first; the join only once every gate is persisted.
+        gates = await database.gates_of(pool, pipeline)
+        published = await database.published_opened(pool, pipeline) if gates == len(messages) else 0
+        if gates == published == len(messages):
+            finished = time.perf_counter()
+            break
+        if time.perf_counter() > deadline:
+            raise BenchError(f"after {timeout:.0f}s only {gates} gates persisted and {published} published")
+        await asyncio.sleep(POLL_SECONDS)  # sampling progress in the database: there is no event to wait on
+    await sending
+    return Throughput(len(messages), finished - started)
+
+
+async def _paced(count: int, rate: float, send) -> None:
+    """Call `send(i)` for i in range(count) at `rate` per second (open loop: late sends are not skipped)."""
+    started = time.perf_counter()
+    for index in range(count):
+        delay = started + index / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)  # pacing the load, not waiting for an event
+        await send(index)
+
+
+async def broker_latency(
+    settings: Settings, producer: AIOKafkaProducer, topic: str, group: str, rate: float, seconds: float, size: int
+) -> Latencies:
+    """Produce -> consume latency of the broker alone, `size`-byte messages at `rate` per second."""
+    consumer = make_consumer(settings, [topic], group, "signoff-bench")
+    await joined(consumer)
+    count = int(rate * seconds)
+    sent: dict[bytes, float] = {}
+    latencies: list[float] = []
+    payload = b"x" * size
+
+    async def send(index: int) -> None:
+        key = str(index).encode()
+        sent[key] = time.perf_counter()
+        await producer.send(topic, payload, key=key)
+
+    try:
+        sending = asyncio.create_task(_paced(count, rate, send))
+        deadline = time.perf_counter() + seconds + 60
+        while len(latencies) < count and time.perf_counter() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            now = time.perf_counter()
+            latencies.extend(now - sent[r.key] for records in batches.values() for r in records if r.key in sent)
+        await sending
+    finally:
+        await consumer.stop()
+    if len(latencies) < count:
+        raise BenchError(f"the broker delivered {len(latencies)} of {count} messages within the deadline")
+    return Latencies(latencies)
+
+
+async def decision_latency(
+    settings: Settings,
+    producer: AIOKafkaProducer,
+    pool: asyncpg.Pool,
+    *,
+    decisions_topic: str,
+    gates_topic: str,
+    group: str,
+    pipeline: str,
+    key: bytes,
+    rate: float,
+    seconds: float,
+) -> Latencies:
+    """Decision -> outcome: approve pending gates of `pipeline` at `rate` per second; for each, the time from
+    producing the decision to reading its GateApproved on the gates topic."""
+    consumer = make_consumer(settings, [gates_topic], group, "signoff-bench")
+    await joined(consumer, timeout=300)  # reads the GateOpened backlog first
+    count = int(rate * seconds)
+    gates = await database.pending_tokens(pool, pipeline, count)
+    if len(gates) < count:
+        raise BenchError(f"only {len(gates)} pending gates of {pipeline} to decide, {count} needed")
+    decisions = [decision(gate_id, token, key) for gate_id, token in gates]
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+
+    async def send(index: int) -> None:
+        message_key, value, headers = decisions[index]
+        sent[gates[index][0]] = time.perf_counter()
+        await producer.send(decisions_topic, value, key=message_key, headers=headers)
+
+    try:
+        sending = asyncio.create_task(_paced(count, rate, send))
+        deadline = time.perf_counter() + seconds + 120
+        while len(latencies) < count and time.perf_counter() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            now = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    event = wire.decode(record.value, list(record.headers))
+                    if isinstance(event.data, wire.GateApproved) and event.data.gate_id in sent:
+                        latencies.append(now - sent[event.data.gate_id])
+        await sending
+    finally:
+        await consumer.stop()
+    if len(latencies) < count:
+        raise BenchError(f"{len(latencies)} of {count} decisions produced an outcome within the deadline")
+    return Latencies(latencies)

@@ -1,0 +1,58 @@
+"""`signoff bench`: the performance targets, measured as same-run ratios (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import sys
+
+import click
+
+from signoff.bench.roles import BenchError
+from signoff.bench.runner import BenchOptions, run
+from signoff.cli.errors import CliError, CliUsageError
+
+
+@click.command()
+@click.option("--requests", "requests", default=50_000, show_default=True, help="Burst size for P1.")
+@click.option("--naive-requests", default=2_000, show_default=True, help="Requests through the naive consumer.")
+@click.option("--rate", default=200.0, show_default=True, help="Decisions per second for P2 and P4.")
+@click.option("--seconds", default=10.0, show_default=True, help="How long each decision load runs.")
+@click.option("--pending", default=1_000_000, show_default=True, help="Pending gates for P4.")
+@click.option("--bootstrap", help="Use this Kafka bootstrap server instead of an embedded broker.")
+@click.option("--database-url", help="With --bootstrap: a PostgreSQL URL whose user may CREATE DATABASE.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--check", is_flag=True, help="Exit 1 when a target is missed.")
+def bench(
+    requests: int,
+    naive_requests: int,
+    rate: float,
+    seconds: float,
+    pending: int,
+    bootstrap: str | None,
+    database_url: str | None,
+    as_json: bool,
+    check: bool,
+) -> None:
+    """Measure the performance targets against baselines taken in the same run (embedded broker and PostgreSQL
+    unless --bootstrap and --database-url are given; a fresh database per run, dropped at the end)."""
+    if (bootstrap is None) != (database_url is None):
+        raise CliUsageError("--bootstrap and --database-url go together (neither: an embedded stack)")
+    if min(requests, naive_requests, pending) < 1 or rate <= 0 or seconds <= 0:
+        raise CliUsageError("--requests, --naive-requests, --pending, --rate and --seconds must be positive")
+    if requests < rate * seconds * 2:
+        raise CliUsageError("--requests must open at least twice --rate x --seconds gates (P2 and P4 decide them)")
+    options = BenchOptions(requests, naive_requests, rate, seconds, pending, bootstrap, database_url)
+    command = "signoff bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else "signoff bench"
+
+    def say(line: str) -> None:
+        click.echo(f"bench: {line}", err=True)
+
+    try:
+        report = asyncio.run(run(options, command.strip(), say))
+    except BenchError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.markdown())
+    if check and not report.all_met:
+        raise SystemExit(1)
