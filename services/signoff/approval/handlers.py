@@ -6,6 +6,7 @@ Everything happens inside the consumer loop's transaction (`uow.conn`); every pu
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -240,14 +241,14 @@ class ApprovalHandler:
                     step_id=request.key.step_id,
                     attempt=request.key.attempt,
                     token=gate.token,
-                    policy=request.policy.model_dump(mode="json"),
-                    inputs=[item.model_dump(mode="json") for item in request.approver_inputs],
+                    policy=request.policy.model_dump_json(),
+                    inputs="[" + ",".join(item.model_dump_json() for item in request.approver_inputs) + "]",
                     pipeline_executor=gate.pipeline_executor,
-                    members_by_group=members_to_json(gate.directory),
+                    members_by_group=json.dumps(members_to_json(gate.directory)),
                     opened_at=gate.opened_at,
                     expires_at=gate.expires_at,
                     timeout_action=gate.timeout_action.value,
-                    request=request.model_dump(mode="json"),
+                    request=request.model_dump_json(),
                 )
             )
         inserted = await self.repository.insert_gates(uow.conn, rows)

@@ -23,7 +23,7 @@ from signoff.approval.domain.model import (
     TimeoutAction,
     Vote,
 )
-from signoff.contracts.events import ApprovalCause, EligibleApprover, RejectionCause
+from signoff.contracts.events import ApprovalCause, EligibleApprover, GateDetails, RejectionCause
 from signoff.contracts.events import DecisionStatus as WireStatus
 from signoff.contracts.events import RefusalReason as WireRefusal
 from signoff.contracts.events import Vote as WireVote
@@ -186,7 +186,14 @@ def to_wire(
     gate_id, key = stored.id, wire_key(event.gate_key) if event.gate_key else wire_key(stored.gate.key)
     match event:
         case domain_events.GateOpened():
-            details = stored.request.model_dump(exclude_none=True)
+            # The request's fields as they are (validated models): rebuilding them from a dump would validate the
+            # whole request again for every gate of a burst.
+            request = stored.request
+            details = {
+                name: value
+                for name in GateDetails.model_fields
+                if (value := getattr(request, name)) is not None
+            }
             return wire.GateOpened(
                 **details,
                 gate_id=gate_id,

@@ -17,7 +17,8 @@ _GATE_COLUMNS = """id, pipeline_id, execution_id, stage_id, step_id, attempt, st
 
 @dataclass(frozen=True)
 class NewGate:
-    """A gate row to insert."""
+    """A gate row to insert. `policy`, `inputs`, `members_by_group` and `request` are JSON text (serialised by
+    the caller's models directly, without an intermediate dict)."""
 
     id: str
     pipeline_id: str
@@ -26,14 +27,14 @@ class NewGate:
     step_id: str
     attempt: int
     token: str
-    policy: Any
-    inputs: Any
+    policy: str
+    inputs: str
     pipeline_executor: str | None
-    members_by_group: Any
+    members_by_group: str
     opened_at: datetime
     expires_at: datetime
     timeout_action: str
-    request: Any
+    request: str
 
 
 @dataclass(frozen=True)
@@ -103,14 +104,14 @@ class ApprovalRepository:
             [g.attempt for g in gates],
             [g.token for g in gates],
             # As JSON text: a list value inside a jsonb[] parameter would be read as another array dimension.
-            [json.dumps(g.policy) for g in gates],
-            [json.dumps(g.inputs) for g in gates],
+            [g.policy for g in gates],
+            [g.inputs for g in gates],
             [g.pipeline_executor for g in gates],
-            [json.dumps(g.members_by_group) for g in gates],
+            [g.members_by_group for g in gates],
             [g.opened_at for g in gates],
             [g.expires_at for g in gates],
             [g.timeout_action for g in gates],
-            [json.dumps(g.request) for g in gates],
+            [g.request for g in gates],
         )
         return [row["id"] for row in rows]
 

@@ -7,6 +7,7 @@ must mean the same span whenever the gate opens.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import timedelta
 from typing import Annotated
@@ -42,6 +43,12 @@ def parse_duration(text: str) -> timedelta:
     """
     if not isinstance(text, str):
         raise DurationError(f"duration must be a string like '1d' or 'PT1H', not {type(text).__name__}")
+    return _parse_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(text: str) -> timedelta:
+    # Cached: the same few texts ('1d', '30m') are parsed for every request of a burst. Errors are not cached.
     stripped = text.strip()
     if stripped.startswith("P"):
         match = _ISO.fullmatch(stripped)

@@ -154,10 +154,13 @@ def encode(event: Event[Any], *, max_bytes: int = MAX_EVENT_BYTES) -> tuple[byte
         "subject": event.subject,
         "time": format_utc(event.time),
         "datacontenttype": DATA_CONTENT_TYPE,
-        # Null members are left out: every optional field defaults to null, so absent and null mean the same.
-        "data": event.data.model_dump(mode="json", exclude_none=True),
     }
-    value = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    # Null members are left out: every optional field defaults to null, so absent and null mean the same. The data
+    # is serialised by pydantic-core straight to JSON (several times faster than a dict through json.dumps) and
+    # spliced in as the last member.
+    data = event.data.model_dump_json(exclude_none=True)
+    envelope = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    value = f'{envelope[:-1]},"data":{data}}}'.encode()
     if len(value) > max_bytes:
         raise ContractError(
             ContractErrorReason.TOO_LARGE,

@@ -25,14 +25,14 @@ def gate(gate_id: str, execution: str) -> NewGate:
         step_id="a",
         attempt=1,
         token="t",
-        policy={},
-        inputs=[],
+        policy="{}",
+        inputs="[]",
         pipeline_executor=None,
-        members_by_group={},
+        members_by_group="{}",
         opened_at=START,
         expires_at=START + timedelta(hours=1),
         timeout_action="fail",
-        request={},
+        request="{}",
     )
 
 
