@@ -10,6 +10,8 @@ channels:                       # every place a notification can go; names are u
   - name: release-teams
     type: teams
     secret_ref: teams-release-hook
+  - name: dev-log               # type log: the text message in the notifier's log (and settings.path, a file)
+    type: log
   - name: approvers-mail
     type: email
     settings:                   # plain, non-secret settings (strings, numbers, booleans)
@@ -34,9 +36,9 @@ escalation:                     # optional: tell another group while the gate is
   to_group: release-managers    # routed like any group
 ```
 
-Slack and Teams incoming webhooks address a channel, and a webhook is one endpoint: they get one delivery per
-event x channel (`recipient` is the channel name). E-mail gets one delivery per approver address. The idempotency
-key of a delivery is a stable hash of (event id, channel, recipient[, purpose]).
+Slack and Teams incoming webhooks address a channel, a webhook is one endpoint and a log is one file: they get
+one delivery per event x channel (`recipient` is the channel name). E-mail gets one delivery per approver address.
+The idempotency key of a delivery is a stable hash of (event id, channel, recipient[, purpose]).
 
 `Routing.load` reads the file (the one I/O here, done once at start-up); everything else is pure.
 """
@@ -58,8 +60,8 @@ from signoff.contracts.durations import parse_positive_duration
 from signoff.contracts.events import EligibleApprover
 from signoff.notifier.domain.view import NotificationView
 
-ChannelType = Literal["slack", "teams", "email", "webhook"]
-PER_CHANNEL_TYPES: frozenset[str] = frozenset({"slack", "teams", "webhook"})
+ChannelType = Literal["slack", "teams", "email", "webhook", "log"]
+PER_CHANNEL_TYPES: frozenset[str] = frozenset({"slack", "teams", "webhook", "log"})
 """Channel types that get one delivery per event, not one per approver."""
 
 ANY_GROUP = "*"
