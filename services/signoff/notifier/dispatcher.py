@@ -178,9 +178,9 @@ class Dispatcher:
     async def run(self, stopping: asyncio.Event) -> None:
         """Dispatch until `stopping` is set; then cancel and release the sends in flight."""
         listener = await self.pool.acquire()
-        await listener.add_listener(WAKE_CHANNEL, self.wake)
         delay = 0.1
         try:
+            await listener.add_listener(WAKE_CHANNEL, self.wake)
             while not stopping.is_set():
                 self._wake.clear()
                 try:
@@ -197,10 +197,14 @@ class Dispatcher:
                 waiter.cancel()
                 stop.cancel()
         finally:
-            tasks = [task for lane in self.lanes.values() for task in lane.in_flight.values()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await listener.remove_listener(WAKE_CHANNEL, self.wake)
-            await self.pool.release(listener)
+            # Nested, so the listener goes back to the pool even when the service's stop() cancels this task
+            # while it is still cleaning up (a leaked connection would make pool.close() wait forever).
+            try:
+                tasks = [task for lane in self.lanes.values() for task in lane.in_flight.values()]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                with contextlib.suppress(Exception):
+                    await listener.remove_listener(WAKE_CHANNEL, self.wake)
+            finally:
+                await self.pool.release(listener)
