@@ -63,3 +63,11 @@ def test_the_mail_message_has_both_bodies_and_a_stable_message_id() -> None:
     assert message["Message-ID"] == "<abc123@signoff>" and message["X-Signoff-Idempotency-Key"] == "abc123"
     assert message.get_body(("plain",)).get_content() == "text\n"
     assert message.get_body(("html",)).get_content() == "<p>html</p>\n"
+
+
+def test_without_a_routing_file_everything_goes_to_the_log_channel() -> None:
+    from signoff.notifier.service import load_routing
+    from signoff.notifier.settings import NotifierSettings
+
+    routing = load_routing(NotifierSettings(routing_file=None))
+    assert [channel.type for channel in routing.channels_for_groups(["any-group"])] == ["log"]
