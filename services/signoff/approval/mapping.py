@@ -190,9 +190,7 @@ def to_wire(
             # whole request again for every gate of a burst.
             request = stored.request
             details = {
-                name: value
-                for name in GateDetails.model_fields
-                if (value := getattr(request, name)) is not None
+                name: value for name in GateDetails.model_fields if (value := getattr(request, name)) is not None
             }
             return wire.GateOpened(
                 **details,

@@ -8,9 +8,11 @@ from signoff import __version__
 from signoff.approval.service import approval
 from signoff.cli.approver import COMMANDS as APPROVER_COMMANDS
 from signoff.cli.bench import bench
+from signoff.cli.deliveries import deliveries
 from signoff.cli.dev import dev
 from signoff.cli.migrate import migrate
 from signoff.cli.schemas import schemas
+from signoff.notifier.service import notifier
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -23,6 +25,8 @@ cli.add_command(dev)
 cli.add_command(schemas)
 cli.add_command(migrate)
 cli.add_command(approval)
+cli.add_command(notifier)
+cli.add_command(deliveries)
 cli.add_command(bench)
 for command in APPROVER_COMMANDS:
     cli.add_command(command)

@@ -10,6 +10,7 @@
   `[x](http://evil)`, `*bold*`, `<script>` and `&amp;` show literally. List and heading markers at a line start
   are escaped too.
 - E-mail: subject (one line), text/plain and text/html; HTML uses `html.escape` on every value (attributes too).
+- Log (the development channel): the e-mail's text body, unescaped plain text for a log line or file.
 - Webhook: the CloudEvent data as JSON, with CloudEvents HTTP binary-mode headers (`ce-id`, `ce-type`, ...).
   Signing (the HMAC header) is the transport's job: it holds the secret.
 
@@ -27,7 +28,7 @@ from typing import Any, Literal
 
 from signoff.notifier.domain.view import Item, NotificationView, OutcomeView, StageView
 
-ChannelType = Literal["slack", "teams", "email", "webhook"]
+ChannelType = Literal["slack", "teams", "email", "webhook", "log"]
 
 SLACK_TEXT_LIMIT = 3000
 """Slack's limit for a section block's text; longer sections are split into several blocks."""
@@ -480,6 +481,9 @@ def render(view: NotificationView, channel_type: ChannelType) -> RenderedMessage
     if channel_type == "email":
         mail = render_email(view)
         return RenderedMessage("email", "text/plain; charset=utf-8", mail.text, mail.subject, mail.html)
+    if channel_type == "log":
+        mail = render_email(view)
+        return RenderedMessage("log", "text/plain; charset=utf-8", mail.text, mail.subject)
     if channel_type == "webhook":
         hook = render_webhook(view)
         return RenderedMessage("webhook", "application/json", hook.body, headers=hook.headers)

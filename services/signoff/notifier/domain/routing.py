@@ -10,12 +10,15 @@ channels:                       # every place a notification can go; names are u
   - name: release-teams
     type: teams
     secret_ref: teams-release-hook
+  - name: dev-log               # type log: the text message in the notifier's log (and settings.path, a file)
+    type: log
   - name: approvers-mail
     type: email
     settings:                   # plain, non-secret settings (strings, numbers, booleans)
       from: signoff@example.com # required for e-mail: the From address
       smtp_host: smtp.example.com
       smtp_port: 587
+      # to: release@example.com # optional: a fixed list (comma-separated) instead of the approvers' addresses
     secret_ref: smtp-password   # optional: the SMTP password
   - name: audit-hook
     type: webhook
@@ -34,9 +37,10 @@ escalation:                     # optional: tell another group while the gate is
   to_group: release-managers    # routed like any group
 ```
 
-Slack and Teams incoming webhooks address a channel, and a webhook is one endpoint: they get one delivery per
-event x channel (`recipient` is the channel name). E-mail gets one delivery per approver address. The idempotency
-key of a delivery is a stable hash of (event id, channel, recipient[, purpose]).
+Slack and Teams incoming webhooks address a channel, a webhook is one endpoint and a log is one file: they get
+one delivery per event x channel (`recipient` is the channel name). E-mail gets one delivery per approver address
+(one per event when `settings.to` fixes the addresses).
+The idempotency key of a delivery is a stable hash of (event id, channel, recipient[, purpose]).
 
 `Routing.load` reads the file (the one I/O here, done once at start-up); everything else is pure.
 """
@@ -58,8 +62,8 @@ from signoff.contracts.durations import parse_positive_duration
 from signoff.contracts.events import EligibleApprover
 from signoff.notifier.domain.view import NotificationView
 
-ChannelType = Literal["slack", "teams", "email", "webhook"]
-PER_CHANNEL_TYPES: frozenset[str] = frozenset({"slack", "teams", "webhook"})
+ChannelType = Literal["slack", "teams", "email", "webhook", "log"]
+PER_CHANNEL_TYPES: frozenset[str] = frozenset({"slack", "teams", "webhook", "log"})
 """Channel types that get one delivery per event, not one per approver."""
 
 ANY_GROUP = "*"
@@ -260,6 +264,8 @@ class Routing:
             for channel in self.channels_for_groups(group_list):
                 if channel.type in PER_CHANNEL_TYPES:
                     add(channel, channel.name)
+                elif fixed_to(channel):
+                    add(channel, fixed_to(channel))
                 else:
                     for approver in eligible_approvers:
                         if approver.email:
@@ -269,6 +275,8 @@ class Routing:
                 for channel in self.channels_for_groups(approver.groups):
                     if channel.type in PER_CHANNEL_TYPES:
                         add(channel, channel.name)
+                    elif fixed_to(channel):
+                        add(channel, fixed_to(channel))
                     elif approver.email:
                         add(channel, approver.email.lower())
         return [planned[key] for key in sorted(planned)]
@@ -295,6 +303,13 @@ class Routing:
         if when >= parse_utc(expires_at):
             return None
         return escalation.to_group, when
+
+
+def fixed_to(channel: Channel) -> str:
+    """The fixed address list of an e-mail channel with `settings.to` (a mailing list: one delivery per event,
+    whoever the approvers are), lower-cased; `` for the other channels."""
+    to = channel.settings.get("to") if channel.type == "email" else None
+    return ", ".join(part.strip().lower() for part in to.split(",") if part.strip()) if isinstance(to, str) else ""
 
 
 def reminder_delay(text: str) -> timedelta:

@@ -1,0 +1,80 @@
+"""`signoff deliveries`: what the notifier sent, is retrying, or dead-lettered (reads the notifier schema)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import click
+from pydantic import ValidationError
+
+from signoff.cli.errors import CliError
+from signoff.notifier.repository import SCHEMA, NotifierRepository
+from signoff.runtime.db import create_pool
+from signoff.runtime.settings import Settings, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings(Settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CliError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+async def _read(dsn: str, gate: str | None) -> tuple[bool, list[dict[str, Any]]]:
+    try:
+        pool = await create_pool(dsn, min_size=1, max_size=1)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CliError(f"cannot reach the database: {exc}") from None
+    repository = NotifierRepository(SCHEMA)
+    try:
+        async with pool.acquire() as conn:
+            try:
+                known = gate is None or await repository.gate(conn, gate) is not None
+                rows = await repository.deliveries(conn, gate)
+            except asyncpg.UndefinedTableError:
+                raise CliError("the notifier schema is missing: run `signoff migrate`") from None
+    finally:
+        await pool.close()
+    return known, [dict(row) for row in rows]
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()}
+
+
+def _line(row: dict[str, Any]) -> str:
+    what = row["kind"] + (f" ({row['purpose']})" if row["purpose"] and row["kind"] != "opened" else "")
+    status = row["status"]
+    if status == "pending" and row["attempts"]:
+        status = f"retrying (next {row['next_attempt_at'].isoformat()})"
+    tries = f"{row['attempts']}/{row['max_attempts']} tries"
+    error = f"  last error: {row['last_error']}" if row["last_error"] and row["status"] != "sent" else ""
+    return f"{row['gate_id']}  {what}  {row['channel']} -> {row['recipient']}  {status}  {tries}{error}"
+
+
+@click.command("deliveries")
+@click.option("--gate", "-g", "gate", help="Only this gate's deliveries.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def deliveries(gate: str | None, as_json: bool) -> None:
+    """Show notifier deliveries: sent, retrying, or dead-lettered."""
+    settings = _settings()
+    known, rows = asyncio.run(_read(settings.database_url.get_secret_value(), gate))
+    if not known:
+        raise CliError(f"the notifier knows no gate {gate}")
+    if as_json:
+        click.echo(json.dumps([_jsonable(row) for row in rows], indent=2, sort_keys=True))
+        return
+    if not rows:
+        click.echo("no deliveries")
+        return
+    for row in rows:
+        click.echo(_line(row))
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    click.echo(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))

@@ -1,0 +1,232 @@
+"""Transports: how a rendered delivery leaves the notifier, one per routing channel.
+
+- webhook: HTTP POST of the CloudEvent data (CloudEvents HTTP binding, binary mode: `ce-*` headers), signed:
+  `X-Signoff-Signature: sha256=<hex HMAC-SHA256 of the body with the channel's key>`.
+- slack / teams: HTTP POST of the Block Kit / Adaptive Card payload to the incoming-webhook URL (a secret).
+- email: SMTP (aiosmtplib), multipart/alternative text + HTML; `Message-ID` derives from the idempotency key.
+- log: the text message as a log line, and appended as a JSON line to `settings.path` when set (development).
+
+Every request carries `Idempotency-Key` (e-mail: `X-Signoff-Idempotency-Key` and the Message-ID), the same on
+every try of a delivery, so a sink can drop a repeat after a retry or a crash mid-send.
+
+A failure raises `DeliveryFailed`; `permanent` ones (HTTP 4xx other than 408 / 425 / 429, an SMTP refusal of
+the recipient) are dead-lettered at once, the others retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+import aiosmtplib
+import structlog
+
+from signoff.notifier.domain import Channel, Routing
+
+log = structlog.get_logger(__name__)
+
+SIGNATURE_HEADER = "X-Signoff-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One try of one delivery."""
+
+    delivery_id: int
+    idempotency_key: str
+    channel: str
+    recipient: str
+    attempt: int
+    content_type: str
+    subject: str | None
+    body: str
+    html: str | None
+    headers: tuple[tuple[str, str], ...]
+
+
+class DeliveryFailed(Exception):
+    """A try failed; `permanent` when trying again cannot help."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Transport(Protocol):
+    """Sends one delivery try; returns on success, raises `DeliveryFailed` (or any error: retried)."""
+
+    async def send(self, outgoing: Outgoing) -> None:
+        """Send `outgoing` once."""
+        ...
+
+
+class SecretMissing(ValueError):
+    """A routing `secret_ref` names a secret found neither in the environment nor in the secrets folder."""
+
+
+class Secrets:
+    """Channel secrets by `secret_ref`: the variable `SIGNOFF_CHANNEL_SECRET_<REF>` (upper case, `-` and `.` as
+    `_`), else the file `<folder>/<ref>` (a mounted Kubernetes Secret key)."""
+
+    def __init__(self, folder: Path | None, environ: Mapping[str, str] | None = None) -> None:
+        self.folder = folder
+        self.environ = os.environ if environ is None else environ
+
+    @staticmethod
+    def variable(ref: str) -> str:
+        """The environment variable holding secret `ref`."""
+        return "SIGNOFF_CHANNEL_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", ref).upper()
+
+    def get(self, ref: str) -> str:
+        """The secret's value (stripped of surrounding whitespace); raises `SecretMissing`."""
+        value = self.environ.get(self.variable(ref))
+        if value is None and self.folder is not None and "/" not in ref and ref not in (".", ".."):
+            path = self.folder / ref
+            if path.is_file():
+                value = path.read_text()
+        if value is None or not value.strip():
+            where = f" or file {self.folder / ref}" if self.folder is not None else ""
+            raise SecretMissing(f"secret {ref!r} not found: set {self.variable(ref)}{where}")
+        return value.strip()
+
+
+def _http_error(status: int, text: str) -> DeliveryFailed:
+    permanent = 400 <= status < 500 and status not in RETRYABLE_STATUS
+    return DeliveryFailed(f"HTTP {status}: {text[:200]}", permanent=permanent)
+
+
+class HttpTransport:
+    """POST to a URL: Slack / Teams incoming webhooks, and signed CloudEvents webhooks when `signing_key` is set."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, *, signing_key: bytes | None = None) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("a webhook URL must be http(s)")
+        self.session = session
+        self.url = url
+        self.signing_key = signing_key
+
+    async def send(self, outgoing: Outgoing) -> None:
+        body = outgoing.body.encode()
+        headers = {name: value for name, value in outgoing.headers}
+        headers.setdefault("content-type", outgoing.content_type)
+        headers[IDEMPOTENCY_HEADER] = outgoing.idempotency_key
+        if self.signing_key is not None:
+            digest = hmac.new(self.signing_key, body, hashlib.sha256).hexdigest()
+            headers[SIGNATURE_HEADER] = f"sha256={digest}"
+        try:
+            async with self.session.post(self.url, data=body, headers=headers) as response:
+                if response.status >= 300:
+                    raise _http_error(response.status, await response.text(errors="replace"))
+        except aiohttp.ClientError as exc:
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+class SmtpTransport:
+    """E-mail through an SMTP server (`settings`: from, smtp_host, smtp_port, starttls, use_tls, username)."""
+
+    def __init__(self, channel: Channel, password: str | None, timeout: float) -> None:
+        settings = channel.settings
+        self.sender = str(settings["from"])
+        self.host = str(settings.get("smtp_host", "127.0.0.1"))
+        self.port = int(settings.get("smtp_port", 25))
+        # Unset: STARTTLS when the server offers it (aiosmtplib's default); true requires it, false never.
+        self.start_tls = bool(settings["starttls"]) if "starttls" in settings else None
+        self.use_tls = bool(settings.get("use_tls", False))
+        self.username = str(settings["username"]) if settings.get("username") else None
+        self.password = password
+        self.timeout = timeout
+
+    def message(self, outgoing: Outgoing) -> EmailMessage:
+        """The MIME message of a delivery: text and (when rendered) HTML alternatives."""
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = outgoing.recipient
+        message["Subject"] = outgoing.subject or "signoff notification"
+        message["Message-ID"] = f"<{outgoing.idempotency_key}@signoff>"
+        message["X-Signoff-Idempotency-Key"] = outgoing.idempotency_key
+        message.set_content(outgoing.body)
+        if outgoing.html:
+            message.add_alternative(outgoing.html, subtype="html")
+        return message
+
+    async def send(self, outgoing: Outgoing) -> None:
+        try:
+            await aiosmtplib.send(
+                self.message(outgoing),
+                hostname=self.host,
+                port=self.port,
+                start_tls=self.start_tls,
+                use_tls=self.use_tls,
+                username=self.username,
+                password=self.password if self.username else None,
+                timeout=self.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            raise DeliveryFailed(f"recipient refused: {exc}", permanent=True) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise DeliveryFailed(f"SMTP {exc.code}: {exc.message}", permanent=500 <= exc.code < 600) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+class LogTransport:
+    """The development channel: the message in the log, and as a JSON line in `path` when set."""
+
+    def __init__(self, channel: str, path: Path | None) -> None:
+        self.channel = channel
+        self.path = path
+        self._lock = asyncio.Lock()
+
+    async def send(self, outgoing: Outgoing) -> None:
+        log.info("notification", channel=self.channel, subject=outgoing.subject, key=outgoing.idempotency_key)
+        if self.path is None:
+            return
+        line = json.dumps(
+            {"key": outgoing.idempotency_key, "subject": outgoing.subject, "text": outgoing.body}, ensure_ascii=False
+        )
+        async with self._lock:
+            await asyncio.to_thread(_append, self.path, line + "\n")
+
+
+def _append(path: Path, text: str) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def build_transports(
+    routing: Routing, secrets: Secrets, session: aiohttp.ClientSession, *, default_timeout: float
+) -> dict[str, Transport]:
+    """A transport per routing channel; raises `SecretMissing` / `ValueError` naming the channel at start-up,
+    so a misconfigured channel stops the role instead of dead-lettering every delivery."""
+    transports: dict[str, Transport] = {}
+    for name, channel in routing.channels.items():
+        try:
+            if channel.type in ("slack", "teams"):
+                assert channel.secret_ref is not None  # the routing model requires it
+                transports[name] = HttpTransport(session, secrets.get(channel.secret_ref))
+            elif channel.type == "webhook":
+                assert channel.secret_ref is not None
+                key = secrets.get(channel.secret_ref).encode()
+                transports[name] = HttpTransport(session, str(channel.settings["url"]), signing_key=key)
+            elif channel.type == "email":
+                password = secrets.get(channel.secret_ref) if channel.secret_ref else None
+                timeout = float(channel.settings.get("timeout_seconds", default_timeout))
+                transports[name] = SmtpTransport(channel, password, timeout)
+            else:
+                path = channel.settings.get("path")
+                transports[name] = LogTransport(name, Path(str(path)) if path else None)
+        except (SecretMissing, ValueError) as exc:
+            raise ValueError(f"channel {name!r}: {exc}") from None
+    return transports

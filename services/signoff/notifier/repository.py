@@ -1,0 +1,250 @@
+"""All SQL of the notifier. Functions take the connection of the caller's transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+SCHEMA = "notifier"
+WAKE_CHANNEL = "signoff_notifier_deliveries"
+"""NOTIFY channel that wakes the dispatcher when deliveries are written."""
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A delivery row to insert (rendered message included)."""
+
+    idempotency_key: str
+    gate_id: str
+    event_id: str
+    kind: str
+    purpose: str
+    channel: str
+    channel_type: str
+    recipient: str
+    max_attempts: int
+    content_type: str
+    subject: str | None
+    body: str
+    html: str | None
+    headers: Sequence[tuple[str, str]]
+
+
+class NotifierRepository:
+    """The notifier schema's tables: gates it knows, deliveries, reminder / escalation schedule."""
+
+    def __init__(self, schema: str = SCHEMA) -> None:
+        self.schema = schema
+
+    def _t(self, table: str) -> str:
+        return f'"{self.schema}".{table}'
+
+    # ------------------------------------------------------------------------------------------------ gates
+
+    async def remember_gate(
+        self,
+        conn: asyncpg.Connection,
+        gate_id: str,
+        event_id: str,
+        opened: Any,
+        opened_at: datetime,
+        expires_at: datetime,
+    ) -> bool:
+        """Store a gate's GateOpened data; False when the gate was already known (nothing changed)."""
+        row = await conn.fetchrow(
+            f"""INSERT INTO {self._t("gates")} (gate_id, event_id, opened, opened_at, expires_at)
+                VALUES ($1, $2, $3, $4, $5) ON CONFLICT (gate_id) DO NOTHING RETURNING gate_id""",  # noqa: S608
+            gate_id,
+            event_id,
+            opened,
+            opened_at,
+            expires_at,
+        )
+        return row is not None
+
+    async def gate(self, conn: asyncpg.Connection, gate_id: str) -> asyncpg.Record | None:
+        return await conn.fetchrow(f"SELECT * FROM {self._t('gates')} WHERE gate_id = $1", gate_id)  # noqa: S608
+
+    async def close_gate(self, conn: asyncpg.Connection, gate_id: str, status: str, at: datetime) -> None:
+        """Mark the gate closed and cancel its reminders and escalation."""
+        await conn.execute(
+            f"UPDATE {self._t('gates')} SET status = $2, closed_at = $3 WHERE gate_id = $1",  # noqa: S608
+            gate_id,
+            status,
+            at,
+        )
+        await conn.execute(
+            f"""UPDATE {self._t("schedule")} SET status = 'cancelled', done_at = $2
+                WHERE gate_id = $1 AND status = 'pending'""",  # noqa: S608
+            gate_id,
+            at,
+        )
+
+    # ------------------------------------------------------------------------------------------------ schedule
+
+    async def schedule(self, conn: asyncpg.Connection, gate_id: str, items: Sequence[tuple[str, datetime]]) -> None:
+        """Schedule (purpose, due) reminders / escalations of a gate (idempotent)."""
+        if not items:
+            return
+        await conn.execute(
+            f"""INSERT INTO {self._t("schedule")} (gate_id, purpose, due_at)
+                SELECT $1, * FROM unnest($2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING""",  # noqa: S608
+            gate_id,
+            [purpose for purpose, _ in items],
+            [due for _, due in items],
+        )
+
+    async def claim_due_schedule(self, conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
+        """Due reminders / escalations of pending gates, locked (SKIP LOCKED: replicas share the work)."""
+        return await conn.fetch(
+            f"""SELECT s.gate_id, s.purpose, s.due_at, g.event_id, g.opened
+                FROM {self._t("schedule")} s JOIN {self._t("gates")} g USING (gate_id)
+                WHERE s.status = 'pending' AND s.due_at <= $1 AND g.status = 'pending'
+                ORDER BY s.due_at LIMIT $2
+                FOR UPDATE OF s SKIP LOCKED""",  # noqa: S608
+            now,
+            limit,
+        )
+
+    async def schedule_done(self, conn: asyncpg.Connection, gate_id: str, purpose: str, at: datetime) -> None:
+        await conn.execute(
+            f"""UPDATE {self._t("schedule")} SET status = 'done', done_at = $3
+                WHERE gate_id = $1 AND purpose = $2""",  # noqa: S608
+            gate_id,
+            purpose,
+            at,
+        )
+
+    # ------------------------------------------------------------------------------------------------ deliveries
+
+    async def insert_deliveries(self, conn: asyncpg.Connection, rows: Sequence[NewDelivery], now: datetime) -> int:
+        """Insert deliveries (an idempotency key already present is skipped); wakes the dispatcher on commit."""
+        if not rows:
+            return 0
+        inserted = await conn.fetch(
+            f"""INSERT INTO {self._t("deliveries")} (idempotency_key, gate_id, event_id, kind, purpose, channel,
+                    channel_type, recipient, max_attempts, next_attempt_at, content_type, subject, body, html,
+                    headers, created_at, updated_at)
+                SELECT k, g, e, kd, p, c, ct, r, m, $15, cty, s, b, h, hd::jsonb, $15, $15
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                            $8::text[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
+                     AS t(k, g, e, kd, p, c, ct, r, m, cty, s, b, h, hd)
+                ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",  # noqa: S608
+            [r.idempotency_key for r in rows],
+            [r.gate_id for r in rows],
+            [r.event_id for r in rows],
+            [r.kind for r in rows],
+            [r.purpose for r in rows],
+            [r.channel for r in rows],
+            [r.channel_type for r in rows],
+            [r.recipient for r in rows],
+            [r.max_attempts for r in rows],
+            [r.content_type for r in rows],
+            [r.subject for r in rows],
+            [r.body for r in rows],
+            [r.html for r in rows],
+            [_headers_json(r.headers) for r in rows],
+            now,
+        )
+        if inserted:
+            # Delivered to listeners only when the transaction commits: the dispatcher never sees uncommitted rows.
+            await conn.execute("SELECT pg_notify($1, '')", WAKE_CHANNEL)
+        return len(inserted)
+
+    async def claim(
+        self, conn: asyncpg.Connection, channel: str, now: datetime, lease: timedelta, limit: int
+    ) -> list[asyncpg.Record]:
+        """Claim up to `limit` due deliveries of `channel`: pending ones whose time came, and `sending` ones whose
+        lease expired (their replica died mid-send). Claiming counts an attempt and leases the row until
+        `now + lease`; SKIP LOCKED lets replicas claim side by side without waiting on each other."""
+        return await conn.fetch(
+            f"""WITH due AS (
+                    SELECT id FROM {self._t("deliveries")}
+                    WHERE channel = $1 AND status IN ('pending', 'sending') AND next_attempt_at <= $2
+                    ORDER BY next_attempt_at, id
+                    LIMIT $4
+                    FOR UPDATE SKIP LOCKED)
+                UPDATE {self._t("deliveries")} d
+                SET status = 'sending', attempts = d.attempts + 1, next_attempt_at = $2 + $3::interval,
+                    updated_at = $2
+                FROM due WHERE d.id = due.id
+                RETURNING d.*""",  # noqa: S608
+            channel,
+            now,
+            lease,
+            limit,
+        )
+
+    async def mark_sent(self, conn: asyncpg.Connection, delivery_id: int, attempt: int, now: datetime) -> bool:
+        """Mark a try successful; False when the row was re-claimed meanwhile (its lease had expired)."""
+        result = await conn.execute(
+            f"""UPDATE {self._t("deliveries")} SET status = 'sent', sent_at = $3, updated_at = $3, last_error = NULL
+                WHERE id = $1 AND attempts = $2 AND status = 'sending'""",  # noqa: S608
+            delivery_id,
+            attempt,
+            now,
+        )
+        return result.endswith(" 1")
+
+    async def mark_failed(
+        self,
+        conn: asyncpg.Connection,
+        delivery_id: int,
+        attempt: int,
+        now: datetime,
+        error: str,
+        retry_at: datetime | None,
+    ) -> bool:
+        """Record a failed try: back to `pending` until `retry_at`, or `dead` when `retry_at` is None."""
+        result = await conn.execute(
+            f"""UPDATE {self._t("deliveries")}
+                SET status = CASE WHEN $5::timestamptz IS NULL THEN 'dead' ELSE 'pending' END,
+                    next_attempt_at = COALESCE($5::timestamptz, next_attempt_at),
+                    last_error = $4, updated_at = $3
+                WHERE id = $1 AND attempts = $2 AND status = 'sending'""",  # noqa: S608
+            delivery_id,
+            attempt,
+            now,
+            error[:2000],
+            retry_at,
+        )
+        return result.endswith(" 1")
+
+    async def release(self, conn: asyncpg.Connection, delivery_id: int, attempt: int, now: datetime) -> None:
+        """Give back a claimed delivery whose send was interrupted by a shutdown: due at once, the try not
+        counted (the sink may have received it; the idempotency key lets it dedupe)."""
+        await conn.execute(
+            f"""UPDATE {self._t("deliveries")}
+                SET status = 'pending', attempts = attempts - 1, next_attempt_at = $3, updated_at = $3
+                WHERE id = $1 AND attempts = $2 AND status = 'sending'""",  # noqa: S608
+            delivery_id,
+            attempt,
+            now,
+        )
+
+    async def deliveries(self, conn: asyncpg.Connection, gate_id: str | None = None) -> list[asyncpg.Record]:
+        """Deliveries (without their bodies), oldest first, optionally of one gate."""
+        return await conn.fetch(
+            f"""SELECT id, gate_id, event_id, kind, purpose, channel, channel_type, recipient, status, attempts,
+                       max_attempts, next_attempt_at, last_error, created_at, updated_at, sent_at, idempotency_key
+                FROM {self._t("deliveries")}
+                WHERE $1::text IS NULL OR gate_id = $1
+                ORDER BY id""",  # noqa: S608
+            gate_id,
+        )
+
+    async def backlog(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
+        """Deliveries not finished, per channel."""
+        return await conn.fetch(
+            f"""SELECT channel, count(*) AS n FROM {self._t("deliveries")}
+                WHERE status IN ('pending', 'sending') GROUP BY channel"""  # noqa: S608
+        )
+
+
+def _headers_json(headers: Sequence[tuple[str, str]]) -> str:
+    return json.dumps([[name, value] for name, value in headers])

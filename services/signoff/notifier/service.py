@@ -1,0 +1,144 @@
+"""The notifier role: consumes gate events, writes deliveries, sends them, reminds and escalates."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+import aiohttp
+import click
+import structlog
+
+from signoff.catalog import Catalog
+from signoff.contracts.topics import TOPICS
+from signoff.notifier.channels import Secrets, build_transports
+from signoff.notifier.clock import Clock, SystemClock
+from signoff.notifier.dispatcher import Dispatcher, Lane, RetryPolicy
+from signoff.notifier.domain import Routing
+from signoff.notifier.handlers import NotifierHandler, Notifying, send_due_reminders
+from signoff.notifier.repository import SCHEMA, NotifierRepository
+from signoff.notifier.settings import NotifierSettings
+from signoff.runtime.logging import configure_logging
+from signoff.runtime.service import Service, ServiceContext, ServiceSpec
+from signoff.runtime.settings import load_settings
+
+log = structlog.get_logger(__name__)
+
+GATES_TOPIC = "signoff.approval.gates.v1"
+assert GATES_TOPIC in {topic.name for topic in TOPICS}
+
+DEV_ROUTING = {
+    "channels": [{"name": "dev-log", "type": "log"}],
+    "routes": [{"groups": ["*"], "channels": ["dev-log"]}],
+}
+"""The routing without a routing file: every notification is a log line of the notifier (see docs)."""
+
+
+def load_routing(settings: NotifierSettings) -> Routing:
+    """The routing file, or the development routing (one `log` channel for every group) when none is set."""
+    if settings.routing_file is None:
+        log.warning("no_routing_file", using="dev-log: notifications are logged, not sent")
+        return Routing.from_mapping(DEV_ROUTING, "<default dev routing>")
+    return Routing.load(settings.routing_file)
+
+
+def notifier_spec(
+    settings: NotifierSettings,
+    *,
+    clock: Clock | None = None,
+    routing: Routing | None = None,
+    catalog: Catalog | None = None,
+    topic: str = GATES_TOPIC,
+    group_id: str | None = None,
+) -> ServiceSpec:
+    """The notifier role's spec: routing, catalog and channel secrets are checked here, so a bad file or a
+    missing secret stops the role at start with the reason."""
+    clock = clock or SystemClock()
+    routing = routing or load_routing(settings)
+    catalog = catalog or (Catalog.load(settings.catalog_file) if settings.catalog_file else Catalog.empty())
+    secrets_dir = settings.channel_secrets_dir or _secrets_dir()
+    secrets = Secrets(secrets_dir)
+    for name, channel in routing.channels.items():
+        if channel.secret_ref:
+            try:
+                secrets.get(channel.secret_ref)
+            except ValueError as exc:
+                raise ValueError(f"channel {name!r}: {exc}") from None
+    repository = NotifierRepository(SCHEMA)
+    notifying = Notifying(routing, catalog, settings.approval_page_url, settings.delivery_max_attempts)
+    policy = RetryPolicy(
+        max_attempts=settings.delivery_max_attempts,
+        base=settings.backoff_base,
+        cap=settings.backoff_cap,
+        lease=settings.lease,
+    )
+
+    def handler(context: ServiceContext) -> NotifierHandler:
+        return NotifierHandler(notifying, clock=clock, repository=repository)
+
+    async def dispatcher(context: ServiceContext) -> None:
+        # limit=0: no pool-wide connection cap, so one hanging sink cannot use up connections the others need;
+        # each lane's concurrency is the limit.
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            transports = build_transports(routing, secrets, session, default_timeout=settings.channel_timeout_seconds)
+            lanes = {
+                name: Lane(
+                    channel=name,
+                    transport=transports[name],
+                    concurrency=int(channel.settings.get("concurrency", settings.channel_concurrency)),
+                    timeout=float(channel.settings.get("timeout_seconds", settings.channel_timeout_seconds)),
+                )
+                for name, channel in routing.channels.items()
+            }
+            await Dispatcher(
+                context.pool,
+                lanes,
+                clock,
+                policy=policy,
+                repository=repository,
+                poll_interval=settings.dispatch_interval_seconds,
+            ).run(context.stopping)
+
+    async def reminders(context: ServiceContext) -> None:
+        while not context.stopping.is_set():
+            try:
+                while await send_due_reminders(context.pool, notifying, clock, repository=repository):
+                    if context.stopping.is_set():
+                        break
+            except Exception as exc:  # database unreachable: the schedule stays, the next tick retries
+                log.warning("reminder_pass_failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(context.stopping.wait(), settings.dispatch_interval_seconds)
+
+    dispatcher.__name__ = "notifier-dispatcher"
+    reminders.__name__ = "notifier-reminders"
+    return ServiceSpec(
+        name="notifier",
+        schema=SCHEMA,
+        migrations_package="signoff.notifier.sql",
+        consumes=(topic,),
+        produces=(),
+        handler=handler,
+        background=(dispatcher, reminders),
+        group_id=group_id,
+    )
+
+
+def _secrets_dir() -> Path | None:
+    value = os.environ.get("SIGNOFF_SECRETS_DIR")
+    return Path(value) if value and Path(value).is_dir() else None
+
+
+@click.command()
+def notifier() -> None:
+    """Run the notifier service (approval notifications on Slack, Teams, e-mail, webhooks) until SIGTERM."""
+    settings = load_settings(NotifierSettings)
+    configure_logging(settings.log_level, settings.log_format, role="notifier")
+    try:
+        spec = notifier_spec(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    asyncio.run(Service(spec, settings).run())

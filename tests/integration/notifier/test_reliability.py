@@ -1,0 +1,154 @@
+"""Deliveries are reliable: a flaky sink ends with every delivery sent or dead-lettered after the set tries, a sink
+that never answers does not hold back the other channels, a restart mid-retry loses and duplicates nothing, and a
+delivery claimed by a replica that died is sent again once its lease ends (same idempotency key)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from signoff.notifier.clock import FixedClock
+from signoff.notifier.domain import Routing
+from signoff.notifier.repository import NewDelivery, NotifierRepository
+from tests.integration.notifier.conftest import START, NotifierHarness, gate_opened, signature_ok
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+
+def webhook_routing(notifier: NotifierHarness, *paths: tuple[str, dict]) -> Routing:
+    """One signed webhook channel per (path, extra settings), all routed to group docs."""
+    channels = [
+        {
+            "name": path,
+            "type": "webhook",
+            "settings": {"url": f"{notifier.http.url}/{path}", **extra},
+            "secret_ref": "hook-key",
+        }
+        for path, extra in paths
+    ]
+    return Routing.from_mapping(
+        {"channels": channels, "routes": [{"groups": ["docs"], "channels": [c["name"] for c in channels]}]}
+    )
+
+
+async def test_a_flaky_sink_ends_with_every_delivery_sent_or_dead_lettered(notifier: NotifierHarness) -> None:
+    notifier.http.behaviour["flaky"] = "flaky"
+    await notifier.start(webhook_routing(notifier, ("flaky", {})), delivery_max_attempts=3)
+    gates = [gate_opened() for _ in range(16)]
+    for opened in gates:
+        await notifier.publish(opened)
+    rows = await notifier.wait_deliveries(
+        None, lambda r: r["status"] in ("sent", "dead"), count=len(gates), what="every delivery finished"
+    )
+    assert len(rows) == len(gates)  # one per event x channel, none duplicated
+    sent = {r["idempotency_key"] for r in rows if r["status"] == "sent"}
+    dead = [r for r in rows if r["status"] == "dead"]
+    hits = notifier.http.hits["flaky"]
+    assert all(signature_ok(hit) for hit in hits)
+    assert set(notifier.http.accepted["flaky"]) == sent  # what the sink accepted is exactly what is marked sent
+    for row in dead:
+        assert row["attempts"] == 3 and "HTTP 503" in row["last_error"]
+        assert sum(1 for h in hits if h.headers["Idempotency-Key"] == row["idempotency_key"]) == 3
+    # Half of the requests fail: some deliveries needed a retry, and the retries used the same key.
+    retried = [r for r in rows if r["status"] == "sent" and r["attempts"] > 1]
+    assert retried and len(hits) > len(gates)
+
+
+async def test_a_sink_that_never_answers_does_not_hold_back_the_others(notifier: NotifierHarness) -> None:
+    notifier.http.behaviour["stuck"] = "hang"
+    routing = webhook_routing(notifier, ("stuck", {"concurrency": 1, "timeout_seconds": 600}), ("healthy", {}))
+    await notifier.start(routing)
+    gates = [gate_opened() for _ in range(5)]
+    for opened in gates:
+        await notifier.publish(opened)
+
+    async def healthy_all_sent():
+        rows = await notifier.deliveries()
+        healthy = [r for r in rows if r["channel"] == "healthy"]
+        return rows if len(healthy) == len(gates) and all(r["status"] == "sent" for r in healthy) else None
+
+    rows = await eventually(healthy_all_sent, timeout=60, what="the healthy channel's deliveries sent")
+    # ... while the stuck channel is still hanging on its first request: nothing of it finished.
+    stuck = [r for r in rows if r["channel"] == "stuck"]
+    assert len(stuck) == len(gates) and not any(r["status"] in ("sent", "dead") for r in stuck)
+    assert sum(notifier.http.hanging.values()) == 1
+    assert len(notifier.http.accepted["healthy"]) == len(gates)
+
+
+async def test_a_restart_mid_retry_loses_and_duplicates_nothing(notifier: NotifierHarness) -> None:
+    notifier.http.behaviour["once"] = "fail-first"
+    routing = webhook_routing(notifier, ("once", {}))
+    # Retries wait long enough that the first replica is stopped with all of them pending.
+    await notifier.start(routing, delivery_backoff_base_seconds=1.5, delivery_backoff_cap_seconds=2)
+    gates = [gate_opened() for _ in range(6)]
+    for opened in gates:
+        await notifier.publish(opened)
+    await notifier.wait_deliveries(
+        None, lambda r: r["attempts"] >= 1, count=len(gates), what="every delivery tried once"
+    )
+    await notifier.stop_service()
+    rows = await notifier.deliveries()
+    assert len(notifier.http.accepted["once"]) == sum(r["status"] == "sent" for r in rows)
+    assert any(r["status"] == "pending" for r in rows), "the restart should come mid-retry"
+
+    await notifier.start(routing, delivery_backoff_base_seconds=1.5, delivery_backoff_cap_seconds=2)
+    # The replayed topic (the new service joins the same group) adds no delivery: the inbox skips them.
+    for opened in gates[:2]:
+        await notifier.publish(opened)
+    rows = await notifier.wait_deliveries(None, lambda r: r["status"] == "sent", count=len(gates), what="all sent")
+    assert len(rows) == len(gates)
+    keys = {r["idempotency_key"] for r in rows}
+    assert set(notifier.http.accepted["once"]) == keys
+    for key in keys:  # the first try failed, the retry (after the restart or before it) was accepted once
+        tries = [h for h in notifier.http.hits["once"] if h.headers["Idempotency-Key"] == key]
+        assert len(tries) >= 2
+
+
+async def test_a_delivery_left_by_a_dead_replica_is_sent_after_its_lease(notifier: NotifierHarness) -> None:
+    clock = FixedClock(START)
+    routing = webhook_routing(notifier, ("lease", {}))
+    lease = timedelta(seconds=120)
+    await notifier.start(routing, clock=clock)  # creates the pool; the dispatcher claims at START
+    repository = NotifierRepository()
+
+    def row(key: str) -> NewDelivery:
+        return NewDelivery(
+            key,
+            "gate-lease",
+            f"event-{key}",
+            "opened",
+            "",
+            "lease",
+            "webhook",
+            "lease",
+            4,
+            "application/json",
+            None,
+            f'{{"k": "{key}"}}',
+            None,
+            [("ce-id", key)],
+        )
+
+    await notifier.stop_service()
+    async with notifier.pool.acquire() as conn:
+        await repository.insert_deliveries(conn, [row("orphan")], START)
+        # A replica claims it and dies before recording anything.
+        (claimed,) = await repository.claim(conn, "lease", START, lease, 10)
+        assert claimed["status"] == "sending" and claimed["attempts"] == 1
+    await notifier.start(routing, clock=clock, delivery_lease_seconds=lease.total_seconds())
+    async with notifier.pool.acquire() as conn:
+        await repository.insert_deliveries(conn, [row("fresh")], START)
+
+    async def fresh_sent():
+        rows = {r["idempotency_key"]: r for r in await notifier.deliveries()}
+        return rows if rows["fresh"]["status"] == "sent" else None
+
+    rows = await eventually(fresh_sent, what="the fresh delivery sent")
+    assert rows["orphan"]["status"] == "sending"  # still leased to the dead replica
+    clock.advance(lease + timedelta(seconds=1))
+    rows = await notifier.wait_deliveries(None, lambda r: r["status"] == "sent", count=2, what="orphan sent")
+    orphan = next(r for r in rows if r["idempotency_key"] == "orphan")
+    assert orphan["attempts"] == 2
+    assert set(notifier.http.accepted["lease"]) == {"orphan", "fresh"}
