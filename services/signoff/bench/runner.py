@@ -19,6 +19,7 @@ from signoff.approval.repository import ApprovalRepository
 from signoff.bench import database, scenarios, workload
 from signoff.bench.report import Report, Row, megabytes, millis, plan_lines, rate
 from signoff.bench.roles import BenchError, RoleProcess, role_env
+from signoff.bench.sink import Sink
 from signoff.cli.roles import ROLES
 from signoff.contracts.topics import APPROVAL_DECISIONS, APPROVAL_GATES, APPROVAL_REQUESTS
 from signoff.devstack.errors import DevStackError
@@ -30,6 +31,9 @@ from signoff.runtime.settings import Settings, load_settings
 REQUESTS = APPROVAL_REQUESTS.name
 DECISIONS = APPROVAL_DECISIONS.name
 GATES = APPROVAL_GATES.name
+CATALOG = Path(__file__).resolve().parents[3] / "examples" / "catalog.yaml"
+WEBHOOK_CONCURRENCY = 8  # the notifier's default SIGNOFF_CHANNEL_CONCURRENCY
+OBSERVE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class BenchOptions:
     rate: float = 200.0
     seconds: float = 10.0
     pending: int = 1_000_000
+    notifications: int = 5_000
     bootstrap: str | None = None
     database_url: str | None = None
 
@@ -104,13 +109,20 @@ async def _measure(
     db_name = f"signoff_bench_{run_id}"
     dsn = _with_database(admin_dsn, db_name)
     key = secrets.token_urlsafe(32)
+    sink = Sink()
+    await sink.start()
     (work / "directory.yaml").write_text(workload.directory_yaml())
+    (work / "routing.yaml").write_text(workload.routing_yaml(sink.url))
+    catalog = {"SIGNOFF_CATALOG_FILE": str(CATALOG)} if CATALOG.is_file() else {}
     env = role_env(
         base_env,
         SIGNOFF_DATABASE_URL=dsn,
         SIGNOFF_DECISION_KEYS=json.dumps({workload.DECISION_SOURCE: key}),
         SIGNOFF_DIRECTORY_FILE=str(work / "directory.yaml"),
+        SIGNOFF_ROUTING_FILE=str(work / "routing.yaml"),
+        SIGNOFF_CHANNEL_SECRET_BENCH_HOOK=secrets.token_urlsafe(32),
         SIGNOFF_LOG_FORMAT="json",
+        **catalog,
     )
     settings = load_settings(
         Settings,
@@ -222,6 +234,32 @@ async def _measure(
             )
         )
 
+        # P3: notifier fan-out to a local webhook sink, against a bare POST loop to the same sink.
+        if "notifier" in ROLES:
+            say(f"P3: notifier fan-out of {options.notifications:,} webhook deliveries")
+            sink.reset()
+            notifier = await start("notifier")
+            fanned = await scenarios.notifier_fan_out(sink, options.notifications)
+            stop(notifier)
+            body_size = sink.body_bytes // max(1, len(sink.arrivals))
+            sink.reset()
+            say(f"P3: bare POST loop of {options.notifications:,} requests of {body_size:,} bytes")
+            bare = await scenarios.bare_post_loop(
+                sink.url, b"x" * body_size, options.notifications, WEBHOOK_CONCURRENCY
+            )
+            report.add(
+                Row(
+                    "P3",
+                    f"notifier fan-out: gate events -> signed webhook POSTs ({body_size:,} B), "
+                    f"{WEBHOOK_CONCURRENCY} in flight",
+                    rate(fanned.rate),
+                    f"bare POST loop {rate(bare.rate)}, {WEBHOOK_CONCURRENCY} in flight",
+                    f"{fanned.rate / bare.rate:.2f}",
+                    ">= 0.70",
+                    fanned.rate / bare.rate >= 0.7,
+                )
+            )
+
         # P4: 1M pending gates: memory of each role, decision cost, and the plans of the decision lookups.
         pending_now = await database.pending_count(pool)
         if options.pending > pending_now:
@@ -230,7 +268,6 @@ async def _measure(
             await database.add_filler_gates(pool, template, options.pending - pending_now)
         stop(approval)
         approval = await start("approval")
-        others = [await start(role) for role in ROLES if role != "approval"]
         pending_total = await database.pending_count(pool)
         say(f"P4: decisions at {options.rate:g}/s with {pending_total:,} gates pending")
         at_scale = await scenarios.decision_latency(
@@ -256,6 +293,9 @@ async def _measure(
                 at_scale.p50 <= 1.5 * decided.p50,
             )
         )
+        # The other roles (the notifier still has the gates topic's backlog to deliver) after a while at work.
+        others = [await start(role) for role in ROLES if role != "approval"]
+        await asyncio.sleep(OBSERVE_SECONDS)  # letting them work before reading their memory, not awaiting an event
         for process in (approval, *others):
             current, peak = process.memory()
             report.add(
@@ -280,6 +320,7 @@ async def _measure(
         report.notes.extend(plan_lines(plans))
         if "notifier" not in ROLES:
             report.notes.append("P3 (notifier fan-out) not measured: the notifier role is not part of this build.")
+        report.notes.append(f"the other roles' memory was read after {OBSERVE_SECONDS:g}s at work")
         return report
     finally:
         for process in list(roles):
@@ -287,5 +328,6 @@ async def _measure(
         await producer.stop()
         if pool is not None:
             await pool.close()
+        await sink.stop()
         with contextlib.suppress(Exception):
             await database.drop_database(admin_dsn, db_name)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -207,3 +208,27 @@ async def decision_latency(
     if len(latencies) < count:
         raise BenchError(f"{len(latencies)} of {count} decisions produced an outcome within the deadline")
     return Latencies(latencies)
+
+
+async def notifier_fan_out(sink, count: int, timeout: float = 600.0) -> Throughput:
+    """Deliveries per second the running notifier makes to `sink` once it has started sending: from the first
+    POST to the `count`-th (its consumer keeps turning the gates topic's backlog into delivery rows meanwhile)."""
+    await sink.wait_for(count, timeout)
+    return Throughput(count - 1, sink.arrivals[count - 1] - sink.arrivals[0])
+
+
+async def bare_post_loop(url: str, body: bytes, count: int, concurrency: int) -> Throughput:
+    """The same sink fed by `concurrency` plain aiohttp POST loops with `body`: no database, no rendering."""
+    remaining = count
+
+    async def loop(session: aiohttp.ClientSession) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+                response.raise_for_status()
+
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(loop(session) for _ in range(concurrency)))
+    return Throughput(count, time.perf_counter() - started)

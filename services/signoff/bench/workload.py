@@ -80,3 +80,17 @@ def decision(gate_id: str, token: str, key: bytes) -> Message:
 def directory_yaml() -> str:
     """The approval role's directory for the benchmark: one group with the approver."""
     return f"groups:\n  {APPROVER_GROUP}:\n    - user: {APPROVER}\n      email: {APPROVER}@example.com\n"
+
+
+def routing_yaml(sink_url: str) -> str:
+    """The notifier's routing for the benchmark: every approver's notifications to one signed webhook."""
+    return (
+        "channels:\n"
+        "  - name: bench-hook\n"
+        "    type: webhook\n"
+        f"    settings: {{url: '{sink_url}'}}\n"
+        "    secret_ref: bench-hook\n"
+        "routes:\n"
+        "  - groups: ['*']\n"
+        "    channels: [bench-hook]\n"
+    )

@@ -12,6 +12,8 @@ import click
 from signoff.bench.roles import BenchError
 from signoff.bench.runner import BenchOptions, run
 from signoff.cli.errors import CliError, CliUsageError
+from signoff.runtime.logging import configure_logging
+from signoff.runtime.settings import load_settings
 
 
 @click.command()
@@ -20,6 +22,7 @@ from signoff.cli.errors import CliError, CliUsageError
 @click.option("--rate", default=200.0, show_default=True, help="Decisions per second for P2 and P4.")
 @click.option("--seconds", default=10.0, show_default=True, help="How long each decision load runs.")
 @click.option("--pending", default=1_000_000, show_default=True, help="Pending gates for P4.")
+@click.option("--notifications", default=5_000, show_default=True, help="Webhook deliveries for P3.")
 @click.option("--bootstrap", help="Use this Kafka bootstrap server instead of an embedded broker.")
 @click.option("--database-url", help="With --bootstrap: a PostgreSQL URL whose user may CREATE DATABASE.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -30,6 +33,7 @@ def bench(
     rate: float,
     seconds: float,
     pending: int,
+    notifications: int,
     bootstrap: str | None,
     database_url: str | None,
     as_json: bool,
@@ -39,11 +43,18 @@ def bench(
     unless --bootstrap and --database-url are given; a fresh database per run, dropped at the end)."""
     if (bootstrap is None) != (database_url is None):
         raise CliUsageError("--bootstrap and --database-url go together (neither: an embedded stack)")
-    if min(requests, naive_requests, pending) < 1 or rate <= 0 or seconds <= 0:
-        raise CliUsageError("--requests, --naive-requests, --pending, --rate and --seconds must be positive")
+    if min(requests, naive_requests, pending, notifications) < 2 or rate <= 0 or seconds <= 0:
+        raise CliUsageError(
+            "--requests, --naive-requests, --pending and --notifications must be at least 2, --rate and --seconds "
+            "positive"
+        )
     if requests < rate * seconds * 2:
         raise CliUsageError("--requests must open at least twice --rate x --seconds gates (P2 and P4 decide them)")
-    options = BenchOptions(requests, naive_requests, rate, seconds, pending, bootstrap, database_url)
+    if notifications > requests:
+        raise CliUsageError("--notifications cannot exceed --requests (each opened gate is one delivery)")
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format, role="bench", stream=sys.stderr)
+    options = BenchOptions(requests, naive_requests, rate, seconds, pending, notifications, bootstrap, database_url)
     command = "signoff bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else "signoff bench"
 
     def say(line: str) -> None:

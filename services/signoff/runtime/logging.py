@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", *, role: str | None = None) -> None:
-    """Configure structlog and the stdlib root logger once per process."""
-    json_output = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+def configure_logging(
+    level: str = "info", fmt: str = "auto", *, role: str | None = None, stream: TextIO | None = None
+) -> None:
+    """Configure structlog and the stdlib root logger once per process. Logs go to `stream` (stdout, where a
+    container's logs are collected; a command whose stdout is its result logs to stderr)."""
+    stream = stream or sys.stdout
+    json_output = fmt == "json" or (fmt == "auto" and not stream.isatty())
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -36,10 +41,10 @@ def configure_logging(level: str = "info", fmt: str = "auto", *, role: str | Non
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],

@@ -1,0 +1,76 @@
+"""`signoff bench` end to end on the session's broker and PostgreSQL, with loads small enough for the suite: every
+target gets its row with a same-run baseline, and the run's database is gone afterwards. (The numbers themselves
+are not asserted: speed lives in the benchmark's output, docs/benchmarks.md.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _bench(args: list[str], env: dict[str, str], timeout: float = 420) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "signoff", "bench", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
+    env = os.environ | {
+        "SIGNOFF_KAFKA_ENABLE_IDEMPOTENCE": str(infra.enable_idempotence).lower(),
+        "SIGNOFF_KAFKA_SESSION_TIMEOUT_MS": str(infra.session_timeout_ms),
+        "SIGNOFF_KAFKA_HEARTBEAT_INTERVAL_MS": str(max(100, infra.session_timeout_ms // 4)),
+        "SIGNOFF_KAFKA_TOPIC_PARTITIONS": "3",
+        "SIGNOFF_LOG_LEVEL": "warning",
+    }
+    args = [
+        "--bootstrap", infra.kafka_bootstrap, "--database-url", infra.admin_dsn, "--json",
+        "--requests", "400", "--naive-requests", "40", "--rate", "50", "--seconds", "2",
+        "--pending", "2000", "--notifications", "100",
+    ]  # fmt: skip
+    done = await asyncio.to_thread(_bench, args, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+
+    rows = report["rows"]
+    assert [row["id"] for row in rows] == ["P1", "P1", "P2", "P3", "P4", "P4", "P4"], rows
+    for row in rows:
+        assert row["measured"] and row["baseline"] and row["target"], row
+        assert isinstance(row["met"], bool), row
+    assert "raw produce->consume" in rows[0]["baseline"] and "naive" in rows[1]["baseline"]
+    assert "broker produce->consume p99" in rows[2]["baseline"]
+    assert "bare POST loop" in rows[3]["baseline"]
+    assert {row["what"].split(" role ")[0] for row in rows[5:]} == {"RSS of the approval", "RSS of the notifier"}
+    plans = [note for note in report["notes"] if note.startswith("plan ")]
+    assert len(plans) == 2 and all("Index Scan" in plan for plan in plans), plans
+    assert report["all_met"] == all(row["met"] for row in rows)
+
+    admin = await asyncpg.connect(infra.admin_dsn)
+    try:
+        leftovers = await admin.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'signoff_bench_%'")
+    finally:
+        await admin.close()
+    assert leftovers == []
+
+
+def test_bench_options_that_cannot_work_are_one_line_usage_errors():
+    for args, message in (
+        (["--bootstrap", "127.0.0.1:1"], "--bootstrap and --database-url go together"),
+        (["--requests", "100", "--rate", "200", "--seconds", "10"], "--requests must open at least twice"),
+        (["--requests", "1000", "--notifications", "5000", "--seconds", "1"], "--notifications cannot exceed"),
+    ):
+        done = _bench(args, dict(os.environ), timeout=60)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and message in lines[0], (args, done.stderr)
