@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
+from signoff.runtime.logging import configure_logging
 from signoff.runtime.migrations import migrate_all
 from signoff.runtime.settings import Settings
 from tests.support.infra import Infra, provide_infra
 
 TEMPLATE_DB = "signoff_template"
+
+# Roles run in-process here while click's CliRunner swaps sys.stdout for a command's output: bind their logs to
+# the process's own stderr, so what a command printed is all its captured stdout holds.
+configure_logging("info", "console", stream=sys.__stderr__)
 
 
 def run_sync(coro):
