@@ -10,6 +10,8 @@ from signoff.cli.approver import COMMANDS as APPROVER_COMMANDS
 from signoff.cli.dev import dev
 from signoff.cli.migrate import migrate
 from signoff.cli.schemas import schemas
+from signoff.executor.cli import COMMANDS as EXECUTOR_COMMANDS
+from signoff.executor.service import executor
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -23,6 +25,9 @@ cli.add_command(schemas)
 cli.add_command(migrate)
 cli.add_command(approval)
 for command in APPROVER_COMMANDS:
+    cli.add_command(command)
+cli.add_command(executor)
+for command in EXECUTOR_COMMANDS:
     cli.add_command(command)
 
 
