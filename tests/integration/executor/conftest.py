@@ -154,6 +154,18 @@ class ExecutorRole:
 
         return await eventually(found, timeout=30, what=f"{event_type} of {execution_id}")
 
+    async def wait_consumed(self, event: wire.Event) -> None:
+        """Until the role applied (or skipped) `event`: its inbox row is committed with whatever it changed."""
+
+        async def seen():
+            async with self.pool.acquire() as conn:
+                return await conn.fetchval(
+                    f'SELECT true FROM "{SCHEMA}".inbox WHERE event_id = $1',  # noqa: S608
+                    event.id,
+                )
+
+        await eventually(seen, timeout=30, what=f"event {event.id} consumed")
+
     async def execution(self, execution_id: str):
         async with self.pool.acquire() as conn:
             return await conn.fetchrow(f'SELECT * FROM "{SCHEMA}".executions WHERE id = $1', execution_id)  # noqa: S608
