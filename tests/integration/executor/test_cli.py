@@ -27,6 +27,8 @@ pytestmark = pytest.mark.integration
 
 
 class CliRole(ExecutorRole):
+    home: Path
+
     def spec(self):
         return dataclasses.replace(
             executor_spec(self.settings, self.clock), group_id=self.group, consumes=(REQUESTS_TOPIC, self.gates)
@@ -39,6 +41,7 @@ class CliRole(ExecutorRole):
             "SIGNOFF_KAFKA_ENABLE_IDEMPOTENCE": str(self.settings.kafka_enable_idempotence).lower(),
             "SIGNOFF_DATABASE_URL": self.dsn,
             "SIGNOFF_USER": "alice",
+            "SIGNOFF_HOME": str(self.home),  # never a developer's running dev stack
             "SIGNOFF_CATALOG_FILE": None,
         }
 
@@ -58,8 +61,9 @@ def _service_logs_to_stderr():
 
 
 @pytest.fixture
-async def role(settings, names, database_url) -> AsyncIterator[CliRole]:
+async def role(settings, names, database_url, tmp_path: Path) -> AsyncIterator[CliRole]:
     role = CliRole(settings, names, database_url)
+    role.home = tmp_path / "home"
     await role.start()
     try:
         yield role
