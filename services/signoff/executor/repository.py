@@ -156,6 +156,17 @@ class ExecutorRepository:
             saved.lease_seconds,
         )
 
+    async def fail_execution(self, conn: asyncpg.Connection, execution_id: str, reason: str, at: datetime) -> None:
+        """Mark an execution FAILED without its state machine (it could not be loaded or moved on)."""
+        await conn.execute(
+            f"""UPDATE {self._t("executions")} SET status = 'FAILED', reason = $2, finished_at = $3, runnable = false,
+                    wake_at = NULL, owner = NULL, updated_at = now()
+                WHERE id = $1""",  # noqa: S608
+            execution_id,
+            reason,
+            at,
+        )
+
     async def renew_leases(self, conn: asyncpg.Connection, me: str, seconds: float) -> int:
         """Extend this replica's claim on the executions whose scripts it runs."""
         result = await conn.execute(

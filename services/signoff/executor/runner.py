@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import structlog
@@ -26,6 +28,7 @@ import structlog
 from signoff import contracts as wire
 from signoff.approval.domain.clock import Clock
 from signoff.catalog import Catalog
+from signoff.contracts.events import FailureCause
 from signoff.executor.domain.actions import (
     CancelApproval,
     CancelStep,
@@ -38,6 +41,7 @@ from signoff.executor.mapping import approval_requested, finished, outbox_record
 from signoff.executor.repository import ExecutorRepository, runner_channel
 from signoff.executor.scripts import ScriptResult, run_script
 from signoff.executor.store import Loaded, load, running_scripts, save
+from signoff.runtime.consumer import TRANSIENT_ERRORS
 from signoff.runtime.outbox import OutboxWriter
 
 log = structlog.get_logger(__name__)
@@ -83,13 +87,21 @@ class Runner:
         to_cancel: list[ScriptKey] = []
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await self.repository.claim(conn, self.instance, now, self.batch_size)
-            outbox = OutboxWriter(self.repository.schema)
             for row in rows:
-                loaded = load(row, self.catalog)
-                started, cancelled = await self._advance(conn, outbox, loaded, now)
+                outbox = OutboxWriter(self.repository.schema)
+                try:
+                    # A savepoint per execution: one that cannot be moved on must not hold up the others.
+                    async with conn.transaction():
+                        started, cancelled = await self._advance(conn, outbox, load(row, self.catalog), now)
+                        await outbox.flush(conn)
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as exc:
+                    await self._fail_broken(conn, row, exc, now)
+                    to_cancel.extend(key for key in self.scripts if key[0] == row["id"])
+                    continue
                 to_start.extend(started)
                 to_cancel.extend(cancelled)
-            await outbox.flush(conn)
         for key in to_cancel:
             task = self.scripts.pop(key, None)
             if task is not None:
@@ -97,6 +109,25 @@ class Runner:
         for action in to_start:
             self._start_script(action)
         return len(rows)
+
+    async def _fail_broken(
+        self, conn: asyncpg.Connection, row: Mapping[str, Any], exc: Exception, now: datetime
+    ) -> None:
+        """An execution the runner cannot move on (a stored state it cannot load, a bug) fails, visibly, instead of
+        being retried forever or silently parked."""
+        log.error("execution_broken", execution_id=row["id"], error=repr(exc))
+        reason = f"the executor could not continue this execution: {type(exc).__name__}: {exc}"[:4096]
+        await self.repository.fail_execution(conn, row["id"], reason, now)
+        outbox = OutboxWriter(self.repository.schema)
+        failed = wire.ExecutionFailed(
+            execution_id=row["id"],
+            pipeline_id=row["pipeline_id"],
+            cause=FailureCause.STEP_FAILED,
+            error=reason,
+            finished_at=now,
+        )
+        outbox.add(outbox_record(failed, at=now))
+        await outbox.flush(conn)
 
     async def _advance(
         self, conn: asyncpg.Connection, outbox: OutboxWriter, loaded: Loaded, now: datetime
@@ -174,23 +205,30 @@ class Runner:
     async def _script(self, action: RunShellScript) -> None:
         key = (action.execution_id, action.step_path, action.attempt)
         try:
-            result = await run_script(action)
-        except asyncio.CancelledError:
-            raise  # cancelled by the state machine (abort, deadline) or by stop(): nothing to report
-        except Exception as exc:  # could not even start (no bash, no temp dir): a step failure, not a crash
-            result = ScriptResult(exit_code=None, error=f"could not run the script: {exc!r}")
-        delay = 0.1
-        while True:
             try:
-                await self._report(action, result)
-                break
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                # The database is away: keep the result and retry (the lease keeps other replicas off meanwhile).
-                log.warning("script_report_retry", execution_id=action.execution_id, error=repr(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        self.scripts.pop(key, None)
-        self._wake.set()
+                result = await run_script(action)
+            except asyncio.CancelledError:
+                raise  # cancelled by the state machine (abort, deadline) or by stop(): nothing to report
+            except Exception as exc:  # could not even start (no bash, no temp dir): a step failure, not a crash
+                result = ScriptResult(exit_code=None, error=f"could not run the script: {exc!r}")
+            delay = 0.1
+            while True:
+                try:
+                    await self._report(action, result)
+                    break
+                except TRANSIENT_ERRORS as exc:
+                    # The database is away: keep the result and retry (the lease keeps other replicas off).
+                    log.warning(
+                        "script_report_retry", execution_id=action.execution_id, error=repr(exc), retry_in=delay
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+        finally:
+            # A task that ended without reporting leaves its step RUNNING with no process: the next pass over the
+            # execution finds no task for it and applies the restart rule (see _advance).
+            if self.scripts.get(key) is asyncio.current_task():
+                del self.scripts[key]
+            self._wake.set()
 
     async def _report(self, action: RunShellScript, result: ScriptResult) -> None:
         now = self.clock.now()

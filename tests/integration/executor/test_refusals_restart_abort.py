@@ -145,3 +145,22 @@ async def test_abort_cancels_the_waiting_gate(executor) -> None:
     for event in late:
         await executor.wait_consumed(event)
     assert (await executor.execution(request.execution_id))["status"] == "ABORTED"
+
+
+async def test_an_execution_the_runner_cannot_load_fails_visibly_and_holds_up_no_other(executor) -> None:
+    broken = execution_request(as_yaml(pipeline(stage("s", shell("a", "sleep 60")))), pipeline_id="test_pipeline")
+    await executor.send(broken)
+    await executor.wait_step(broken.execution_id, "s.a", "RUNNING")
+    async with executor.pool.acquire() as conn:
+        # A stored state this version cannot read (e.g. written by a newer executor), due now.
+        await conn.execute(
+            "UPDATE executor.executions SET state = '{\"schema_version\": 99}', runnable = true WHERE id = $1",
+            broken.execution_id,
+        )
+    healthy = execution_request(as_yaml(pipeline(stage("s", shell("b", "echo fine")))), pipeline_id="test_pipeline")
+    await executor.send(healthy)
+    await executor.wait_status(healthy.execution_id, "SUCCEEDED")
+    row = await executor.wait_status(broken.execution_id, "FAILED")
+    assert row["reason"].startswith("the executor could not continue this execution: ValidationError")
+    failed = await executor.wait_for(wire.ExecutionFailed.event_type, broken.execution_id)
+    assert failed.error == row["reason"]
