@@ -164,3 +164,25 @@ async def test_an_execution_the_runner_cannot_load_fails_visibly_and_holds_up_no
     assert row["reason"].startswith("the executor could not continue this execution: ValidationError")
     failed = await executor.wait_for(wire.ExecutionFailed.event_type, broken.execution_id)
     assert failed.error == row["reason"]
+
+
+async def test_a_retry_on_restart_script_runs_again_as_the_next_attempt(executor, tmp_path) -> None:
+    marker = tmp_path / "first-attempt-ran"
+    script = f'if [ -f {marker} ]; then echo "second attempt"; else touch {marker}; sleep 60; fi'
+    text = as_yaml(pipeline(stage("s", shell("idempotent", script, spec={"retryOnRestart": True}))))
+    request = execution_request(text, pipeline_id="test_pipeline")
+    await executor.send(request)
+    await executor.wait_step(request.execution_id, "s.idempotent", "RUNNING")
+    await eventually(lambda: asyncio.to_thread(marker.exists), timeout=30, what="the first attempt to start")
+
+    await executor.stop_service()
+    await executor.start_service()
+
+    await executor.wait_status(request.execution_id, "SUCCEEDED")
+    step = await executor.step(request.execution_id, "s.idempotent")
+    assert step["attempt"] == 2
+    async with executor.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT attempt, output FROM executor.step_logs WHERE execution_id = $1", request.execution_id
+        )
+    assert [(r["attempt"], r["output"].strip()) for r in rows] == [(2, "second attempt")]
