@@ -6,15 +6,41 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from signoff import contracts as wire
 from signoff.contracts.events import FailureCause, RejectionCause, RunStatus
+from signoff.contracts.topics import APPROVAL_REQUESTS
 from tests.integration.executor.conftest import EXAMPLE, START, execution_request, gate_approved
+from tests.support.waiting import eventually
 from tests.unit.executor.builders import approval, as_yaml, deployment, pipeline, shell
 
 pytestmark = pytest.mark.integration
 
 STAGE = "staging_blue_green"
+
+
+async def _published_on_topic(executor, topic: str, key: str):
+    """The record with `key` on `topic`, read from the start (the topic is shared with other tests)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=executor.settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+
+        async def found():
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    if record.key == key.encode():
+                        return record
+            return None
+
+        return await eventually(found, timeout=30, what=f"a record keyed {key} on {topic}")
+    finally:
+        await consumer.stop()
 
 
 async def test_the_example_stops_at_the_approval_and_resumes_with_the_approver_inputs(executor) -> None:
@@ -47,6 +73,9 @@ async def test_the_example_stops_at_the_approval_and_resumes_with_the_approver_i
     assert [e.ref for e in upcoming.environments] == ["prod_eu", "prod_us"]
     history = {(h.step_id, h.status) for h in approval_request.execution_history}
     assert {("deploy_green", RunStatus.SUCCEEDED), ("smoke_test", RunStatus.SUCCEEDED)} <= history
+    # The relay published exactly that on the real topic, keyed by the gate's natural key.
+    record = await _published_on_topic(executor, APPROVAL_REQUESTS.name, approval_request.key.as_path())
+    assert wire.decode(record.value, record.headers).data == approval_request
 
     # The scripts ran for real, with expressions and earlier outputs resolved.
     logs = await executor.logs(request.execution_id)
