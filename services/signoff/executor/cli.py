@@ -192,14 +192,18 @@ def run(
     user = _user(as_user, settings)
     text, pipeline = _check_pipeline(file, catalog_path, values, user)
     execution_id = uuid.uuid4().hex
-    request = wire.ExecutionRequested(
-        execution_id=execution_id,
-        pipeline_id=pipeline.identifier,
-        variables=values,
-        triggered_by=wire.Person(user=user),
-        requested_at=datetime.now(UTC),
-        pipeline_yaml=text,
-    )
+    try:
+        request = wire.ExecutionRequested(
+            execution_id=execution_id,
+            pipeline_id=pipeline.identifier,
+            variables=values,
+            triggered_by=wire.Person(user=user),
+            requested_at=datetime.now(UTC),
+            pipeline_yaml=text,
+        )
+    except ValidationError as exc:  # e.g. a file or a value larger than the contract allows, a user id with spaces
+        first = exc.errors()[0]
+        raise CliError(f"cannot request the execution: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
     async def main() -> tuple[str, str | None] | None:
         await _publish(settings, request)
