@@ -308,10 +308,17 @@ class Runner:
                 for waiter in waiters:
                     waiter.cancel()
         finally:
+            # Shielded: the service cancels its tasks while stopping, and a cleanup cut short would leave scripts
+            # running, leases held, or the listening connection out of the pool (which then never closes).
+            await asyncio.shield(self._shut_down(listener, channel, wake))
+
+    async def _shut_down(self, listener: asyncpg.pool.PoolConnectionProxy, channel: str, wake: Any) -> None:
+        try:
+            await self.stop()
+        finally:
             with contextlib.suppress(Exception):
                 await listener.remove_listener(channel, wake)
             await self.pool.release(listener)
-            await self.stop()
 
     async def stop(self) -> None:
         """Kill this replica's scripts (no report) and release its leases, so the restart rule applies at once."""
