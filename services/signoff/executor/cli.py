@@ -302,6 +302,25 @@ def abort(execution_id: str, reason: str, as_user: str | None) -> None:
     click.echo(f"execution {execution_id} {status.lower()}" + (f": {why}" if why else ""))
 
 
+@click.command("logs")
+@click.argument("execution_id", metavar="EXECUTION")
+def logs(execution_id: str) -> None:
+    """The output of each script an execution ran (its last 64 KiB), in the order they ended."""
+
+    async def work(conn: asyncpg.Connection, repo: ExecutorRepository) -> list[asyncpg.Record] | None:
+        if await repo.find_execution(conn, execution_id) is None:
+            return None
+        return list(await repo.logs_of(conn, execution_id))
+
+    rows = _run_db(_settings(), work)
+    if rows is None:
+        raise CliError(f"no execution {execution_id}")
+    for row in rows:
+        code = "timed out" if row["exit_code"] is None else f"exit {row['exit_code']}"
+        click.echo(f"== {row['step_path']} (attempt {row['attempt']}, {code})")
+        click.echo(row["output"], nl=not row["output"].endswith("\n"))
+
+
 def pipeline_state(row: Mapping[str, Any], gates: list[Mapping[str, Any]]) -> dict[str, Any]:
     """CodePipeline's `get-pipeline-state` document for the latest execution of a pipeline: pipeline, stage and
     action names are our identifiers (as `put-approval-result` takes them); a waiting approval shows its token."""
@@ -382,4 +401,4 @@ def get_pipeline_state(name: str, as_json: bool) -> None:
             click.echo(line)
 
 
-COMMANDS = (run, executions, abort, get_pipeline_state)
+COMMANDS = (run, executions, logs, abort, get_pipeline_state)

@@ -161,6 +161,10 @@ async def test_run_wait_reports_success_failure_and_the_executors_refusal(role, 
     execution_id, outcome = result.stdout.strip().splitlines()
     assert outcome == f"execution {execution_id} succeeded"
     assert (await role.logs(execution_id))["s.hello"].strip() == "hello"
+    shown = await role.cli("logs", execution_id)
+    assert shown.exit_code == 0 and shown.stdout == "== s.hello (attempt 1, exit 0)\nhello\n"
+    missing = await role.cli("logs", "no-such-execution")
+    assert missing.exit_code == 1 and "no execution no-such-execution" in _one_line_error(missing)
 
     failing, _ = _own_copy(tmp_path, as_yaml(pipeline(stage("s", shell("boom", "exit 3")))), "test_pipeline")
     result = await role.cli("run", str(failing), "--wait", "--timeout", "60")
