@@ -207,10 +207,10 @@ def run(
 
     async def main() -> tuple[str, str | None] | None:
         await _publish(settings, request)
+        click.echo(execution_id)  # at once: with --wait the user can follow it (logs, get-pipeline-state) meanwhile
         return await _wait_for_end(settings, execution_id, timeout) if wait else None
 
     outcome = asyncio.run(main())
-    click.echo(execution_id)
     if outcome is not None:
         status, reason = outcome
         if status == "REFUSED":

@@ -22,7 +22,7 @@ from signoff import contracts as wire
 from signoff.approval.domain.clock import Clock, SystemClock
 from signoff.catalog import Catalog
 from signoff.catalog.yamldoc import YamlDocumentError, parse_yaml
-from signoff.contracts.events import FailureCause
+from signoff.contracts.events import DecisionStatus, FailureCause, RejectionCause
 from signoff.contracts.topics import DEAD_LETTER_TOPIC, dead_letter_headers
 from signoff.executor.domain.actions import Approver, TriggeredBy
 from signoff.executor.domain.execution import Execution, InvalidStart, StepStatus
@@ -259,7 +259,7 @@ class ExecutorHandler:
         execution, now = loaded.execution, self.clock.now()
         match data:
             case wire.GateApproved():
-                approving = [v for v in data.votes if v.status == wire.events.DecisionStatus.APPROVED]
+                approving = [v for v in data.votes if v.status == DecisionStatus.APPROVED]
                 comments = "; ".join(v.comment for v in approving if v.comment) or None
                 changed = execution.approval_approved(
                     path, data.inputs, [Approver(name=v.approver) for v in approving], comments, now=now
@@ -336,8 +336,8 @@ class ExecutorHandler:
 
 
 def _rejection_note(data: wire.GateRejected) -> str | None:
-    if data.cause == wire.events.RejectionCause.TIMEOUT_ACTION:
+    if data.cause == RejectionCause.TIMEOUT_ACTION:
         return "the timeout action rejected it"
-    if data.cause == wire.events.RejectionCause.SUPERSEDED:
+    if data.cause == RejectionCause.SUPERSEDED:
         return f"superseded by gate {data.superseded_by}"
     return None

@@ -31,8 +31,11 @@ CREATE TABLE "{schema}".executions (
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX executions_pipeline ON "{schema}".executions (pipeline_id, sequence_id DESC);
--- The runner only looks at running executions.
+-- What the runner claims: runnable ones, running ones by deadline, and those whose scripts' replica may be gone.
+-- Partial indexes stay small however many executions have ended.
+CREATE INDEX executions_runnable ON "{schema}".executions (updated_at) WHERE runnable;
 CREATE INDEX executions_running ON "{schema}".executions (wake_at) WHERE status = 'RUNNING';
+CREATE INDEX executions_leased ON "{schema}".executions (lease_until) WHERE owner IS NOT NULL;
 
 -- Approval gates of execution steps, learnt from GateOpened (the approval service owns the gates themselves).
 CREATE TABLE "{schema}".gates (
