@@ -97,6 +97,12 @@ async def test_run_refuses_an_invalid_pipeline_in_one_line_before_sending_it(rol
         in (error)
     )
 
+    unknown_type = tmp_path / "type.yaml"
+    unknown_type.write_text(EXAMPLE.read_text().replace("type: Wait", "type: K8sBlueGreenSwap"))
+    result = await role.cli("run", str(unknown_type))
+    assert result.exit_code == 1
+    assert "steps[1].step.type: unknown step type 'K8sBlueGreenSwap'" in _one_line_error(result)
+
     unknown_service = tmp_path / "ref.yaml"
     unknown_service.write_text(EXAMPLE.read_text().replace("serviceRef: payments_worker", "serviceRef: billing"))
     result = await role.cli("run", str(unknown_service), "--catalog", str(CATALOG))
