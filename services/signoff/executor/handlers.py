@@ -28,6 +28,7 @@ from signoff.executor.domain.actions import Approver, TriggeredBy
 from signoff.executor.domain.execution import Execution, InvalidStart, StepStatus
 from signoff.executor.domain.pipeline import Pipeline, PipelineError, parse_pipeline
 from signoff.executor.mapping import outbox_record
+from signoff.executor.metrics import REQUESTS_REFUSED
 from signoff.executor.repository import ExecutorRepository, NewExecution
 from signoff.executor.store import Loaded, load, save
 from signoff.runtime.consumer import Received, UnitOfWork
@@ -90,6 +91,7 @@ class ExecutorHandler:
                     case _:
                         raise UnsupportedEvent(f"the executor does not consume {received.event.type}")
             except Refused as refused:
+                REQUESTS_REFUSED.labels(refused.reason).inc()
                 self._refuse(uow, received, refused)
                 await self._record_refusal(uow, received, refused)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -38,6 +39,7 @@ from signoff.executor.domain.actions import (
     StartWait,
 )
 from signoff.executor.mapping import approval_requested, finished, outbox_record
+from signoff.executor.metrics import EXECUTIONS_FINISHED, RUNNER_PASS_SECONDS, SCRIPT_SECONDS, SCRIPTS_RUNNING
 from signoff.executor.repository import ExecutorRepository, runner_channel
 from signoff.executor.scripts import ScriptResult, run_script
 from signoff.executor.store import Loaded, load, running_scripts, save
@@ -83,8 +85,10 @@ class Runner:
         """One pass: claim due executions, move each on, commit, then start the scripts dispatched. Returns how many
         executions were claimed."""
         now = self.clock.now()
+        started_at = time.perf_counter()
         to_start: list[RunShellScript] = []
         to_cancel: list[ScriptKey] = []
+        ended: list[str] = []
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await self.repository.claim(conn, self.instance, now, self.batch_size)
             for row in rows:
@@ -92,16 +96,22 @@ class Runner:
                 try:
                     # A savepoint per execution: one that cannot be moved on must not hold up the others.
                     async with conn.transaction():
-                        started, cancelled = await self._advance(conn, outbox, load(row, self.catalog), now)
+                        started, cancelled, finish = await self._advance(conn, outbox, load(row, self.catalog), now)
                         await outbox.flush(conn)
                 except TRANSIENT_ERRORS:
                     raise
                 except Exception as exc:
                     await self._fail_broken(conn, row, exc, now)
                     to_cancel.extend(key for key in self.scripts if key[0] == row["id"])
+                    ended.append("FAILED")
                     continue
                 to_start.extend(started)
                 to_cancel.extend(cancelled)
+                ended.extend(finish)
+        for status in ended:
+            EXECUTIONS_FINISHED.labels(status).inc()
+        if rows:
+            RUNNER_PASS_SECONDS.observe(time.perf_counter() - started_at)
         for key in to_cancel:
             task = self.scripts.pop(key, None)
             if task is not None:
@@ -131,7 +141,7 @@ class Runner:
 
     async def _advance(
         self, conn: asyncpg.Connection, outbox: OutboxWriter, loaded: Loaded, now: datetime
-    ) -> tuple[list[RunShellScript], list[ScriptKey]]:
+    ) -> tuple[list[RunShellScript], list[ScriptKey], list[str]]:
         execution = loaded.execution
         owner = loaded.row["owner"]
         if owner is not None and owner != self.instance and running_scripts(execution):
@@ -150,6 +160,7 @@ class Runner:
         gates = {row["step_path"]: row for row in await self.repository.gates_of(conn, execution.execution_id)}
         start: list[RunShellScript] = []
         cancel: list[ScriptKey] = []
+        ended: list[str] = []
         for action in actions:
             match action:
                 case RunShellScript():
@@ -180,6 +191,7 @@ class Runner:
                     outbox.add(outbox_record(cancel_request, at=now))
                 case ExecutionFinished():
                     outbox.add(outbox_record(finished(execution, action), at=now))
+                    ended.append(action.status)
         scripts = running_scripts(execution)
         await save(
             conn,
@@ -192,7 +204,7 @@ class Runner:
             owner=self.instance if scripts else None,
             lease_seconds=self.lease_seconds,
         )
-        return start, cancel
+        return start, cancel, ended
 
     # ------------------------------------------------------------------------------------------------ scripts
 
@@ -204,13 +216,17 @@ class Runner:
 
     async def _script(self, action: RunShellScript) -> None:
         key = (action.execution_id, action.step_path, action.attempt)
+        SCRIPTS_RUNNING.inc()
+        began = time.perf_counter()
         try:
             try:
                 result = await run_script(action)
             except asyncio.CancelledError:
+                SCRIPT_SECONDS.labels("cancelled").observe(time.perf_counter() - began)
                 raise  # cancelled by the state machine (abort, deadline) or by stop(): nothing to report
             except Exception as exc:  # could not even start (no bash, no temp dir): a step failure, not a crash
                 result = ScriptResult(exit_code=None, error=f"could not run the script: {exc!r}")
+            SCRIPT_SECONDS.labels("succeeded" if result.succeeded else "failed").observe(time.perf_counter() - began)
             delay = 0.1
             while True:
                 try:
@@ -224,6 +240,7 @@ class Runner:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
         finally:
+            SCRIPTS_RUNNING.dec()
             # A task that ended without reporting leaves its step RUNNING with no process: the next pass over the
             # execution finds no task for it and applies the restart rule (see _advance).
             if self.scripts.get(key) is asyncio.current_task():
