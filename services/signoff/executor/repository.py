@@ -106,6 +106,7 @@ class ExecutorRepository:
         return bool(inserted)
 
     async def execution_exists(self, conn: asyncpg.Connection, execution_id: str) -> bool:
+        """Whether an execution with this id was started (a repeated request is the same execution)."""
         return bool(
             await conn.fetchval(f"SELECT true FROM {self._t('executions')} WHERE id = $1", execution_id)  # noqa: S608
         )
@@ -137,6 +138,7 @@ class ExecutorRepository:
         )
 
     async def save_execution(self, conn: asyncpg.Connection, saved: SavedExecution) -> None:
+        """Write an execution's new state (the caller holds its row lock)."""
         await conn.execute(
             f"""UPDATE {self._t("executions")} SET status = $2, reason = $3, state = $4, finished_at = $5,
                     runnable = $6, wake_at = $7,
@@ -224,6 +226,7 @@ class ExecutorRepository:
         return bool(inserted)
 
     async def gates_of(self, conn: asyncpg.Connection, execution_id: str) -> list[asyncpg.Record]:
+        """The gates opened for an execution's approval steps (every attempt)."""
         return await conn.fetch(
             f"""SELECT execution_id, step_path, attempt, gate_id, token, message, opened_at, expires_at
                 FROM {self._t("gates")} WHERE execution_id = $1""",  # noqa: S608
@@ -241,6 +244,7 @@ class ExecutorRepository:
         output: str,
         at: datetime,
     ) -> None:
+        """Keep the end of a script's output with its exit code (None: it timed out)."""
         await conn.execute(
             f"""INSERT INTO {self._t("step_logs")} (execution_id, step_path, attempt, exit_code, output, at)
                 VALUES ($1, $2, $3, $4, $5, $6)
@@ -254,6 +258,7 @@ class ExecutorRepository:
         )
 
     async def logs_of(self, conn: asyncpg.Connection, execution_id: str) -> list[asyncpg.Record]:
+        """The script outputs of an execution, in the order the scripts ended."""
         return await conn.fetch(
             f"""SELECT step_path, attempt, exit_code, output, at FROM {self._t("step_logs")}
                 WHERE execution_id = $1 ORDER BY at, step_path""",  # noqa: S608
@@ -265,6 +270,7 @@ class ExecutorRepository:
     async def record_refusal(
         self, conn: asyncpg.Connection, execution_id: str, pipeline_id: str, reason: str, error: str, at: datetime
     ) -> None:
+        """Remember why an execution request was refused (it was also dead-lettered)."""
         await conn.execute(
             f"""INSERT INTO {self._t("refusals")} (execution_id, pipeline_id, reason, error, at)
                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (execution_id) DO NOTHING""",  # noqa: S608
@@ -276,6 +282,7 @@ class ExecutorRepository:
         )
 
     async def refusal(self, conn: asyncpg.Connection, execution_id: str) -> asyncpg.Record | None:
+        """Why the request for `execution_id` was refused, if it was."""
         return await conn.fetchrow(
             f"SELECT execution_id, pipeline_id, reason, error, at FROM {self._t('refusals')} WHERE execution_id = $1",  # noqa: S608
             execution_id,
