@@ -11,6 +11,7 @@ import pytest
 from signoff import contracts as wire
 from signoff.contracts.topics import DEAD_LETTER_TOPIC
 from signoff.executor.domain.execution import RESTART_REASON
+from signoff.executor.repository import ExecutorRepository
 from tests.integration.executor.conftest import EXAMPLE, START, execution_request, gate_approved
 from tests.support.waiting import eventually
 from tests.unit.executor.builders import approval, as_yaml, deployment, parallel, pipeline, shell, stage
@@ -186,3 +187,24 @@ async def test_a_retry_on_restart_script_runs_again_as_the_next_attempt(executor
             "SELECT attempt, output FROM executor.step_logs WHERE execution_id = $1", request.execution_id
         )
     assert [(r["attempt"], r["output"].strip()) for r in rows] == [(2, "second attempt")]
+
+
+async def test_the_scripts_of_a_replica_that_died_fail_once_its_lease_runs_out(executor, monkeypatch) -> None:
+    text = as_yaml(pipeline(stage("s", shell("long", "sleep 60"))))
+    request = execution_request(text, pipeline_id="test_pipeline")
+    await executor.send(request)
+    await executor.wait_step(request.execution_id, "s.long", "RUNNING")
+    held = await executor.execution(request.execution_id)
+    assert held["owner"] is not None
+
+    # A replica that dies gives nothing back: its lease (2 s in these tests) has to run out.
+    async def died(self, conn, me):
+        return 0
+
+    monkeypatch.setattr(ExecutorRepository, "release_leases", died)
+    await executor.stop_service()
+    await executor.start_service()
+
+    row = await executor.wait_status(request.execution_id, "FAILED")
+    assert (await executor.step(request.execution_id, "s.long"))["reason"] == RESTART_REASON
+    assert row["owner"] is None and row["updated_at"] >= held["lease_until"]
