@@ -148,13 +148,12 @@ class Runner:
             # The replica running its scripts stopped renewing its lease: their processes are gone.
             log.warning("recovering_execution", execution_id=execution.execution_id, previous_owner=owner)
             execution.recover(now)
-        elif owner == self.instance:
-            # Our own scripts whose task ended without a report (should not happen; never leave them hanging).
-            for path in running_scripts(execution):
-                step = execution.step(path)
-                if (execution.execution_id, path, step.attempt) not in self.scripts:
-                    execution.recover(now)
-                    break
+        elif owner == self.instance and running_scripts(execution):
+            # Our own scripts, but no task runs any of them (a task that died without reporting; should not
+            # happen): never leave the execution hanging. While one still runs, a lost sibling fails at its deadline.
+            keys = [(execution.execution_id, path, execution.step(path).attempt) for path in running_scripts(execution)]
+            if not any(key in self.scripts for key in keys):
+                execution.recover(now)
         execution.tick(now)
         actions = execution.next_actions(now)
         gates = {row["step_path"]: row for row in await self.repository.gates_of(conn, execution.execution_id)}
