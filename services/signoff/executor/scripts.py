@@ -79,10 +79,10 @@ async def run_script(action: RunShellScript, *, bash: str | None = None) -> Scri
         wrapper = workdir / "wrapper.sh"
         wrapper.write_text(_WRAPPER.format(writes="\n".join(_WRITE.format(var=var) for var in variables)))
         env = {
-            **action.environment,
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": str(workdir),
             "LANG": "C.UTF-8",
+            **action.environment,  # the step may set its own PATH, LANG, …
             "SIGNOFF_STEP_SCRIPT": str(script),
             "SIGNOFF_STEP_OUTPUTS": str(outputs_file),
         }
