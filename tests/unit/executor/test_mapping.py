@@ -36,14 +36,15 @@ def _start(document, catalog: Catalog | None) -> Execution:
     )
 
 
-def _at_approval(execution: Execution) -> RequestApproval:
+def _at_approval(execution: Execution, outputs: dict[str, str] | None = None) -> RequestApproval:
+    """Run the execution's scripts as succeeded (with `outputs`; undeclared names are dropped) up to its approval."""
     now = T0
     while True:
         actions = execution.next_actions(now)
         for action in actions:
             if isinstance(action, RequestApproval):
                 return action
-            execution.step_succeeded(action.step_path, {}, now=now)  # type: ignore[union-attr]
+            execution.step_succeeded(action.step_path, outputs or {}, now=now)  # type: ignore[union-attr]
         now += timedelta(seconds=1)
 
 
@@ -135,3 +136,38 @@ def test_get_pipeline_state_has_codepipelines_shape_and_the_waiting_token(catalo
         "externalExecutionId": "g1",
     }
     assert "latestExecution" not in actions["after"]
+
+
+def test_upcoming_environment_groups_gitops_clusters_and_custom_metadata_are_carried(catalog: Catalog) -> None:
+    rich = parse_pipeline((EXAMPLES / "pipelines" / "blue-green-rich-approval.yaml").read_text(), catalog=catalog)
+    execution = Execution.start(
+        rich,
+        execution_id="ex-2",
+        sequence_id=1,
+        triggered_by=TriggeredBy(name="Ada"),
+        now=T0,
+        catalog=catalog,
+        variables={"tag": "2.0.0"},
+    )
+    outputs = {"greenUrl": "https://green.staging.example.com", "result": "passed"}
+    request = approval_requested(_at_approval(execution, outputs).request, ADA)
+    assert request.message.splitlines()[:2] == [
+        "Checkout API 2.0.0 is live as green on Staging (shop).",
+        "Smoke test: passed",
+    ]
+    (production,) = request.upcoming_stages
+    assert production.environment_group_ref == "production"
+    assert [(e.ref, e.type, e.gitops_cluster_refs) for e in production.environments] == [
+        ("prod_eu", "Production", ["argo_prod_eu"]),
+        ("prod_us", "Production", ["argo_prod_us"]),
+    ]
+    assert production.service_refs == ["checkout"]
+    # Known now: the pipeline variable. Not yet: the approver input the approval itself will set.
+    assert production.custom_metadata == {
+        "changeTicket": "CHG-1042",
+        "rolloutSpeed": "<+pipeline.stages.staging_blue_green.spec.execution.steps.approve_rollout.output."
+        "approverInputs.rollout_speed>",
+    }
+    assert request.current_stage.artifacts[0].tag == "2.0.0" and request.current_stage.artifacts[0].service_ref == (
+        "checkout"
+    )
