@@ -124,6 +124,18 @@ def _directory_env() -> dict[str, str]:
     return {}
 
 
+def _catalog_env() -> dict[str, str]:
+    """SIGNOFF_CATALOG_FILE -> the repository's examples/catalog.yaml when it exists and none is set (the executor
+    checks pipeline refs against it)."""
+    if os.environ.get("SIGNOFF_CATALOG_FILE"):
+        return {}
+    for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        candidate = root / "examples" / "catalog.yaml"
+        if candidate.is_file():
+            return {"SIGNOFF_CATALOG_FILE": str(candidate)}
+    return {}
+
+
 class Supervisor:
     """Runs the dev stack and the service roles in the foreground, multiplexing their output line by line
     with a `role |` prefix, and stops everything on SIGINT / SIGTERM or when a role dies."""
@@ -182,6 +194,7 @@ class Supervisor:
             | self.stack.env
             | self.stack.role_env
             | _directory_env()
+            | _catalog_env()
             # Health endpoints on loopback and any free port: several roles share one machine.
             | {
                 "SIGNOFF_LOG_FORMAT": os.environ.get("SIGNOFF_LOG_FORMAT", "console"),

@@ -12,6 +12,8 @@ from signoff.cli.deliveries import deliveries
 from signoff.cli.dev import dev
 from signoff.cli.migrate import migrate
 from signoff.cli.schemas import schemas
+from signoff.executor.cli import COMMANDS as EXECUTOR_COMMANDS
+from signoff.executor.service import executor
 from signoff.notifier.service import notifier
 
 
@@ -29,6 +31,9 @@ cli.add_command(notifier)
 cli.add_command(deliveries)
 cli.add_command(bench)
 for command in APPROVER_COMMANDS:
+    cli.add_command(command)
+cli.add_command(executor)
+for command in EXECUTOR_COMMANDS:
     cli.add_command(command)
 
 

@@ -685,6 +685,13 @@ class ExecutionRequested(ExecutionScoped):
     )
     triggered_by: Person = Field(description="Who starts it (the pipeline executor, for `disallowPipelineExecutor`).")
     requested_at: UtcDateTime = Field(description="When it was requested.")
+    pipeline_yaml: str | None = Field(
+        None,
+        max_length=262_144,
+        description="The pipeline definition to run (Harness YAML, docs/pipelines.md); its `identifier` must be "
+        "`pipeline_id`. The executor keeps it as the pipeline's current definition. Without it, the executor runs "
+        "the definition it kept last for `pipeline_id`.",
+    )
 
 
 class ExecutionAbortRequested(ExecutionScoped):

@@ -100,6 +100,7 @@ async def migrate(conn: asyncpg.Connection, schema: str, migrations: list[Migrat
 # Service schemas and the packages holding their SQL; a service registers itself here when it is built.
 SERVICE_MIGRATIONS: dict[str, str] = {
     "approval": "signoff.approval.sql",
+    "executor": "signoff.executor.sql",
     "notifier": "signoff.notifier.sql",
 }
 

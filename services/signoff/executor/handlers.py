@@ -1,0 +1,345 @@
+"""The executor's consumer handler: execution requests start or abort executions, gate events resume or fail them.
+
+Everything happens inside the consumer loop's transaction (`uow.conn`), and every published event is an outbox row
+written in that same transaction. The handler only records facts (a new execution, an approval outcome, an abort)
+and marks the execution runnable; the runner (a background task, outside the consumer's transaction) moves it on:
+starts scripts, requests approvals, announces the end.
+
+A request the executor cannot run (an invalid pipeline, an unknown pipeline id, bad variables, an abort of an
+unknown execution) is dead-lettered with a reason code by the handler itself, in the same transaction, and recorded
+in `executor.refusals` so `signoff run --wait` can say why; an `ExecutionFailed` (cause `invalid_pipeline`) tells
+subscribers too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import structlog
+
+from signoff import contracts as wire
+from signoff.approval.domain.clock import Clock, SystemClock
+from signoff.catalog import Catalog
+from signoff.catalog.yamldoc import YamlDocumentError, parse_yaml
+from signoff.contracts.events import DecisionStatus, FailureCause, RejectionCause
+from signoff.contracts.topics import DEAD_LETTER_TOPIC, dead_letter_headers
+from signoff.executor.domain.actions import Approver, TriggeredBy
+from signoff.executor.domain.execution import Execution, InvalidStart, StepStatus
+from signoff.executor.domain.pipeline import Pipeline, PipelineError, parse_pipeline
+from signoff.executor.mapping import outbox_record
+from signoff.executor.metrics import REQUESTS_REFUSED
+from signoff.executor.repository import ExecutorRepository, NewExecution
+from signoff.executor.store import Loaded, load, save
+from signoff.runtime.consumer import Received, UnitOfWork
+from signoff.runtime.outbox import OutboxRecord
+
+log = structlog.get_logger(__name__)
+
+
+class UnsupportedEvent(ValueError):
+    """An event type the executor does not consume (dead-lettered by the loop)."""
+
+
+class Refused(Exception):
+    """A valid event the executor cannot act on; `reason` is the dead-letter reason code."""
+
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(error)
+        self.reason = reason
+        self.error = error
+
+
+def pipeline_problem(exc: PipelineError) -> str:
+    """A pipeline's problems on one line: `path: message; path: message`."""
+    return "; ".join(str(issue) for issue in exc.issues)
+
+
+class ExecutorHandler:
+    """`BatchHandler` of the executor service."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog | None = None,
+        clock: Clock | None = None,
+        repository: ExecutorRepository | None = None,
+        consumer_name: str = "signoff-executor",
+        dead_letter_topic: str = DEAD_LETTER_TOPIC,
+    ) -> None:
+        self.catalog = catalog
+        self.clock = clock or SystemClock()
+        self.repository = repository or ExecutorRepository()
+        self.consumer_name = consumer_name
+        self.dead_letter_topic = dead_letter_topic
+
+    async def apply(self, uow: UnitOfWork, batch: Sequence[Received]) -> None:
+        for received in batch:
+            data = received.event.data
+            try:
+                match data:
+                    case wire.ExecutionRequested():
+                        await self._start(uow, received, data)
+                    case wire.ExecutionAbortRequested():
+                        await self._abort(uow, received, data)
+                    case wire.GateOpened():
+                        await self._gate_opened(uow, received, data)
+                    case wire.GateApproved() | wire.GateRejected() | wire.GateExpired() | wire.GateCancelled():
+                        await self._gate_closed(uow, received, data)
+                    case wire.VoteRecorded() | wire.DecisionRefused():
+                        pass  # votes in progress and refused decisions do not move an execution
+                    case _:
+                        raise UnsupportedEvent(f"the executor does not consume {received.event.type}")
+            except Refused as refused:
+                REQUESTS_REFUSED.labels(refused.reason).inc()
+                self._refuse(uow, received, refused)
+                await self._record_refusal(uow, received, refused)
+
+    # ------------------------------------------------------------------------------------------------ starts
+
+    def _pipeline(self, text: str, source: str) -> Pipeline:
+        try:
+            document = parse_yaml(text, source)
+        except YamlDocumentError as exc:
+            raise Refused("invalid_pipeline", f"{source}: {exc}") from None
+        try:
+            return parse_pipeline(document, catalog=self.catalog, source=source)
+        except PipelineError as exc:
+            raise Refused("invalid_pipeline", f"{source}: {pipeline_problem(exc)}") from None
+
+    async def _start(self, uow: UnitOfWork, received: Received, data: wire.ExecutionRequested) -> None:
+        now = self.clock.now()
+        repo = self.repository
+        if await repo.execution_exists(uow.conn, data.execution_id):
+            log.info("execution_request_for_existing_execution", execution_id=data.execution_id)
+            return
+        source = f"pipeline {data.pipeline_id}"
+        text = data.pipeline_yaml
+        if text is None:
+            text = await repo.pipeline_yaml(uow.conn, data.pipeline_id)
+            if text is None:
+                raise Refused(
+                    "unknown_pipeline",
+                    f"no pipeline {data.pipeline_id!r} is known: send its definition in pipeline_yaml",
+                )
+        pipeline = self._pipeline(text, source)
+        if pipeline.identifier != data.pipeline_id:
+            raise Refused(
+                "invalid_pipeline",
+                f"{source}: pipeline.identifier {pipeline.identifier!r} differs from pipeline_id {data.pipeline_id!r}",
+            )
+        person = data.triggered_by
+        try:
+            # The sequence number is only known after the row lock; start once with 0 to check the variables
+            # before anything is written.
+            Execution.start(
+                pipeline,
+                execution_id=data.execution_id,
+                sequence_id=0,
+                triggered_by=TriggeredBy(name=person.name or person.user, email=person.email),
+                now=now,
+                variables=data.variables,
+                catalog=self.catalog,
+            )
+        except InvalidStart as exc:
+            raise Refused("invalid_variables", f"{source}: {'; '.join(exc.problems)}") from None
+        await repo.save_pipeline(uow.conn, pipeline.identifier, pipeline.name, text, now)
+        sequence = await repo.next_sequence(uow.conn, pipeline.identifier)
+        execution = Execution.start(
+            pipeline,
+            execution_id=data.execution_id,
+            sequence_id=sequence,
+            triggered_by=TriggeredBy(name=person.name or person.user, email=person.email),
+            now=now,
+            variables=data.variables,
+            catalog=self.catalog,
+        )
+        await repo.insert_execution(
+            uow.conn,
+            NewExecution(
+                id=execution.execution_id,
+                pipeline_id=pipeline.identifier,
+                pipeline_name=pipeline.name,
+                sequence_id=sequence,
+                status=execution.status.value,
+                triggered_by=person.model_dump(mode="json"),
+                state=execution.to_dict(),
+                started_at=now,
+            ),
+        )
+        await repo.notify_runner(uow.conn)
+        started = wire.ExecutionStarted(
+            execution_id=execution.execution_id,
+            pipeline_id=pipeline.identifier,
+            pipeline_name=pipeline.name,
+            triggered_by=person,
+            started_at=now,
+        )
+        uow.outbox.add(outbox_record(started, at=now, traceparent=received.event.traceparent))
+        log.info(
+            "execution_started", execution_id=execution.execution_id, pipeline=pipeline.identifier, sequence=sequence
+        )
+
+    async def _abort(self, uow: UnitOfWork, received: Received, data: wire.ExecutionAbortRequested) -> None:
+        now = self.clock.now()
+        row = await self.repository.lock_execution(uow.conn, data.execution_id)
+        if row is None:
+            raise Refused("unknown_execution", f"no execution {data.execution_id!r}")
+        loaded = load(row, self.catalog)
+        who = data.requested_by.name or data.requested_by.user
+        reason = f"aborted by {who}" + (f": {data.reason}" if data.reason else "")
+        if not loaded.execution.abort(reason, now=now):
+            log.info("abort_of_finished_execution", execution_id=data.execution_id)
+            return
+        # The runner publishes the gate cancel, kills a running script (on the replica running it) and announces
+        # the end: the abort's pending actions are part of the saved state.
+        await save(
+            uow.conn,
+            self.repository,
+            uow.outbox,
+            loaded,
+            now=now,
+            runnable=True,
+            traceparent=received.event.traceparent,
+        )
+
+    # ------------------------------------------------------------------------------------------------ gates
+
+    async def _gate_step(self, uow: UnitOfWork, key: wire.GateKey) -> tuple[Loaded, str] | None:
+        """The execution and step path a gate is about, locked; None when it is not one of ours (other pipeline
+        systems request gates on the same topics) or no longer waits for this attempt."""
+        row = await self.repository.lock_execution(uow.conn, key.execution_id)
+        if row is None or row["pipeline_id"] != key.pipeline_id:
+            return None
+        loaded = load(row, self.catalog)
+        for state in loaded.execution.steps():
+            if state.stage == key.stage_id and state.identifier == key.step_id and state.type == "HarnessApproval":
+                return (loaded, state.path) if state.attempt == key.attempt else None
+        return None
+
+    async def _gate_opened(self, uow: UnitOfWork, received: Received, data: wire.GateOpened) -> None:
+        found = await self._gate_step(uow, data.key)
+        if found is None:
+            return
+        loaded, path = found
+        recorded = await self.repository.record_gate(
+            uow.conn,
+            execution_id=data.key.execution_id,
+            step_path=path,
+            attempt=data.key.attempt,
+            gate_id=data.gate_id,
+            token=data.token,
+            message=data.message,
+            opened_at=data.opened_at,
+            expires_at=data.expires_at,
+        )
+        step = loaded.execution.step(path)
+        if recorded and step.status == StepStatus.WAITING_APPROVAL:
+            # Tell subscribers which gate the step waits on (the status itself did not change).
+            loaded.before.pop(path, None)
+            await save(
+                uow.conn,
+                self.repository,
+                uow.outbox,
+                loaded,
+                now=self.clock.now(),
+                runnable=False,
+                gate_ids={path: data.gate_id},
+                traceparent=received.event.traceparent,
+            )
+
+    async def _gate_closed(
+        self,
+        uow: UnitOfWork,
+        received: Received,
+        data: wire.GateApproved | wire.GateRejected | wire.GateExpired | wire.GateCancelled,
+    ) -> None:
+        found = await self._gate_step(uow, data.key)
+        if found is None:
+            return
+        loaded, path = found
+        execution, now = loaded.execution, self.clock.now()
+        match data:
+            case wire.GateApproved():
+                approving = [v for v in data.votes if v.status == DecisionStatus.APPROVED]
+                comments = "; ".join(v.comment for v in approving if v.comment) or None
+                changed = execution.approval_approved(
+                    path, data.inputs, [Approver(name=v.approver) for v in approving], comments, now=now
+                )
+            case wire.GateRejected():
+                approvers = [Approver(name=data.rejected_by)] if data.rejected_by else []
+                comment = data.comment or _rejection_note(data)
+                changed = execution.approval_rejected(path, approvers, comment, now=now)
+            case wire.GateExpired():
+                changed = execution.approval_expired(path, now=now)
+            case wire.GateCancelled():
+                changed = execution.step_failed(path, f"the approval gate was cancelled: {data.reason}", now=now)
+        if not changed:
+            log.info(
+                "late_gate_outcome_ignored", execution_id=data.key.execution_id, step=path, type=received.event.type
+            )
+            return
+        await save(
+            uow.conn,
+            self.repository,
+            uow.outbox,
+            loaded,
+            now=now,
+            runnable=True,
+            gate_ids={path: data.gate_id},
+            traceparent=received.event.traceparent,
+        )
+
+    # ------------------------------------------------------------------------------------------------ refusals
+
+    def _refuse(self, uow: UnitOfWork, received: Received, refused: Refused) -> None:
+        """Dead-letter the record with the reason (an outbox row, committed with the inbox row)."""
+        record = received.record
+        log.warning(
+            "execution_request_refused", **received.log_context(), reason=refused.reason, error=refused.error[:500]
+        )
+        uow.outbox.add(
+            OutboxRecord(
+                id=f"dlq:{record.topic}:{record.partition}:{record.offset}",
+                topic=self.dead_letter_topic,
+                key=record.key.decode(errors="replace") if record.key else None,
+                type="dead-letter",
+                value=record.value or b"",
+                headers=[
+                    *(record.headers or ()),
+                    *dead_letter_headers(
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        reason=refused.reason,
+                        error=refused.error,
+                        consumer=self.consumer_name,
+                    ),
+                ],
+            )
+        )
+
+    async def _record_refusal(self, uow: UnitOfWork, received: Received, refused: Refused) -> None:
+        data = received.event.data
+        if not isinstance(data, wire.ExecutionRequested):
+            return
+        now: datetime = self.clock.now()
+        await self.repository.record_refusal(
+            uow.conn, data.execution_id, data.pipeline_id, refused.reason, refused.error, now
+        )
+        failed = wire.ExecutionFailed(
+            execution_id=data.execution_id,
+            pipeline_id=data.pipeline_id,
+            cause=FailureCause.INVALID_PIPELINE,
+            error=f"{refused.reason}: {refused.error}"[:4096],
+            finished_at=now,
+        )
+        uow.outbox.add(outbox_record(failed, at=now, traceparent=received.event.traceparent))
+
+
+def _rejection_note(data: wire.GateRejected) -> str | None:
+    if data.cause == RejectionCause.TIMEOUT_ACTION:
+        return "the timeout action rejected it"
+    if data.cause == RejectionCause.SUPERSEDED:
+        return f"superseded by gate {data.superseded_by}"
+    return None

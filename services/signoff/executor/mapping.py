@@ -1,0 +1,232 @@
+"""Between the executor's domain and the wire contract: approval requests, execution lifecycle events, outbox rows.
+
+The domain speaks Harness (snake_case actions, `Expire`/`Approve`/`Reject`, step statuses in capitals); the wire
+speaks the contract (`signoff.contracts`). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from signoff import contracts as wire
+from signoff.catalog import Resolved, ResolvedRef
+from signoff.contracts.durations import format_duration
+from signoff.contracts.events import (
+    Artifact,
+    EnvironmentRef,
+    FailureCause,
+    HistoryEntry,
+    RunStatus,
+    StageMetadata,
+    TimeoutAction,
+)
+from signoff.executor.domain.actions import ApprovalRequest, ExecutionFinished
+from signoff.executor.domain.actions import StageMetadata as DomainStageMetadata
+from signoff.executor.domain.execution import Execution, StepState, StepStatus
+from signoff.runtime.outbox import OutboxRecord
+
+EVENT_SOURCE = "urn:signoff:executor"
+
+RUN_STATUS: Mapping[str, RunStatus] = {
+    StepStatus.QUEUED: RunStatus.QUEUED,
+    StepStatus.RUNNING: RunStatus.RUNNING,
+    StepStatus.WAITING_APPROVAL: RunStatus.WAITING,
+    StepStatus.SUCCEEDED: RunStatus.SUCCEEDED,
+    StepStatus.FAILED: RunStatus.FAILED,
+    StepStatus.APPROVAL_REJECTED: RunStatus.FAILED,
+    StepStatus.EXPIRED: RunStatus.EXPIRED,
+    StepStatus.ABORTED: RunStatus.ABORTED,
+    StepStatus.SKIPPED: RunStatus.SKIPPED,
+}
+_TIMEOUT_ACTIONS = {"Expire": TimeoutAction.FAIL, "Approve": TimeoutAction.APPROVE, "Reject": TimeoutAction.REJECT}
+
+
+def outbox_record(data: wire.EventData, *, at: datetime, traceparent: str | None = None) -> OutboxRecord:
+    """The outbox row publishing `data` (topic by type, key by contract, CloudEvents value and headers)."""
+    event = wire.new_event(data, source=EVENT_SOURCE, time=at, traceparent=traceparent)
+    value, headers = wire.encode(event)
+    return OutboxRecord(
+        id=event.id,
+        topic=wire.topic_for(event.type).name,
+        key=wire.message_key(event).decode(),
+        type=event.type,
+        value=value,
+        headers=headers,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- approvals
+
+
+def _ref(ref: ResolvedRef) -> str:
+    """A catalog identifier when resolved; else the ref as written (an expression stays visible, never blank)."""
+    return ref.identifier if isinstance(ref, Resolved) else ref.raw
+
+
+def stage_metadata(metadata: DomainStageMetadata) -> StageMetadata:
+    """The wire form of a stage's CD metadata."""
+    environments = []
+    for target in metadata.environments:
+        env = target.environment
+        env_type = getattr(env.entity, "type", None) if isinstance(env, Resolved) else None
+        environments.append(
+            EnvironmentRef(
+                ref=_ref(env),
+                type=env_type,
+                infrastructure_refs=[_ref(item) for item in target.infrastructures],
+                gitops_cluster_refs=[_ref(item) for item in target.gitops_clusters],
+            )
+        )
+    service_ref = _ref(metadata.services[0]) if len(metadata.services) == 1 else None
+    return StageMetadata(
+        identifier=metadata.identifier,
+        name=metadata.name,
+        type=metadata.type,
+        service_refs=[_ref(item) for item in metadata.services],
+        environment_group_ref=_ref(metadata.environment_group) if metadata.environment_group else None,
+        environments=environments,
+        artifacts=[
+            Artifact(service_ref=service_ref, image=artifact.image, tag=artifact.tag or None)
+            for artifact in metadata.artifacts
+            if artifact.image
+        ],
+        custom_metadata=dict(metadata.custom_metadata),
+    )
+
+
+def _history(request: ApprovalRequest) -> list[HistoryEntry]:
+    entries: list[HistoryEntry] = []
+    for stage in request.history:
+        entries.append(
+            HistoryEntry(stage_id=stage.identifier, stage_name=stage.name, status=RUN_STATUS[StepStatus(stage.status)])
+        )
+        for step in stage.steps:
+            entries.append(
+                HistoryEntry(
+                    stage_id=stage.identifier,
+                    stage_name=stage.name,
+                    step_id=step.identifier,
+                    step_name=step.name,
+                    status=RUN_STATUS[StepStatus(step.status)],
+                    started_at=step.started_at,
+                    ended_at=step.finished_at,
+                )
+            )
+    return entries
+
+
+def approval_requested(request: ApprovalRequest, triggered_by: wire.Person) -> wire.ApprovalRequested:
+    """The wire request for an approval step the execution reached. `triggered_by` is the execution's requester as
+    the contract knows them (user id first: `disallowPipelineExecutor` compares user ids)."""
+    policy = request.policy
+    return wire.ApprovalRequested(
+        key=wire.GateKey(
+            pipeline_id=request.pipeline.identifier,
+            execution_id=request.pipeline.execution_id,
+            stage_id=request.step.stage_identifier,
+            step_id=request.step.identifier,
+            attempt=request.step.attempt,
+        ),
+        pipeline_name=request.pipeline.name,
+        stage_name=request.step.stage_name,
+        step_name=request.step.name,
+        triggered_by=triggered_by,
+        policy=wire.ApprovalPolicy(
+            user_groups=list(policy.user_groups),
+            users=list(policy.users),
+            minimum_count=policy.minimum_count,
+            disallow_pipeline_executor=policy.disallow_pipeline_executor,
+            rules=[
+                wire.ApprovalRule(
+                    user_groups=list(rule.user_groups), users=list(rule.users), minimum_count=rule.minimum_count
+                )
+                for rule in policy.rules
+            ],
+        ),
+        approver_inputs=[
+            wire.ApproverInput(
+                name=item.name,
+                default_value=item.default_value,
+                required=item.required,
+                allowed_values=list(item.allowed_values),
+            )
+            for item in request.inputs
+        ],
+        timeout=format_duration(request.timeout),
+        timeout_action=_TIMEOUT_ACTIONS[policy.timeout_action],
+        auto_reject_previous_approvals=policy.auto_reject_previous_approvals,
+        message_template=request.message.template,
+        message=request.message.text,
+        include_pipeline_execution_history=request.include_pipeline_execution_history,
+        execution_history=_history(request) if request.include_pipeline_execution_history else [],
+        current_stage=stage_metadata(request.current_stage),
+        upcoming_stages=[stage_metadata(stage) for stage in request.upcoming_stages],
+        custom_data={"unresolved": ", ".join(request.message.unresolved)} if request.message.unresolved else {},
+        requested_at=request.requested_at,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- lifecycle
+
+
+def step_changed(
+    execution: Execution, step: StepState, *, at: datetime, gate_id: str | None = None
+) -> wire.ExecutionStepChanged:
+    """A step's new status as an ExecutionStepChanged event."""
+    stage = execution.plan.stage(step.stage)
+    outputs: dict[str, str] = dict(step.outputs)
+    if step.approval is not None:
+        outputs.update({f"approverInputs.{name}": value for name, value in step.approval.inputs.items()})
+    return wire.ExecutionStepChanged(
+        execution_id=execution.execution_id,
+        pipeline_id=execution.pipeline.identifier,
+        stage_id=stage.identifier,
+        stage_name=stage.name,
+        step_id=step.identifier,
+        step_name=step.name,
+        step_type=step.type,
+        attempt=step.attempt,
+        status=RUN_STATUS[step.status],
+        gate_id=gate_id,
+        outputs=outputs if step.status == StepStatus.SUCCEEDED else {},
+        error=step.reason[:4096] if step.reason and step.status != StepStatus.SUCCEEDED else None,
+        changed_at=at,
+    )
+
+
+def _failure(execution: Execution) -> tuple[FailureCause, StepState | None]:
+    failed = [s for s in execution.steps() if s.status in (StepStatus.APPROVAL_REJECTED, StepStatus.EXPIRED)]
+    failed += [s for s in execution.steps() if s.status == StepStatus.FAILED]
+    if not failed:
+        return FailureCause.STEP_FAILED, None
+    step = failed[0]
+    if step.status == StepStatus.APPROVAL_REJECTED:
+        return FailureCause.APPROVAL_REJECTED, step
+    if step.status == StepStatus.EXPIRED:
+        return FailureCause.APPROVAL_EXPIRED, step
+    if step.reason and step.reason.startswith("timed out"):
+        return FailureCause.TIMEOUT, step
+    return FailureCause.STEP_FAILED, step
+
+
+def finished(execution: Execution, action: ExecutionFinished) -> wire.EventData:
+    """ExecutionSucceeded, ExecutionFailed or ExecutionAborted for the end of an execution."""
+    common: dict[str, Any] = {
+        "execution_id": execution.execution_id,
+        "pipeline_id": execution.pipeline.identifier,
+        "finished_at": action.finished_at,
+    }
+    if action.status == "SUCCEEDED":
+        return wire.ExecutionSucceeded(**common)
+    if action.status == "ABORTED":
+        return wire.ExecutionAborted(**common, reason=(action.reason or "")[:4096])
+    cause, step = _failure(execution)
+    return wire.ExecutionFailed(
+        **common,
+        cause=cause,
+        stage_id=step.stage if step else None,
+        step_id=step.identifier if step else None,
+        error=(action.reason or "")[:4096],
+    )

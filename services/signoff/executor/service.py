@@ -1,0 +1,67 @@
+"""The executor role: consumes execution requests and gate events, runs pipelines, publishes approval requests and
+execution events."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from signoff.approval.domain.clock import Clock, SystemClock
+from signoff.catalog import Catalog
+from signoff.contracts.topics import APPROVAL_GATES, APPROVAL_REQUESTS, EXECUTION_EVENTS, EXECUTION_REQUESTS
+from signoff.executor.handlers import ExecutorHandler
+from signoff.executor.repository import SCHEMA, ExecutorRepository
+from signoff.executor.runner import Runner
+from signoff.executor.settings import ExecutorSettings
+from signoff.runtime.logging import configure_logging
+from signoff.runtime.service import Service, ServiceContext, ServiceSpec
+from signoff.runtime.settings import load_settings
+
+REQUESTS_TOPIC = EXECUTION_REQUESTS.name
+GATES_TOPIC = APPROVAL_GATES.name
+
+
+def load_catalog(settings: ExecutorSettings) -> Catalog | None:
+    """The catalog of SIGNOFF_CATALOG_FILE (a bad file stops the role at start, with the problem), or None."""
+    return Catalog.load(settings.catalog_file) if settings.catalog_file is not None else None
+
+
+def executor_spec(settings: ExecutorSettings, clock: Clock | None = None) -> ServiceSpec:
+    """The executor role's spec: the consumer handler, and the runner as a background task."""
+    clock = clock or SystemClock()
+    catalog = load_catalog(settings)
+    repository = ExecutorRepository(SCHEMA)
+
+    def handler(context: ServiceContext) -> ExecutorHandler:
+        return ExecutorHandler(catalog=catalog, clock=clock, repository=repository)
+
+    async def run_executions(context: ServiceContext) -> None:
+        runner = Runner(
+            context.pool,
+            clock,
+            catalog=catalog,
+            repository=repository,
+            poll_interval=settings.runner_poll_seconds,
+            lease_seconds=settings.script_lease_seconds,
+        )
+        await runner.run(context.stopping)
+
+    run_executions.__name__ = "executor-runner"
+    return ServiceSpec(
+        name="executor",
+        schema=SCHEMA,
+        migrations_package="signoff.executor.sql",
+        consumes=(REQUESTS_TOPIC, GATES_TOPIC),
+        produces=(APPROVAL_REQUESTS.name, EXECUTION_EVENTS.name),
+        handler=handler,
+        background=(run_executions,),
+    )
+
+
+@click.command()
+def executor() -> None:
+    """Run the executor service (pipelines, scripts, approval steps) until SIGTERM."""
+    settings = load_settings(ExecutorSettings)
+    configure_logging(settings.log_level, settings.log_format, role="executor")
+    asyncio.run(Service(executor_spec(settings), settings).run())

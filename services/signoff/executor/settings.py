@@ -1,0 +1,28 @@
+"""Settings of the executor role: the shared ones plus the catalog, the runner's poll interval and the script lease."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from signoff.runtime.settings import Settings
+
+
+class ExecutorSettings(Settings):
+    """Each field is the variable SIGNOFF_<FIELD NAME IN UPPER CASE> (or a file of that name in the secrets dir)."""
+
+    catalog_file: Path | None = Field(
+        None,
+        description="Catalog YAML (docs/catalog.md): pipeline refs are checked against it and approval requests "
+        "carry the stage metadata it resolves. Unset: refs are not checked and stay unresolved.",
+    )
+    runner_poll_seconds: float = Field(
+        1.0, gt=0, description="How often the runner looks for due waits and script deadlines besides its wake-ups."
+    )
+    script_lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        description="A replica running scripts renews its claim on their executions this often x3; when it stops "
+        "renewing (it died), another replica applies the restart rule after this long.",
+    )

@@ -1,0 +1,1 @@
+"""SQL migrations of the executor schema (applied by signoff.runtime.migrations)."""

@@ -1,0 +1,102 @@
+"""Both roles together on the real topics: the executor asks, the approval role opens the gate, an approver answers
+with CodePipeline's command and the example decision file (its token taken from `get-pipeline-state`), and the
+pipeline goes on with the approver's input. Topics are shared with other tests, so everything is filtered by this
+test's execution."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+from datetime import timedelta
+
+import pytest
+import structlog
+from click.testing import CliRunner
+
+from signoff import contracts as wire
+from signoff.approval.domain.clock import FixedClock
+from signoff.approval.service import approval_spec
+from signoff.approval.settings import ApprovalSettings
+from signoff.cli.main import cli
+from signoff.executor.service import GATES_TOPIC, executor_spec
+from signoff.runtime.service import Service
+from tests.integration.executor.conftest import EXAMPLE, REPO, START, ExecutorRole, execution_request
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+KEY = "cli-secret-for-this-test"
+
+
+class RealGatesRole(ExecutorRole):
+    def spec(self):
+        return dataclasses.replace(
+            executor_spec(self.settings, self.clock), group_id=self.group, consumes=(self.requests, GATES_TOPIC)
+        )
+
+
+async def test_an_approval_through_the_approval_role_resumes_the_example(settings, names, database_url, tmp_path):
+    previous_logging = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.__stderr__))
+    directory = tmp_path / "directory.yaml"
+    directory.write_text("groups:\n  docs:\n    - {user: dana, email: dana@example.com}\n")
+    approval_settings = ApprovalSettings(
+        **{**settings.model_dump(), "decision_keys": {"cli": KEY}, "directory_file": directory}
+    )
+    approval = Service(
+        dataclasses.replace(approval_spec(approval_settings, FixedClock(START)), group_id=names.group("approval")),
+        approval_settings,
+    )
+    executor = RealGatesRole(settings, names, database_url)
+    await approval.start()
+    await executor.start()
+    env = {
+        "SIGNOFF_HOME": str(tmp_path / "home"),
+        "SIGNOFF_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "SIGNOFF_KAFKA_ENABLE_IDEMPOTENCE": str(settings.kafka_enable_idempotence).lower(),
+        "SIGNOFF_DATABASE_URL": database_url,
+        "SIGNOFF_CLI_DECISION_KEY": KEY,
+        "SIGNOFF_USER": "dana",
+    }
+
+    async def signoff(*args: str):
+        result = await asyncio.to_thread(CliRunner().invoke, cli, list(args), env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result
+
+    try:
+        request = execution_request(EXAMPLE.read_text(), pipeline_id="checkout_blue_green")
+        await executor.send(request)
+
+        async def token():
+            gate = await executor.gate_row(request.execution_id)
+            return gate["token"] if gate is not None else None
+
+        await eventually(token, timeout=30, what="the approval role's GateOpened")
+        state = json.loads((await signoff("get-pipeline-state", "--name", "checkout_blue_green", "--json")).stdout)
+        (staging, _) = state["stageStates"]
+        waiting = next(a for a in staging["actionStates"] if a["actionName"] == "Harness_Approval_Step")
+        shown_token = waiting["latestExecution"]["token"]
+
+        decision = json.loads((REPO / "examples" / "decisions" / "approvalstage-approved.json").read_text())
+        decision["token"] = shown_token
+        decision_file = tmp_path / "approvalstage-approved.json"
+        decision_file.write_text(json.dumps(decision))
+        result = await signoff("put-approval-result", "--cli-input-json", f"file://{decision_file}")
+        assert "gate is now approved" in result.stdout
+
+        await executor.wait_step(request.execution_id, "production_rollout.roll_out.bake", "RUNNING")
+        # No approver set foo: the default of the seed's approverInputs reaches the later step.
+        assert (await executor.logs(request.execution_id))["staging_blue_green.echo_input"].strip() == "foo is bar"
+        step = await executor.step(request.execution_id, "staging_blue_green.Harness_Approval_Step")
+        assert step["approval"]["activities"][0]["approver"]["name"] == "dana"
+        assert step["approval"]["activities"][0]["comments"] == decision["result"]["summary"]
+        executor.advance(timedelta(minutes=15))
+        await executor.wait_status(request.execution_id, "SUCCEEDED")
+        assert len(await executor.published(wire.ExecutionSucceeded.event_type, request.execution_id)) == 1
+    finally:
+        await executor.stop()
+        await approval.stop()
+        structlog.configure(**previous_logging)

@@ -1,0 +1,173 @@
+"""The executor's domain mapped onto the wire contract: approval requests, lifecycle events, CodePipeline's state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from signoff import contracts as wire
+from signoff.catalog import Catalog
+from signoff.contracts.events import FailureCause, RunStatus, TimeoutAction
+from signoff.executor.cli import pipeline_state
+from signoff.executor.domain.actions import Approver, ExecutionFinished, RequestApproval, TriggeredBy
+from signoff.executor.domain.execution import Execution
+from signoff.executor.domain.pipeline import parse_pipeline
+from signoff.executor.mapping import approval_requested, finished, step_changed
+from tests.unit.executor.builders import EXAMPLES, approval, deployment, pipeline, shell, stage
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+ADA = wire.Person(user="ada", name="Ada Lovelace", email="ada@example.com")
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return Catalog.load(EXAMPLES / "catalog.yaml")
+
+
+def _start(document, catalog: Catalog | None) -> Execution:
+    return Execution.start(
+        parse_pipeline(document, catalog=catalog),
+        execution_id="ex-1",
+        sequence_id=1,
+        triggered_by=TriggeredBy(name=ADA.name or ADA.user, email=ADA.email),
+        now=T0,
+        catalog=catalog,
+    )
+
+
+def _at_approval(execution: Execution, outputs: dict[str, str] | None = None) -> RequestApproval:
+    """Run the execution's scripts as succeeded (with `outputs`; undeclared names are dropped) up to its approval."""
+    now = T0
+    while True:
+        actions = execution.next_actions(now)
+        for action in actions:
+            if isinstance(action, RequestApproval):
+                return action
+            execution.step_succeeded(action.step_path, outputs or {}, now=now)  # type: ignore[union-attr]
+        now += timedelta(seconds=1)
+
+
+def test_an_approval_request_carries_policy_inputs_metadata_and_what_stayed_unresolved(catalog: Catalog) -> None:
+    document = pipeline(
+        deployment(
+            "stage_one",
+            shell("prepare"),
+            approval(
+                "approve",
+                message="<+service.name> on <+env.name> for <+pipeline.variables.missing>",
+                timeoutAction="Reject",
+                approvers={
+                    "userGroups": ["qa", "sre"],
+                    "minimumCount": 1,
+                    "disallowPipelineExecutor": True,
+                    "rules": [{"name": "two SREs", "userGroups": ["sre"], "minimumCount": 2}],
+                },
+                approverInputs=[{"name": "region", "defaultValue": "eu", "allowedValues": ["eu", "us"]}],
+            ),
+        ),
+        stage("later", shell("x")),
+    )
+    execution = _start(document, catalog)
+    request = approval_requested(_at_approval(execution).request, ADA)
+
+    assert request.key.as_path() == "test_pipeline/ex-1/stage_one/approve/1"
+    assert request.triggered_by == ADA
+    assert request.message_template.startswith("<+service.name>")
+    assert request.message == "Checkout API on Staging for <+pipeline.variables.missing>"
+    assert request.custom_data == {"unresolved": "<+pipeline.variables.missing>"}
+    assert request.timeout_action == TimeoutAction.REJECT and request.timeout == "1d"
+    policy = request.policy
+    assert policy.user_groups == ["qa", "sre"] and policy.disallow_pipeline_executor
+    assert [(r.user_groups, r.minimum_count) for r in policy.rules] == [(["sre"], 2)]
+    assert [(i.name, i.default_value, i.allowed_values) for i in request.approver_inputs] == [
+        ("region", "eu", ["eu", "us"])
+    ]
+    assert [(s.identifier, s.type) for s in request.upcoming_stages] == [("later", "Custom")]
+    assert [(h.step_id, h.status) for h in request.execution_history] == [
+        (None, RunStatus.RUNNING),
+        ("prepare", RunStatus.SUCCEEDED),
+    ]
+
+
+def test_unresolvable_refs_stay_as_written_in_the_metadata() -> None:
+    document = pipeline(deployment("d", approval("approve"), service="<+pipeline.variables.svc>"))
+    execution = _start(document, None)
+    request = approval_requested(_at_approval(execution).request, ADA)
+    assert request.current_stage.service_refs == ["<+pipeline.variables.svc>"]
+    # Without a catalog, literal refs are kept as identifiers (the notifier resolves them).
+    assert [e.ref for e in request.current_stage.environments] == ["staging"]
+
+
+def test_lifecycle_events_say_why_an_execution_ended(catalog: Catalog) -> None:
+    execution = _start(pipeline(deployment("d", approval("approve"), shell("after"))), catalog)
+    _at_approval(execution)
+    execution.approval_rejected("d.approve", [Approver(name="bob")], "no", now=T0)
+    (end,) = [a for a in execution.next_actions(T0) if isinstance(a, ExecutionFinished)]
+    failed = finished(execution, end)
+    assert isinstance(failed, wire.ExecutionFailed)
+    assert (failed.cause, failed.stage_id, failed.step_id) == (FailureCause.APPROVAL_REJECTED, "d", "approve")
+    changed = step_changed(execution, execution.step("d.after"), at=T0)
+    assert changed.status == RunStatus.SKIPPED and changed.stage_name == "D"
+
+
+def test_get_pipeline_state_has_codepipelines_shape_and_the_waiting_token(catalog: Catalog) -> None:
+    execution = _start(pipeline(deployment("d", shell("first"), approval("approve"), shell("after"))), catalog)
+    _at_approval(execution)
+    row = {
+        "pipeline_id": "test_pipeline",
+        "status": "RUNNING",
+        "state": execution.to_dict(),
+        "started_at": T0,
+        "updated_at": T0,
+    }
+    gates = [{"step_path": "d.approve", "attempt": 1, "token": "tok-1", "message": "Please approve", "gate_id": "g1"}]
+    state = pipeline_state(row, gates)
+    assert state["pipelineName"] == "test_pipeline"
+    (stage_state,) = state["stageStates"]
+    assert stage_state["latestExecution"]["status"] == "InProgress"
+    actions = {a["actionName"]: a for a in stage_state["actionStates"]}
+    assert actions["first"]["latestExecution"]["status"] == "Succeeded"
+    assert actions["approve"]["latestExecution"] == {
+        "status": "InProgress",
+        "lastStatusChange": (T0 + timedelta(seconds=1)).timestamp(),
+        "token": "tok-1",
+        "summary": "Please approve",
+        "externalExecutionId": "g1",
+    }
+    assert "latestExecution" not in actions["after"]
+
+
+def test_upcoming_environment_groups_gitops_clusters_and_custom_metadata_are_carried(catalog: Catalog) -> None:
+    rich = parse_pipeline((EXAMPLES / "pipelines" / "blue-green-rich-approval.yaml").read_text(), catalog=catalog)
+    execution = Execution.start(
+        rich,
+        execution_id="ex-2",
+        sequence_id=1,
+        triggered_by=TriggeredBy(name="Ada"),
+        now=T0,
+        catalog=catalog,
+        variables={"tag": "2.0.0"},
+    )
+    outputs = {"greenUrl": "https://green.staging.example.com", "result": "passed"}
+    request = approval_requested(_at_approval(execution, outputs).request, ADA)
+    assert request.message.splitlines()[:2] == [
+        "Checkout API 2.0.0 is live as green on Staging (shop).",
+        "Smoke test: passed",
+    ]
+    (production,) = request.upcoming_stages
+    assert production.environment_group_ref == "production"
+    assert [(e.ref, e.type, e.gitops_cluster_refs) for e in production.environments] == [
+        ("prod_eu", "Production", ["argo_prod_eu"]),
+        ("prod_us", "Production", ["argo_prod_us"]),
+    ]
+    assert production.service_refs == ["checkout"]
+    # Known now: the pipeline variable. Not yet: the approver input the approval itself will set.
+    assert production.custom_metadata == {
+        "changeTicket": "CHG-1042",
+        "rolloutSpeed": "<+pipeline.stages.staging_blue_green.spec.execution.steps.approve_rollout.output."
+        "approverInputs.rollout_speed>",
+    }
+    assert request.current_stage.artifacts[0].tag == "2.0.0" and request.current_stage.artifacts[0].service_ref == (
+        "checkout"
+    )
