@@ -12,6 +12,7 @@ from signoff.contracts.events import GateRejected
 from signoff.notifier.domain import (
     ApprovalView,
     OutcomeView,
+    document,
     render,
     render_email,
     render_slack,
@@ -175,9 +176,14 @@ def test_hostile_names_in_subject_and_titles_are_escaped() -> None:
     assert "<b>" not in teams_text(render_teams(view))
 
 
-def test_webhook_payload_is_the_event_data(view: ApprovalView) -> None:
+def test_webhook_payload_is_the_event_data_with_the_resolved_notification(view: ApprovalView) -> None:
     message = render_webhook(view)
-    assert json.loads(message.body) == opened().model_dump(mode="json")
+    body = json.loads(message.body)
+    notification = body.pop("notification")
+    assert body == opened().model_dump(mode="json")
+    assert notification["title"] == document(view).title and notification["text"] == render_email(view).text
+    assert set(notification["links"]) == {"approve", "reject"}
+    assert all(url.startswith(PAGE) for url in notification["links"].values())
     headers = dict(message.headers)
     assert headers["ce-type"] == "io.signoff.gate.opened.v1" and headers["ce-subject"] == "gate-5d0c6f0e"
     assert headers["ce-id"] == view.event_id

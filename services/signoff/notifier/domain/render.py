@@ -444,7 +444,10 @@ class WebhookMessage:
 
 
 def render_webhook(view: NotificationView, *, source: str = "urn:signoff:approval") -> WebhookMessage:
-    """The CloudEvent data as deterministic JSON with `ce-*` headers (CloudEvents HTTP binding, binary mode)."""
+    """The CloudEvent data as deterministic JSON with `ce-*` headers (CloudEvents HTTP binding, binary mode), plus a
+    `notification` member with what the people-facing channels show: the title, the plain text with every id
+    resolved against the catalog (names, environment types, links), and the approve / reject links, so a webhook
+    consumer needs no catalog of its own."""
     headers = (
         ("content-type", "application/json"),
         ("ce-specversion", "1.0"),
@@ -453,7 +456,13 @@ def render_webhook(view: NotificationView, *, source: str = "urn:signoff:approva
         ("ce-type", view.event_type),
         ("ce-subject", view.gate_id),
     )
-    return WebhookMessage(body=to_json(view.data), headers=headers)
+    doc = document(view)
+    notification = {
+        "title": doc.title,
+        "text": render_email(view).text,
+        "links": {label.lower(): url for label, url, _ in doc.actions},
+    }
+    return WebhookMessage(body=to_json({**view.data, "notification": notification}), headers=headers)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
