@@ -93,3 +93,14 @@ async def add_filler_gates(pool: asyncpg.Pool, template_gate: str, count: int, c
 async def server_version(pool: asyncpg.Pool) -> str:
     async with pool.acquire() as conn:
         return str(await conn.fetchval("SHOW server_version"))
+
+
+async def replay_deliveries(pool: asyncpg.Pool) -> int:
+    """Make every notifier delivery due again (as never tried), so a restarted notifier only sends: its consumer
+    has nothing new to plan. Returns how many."""
+    async with pool.acquire() as conn:
+        result = await conn.execute(
+            """UPDATE notifier.deliveries SET status = 'pending', attempts = 0, sent_at = NULL,
+                   next_attempt_at = now() - interval '1 second'"""
+        )
+    return int(result.split()[-1])

@@ -180,16 +180,22 @@ class NotifierRepository:
             limit,
         )
 
-    async def mark_sent(self, conn: asyncpg.Connection, delivery_id: int, attempt: int, now: datetime) -> bool:
-        """Mark a try successful; False when the row was re-claimed meanwhile (its lease had expired)."""
-        result = await conn.execute(
-            f"""UPDATE {self._t("deliveries")} SET status = 'sent', sent_at = $3, updated_at = $3, last_error = NULL
-                WHERE id = $1 AND attempts = $2 AND status = 'sending'""",  # noqa: S608
-            delivery_id,
-            attempt,
+    async def mark_many_sent(
+        self, conn: asyncpg.Connection, tries: Sequence[tuple[int, int]], now: datetime
+    ) -> set[int]:
+        """Mark successful tries (delivery id, attempt) in one statement; returns the ids marked (a row re-claimed
+        meanwhile, its lease having expired, is left to its new try)."""
+        rows = await conn.fetch(
+            f"""UPDATE {self._t("deliveries")} d
+                SET status = 'sent', sent_at = $3, updated_at = $3, last_error = NULL
+                FROM unnest($1::bigint[], $2::int[]) AS t(id, attempt)
+                WHERE d.id = t.id AND d.attempts = t.attempt AND d.status = 'sending'
+                RETURNING d.id""",  # noqa: S608
+            [delivery_id for delivery_id, _ in tries],
+            [attempt for _, attempt in tries],
             now,
         )
-        return result.endswith(" 1")
+        return {row["id"] for row in rows}
 
     async def mark_failed(
         self,
