@@ -6,7 +6,7 @@ import json
 import stat
 from pathlib import Path
 
-from signoff.cli.dev import _directory_env
+from signoff.cli.dev import _example_env
 from signoff.devstack import DevStack
 from signoff.devstack.stack import KEYS_FILE
 
@@ -28,7 +28,7 @@ def test_the_cli_and_the_roles_get_the_same_key(tmp_path: Path) -> None:
 
 def test_the_example_directory_is_used_when_none_is_set(monkeypatch) -> None:
     monkeypatch.delenv("SIGNOFF_DIRECTORY_FILE", raising=False)
-    path = Path(_directory_env()["SIGNOFF_DIRECTORY_FILE"])
+    path = Path(_example_env("SIGNOFF_DIRECTORY_FILE", "directory.yaml")["SIGNOFF_DIRECTORY_FILE"])
     assert path.name == "directory.yaml" and "docs:" in path.read_text()
     monkeypatch.setenv("SIGNOFF_DIRECTORY_FILE", "/elsewhere.yaml")
-    assert _directory_env() == {}
+    assert _example_env("SIGNOFF_DIRECTORY_FILE", "directory.yaml") == {}

@@ -38,7 +38,7 @@ from signoff.approval.repository import ApprovalRepository, AuditRow, NewGate, N
 from signoff.approval.settings import ApprovalSettings
 from signoff.contracts.events import RefusalReason as WireRefusal
 from signoff.runtime.consumer import Received, UnitOfWork
-from signoff.runtime.outbox import OutboxRecord, OutboxWriter
+from signoff.runtime.outbox import OutboxRecord, OutboxWriter, event_record
 
 log = structlog.get_logger(__name__)
 
@@ -48,17 +48,8 @@ class UnsupportedEvent(ValueError):
 
 
 def outbox_record(data: wire.EventData, *, at: datetime, traceparent: str | None = None) -> OutboxRecord:
-    """The outbox row publishing `data` (topic by type, key by contract, CloudEvents value and headers)."""
-    event = wire.new_event(data, source=EVENT_SOURCE, time=at, traceparent=traceparent)
-    value, headers = wire.encode(event)
-    return OutboxRecord(
-        id=event.id,
-        topic=wire.topic_for(event.type).name,
-        key=wire.message_key(event).decode(),
-        type=event.type,
-        value=value,
-        headers=headers,
-    )
+    """The outbox row publishing `data` from this service."""
+    return event_record(data, source=EVENT_SOURCE, at=at, traceparent=traceparent)
 
 
 async def load_gates(

@@ -210,18 +210,22 @@ async def _measure(
         )
         pending_before = await database.pending_count(pool)
         say(f"P2: decisions at {options.rate:g}/s for {options.seconds:g}s ({pending_before:,} gates pending)")
-        decided = await scenarios.decision_latency(
-            settings,
-            producer,
-            pool,
-            decisions_topic=DECISIONS,
-            gates_topic=GATES,
-            group=f"bench-outcomes-{run_id}",
-            pipeline=pipeline,
-            key=key.encode(),
-            rate=options.rate,
-            seconds=options.seconds,
-        )
+
+        async def decide(group: str) -> scenarios.Latencies:
+            return await scenarios.decision_latency(
+                settings,
+                producer,
+                pool,
+                decisions_topic=DECISIONS,
+                gates_topic=GATES,
+                group=group,
+                pipeline=pipeline,
+                key=key.encode(),
+                rate=options.rate,
+                seconds=options.seconds,
+            )
+
+        decided = await decide(f"bench-outcomes-{run_id}")
         report.add(
             Row(
                 "P2",
@@ -280,18 +284,7 @@ async def _measure(
         approval = await start("approval")
         pending_total = await database.pending_count(pool)
         say(f"P4: decisions at {options.rate:g}/s with {pending_total:,} gates pending")
-        at_scale = await scenarios.decision_latency(
-            settings,
-            producer,
-            pool,
-            decisions_topic=DECISIONS,
-            gates_topic=GATES,
-            group=f"bench-outcomes-scale-{run_id}",
-            pipeline=pipeline,
-            key=key.encode(),
-            rate=options.rate,
-            seconds=options.seconds,
-        )
+        at_scale = await decide(f"bench-outcomes-scale-{run_id}")
         report.add(
             Row(
                 "P4",

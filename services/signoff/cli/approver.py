@@ -24,11 +24,10 @@ from signoff import contracts as wire
 from signoff.approval.repository import SCHEMA, ApprovalRepository
 from signoff.approval.service import DECISIONS_TOPIC, read_directory
 from signoff.cli.errors import CliError, CliUsageError
+from signoff.cli.plumbing import cli_settings, publish, run_with_connection
 from signoff.cli.settings import CliSettings
 from signoff.contracts.events import DecisionStatus
 from signoff.runtime.db import create_pool
-from signoff.runtime.kafka import make_producer
-from signoff.runtime.settings import load_settings
 
 SOURCE = "cli"
 EVENT_SOURCE = "urn:signoff:cli"
@@ -41,26 +40,11 @@ T = TypeVar("T")
 
 
 def _settings() -> CliSettings:
-    try:
-        return load_settings(CliSettings)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise CliError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return cli_settings(CliSettings)
 
 
 def _run_db(settings: CliSettings, work: Callable[[asyncpg.Connection, ApprovalRepository], Awaitable[T]]) -> T:
-    async def main() -> T:
-        try:
-            pool = await create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=2)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise CliError(f"cannot reach the database: {exc}") from None
-        try:
-            async with pool.acquire() as conn:
-                return await work(conn, ApprovalRepository(SCHEMA))
-        finally:
-            await pool.close()
-
-    return asyncio.run(main())
+    return run_with_connection(settings, lambda conn: work(conn, ApprovalRepository(SCHEMA)))
 
 
 def _jsonable(value: Any) -> Any:
@@ -257,17 +241,7 @@ def _decide(settings: CliSettings, made: wire.ApprovalDecision) -> None:
 async def _publish_and_wait(
     settings: CliSettings, decision: wire.ApprovalDecision
 ) -> tuple[str, str | None, str | None, str, str | None] | None:
-    event = wire.new_event(decision, source=EVENT_SOURCE)
-    value, headers = wire.encode(event)
-    producer = make_producer(settings, "signoff-cli")
-    try:
-        await producer.start()
-        await producer.send_and_wait(DECISIONS_TOPIC, value, key=wire.message_key(event), headers=headers)
-    except Exception as exc:  # any broker failure: one line for the user
-        raise CliError(f"cannot publish the decision: {exc}") from None
-    finally:
-        await producer.stop()
-
+    await publish(settings, DECISIONS_TOPIC, decision, source=EVENT_SOURCE, what="the decision")
     try:
         pool = await create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=1)
     except (OSError, asyncpg.PostgresError) as exc:

@@ -9,37 +9,25 @@ from typing import Any
 
 import asyncpg
 import click
-from pydantic import ValidationError
 
 from signoff.cli.errors import CliError
+from signoff.cli.plumbing import cli_settings, connection
 from signoff.notifier.repository import SCHEMA, NotifierRepository
-from signoff.runtime.db import create_pool
-from signoff.runtime.settings import Settings, load_settings
+from signoff.runtime.settings import Settings
 
 
 def _settings() -> Settings:
-    try:
-        return load_settings(Settings)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise CliError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return cli_settings(Settings)
 
 
-async def _read(dsn: str, gate: str | None) -> tuple[bool, list[dict[str, Any]]]:
-    try:
-        pool = await create_pool(dsn, min_size=1, max_size=1)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise CliError(f"cannot reach the database: {exc}") from None
+async def _read(settings: Settings, gate: str | None) -> tuple[bool, list[dict[str, Any]]]:
     repository = NotifierRepository(SCHEMA)
-    try:
-        async with pool.acquire() as conn:
-            try:
-                known = gate is None or await repository.gate(conn, gate) is not None
-                rows = await repository.deliveries(conn, gate)
-            except asyncpg.UndefinedTableError:
-                raise CliError("the notifier schema is missing: run `signoff migrate`") from None
-    finally:
-        await pool.close()
+    async with connection(settings) as conn:
+        try:
+            known = gate is None or await repository.gate(conn, gate) is not None
+            rows = await repository.deliveries(conn, gate)
+        except asyncpg.UndefinedTableError:
+            raise CliError("the notifier schema is missing: run `signoff migrate`") from None
     return known, [dict(row) for row in rows]
 
 
@@ -63,7 +51,7 @@ def _line(row: dict[str, Any]) -> str:
 def deliveries(gate: str | None, as_json: bool) -> None:
     """Show notifier deliveries: sent, retrying, or dead-lettered."""
     settings = _settings()
-    known, rows = asyncio.run(_read(settings.database_url.get_secret_value(), gate))
+    known, rows = asyncio.run(_read(settings, gate))
     if not known:
         raise CliError(f"the notifier knows no gate {gate}")
     if as_json:

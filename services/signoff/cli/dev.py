@@ -113,26 +113,15 @@ def _detach(state_dir: Path, kafka_port: int | None, postgres_port: int | None) 
     click.echo((state_dir / ENV_FILE).read_text(), nl=False)
 
 
-def _directory_env() -> dict[str, str]:
-    """SIGNOFF_DIRECTORY_FILE -> the repository's examples/directory.yaml when it exists and none is set."""
-    if os.environ.get("SIGNOFF_DIRECTORY_FILE"):
+def _example_env(variable: str, example: str) -> dict[str, str]:
+    """`variable` -> the repository's examples/`example` when it exists and the variable is not set: the dev
+    stack's directory of user groups (approval role) and catalog (executor and notifier)."""
+    if os.environ.get(variable):
         return {}
     for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
-        candidate = root / "examples" / "directory.yaml"
+        candidate = root / "examples" / example
         if candidate.is_file():
-            return {"SIGNOFF_DIRECTORY_FILE": str(candidate)}
-    return {}
-
-
-def _catalog_env() -> dict[str, str]:
-    """SIGNOFF_CATALOG_FILE -> the repository's examples/catalog.yaml when it exists and none is set (the executor
-    checks pipeline refs against it)."""
-    if os.environ.get("SIGNOFF_CATALOG_FILE"):
-        return {}
-    for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
-        candidate = root / "examples" / "catalog.yaml"
-        if candidate.is_file():
-            return {"SIGNOFF_CATALOG_FILE": str(candidate)}
+            return {variable: str(candidate)}
     return {}
 
 
@@ -193,8 +182,8 @@ class Supervisor:
             os.environ
             | self.stack.env
             | self.stack.role_env
-            | _directory_env()
-            | _catalog_env()
+            | _example_env("SIGNOFF_DIRECTORY_FILE", "directory.yaml")
+            | _example_env("SIGNOFF_CATALOG_FILE", "catalog.yaml")
             # Health endpoints on loopback and any free port: several roles share one machine.
             | {
                 "SIGNOFF_LOG_FORMAT": os.environ.get("SIGNOFF_LOG_FORMAT", "console"),

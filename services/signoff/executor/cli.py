@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 import click
-from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from signoff import contracts as wire
 from signoff.catalog import Catalog, CatalogError
 from signoff.catalog.yamldoc import YamlDocumentError
 from signoff.cli.errors import CliError, CliUsageError
+from signoff.cli.plumbing import cli_settings, connection, publish
 from signoff.cli.settings import CliSettings
 from signoff.executor.domain.actions import TriggeredBy
 from signoff.executor.domain.execution import Execution, ExecutionStatus, InvalidStart, StepStatus
@@ -35,9 +35,6 @@ from signoff.executor.domain.pipeline import PipelineError, parse_pipeline
 from signoff.executor.handlers import pipeline_problem
 from signoff.executor.repository import SCHEMA, ExecutorRepository
 from signoff.executor.service import REQUESTS_TOPIC
-from signoff.runtime.db import create_pool
-from signoff.runtime.kafka import make_producer
-from signoff.runtime.settings import load_settings
 
 EVENT_SOURCE = "urn:signoff:cli"
 POLL_INTERVAL_SECONDS = 0.2
@@ -62,23 +59,12 @@ STAGE_STATUS = {**ACTION_STATUS, StepStatus.ABORTED: "Stopped", StepStatus.SKIPP
 
 
 def _settings() -> CliSettings:
-    try:
-        return load_settings(CliSettings)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise CliError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return cli_settings(CliSettings)
 
 
 async def _with_db(settings: CliSettings, work: Callable[[asyncpg.Connection, ExecutorRepository], Awaitable[T]]) -> T:
-    try:
-        pool = await create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=2)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise CliError(f"cannot reach the database: {exc}") from None
-    try:
-        async with pool.acquire() as conn:
-            return await work(conn, ExecutorRepository(SCHEMA))
-    finally:
-        await pool.close()
+    async with connection(settings) as conn:
+        return await work(conn, ExecutorRepository(SCHEMA))
 
 
 def _run_db(settings: CliSettings, work: Callable[[asyncpg.Connection, ExecutorRepository], Awaitable[T]]) -> T:
@@ -86,16 +72,7 @@ def _run_db(settings: CliSettings, work: Callable[[asyncpg.Connection, ExecutorR
 
 
 async def _publish(settings: CliSettings, data: wire.EventData) -> None:
-    event = wire.new_event(data, source=EVENT_SOURCE)
-    value, headers = wire.encode(event)
-    producer = make_producer(settings, "signoff-cli")
-    try:
-        await producer.start()
-        await producer.send_and_wait(REQUESTS_TOPIC, value, key=wire.message_key(event), headers=headers)
-    except (KafkaError, OSError) as exc:
-        raise CliError(f"cannot publish to the broker at {settings.kafka_bootstrap}: {exc}") from None
-    finally:
-        await producer.stop()
+    await publish(settings, REQUESTS_TOPIC, data, source=EVENT_SOURCE, what="the request")
 
 
 def _epoch(value: datetime | None) -> float | None:

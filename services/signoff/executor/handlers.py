@@ -23,7 +23,7 @@ from signoff.approval.domain.clock import Clock, SystemClock
 from signoff.catalog import Catalog
 from signoff.catalog.yamldoc import YamlDocumentError, parse_yaml
 from signoff.contracts.events import DecisionStatus, FailureCause, RejectionCause
-from signoff.contracts.topics import DEAD_LETTER_TOPIC, dead_letter_headers
+from signoff.contracts.topics import DEAD_LETTER_TOPIC
 from signoff.executor.domain.actions import Approver, TriggeredBy
 from signoff.executor.domain.execution import Execution, InvalidStart, StepStatus
 from signoff.executor.domain.pipeline import Pipeline, PipelineError, parse_pipeline
@@ -31,8 +31,7 @@ from signoff.executor.mapping import outbox_record
 from signoff.executor.metrics import REQUESTS_REFUSED
 from signoff.executor.repository import ExecutorRepository, NewExecution
 from signoff.executor.store import Loaded, load, save
-from signoff.runtime.consumer import Received, UnitOfWork
-from signoff.runtime.outbox import OutboxRecord
+from signoff.runtime.consumer import Received, UnitOfWork, dead_letter_record
 
 log = structlog.get_logger(__name__)
 
@@ -299,23 +298,13 @@ class ExecutorHandler:
             "execution_request_refused", **received.log_context(), reason=refused.reason, error=refused.error[:500]
         )
         uow.outbox.add(
-            OutboxRecord(
+            dead_letter_record(
+                record,
                 id=f"dlq:{record.topic}:{record.partition}:{record.offset}",
                 topic=self.dead_letter_topic,
-                key=record.key.decode(errors="replace") if record.key else None,
-                type="dead-letter",
-                value=record.value or b"",
-                headers=[
-                    *(record.headers or ()),
-                    *dead_letter_headers(
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        reason=refused.reason,
-                        error=refused.error,
-                        consumer=self.consumer_name,
-                    ),
-                ],
+                reason=refused.reason,
+                error=refused.error,
+                consumer=self.consumer_name,
             )
         )
 

@@ -25,7 +25,7 @@ from signoff.contracts.events import (
 from signoff.executor.domain.actions import ApprovalRequest, ExecutionFinished
 from signoff.executor.domain.actions import StageMetadata as DomainStageMetadata
 from signoff.executor.domain.execution import Execution, StepState, StepStatus
-from signoff.runtime.outbox import OutboxRecord
+from signoff.runtime.outbox import OutboxRecord, event_record
 
 EVENT_SOURCE = "urn:signoff:executor"
 
@@ -44,17 +44,8 @@ _TIMEOUT_ACTIONS = {"Expire": TimeoutAction.FAIL, "Approve": TimeoutAction.APPRO
 
 
 def outbox_record(data: wire.EventData, *, at: datetime, traceparent: str | None = None) -> OutboxRecord:
-    """The outbox row publishing `data` (topic by type, key by contract, CloudEvents value and headers)."""
-    event = wire.new_event(data, source=EVENT_SOURCE, time=at, traceparent=traceparent)
-    value, headers = wire.encode(event)
-    return OutboxRecord(
-        id=event.id,
-        topic=wire.topic_for(event.type).name,
-        key=wire.message_key(event).decode(),
-        type=event.type,
-        value=value,
-        headers=headers,
-    )
+    """The outbox row publishing `data` from this service."""
+    return event_record(data, source=EVENT_SOURCE, at=at, traceparent=traceparent)
 
 
 # ---------------------------------------------------------------------------------------------------- approvals

@@ -275,24 +275,13 @@ class ConsumerLoop:
         return {row["event_id"] for row in rows}
 
     def _dead_letter(self, refusal: _Refused) -> OutboxRecord:
-        record = refusal.record
-        return OutboxRecord(
+        return dead_letter_record(
+            refusal.record,
             id=refusal.inbox_id,
             topic=self.dead_letter_topic,
-            key=record.key.decode(errors="replace") if record.key else None,
-            type="dead-letter",
-            value=record.value or b"",
-            headers=[
-                *(record.headers or ()),
-                *dead_letter_headers(
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    reason=refusal.reason,
-                    error=refusal.error,
-                    consumer=self.name,
-                ),
-            ],
+            reason=refusal.reason,
+            error=refusal.error,
+            consumer=self.name,
         )
 
     def _report(self, valid: Sequence[Received], fresh: set[str], refusals: Sequence[_Refused]) -> None:
@@ -353,3 +342,29 @@ class ConsumerLoop:
             except KafkaError:
                 continue
             CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+
+def dead_letter_record(
+    record: ConsumerRecord, *, id: str, topic: str, reason: str, error: str, consumer: str
+) -> OutboxRecord:
+    """The outbox row that copies `record` (value, key and headers as they came) to the dead-letter `topic`, with
+    its original topic / partition / offset, the reason, the error and the consumer in headers. For handlers that
+    refuse a valid event themselves; the loop uses it for what it cannot decode."""
+    return OutboxRecord(
+        id=id,
+        topic=topic,
+        key=record.key.decode(errors="replace") if record.key else None,
+        type="dead-letter",
+        value=record.value or b"",
+        headers=[
+            *(record.headers or ()),
+            *dead_letter_headers(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                reason=reason,
+                error=error,
+                consumer=consumer,
+            ),
+        ],
+    )

@@ -10,11 +10,13 @@ import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
 
+from signoff.contracts import EventData, encode, message_key, new_event, topic_for
 from signoff.runtime.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 
 log = structlog.get_logger(__name__)
@@ -35,6 +37,21 @@ class OutboxRecord:
     type: str
     value: bytes
     headers: Sequence[tuple[str, bytes]] = ()
+
+
+def event_record(data: EventData, *, source: str, at: datetime, traceparent: str | None = None) -> OutboxRecord:
+    """The outbox row publishing `data` as a CloudEvent from `source`: topic by event type, key by the topic's
+    contract, the structured-mode value and its headers."""
+    event = new_event(data, source=source, time=at, traceparent=traceparent)
+    value, headers = encode(event)
+    return OutboxRecord(
+        id=event.id,
+        topic=topic_for(event.type).name,
+        key=message_key(event).decode(),
+        type=event.type,
+        value=value,
+        headers=headers,
+    )
 
 
 def _headers_to_json(headers: Sequence[tuple[str, bytes]]) -> list[list[str]]:

@@ -1,0 +1,72 @@
+"""What every client command shares: settings with one-line errors, a short-lived database connection, and
+publishing one event. (The roles use `signoff.runtime`; these are for commands that run once and exit.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import asyncpg
+from pydantic import ValidationError
+
+from signoff import contracts as wire
+from signoff.cli.errors import CliError
+from signoff.runtime.db import create_pool
+from signoff.runtime.kafka import make_producer
+from signoff.runtime.settings import Settings, load_settings
+
+S = TypeVar("S", bound=Settings)
+T = TypeVar("T")
+
+
+def cli_settings(settings_class: type[S]) -> S:
+    """Settings from the environment (or the dev stack's env file); an invalid one is a one-line error."""
+    try:
+        return load_settings(settings_class)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CliError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+@asynccontextmanager
+async def connection(
+    settings: Settings, *, unreachable: str = "cannot reach the database"
+) -> AsyncIterator[asyncpg.Connection]:
+    """One connection for the command; an unreachable database is a one-line error starting with `unreachable`."""
+    try:
+        pool = await create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=1)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CliError(f"{unreachable}: {exc}") from None
+    try:
+        async with pool.acquire() as conn:
+            yield conn
+    finally:
+        await pool.close()
+
+
+def run_with_connection(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run `work` on one connection, to completion, from synchronous command code."""
+
+    async def main() -> T:
+        async with connection(settings) as conn:
+            return await work(conn)
+
+    return asyncio.run(main())
+
+
+async def publish(settings: Settings, topic: str, data: wire.EventData, *, source: str, what: str) -> wire.Event:
+    """Publish `data` as one CloudEvent on `topic` (acknowledged by the broker); a broker failure is one line
+    `cannot publish <what>: …`."""
+    event = wire.new_event(data, source=source)
+    value, headers = wire.encode(event)
+    producer = make_producer(settings, "signoff-cli")
+    try:
+        await producer.start()
+        await producer.send_and_wait(topic, value, key=wire.message_key(event), headers=headers)
+    except Exception as exc:  # any broker failure (unreachable, refused, timed out): one line for the user
+        raise CliError(f"cannot publish {what} to the broker at {settings.kafka_bootstrap}: {exc}") from None
+    finally:
+        await producer.stop()
+    return event
