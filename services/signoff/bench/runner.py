@@ -143,8 +143,9 @@ async def _measure(
         await process.start()
         return process
 
-    def stop(process: RoleProcess) -> None:
-        process.stop()
+    async def stop(process: RoleProcess) -> None:
+        # In a thread: the sink shares this event loop and must keep answering the notifier while it drains.
+        await asyncio.to_thread(process.stop)
         roles.remove(process)
 
     try:
@@ -178,7 +179,7 @@ async def _measure(
                 served.rate / raw.rate >= 0.5,
             )
         )
-        stop(approval)
+        await stop(approval)
         say(f"P1: {options.naive_requests:,} requests through the naive consumer (a transaction per event)")
         naive_role = await start("approval", SIGNOFF_CONSUMER_MAX_BATCH="1")
         naive = await scenarios.burst(
@@ -188,7 +189,7 @@ async def _measure(
             f"{pipeline}-naive",
             workload.requests(f"{pipeline}-naive", options.naive_requests),
         )
-        stop(naive_role)
+        await stop(naive_role)
         report.add(
             Row(
                 "P1",
@@ -244,14 +245,14 @@ async def _measure(
             sink.reset()
             notifier = await start("notifier")
             fanned = await scenarios.notifier_fan_out(sink, options.notifications)
-            stop(notifier)
+            await stop(notifier)
             body_size = sink.body_bytes // max(1, len(sink.arrivals))
             say("P3: the same deliveries sent again by a restarted notifier (sending only)")
             await database.replay_deliveries(pool)
             sink.reset()
             notifier = await start("notifier")
             sending = await scenarios.notifier_fan_out(sink, options.notifications)
-            stop(notifier)
+            await stop(notifier)
             sink.reset()
             say(f"P3: bare POST loop of {options.notifications:,} requests of {body_size:,} bytes")
             bare = await scenarios.bare_post_loop(
@@ -280,7 +281,7 @@ async def _measure(
             say(f"P4: adding {options.pending - pending_now:,} pending gates")
             template = (await database.pending_tokens(pool, pipeline, 1))[0][0]
             await database.add_filler_gates(pool, template, options.pending - pending_now)
-        stop(approval)
+        await stop(approval)
         approval = await start("approval")
         pending_total = await database.pending_count(pool)
         say(f"P4: decisions at {options.rate:g}/s with {pending_total:,} gates pending")
@@ -327,7 +328,7 @@ async def _measure(
         return report
     finally:
         for process in list(roles):
-            process.stop()
+            await asyncio.to_thread(process.stop)
         await producer.stop()
         if pool is not None:
             await pool.close()
