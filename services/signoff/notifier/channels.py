@@ -190,7 +190,13 @@ class LogTransport:
         self._lock = asyncio.Lock()
 
     async def send(self, outgoing: Outgoing) -> None:
-        log.info("notification", channel=self.channel, subject=outgoing.subject, key=outgoing.idempotency_key)
+        log.info(
+            "notification",
+            channel=self.channel,
+            subject=outgoing.subject,
+            key=outgoing.idempotency_key,
+            text=outgoing.body,  # what an approver would read: the dev stack's way of showing notifications
+        )
         if self.path is None:
             return
         line = json.dumps(
