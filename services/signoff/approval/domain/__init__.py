@@ -1,4 +1,5 @@
-"""The approval service's pure domain: gates, policies, votes, timeouts and decision signatures.
+"""The approval service's pure domain: gates, policies, votes and timeouts (decision
+signatures are checked against the wire model: `signoff.contracts.ApprovalDecision.signature_valid`).
 
 No I/O here: no database, no broker, no wall clock (time is passed in, or read from an injected ``Clock``), no
 imports from ``signoff.runtime`` or ``signoff.contracts``. The service layer maps wire models to these types and the
@@ -37,17 +38,9 @@ from signoff.approval.domain.model import (
     user_key,
 )
 from signoff.approval.domain.refusals import RefusalReason
-from signoff.approval.domain.signing import (
-    DECISION_SIGNATURE_KIND,
-    canonical_decision_bytes,
-    format_decided_at,
-    sign,
-    verify,
-)
 from signoff.approval.domain.timeouts import DEFAULT_TIMEOUT, effective_timeout
 
 __all__ = [
-    "DECISION_SIGNATURE_KIND",
     "DEFAULT_TIMEOUT",
     "ApprovalRule",
     "Approver",
@@ -80,11 +73,7 @@ __all__ = [
     "TokenFactory",
     "Vote",
     "VoteRecorded",
-    "canonical_decision_bytes",
     "effective_timeout",
-    "format_decided_at",
     "new_token",
-    "sign",
     "user_key",
-    "verify",
 ]
