@@ -53,6 +53,10 @@ class ServiceSpec:
         return self.group_id or f"signoff-{self.name}"
 
 
+BACKGROUND_GRACE_SECONDS = 15.0
+POOL_CLOSE_SECONDS = 10.0
+
+
 class Service:
     """A running role. `start()` returns once it consumes; `stop()` drains; `run()` does both around signals."""
 
@@ -126,6 +130,11 @@ class Service:
         if self.relay is not None:
             self.relay.stop()
             await self.relay.drain()
+        # Background tasks watch `stopping` and finish on their own (releasing leases, recording what they sent,
+        # returning connections); cancelling them mid-cleanup could leave a connection out and pool.close() waiting.
+        running = [task for task in self._tasks if not task.done()]
+        if running:
+            await asyncio.wait(running, timeout=BACKGROUND_GRACE_SECONDS)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -134,7 +143,12 @@ class Service:
         if self.http is not None:
             await self.http.stop()
         if self.pool is not None:
-            await self.pool.close()
+            try:
+                await asyncio.wait_for(self.pool.close(), POOL_CLOSE_SECONDS)
+            except TimeoutError:
+                # A connection never came back (a bug to find, not a reason to hang the shutdown): cut them all.
+                log.warning("pool_close_timed_out", role=self.spec.name, after_seconds=POOL_CLOSE_SECONDS)
+                self.pool.terminate()
         log.info("service_stopped", role=self.spec.name)
 
     async def run(self) -> None:
