@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -213,3 +214,4 @@ def system() -> Iterator[System]:
             check=False,
         )
         server.shutdown()
+        shutil.rmtree(work, ignore_errors=True)

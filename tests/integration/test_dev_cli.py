@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,4 +84,5 @@ async def test_dev_up_lets_the_cli_approve_with_the_stacks_own_key() -> None:
         assert f"dana approved gate {gate['gate_id']}; gate is now approved" in approved.stdout
     finally:
         down = _signoff("dev", "down", "--state-dir", str(state), env=env)
+        shutil.rmtree(home, ignore_errors=True)
         assert down.returncode == 0, down.stderr

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiokafka
@@ -56,10 +58,21 @@ def _children_of_datadir(workdir: Path) -> list[int]:
     return pids
 
 
+_WORKDIRS: list[Path] = []
+
+
 def _workdir() -> Path:
     path = Path(tempfile.mkdtemp(prefix="signoff-devstack-"))
     path.chmod(0o777)  # reachable by the unprivileged account PostgreSQL (or the test) runs as
+    _WORKDIRS.append(path)
     return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_workdirs() -> Iterator[None]:
+    yield
+    while _WORKDIRS:
+        shutil.rmtree(_WORKDIRS.pop(), ignore_errors=True)
 
 
 def _start_owner(

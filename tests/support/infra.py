@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,14 +83,17 @@ def _embedded() -> Iterator[Infra]:
     workdir = Path(tempfile.mkdtemp(prefix="signoff-test-"))
     workdir.chmod(0o755)  # PostgreSQL runs as an unprivileged account when we are root
     stack = DevStack(workdir, fast=True)
-    with stack:
-        yield Infra(
-            "embedded",
-            stack.broker.bootstrap,
-            stack.postgres.dsn("postgres"),
-            enable_idempotence=False,  # Tansu refuses idempotent producers
-            session_timeout_ms=2000,  # a group join waits about half of it on this broker
-        )
+    try:
+        with stack:
+            yield Infra(
+                "embedded",
+                stack.broker.bootstrap,
+                stack.postgres.dsn("postgres"),
+                enable_idempotence=False,  # Tansu refuses idempotent producers
+                session_timeout_ms=2000,  # a group join waits about half of it on this broker
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextlib.contextmanager
