@@ -20,18 +20,13 @@ import pytest
 import yaml
 
 from signoff.devstack.stack import ENV_FILE, read_env_file
+from tests.support.seeds import CODEPIPELINE_DECISION
 from tests.support.waiting import eventually_sync
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pipelines" / "blue-green.yaml"
 CATALOG = REPO / "examples" / "catalog.yaml"
-SEED_DECISION = {  # the CodePipeline seed's approvalstage-approved.json, verbatim
-    "pipelineName": "MyFirstPipeline",
-    "stageName": "MyApprovalStage",
-    "actionName": "MyApprovalAction",
-    "token": "1a2b3c4d-573f-4ea7-a67E-XAMPLETOKEN",
-    "result": {"status": "Approved", "summary": "The new design looks good. Ready to release to customers."},
-}
+SEED_DECISION = CODEPIPELINE_DECISION  # the CodePipeline seed's approvalstage-approved.json, verbatim
 DIRECTORY = """\
 groups:
   docs:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from signoff import contracts as wire
 from signoff.bench import database
@@ -130,6 +130,43 @@ async def _paced(count: int, rate: float, send) -> None:
         await send(index)
 
 
+async def _round_trips(
+    producer: AIOKafkaProducer,
+    consumer: AIOKafkaConsumer,
+    messages: Sequence[tuple[Hashable, str, Message]],
+    *,
+    rate: float,
+    patience: float,
+    answer_to: Callable[[ConsumerRecord], Hashable | None],
+) -> list[float]:
+    """Produce `messages` (id, topic, message) at `rate` per second and, for each, the time until `consumer` reads
+    the record `answer_to` maps back to its id. Gives up `patience` seconds after the last send is due; the caller
+    checks that every message was answered."""
+    sent: dict[Hashable, float] = {}
+    latencies: list[float] = []
+
+    async def send(index: int) -> None:
+        message_id, topic, (key, value, headers) = messages[index]
+        sent[message_id] = time.perf_counter()
+        await producer.send(topic, value, key=key, headers=headers)
+
+    try:
+        sending = asyncio.create_task(_paced(len(messages), rate, send))
+        deadline = time.perf_counter() + len(messages) / rate + patience
+        while len(latencies) < len(messages) and time.perf_counter() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            now = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    message_id = answer_to(record)
+                    if message_id in sent:
+                        latencies.append(now - sent[message_id])
+        await sending
+    finally:
+        await consumer.stop()
+    return latencies
+
+
 async def broker_latency(
     settings: Settings, producer: AIOKafkaProducer, topic: str, group: str, rate: float, seconds: float, size: int
 ) -> Latencies:
@@ -137,25 +174,11 @@ async def broker_latency(
     consumer = make_consumer(settings, [topic], group, "signoff-bench")
     await joined(consumer)
     count = int(rate * seconds)
-    sent: dict[bytes, float] = {}
-    latencies: list[float] = []
     payload = b"x" * size
-
-    async def send(index: int) -> None:
-        key = str(index).encode()
-        sent[key] = time.perf_counter()
-        await producer.send(topic, payload, key=key)
-
-    try:
-        sending = asyncio.create_task(_paced(count, rate, send))
-        deadline = time.perf_counter() + seconds + 60
-        while len(latencies) < count and time.perf_counter() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
-            now = time.perf_counter()
-            latencies.extend(now - sent[r.key] for records in batches.values() for r in records if r.key in sent)
-        await sending
-    finally:
-        await consumer.stop()
+    messages = [(str(i).encode(), topic, (str(i).encode(), payload, [])) for i in range(count)]
+    latencies = await _round_trips(
+        producer, consumer, messages, rate=rate, patience=60, answer_to=lambda record: record.key
+    )
     if len(latencies) < count:
         raise BenchError(f"the broker delivered {len(latencies)} of {count} messages within the deadline")
     return Latencies(latencies)
@@ -182,29 +205,13 @@ async def decision_latency(
     gates = await database.pending_tokens(pool, pipeline, count)
     if len(gates) < count:
         raise BenchError(f"only {len(gates)} pending gates of {pipeline} to decide, {count} needed")
-    decisions = [decision(gate_id, token, key) for gate_id, token in gates]
-    sent: dict[str, float] = {}
-    latencies: list[float] = []
+    messages = [(gate_id, decisions_topic, decision(gate_id, token, key)) for gate_id, token in gates]
 
-    async def send(index: int) -> None:
-        message_key, value, headers = decisions[index]
-        sent[gates[index][0]] = time.perf_counter()
-        await producer.send(decisions_topic, value, key=message_key, headers=headers)
+    def approved_gate(record: ConsumerRecord) -> str | None:
+        event = wire.decode(record.value, list(record.headers))
+        return event.data.gate_id if isinstance(event.data, wire.GateApproved) else None
 
-    try:
-        sending = asyncio.create_task(_paced(count, rate, send))
-        deadline = time.perf_counter() + seconds + 120
-        while len(latencies) < count and time.perf_counter() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
-            now = time.perf_counter()
-            for records in batches.values():
-                for record in records:
-                    event = wire.decode(record.value, list(record.headers))
-                    if isinstance(event.data, wire.GateApproved) and event.data.gate_id in sent:
-                        latencies.append(now - sent[event.data.gate_id])
-        await sending
-    finally:
-        await consumer.stop()
+    latencies = await _round_trips(producer, consumer, messages, rate=rate, patience=120, answer_to=approved_gate)
     if len(latencies) < count:
         raise BenchError(f"{len(latencies)} of {count} decisions produced an outcome within the deadline")
     return Latencies(latencies)

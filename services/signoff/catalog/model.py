@@ -14,10 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 from urllib.parse import quote, urlsplit
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from signoff.catalog.yamldoc import Issue, YamlDocumentError, issues_from_validation_error, join_path, read_yaml
+from signoff.catalog.yamldoc import (
+    DocumentError,
+    Issue,
+    join_path,
+    read_document,
+    validate_document,
+)
 
 RefKind: TypeAlias = Literal["service", "environment", "environmentGroup", "infrastructure", "gitopsCluster"]
 """The kinds of thing a pipeline refers to by identifier."""
@@ -242,14 +248,10 @@ class Unresolved(BaseModel):
 ResolvedRef: TypeAlias = Annotated[Resolved | Unresolved, Field(discriminator="status")]
 
 
-class CatalogError(ValueError):
+class CatalogError(DocumentError):
     """A catalog file is unreadable or invalid; `issues` lists every problem by path."""
 
-    def __init__(self, source: str, issues: Iterable[Issue]) -> None:
-        self.source = source
-        self.issues = list(issues)
-        lines = "\n".join(f"  {issue}" for issue in self.issues)
-        super().__init__(f"{source}: invalid catalog ({len(self.issues)} problem(s)):\n{lines}")
+    kind = "catalog"
 
 
 class CatalogLookupError(KeyError):
@@ -326,24 +328,13 @@ class Catalog:
     @classmethod
     def from_mapping(cls, data: Any, source: str = "<catalog>") -> Catalog:
         """Build from parsed YAML/JSON; raises `CatalogError` naming every bad path."""
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise CatalogError(source, [Issue("(root)", "expected a mapping with services, environments, ...")])
-        try:
-            document = CatalogDocument.model_validate(data)
-        except ValidationError as exc:
-            raise CatalogError(source, issues_from_validation_error(exc, "")) from None
-        return cls(document, source)
+        expected = "expected a mapping with services, environments, ..."
+        return cls(validate_document(CatalogDocument, data, source, CatalogError, expected), source)
 
     @classmethod
     def load(cls, path: str | Path) -> Catalog:
         """Read a catalog YAML file; raises `CatalogError` (unreadable file, bad YAML, or invalid content)."""
-        try:
-            data = read_yaml(path)
-        except YamlDocumentError as exc:
-            raise CatalogError(str(path), [Issue("(root)", exc.detail)]) from None
-        return cls.from_mapping(data, str(path))
+        return cls.from_mapping(read_document(path, CatalogError), str(path))
 
     @classmethod
     def empty(cls) -> Catalog:

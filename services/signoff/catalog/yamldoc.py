@@ -1,19 +1,22 @@
-"""Reading YAML documents (catalogs, pipelines) and reporting their problems by path.
+"""Reading YAML documents (catalogs, pipelines, notification routing) and reporting their problems by path.
 
-Shared by the catalog and the executor's pipeline parser so that both name a bad spot the same way:
-`pipeline.stages[1].stage.spec.execution.steps[0].step.type`. The loader is PyYAML's safe loader made strict about
-duplicate mapping keys, which plain PyYAML silently resolves to the last one (a classic way to lose a step's spec).
+Shared by the catalog, the executor's pipeline parser and the notifier's routing so that all name a bad spot the
+same way: `pipeline.stages[1].stage.spec.execution.steps[0].step.type`. The loader is PyYAML's safe loader made
+strict about duplicate mapping keys, which plain PyYAML silently resolves to the last one (a classic way to lose a
+step's spec).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class YamlDocumentError(ValueError):
@@ -118,3 +121,37 @@ def issues_from_validation_error(error: ValidationError, base: str, skip: Sequen
         loc = [part for part in item["loc"] if part not in skip]
         issues.append(Issue(join_path(base, *loc), _friendly(item)))
     return issues
+
+
+class DocumentError(ValueError):
+    """A document (`kind`: catalog, routing, pipeline) is unreadable or invalid; `issues` lists every problem by
+    path in the file."""
+
+    kind = "document"
+
+    def __init__(self, source: str, issues: Iterable[Issue]) -> None:
+        self.source = source
+        self.issues = list(issues)
+        lines = "\n".join(f"  {issue}" for issue in self.issues)
+        super().__init__(f"{source}: invalid {self.kind} ({len(self.issues)} problem(s)):\n{lines}")
+
+
+def read_document(path: str | Path, error: type[DocumentError]) -> Any:
+    """The parsed YAML of `path`; an unreadable file or bad YAML raises `error` with the detail at `(root)`."""
+    try:
+        return read_yaml(path)
+    except YamlDocumentError as exc:
+        raise error(str(path), [Issue("(root)", exc.detail)]) from None
+
+
+def validate_document(model: type[M], data: Any, source: str, error: type[DocumentError], expected: str) -> M:
+    """Parsed YAML / JSON (None: an empty document) as `model`; raises `error` naming every bad path, or
+    `expected` at `(root)` when it is not a mapping at all."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise error(source, [Issue("(root)", expected)])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(source, issues_from_validation_error(exc, "")) from None

@@ -24,7 +24,7 @@ from signoff import contracts as wire
 from signoff.approval.repository import SCHEMA, ApprovalRepository
 from signoff.approval.service import DECISIONS_TOPIC, read_directory
 from signoff.cli.errors import CliError, CliUsageError
-from signoff.cli.plumbing import cli_settings, publish, run_with_connection
+from signoff.cli.plumbing import cli_settings, echo_json, publish, run_with_connection
 from signoff.cli.settings import CliSettings
 from signoff.contracts.events import DecisionStatus
 from signoff.runtime.db import create_pool
@@ -45,20 +45,6 @@ def _settings() -> CliSettings:
 
 def _run_db(settings: CliSettings, work: Callable[[asyncpg.Connection, ApprovalRepository], Awaitable[T]]) -> T:
     return run_with_connection(settings, lambda conn: work(conn, ApprovalRepository(SCHEMA)))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(_jsonable(value), indent=2, sort_keys=True))
 
 
 def _gate_summary(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,7 +110,7 @@ def pending(group: str | None, as_json: bool) -> None:
 
     gates = _run_db(_settings(), work)
     if as_json:
-        _echo_json(gates)
+        echo_json(gates)
         return
     if not gates:
         click.echo("no pending gates")
@@ -152,7 +138,7 @@ def show(gate_id: str, as_json: bool) -> None:
     if gate is None:
         raise CliError(f"no gate {gate_id}")
     if as_json:
-        _echo_json(gate)
+        echo_json(gate)
         return
     click.echo(f"gate      {gate['gate_id']}")
     click.echo(f"pipeline  {gate['pipeline']} (execution {gate['execution']}, attempt {gate['attempt']})")
@@ -183,7 +169,7 @@ def audit(gate_id: str, as_json: bool) -> None:
     if rows is None:
         raise CliError(f"no gate {gate_id}")
     if as_json:
-        _echo_json({"gate_id": gate_id, "audit": rows})
+        echo_json({"gate_id": gate_id, "audit": rows})
         return
     click.echo(f"audit of gate {gate_id}")
     for r in rows:
@@ -401,7 +387,7 @@ def groups_list(as_json: bool) -> None:
 
     rows = _run_db(_settings(), work)
     if as_json:
-        _echo_json(rows)
+        echo_json(rows)
         return
     if not rows:
         click.echo("no groups")
@@ -425,7 +411,7 @@ def groups_show(group: str, as_json: bool) -> None:
     if not members:
         raise CliError(f"no group {group} (or it has no members)")
     if as_json:
-        _echo_json({"group": group, "members": members})
+        echo_json({"group": group, "members": members})
         return
     click.echo(f"group {group}")
     for m in members:

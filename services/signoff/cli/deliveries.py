@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 import click
 
 from signoff.cli.errors import CliError
-from signoff.cli.plumbing import cli_settings, connection
+from signoff.cli.plumbing import cli_settings, connection, echo_json
 from signoff.notifier.repository import SCHEMA, NotifierRepository
 from signoff.runtime.settings import Settings
 
@@ -29,10 +27,6 @@ async def _read(settings: Settings, gate: str | None) -> tuple[bool, list[dict[s
         except asyncpg.UndefinedTableError:
             raise CliError("the notifier schema is missing: run `signoff migrate`") from None
     return known, [dict(row) for row in rows]
-
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()}
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -55,7 +49,7 @@ def deliveries(gate: str | None, as_json: bool) -> None:
     if not known:
         raise CliError(f"the notifier knows no gate {gate}")
     if as_json:
-        click.echo(json.dumps([_jsonable(row) for row in rows], indent=2, sort_keys=True))
+        echo_json(rows)
         return
     if not rows:
         click.echo("no deliveries")

@@ -1,14 +1,18 @@
-"""What every client command shares: settings with one-line errors, a short-lived database connection, and
-publishing one event. (The roles use `signoff.runtime`; these are for commands that run once and exit.)"""
+"""What every client command shares: settings with one-line errors, a short-lived database connection, `--json`
+output, and publishing one event. (The roles use `signoff.runtime`; these are for commands that run once and
+exit.)"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 import asyncpg
+import click
 from pydantic import ValidationError
 
 from signoff import contracts as wire
@@ -19,6 +23,22 @@ from signoff.runtime.settings import Settings, load_settings
 
 S = TypeVar("S", bound=Settings)
 T = TypeVar("T")
+
+
+def jsonable(value: Any) -> Any:
+    """`value` with datetimes as ISO 8601 text and tuples as lists, ready for json.dumps."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def echo_json(value: Any) -> None:
+    """Print `value` as indented JSON with sorted keys (the `--json` output of the commands)."""
+    click.echo(json.dumps(jsonable(value), indent=2, sort_keys=True))
 
 
 def cli_settings(settings_class: type[S]) -> S:

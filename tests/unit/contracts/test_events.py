@@ -17,36 +17,11 @@ from signoff.contracts import (
 )
 from signoff.contracts.durations import parse_duration
 from signoff.contracts.events import DecisionStatus, GateRejected
+from tests.support.seeds import CODEPIPELINE_DECISION, HARNESS_APPROVAL_STEP_YAML
 from tests.unit.contracts.conftest import example, to_bytes
 
-# The HarnessApproval step from the seed "Using manual Harness approval steps in CD stages", verbatim.
-HARNESS_STEP = """
-- step:
-    type: HarnessApproval
-    name: Harness Approval Step
-    identifier: Harness_Approval_Step
-    timeout: 1d
-    spec:
-      approvalMessage: Test
-      includePipelineExecutionHistory: true
-      approvers:
-        userGroups:
-          - docs
-        minimumCount: 1
-        disallowPipelineExecutor: false
-      approverInputs:
-        - name: foo
-          defaultValue: bar
-"""
-
-# The put-approval-result input from the seed "Approve or Reject an Approval Action in AWS CodePipeline", verbatim.
-CODEPIPELINE_JSON = {
-    "pipelineName": "MyFirstPipeline",
-    "stageName": "MyApprovalStage",
-    "actionName": "MyApprovalAction",
-    "token": "1a2b3c4d-573f-4ea7-a67E-XAMPLETOKEN",
-    "result": {"status": "Approved", "summary": "The new design looks good. Ready to release to customers."},
-}
+HARNESS_STEP = HARNESS_APPROVAL_STEP_YAML
+CODEPIPELINE_JSON = CODEPIPELINE_DECISION
 DECIDED_AT = datetime(2025, 3, 4, 9, 44, tzinfo=UTC)
 
 

@@ -8,28 +8,12 @@ from typing import Any
 
 import yaml
 
+from tests.support.seeds import HARNESS_APPROVAL_STEP_YAML
+
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
 
-# The HarnessApproval step from seeds/harness-approval-steps-in-cd-stages.md, character for character.
-SEED_STEP_YAML = """\
-- step:
-    type: HarnessApproval
-    name: Harness Approval Step
-    identifier: Harness_Approval_Step
-    timeout: 1d
-    spec:
-      approvalMessage: Test
-      includePipelineExecutionHistory: true
-      approvers:
-        userGroups:
-          - docs
-        minimumCount: 1
-        disallowPipelineExecutor: false
-      approverInputs:
-        - name: foo
-          defaultValue: bar
-"""
+SEED_STEP_YAML = HARNESS_APPROVAL_STEP_YAML  # the seed's step, character for character
 
 
 def seed_pipeline_yaml() -> str:

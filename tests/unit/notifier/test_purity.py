@@ -9,6 +9,7 @@ import pathlib
 import pytest
 
 import signoff.notifier.domain as domain
+from tests.support.purity import imported_modules
 
 DOMAIN_DIR = pathlib.Path(domain.__file__).parent
 MODULES = sorted(DOMAIN_DIR.glob("*.py"))
@@ -27,16 +28,6 @@ ALLOWED_IMPORTS = {
     "urllib.parse",
     "signoff",
 }
-
-
-def imported_modules(tree: ast.AST) -> set[str]:
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda path: path.name)

@@ -33,12 +33,13 @@ from pydantic.alias_generators import to_camel
 from signoff.catalog import Catalog, RefKind, Unresolved, is_expression
 from signoff.catalog.model import Identifier
 from signoff.catalog.yamldoc import (
+    DocumentError,
     Issue,
     YamlDocumentError,
     issues_from_validation_error,
     join_path,
     parse_yaml,
-    read_yaml,
+    read_document,
 )
 from signoff.contracts.durations import parse_positive_duration
 
@@ -493,14 +494,10 @@ def iter_steps(
 # -- errors ------------------------------------------------------------------------------------------------------
 
 
-class PipelineError(ValueError):
+class PipelineError(DocumentError):
     """A pipeline is invalid; `issues` lists every problem by path in the file."""
 
-    def __init__(self, source: str, issues: list[Issue]) -> None:
-        self.source = source
-        self.issues = issues
-        lines = "\n".join(f"  {issue}" for issue in issues)
-        super().__init__(f"{source}: invalid pipeline ({len(issues)} problem(s)):\n{lines}")
+    kind = "pipeline"
 
 
 # -- raw shapes of the stage spec (lenient: Harness writes many keys we do not use) ------------------------------
@@ -1000,8 +997,4 @@ def parse_pipeline(
 
 def load_pipeline(path: str | Path, *, catalog: Catalog | None = None) -> Pipeline:
     """Read a pipeline YAML file; raises `PipelineError` (unreadable, bad YAML, or invalid)."""
-    try:
-        data = read_yaml(path)
-    except YamlDocumentError as exc:
-        raise PipelineError(str(path), [Issue("(root)", exc.detail)]) from None
-    return parse_pipeline(data, catalog=catalog, source=str(path))
+    return parse_pipeline(read_document(path, PipelineError), catalog=catalog, source=str(path))

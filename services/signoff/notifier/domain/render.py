@@ -404,7 +404,10 @@ def _html_line(line: Line) -> str:
 
 def render_email(view: NotificationView) -> EmailMessage:
     """Subject, text/plain and text/html of the notification e-mail."""
-    doc = document(view)
+    return _email(document(view))
+
+
+def _email(doc: Document) -> EmailMessage:
     subject = _one_line(doc.title)[:200]
     text_parts = [doc.title, ""]
     html_parts = [
@@ -459,7 +462,7 @@ def render_webhook(view: NotificationView, *, source: str = "urn:signoff:approva
     doc = document(view)
     notification = {
         "title": doc.title,
-        "text": render_email(view).text,
+        "text": _email(doc).text,
         "links": {label.lower(): url for label, url, _ in doc.actions},
     }
     return WebhookMessage(body=to_json({**view.data, "notification": notification}), headers=headers)

@@ -54,9 +54,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from signoff.catalog.yamldoc import Issue, YamlDocumentError, issues_from_validation_error, join_path, read_yaml
+from signoff.catalog.yamldoc import (
+    DocumentError,
+    Issue,
+    join_path,
+    read_document,
+    validate_document,
+)
 from signoff.contracts.base import parse_utc
 from signoff.contracts.durations import parse_positive_duration
 from signoff.contracts.events import EligibleApprover
@@ -138,14 +144,10 @@ class RoutingDocument(_Model):
     escalation: Escalation | None = None
 
 
-class RoutingError(ValueError):
+class RoutingError(DocumentError):
     """A routing file is unreadable or invalid; `issues` lists every problem by path."""
 
-    def __init__(self, source: str, issues: Iterable[Issue]) -> None:
-        self.source = source
-        self.issues = list(issues)
-        lines = "\n".join(f"  {issue}" for issue in self.issues)
-        super().__init__(f"{source}: invalid routing ({len(self.issues)} problem(s)):\n{lines}")
+    kind = "routing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,24 +197,13 @@ class Routing:
     @classmethod
     def from_mapping(cls, data: Any, source: str = "<routing>") -> Routing:
         """Build from parsed YAML/JSON; raises `RoutingError` naming every bad path."""
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise RoutingError(source, [Issue("(root)", "expected a mapping with channels and routes")])
-        try:
-            document = RoutingDocument.model_validate(data)
-        except ValidationError as exc:
-            raise RoutingError(source, issues_from_validation_error(exc, "")) from None
-        return cls(document, source)
+        expected = "expected a mapping with channels and routes"
+        return cls(validate_document(RoutingDocument, data, source, RoutingError, expected), source)
 
     @classmethod
     def load(cls, path: str | Path) -> Routing:
         """Read a routing YAML file; raises `RoutingError` (unreadable file, bad YAML, or invalid content)."""
-        try:
-            data = read_yaml(path)
-        except YamlDocumentError as exc:
-            raise RoutingError(str(path), [Issue("(root)", exc.detail)]) from None
-        return cls.from_mapping(data, str(path))
+        return cls.from_mapping(read_document(path, RoutingError), str(path))
 
     @property
     def channels(self) -> Mapping[str, Channel]:
