@@ -74,10 +74,19 @@ async def persist_events(
     traceparent: str | None = None,
     source: str | None = None,
     superseded_by: str | None = None,
+    submitted_by: str | None = None,
 ) -> None:
     """Store what `events` (already applied to `stored.gate`) changed, audit them and publish them."""
     audit = await record_events(
-        repository, conn, outbox, stored, events, traceparent=traceparent, source=source, superseded_by=superseded_by
+        repository,
+        conn,
+        outbox,
+        stored,
+        events,
+        traceparent=traceparent,
+        source=source,
+        superseded_by=superseded_by,
+        submitted_by=submitted_by,
     )
     await repository.audit(conn, audit)
     gate = stored.gate
@@ -95,6 +104,7 @@ async def record_events(
     traceparent: str | None = None,
     source: str | None = None,
     superseded_by: str | None = None,
+    submitted_by: str | None = None,
 ) -> list[AuditRow]:
     """Store the votes among `events` and publish all of them; returns their audit rows for the caller to write
     (a batch of opened gates writes the audit rows of all of them in one statement)."""
@@ -128,7 +138,12 @@ async def record_events(
                 decision_id=decision_id,
                 actor=approver.user_id if isinstance(approver, Member) else None,
                 reason=event.reason.value if isinstance(event, domain_events.DecisionRefused) else None,
-                detail={"event": data.event_type, "detail": getattr(event, "detail", "")},
+                detail={
+                    "event": data.event_type,
+                    "detail": getattr(event, "detail", ""),
+                    # A service principal that decided for the approver: the audit names both.
+                    **({"submitted_by": submitted_by} if submitted_by and decision_id else {}),
+                },
             )
         )
         outbox.add(outbox_record(data, at=event.at, traceparent=traceparent))
@@ -243,6 +258,15 @@ class ApprovalHandler:
                 )
             )
         inserted = await self.repository.insert_gates(uow.conn, rows)
+        await self.repository.insert_gate_approvers(
+            uow.conn,
+            [
+                (gate_id, member.key, stored.gate.opened_at)
+                for gate_id in inserted
+                for stored in (candidates[gate_id][0],)
+                for member in stored.gate.eligible_approvers()
+            ],
+        )
         duplicates = len(rows) - len(inserted)
         if duplicates:
             log.info("approval_requests_for_existing_gates", count=duplicates)
@@ -375,6 +399,7 @@ class ApprovalHandler:
             events,
             traceparent=received.event.traceparent,
             source=decision.source,
+            submitted_by=decision.submitted_by,
         )
         return None
 
@@ -402,7 +427,11 @@ class ApprovalHandler:
                     decision_id=decision.decision_id,
                     actor=decision.approver,
                     reason=reason.value,
-                    detail={"detail": detail, "gate": decision.default_subject()},
+                    detail={
+                        "detail": detail,
+                        "gate": decision.default_subject(),
+                        **({"submitted_by": decision.submitted_by} if decision.submitted_by else {}),
+                    },
                 )
             ],
         )

@@ -115,6 +115,21 @@ class ApprovalRepository:
         )
         return [row["id"] for row in rows]
 
+    async def insert_gate_approvers(
+        self, conn: asyncpg.Connection, approvers: Sequence[tuple[str, str, datetime]]
+    ) -> None:
+        """Record who may decide newly opened gates: (gate id, user key, opened at) rows, in one statement."""
+        if not approvers:
+            return
+        await conn.execute(
+            f"""INSERT INTO {self._t("gate_approvers")} (gate_id, user_key, opened_at)
+                SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+                ON CONFLICT DO NOTHING""",  # noqa: S608
+            [gate_id for gate_id, _, _ in approvers],
+            [user for _, user, _ in approvers],
+            [opened_at for _, _, opened_at in approvers],
+        )
+
     async def gate_by_id(self, conn: asyncpg.Connection, gate_id: str) -> asyncpg.Record | None:
         """The gate `gate_id`, locked for this transaction."""
         return await conn.fetchrow(self._gate_by_id_sql, gate_id)
@@ -212,6 +227,8 @@ class ApprovalRepository:
             status,
             closed_at,
         )
+        # Nobody decides a closed gate: it leaves everyone's "mine" list.
+        await conn.execute(f"DELETE FROM {self._t('gate_approvers')} WHERE gate_id = $1", gate_id)  # noqa: S608
 
     # ------------------------------------------------------------------------------------------------ reads (CLI)
 
@@ -229,6 +246,69 @@ class ApprovalRepository:
                 WHERE status = 'pending' AND ($1::text IS NULL OR members_by_group ? $1)
                 ORDER BY opened_at, id""",  # noqa: S608
             group,
+        )
+
+    async def list_gates(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        status: str | None,
+        group: str | None,
+        pipeline: str | None,
+        limit: int,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[asyncpg.Record]:
+        """Gates newest first, filtered by status, user group (in the resolved directory) and pipeline; `before`
+        (opened at, id) continues a page (keyset pagination)."""
+        return await conn.fetch(
+            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+                WHERE ($1::text IS NULL OR status = $1)
+                  AND ($2::text IS NULL OR members_by_group ? $2)
+                  AND ($3::text IS NULL OR pipeline_id = $3)
+                  AND ($5::timestamptz IS NULL OR (opened_at, id) < ($5, $6))
+                ORDER BY opened_at DESC, id DESC
+                LIMIT $4""",  # noqa: S608
+            status,
+            group,
+            pipeline,
+            limit,
+            before[0] if before else None,
+            before[1] if before else None,
+        )
+
+    def _decidable_sql(self) -> str:
+        return f"""SELECT {", ".join(f"g.{c.strip()}" for c in _GATE_COLUMNS.split(","))}
+            FROM {self._t("gate_approvers")} a JOIN {self._t("gates")} g ON g.id = a.gate_id
+            WHERE a.user_key = $1 AND g.status = 'pending'
+              AND ($3::timestamptz IS NULL OR (a.opened_at, a.gate_id) < ($3, $4))
+            ORDER BY a.opened_at DESC, a.gate_id DESC
+            LIMIT $2"""  # noqa: S608
+
+    async def decidable_by(
+        self, conn: asyncpg.Connection, user_key: str, *, limit: int, before: tuple[datetime, str] | None = None
+    ) -> list[asyncpg.Record]:
+        """Pending gates `user_key` may decide, newest first (one index range scan of gate_approvers)."""
+        return await conn.fetch(
+            self._decidable_sql(), user_key, limit, before[0] if before else None, before[1] if before else None
+        )
+
+    async def explain_decidable_by(self, conn: asyncpg.Connection, user_key: str, limit: int) -> str:
+        """The query plan of `decidable_by` (the benchmark prints it)."""
+        rows = await conn.fetch(f"EXPLAIN {self._decidable_sql()}", user_key, limit, None, None)
+        return "\n".join(row[0] for row in rows)
+
+    async def find_gate_by_token(
+        self, conn: asyncpg.Connection, pipeline_id: str, stage_id: str, step_id: str, token: str
+    ) -> asyncpg.Record | None:
+        """The gate of that pipeline / stage / step whose token is `token`, whatever its status, without a lock
+        (CodePipeline-style callers name a gate so)."""
+        return await conn.fetchrow(
+            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+                WHERE token = $4 AND pipeline_id = $1 AND stage_id = $2 AND step_id = $3""",  # noqa: S608
+            pipeline_id,
+            stage_id,
+            step_id,
+            token,
         )
 
     async def gate_status(self, conn: asyncpg.Connection, gate_id: str) -> str | None:

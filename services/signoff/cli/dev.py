@@ -153,13 +153,15 @@ class Supervisor:
                 raise CliError(str(exc)) from exc
             self.say("dev", f"broker     {self.stack.broker.bootstrap}  (log {self.stack.broker.log_path})")
             self.say("dev", f"postgres   {self.stack.postgres.dsn('signoff')}  (log {self.stack.postgres.log_path})")
+            self.say("dev", f"api        {self.stack.api_url}")
             for role in ROLES:
                 self._start_role(role)
             self.stack.write_env_file()
             self.say(
                 "dev",
-                f'ready: roles {", ".join(ROLES) or "(none yet)"}; eval "$(signoff dev env)" in '
-                "another terminal; Ctrl-C stops everything",
+                f'ready: roles {", ".join(ROLES)}; the API is at {self.stack.api_url}; in another terminal: '
+                'eval "$(./signoffw dev env)"; export SIGNOFF_TOKEN=$(./signoffw dev token alice); '
+                "Ctrl-C stops everything",
             )
             while not self.stopping.wait(0.2):
                 for role, proc in self.roles.items():

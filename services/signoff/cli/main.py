@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from signoff import __version__
+from signoff.api.service import api
 from signoff.approval.service import approval
 from signoff.cli.approver import COMMANDS as APPROVER_COMMANDS
 from signoff.cli.bench import bench
@@ -33,6 +34,7 @@ cli.add_command(bench)
 for command in APPROVER_COMMANDS:
     cli.add_command(command)
 cli.add_command(executor)
+cli.add_command(api)
 for command in EXECUTOR_COMMANDS:
     cli.add_command(command)
 

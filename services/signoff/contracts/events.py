@@ -447,6 +447,11 @@ class ApprovalDecision(EventData):
     token: str = Field(min_length=1, max_length=256, description="The gate's current token.")
     status: DecisionStatus = Field(description="Approved or Rejected.")
     approver: Identifier = Field(description="User id of the approver.")
+    submitted_by: Identifier | None = Field(
+        None,
+        description="The service principal (a chat bot, a change-management system) that submitted this decision "
+        "on the approver's behalf, when its credential carried that permission; absent when the approver did.",
+    )
     comment: Comment = Field("", description="Comment (CodePipeline `summary`).")
     inputs: StringMap = Field(default_factory=dict, description="Approver input values, by input name.")
     decided_at: UtcDateTime = Field(description="When the approver decided.")

@@ -102,6 +102,7 @@ SERVICE_MIGRATIONS: dict[str, str] = {
     "approval": "signoff.approval.sql",
     "executor": "signoff.executor.sql",
     "notifier": "signoff.notifier.sql",
+    "api": "signoff.api.sql",
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 from signoff import contracts as wire
 from signoff.catalog import Catalog
 from signoff.contracts.events import FailureCause, RunStatus, TimeoutAction
-from signoff.executor.cli import pipeline_state
+from signoff.executor.views import pipeline_state
 from signoff.executor.domain.actions import Approver, ExecutionFinished, RequestApproval, TriggeredBy
 from signoff.executor.domain.execution import Execution
 from signoff.executor.domain.pipeline import parse_pipeline

@@ -630,3 +630,9 @@ def _items_of(view: ApprovalView) -> list[Item]:
         items += [item for _, item in stage.custom_metadata]
     items += [item for _, item in view.custom_data]
     return items
+
+
+def resolve_stage(stage: StageMetadata, position: Literal["current", "upcoming"], catalog: Catalog) -> StageView:
+    """One stage's CD metadata resolved against `catalog`, exactly as notifications show it (the api's gate
+    documents and the approval page use it too)."""
+    return _stage_view(stage, position, catalog)
