@@ -405,6 +405,15 @@ class ApprovalRepository:
             sorted(set(groups)),
         )
 
+    async def groups_of_user(self, conn: asyncpg.Connection, user_id: str) -> list[str]:
+        """The user groups `user_id` is a member of (empty: the directory does not know the user)."""
+        rows = await conn.fetch(
+            f"""SELECT group_name FROM {self._t("directory_members")} WHERE user_id = $1
+                ORDER BY group_name""",  # noqa: S608
+            user_id,
+        )
+        return [row["group_name"] for row in rows]
+
     async def directory_groups(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
         """Every user group of the directory with its member count."""
         return await conn.fetch(

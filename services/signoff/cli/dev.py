@@ -1,4 +1,4 @@
-"""`signoff dev up|down|env`: the whole system on the embedded broker and PostgreSQL, for a laptop."""
+"""`signoff dev up|down|env|token`: the whole system on the embedded broker and PostgreSQL, for a laptop."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import click
 
 from signoff.cli.errors import CliError
 from signoff.cli.roles import ROLES
+from signoff.cli.tokens import dev_token
 from signoff.devstack import DevStack, DevStackError
 from signoff.devstack.process import die_with_parent
 from signoff.devstack.stack import ENV_FILE, PID_FILE, default_state_dir, supervisor_pid
@@ -68,6 +69,9 @@ def down(state_dir: Path | None, timeout: float) -> None:
             raise CliError(f"the dev stack (pid {pid}) did not stop within {timeout:.0f}s and was killed")
         time.sleep(0.1)
     click.echo("dev stack stopped")
+
+
+dev.add_command(dev_token)
 
 
 @dev.command()

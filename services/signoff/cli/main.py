@@ -13,6 +13,7 @@ from signoff.cli.deliveries import deliveries
 from signoff.cli.dev import dev
 from signoff.cli.migrate import migrate
 from signoff.cli.schemas import schemas
+from signoff.cli.tokens import tokens
 from signoff.executor.cli import COMMANDS as EXECUTOR_COMMANDS
 from signoff.executor.service import executor
 from signoff.notifier.service import notifier
@@ -30,6 +31,7 @@ cli.add_command(migrate)
 cli.add_command(approval)
 cli.add_command(notifier)
 cli.add_command(deliveries)
+cli.add_command(tokens)
 cli.add_command(bench)
 for command in APPROVER_COMMANDS:
     cli.add_command(command)
