@@ -25,7 +25,7 @@ from signoff import __version__
 from signoff.api import audit, gates, models
 from signoff.api.decisions import DecisionDesk
 from signoff.api.executions import ExecutionDesk
-from signoff.api.identity import AuthenticationFailed, Authenticator, Principal
+from signoff.api.identity import AuthenticationFailed, Authenticator, IdentityProviderUnavailable, Principal
 from signoff.api.problems import PROBLEM_TYPE, ApiProblem
 from signoff.api.repository import ApiRepository
 from signoff.approval.domain.model import user_key
@@ -106,6 +106,36 @@ async def _nothing() -> Message:
     return {"type": "http.disconnect"}
 
 
+async def _principal(request: Request, _credentials: Annotated[Any, Security(_bearer)] = None) -> Principal:
+    """The request's authenticated principal; 401 (audited when the path names a gate) otherwise."""
+    context: ApiContext = request.app.state.context
+    try:
+        return await context.authenticator.authenticate(request.headers.get("authorization"))
+    except AuthenticationFailed as failure:
+        gate_id = request.path_params.get("gate_id")
+        if gate_id:
+            async with context.pool.acquire() as conn:
+                await context.api.record_denial(
+                    conn,
+                    gate_id=gate_id,
+                    reason=failure.reason,
+                    actor=None,
+                    credential=None,
+                    detail={"detail": failure.detail, "path": request.url.path, "method": request.method},
+                    at=context.clock(),
+                )
+        log.info("request_unauthenticated", path=request.url.path, reason=failure.reason, gate_id=gate_id)
+        raise ApiProblem(
+            401, failure.reason, failure.detail, headers={"WWW-Authenticate": failure.www_authenticate()}
+        ) from None
+    except IdentityProviderUnavailable as exc:
+        log.warning("identity_provider_unavailable", error=str(exc))
+        raise ApiProblem(503, "identity_provider_unavailable", "the identity provider cannot be reached") from None
+
+
+Caller = Annotated[Principal, Security(_principal)]
+
+
 def _cursor(opened_at: datetime, gate_id: str) -> str:
     return base64.urlsafe_b64encode(f"{opened_at.isoformat()}|{gate_id}".encode()).decode()
 
@@ -118,7 +148,10 @@ def _parse_cursor(value: str | None) -> tuple[datetime, str] | None:
         return datetime.fromisoformat(opened), gate_id
     except ValueError:
         raise ApiProblem(
-            400, "invalid_cursor", "`after` is not a cursor this api returned", errors=[{"field": "after", "message": "invalid cursor"}]
+            400,
+            "invalid_cursor",
+            "`after` is not a cursor this api returned",
+            errors=[{"field": "after", "message": "invalid cursor"}],
         ) from None
 
 
@@ -155,7 +188,9 @@ def create_app(context: ApiContext) -> FastAPI:
         first = errors[0] if errors else {"field": "body", "message": "invalid"}
         status = 400 if any(error.get("type") == "json_invalid" for error in exc.errors()) else 422
         code = "malformed_body" if status == 400 else "invalid_request"
-        return _problem_response(ApiProblem(status, code, f"{first['field']}: {first['message']}", errors=errors), request)
+        return _problem_response(
+            ApiProblem(status, code, f"{first['field']}: {first['message']}", errors=errors), request
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -165,30 +200,9 @@ def create_app(context: ApiContext) -> FastAPI:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("request_failed", path=request.url.path, method=request.method)
-        return _problem_response(ApiProblem(500, "internal_error", "something went wrong; it is in the api's log"), request)
-
-    async def principal(request: Request, _credentials: Annotated[Any, Security(_bearer)] = None) -> Principal:
-        try:
-            return await context.authenticator.authenticate(request.headers.get("authorization"))
-        except AuthenticationFailed as failure:
-            gate_id = request.path_params.get("gate_id")
-            if gate_id:
-                async with context.pool.acquire() as conn:
-                    await context.api.record_denial(
-                        conn,
-                        gate_id=gate_id,
-                        reason=failure.reason,
-                        actor=None,
-                        credential=None,
-                        detail={"detail": failure.detail, "path": request.url.path, "method": request.method},
-                        at=context.clock(),
-                    )
-            log.info("request_unauthenticated", path=request.url.path, reason=failure.reason, gate_id=gate_id)
-            raise ApiProblem(
-                401, failure.reason, failure.detail, headers={"WWW-Authenticate": failure.www_authenticate()}
-            ) from None
-
-    Caller = Annotated[Principal, Security(principal)]
+        return _problem_response(
+            ApiProblem(500, "internal_error", "something went wrong; it is in the api's log"), request
+        )
 
     @app.get(f"{PREFIX}/me", response_model=models.Me, tags=["identity"])
     async def me(caller: Caller) -> models.Me:
@@ -286,7 +300,9 @@ def create_app(context: ApiContext) -> FastAPI:
             )
         if row is None:
             raise ApiProblem(
-                404, "unknown_gate", f"no gate of {body.pipeline_name}/{body.stage_name}/{body.action_name} has that token"
+                404,
+                "unknown_gate",
+                f"no gate of {body.pipeline_name}/{body.stage_name}/{body.action_name} has that token",
             )
         request = models.DecisionRequest(status=body.result.status, comment=body.result.summary, token=body.token)
         status, answer = await context.decisions.decide(caller, row["id"], request, idempotency_key)
@@ -352,5 +368,3 @@ def create_app(context: ApiContext) -> FastAPI:
         return await context.executions.pipeline_state(name)
 
     return app
-
-

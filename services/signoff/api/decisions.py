@@ -117,9 +117,7 @@ class DecisionDesk:
         if stored is None:
             return None
         if stored.request_digest != digest:
-            raise ApiProblem(
-                422, "idempotency_key_reused", "this Idempotency-Key was used for a different request"
-            )
+            raise ApiProblem(422, "idempotency_key_reused", "this Idempotency-Key was used for a different request")
         if stored.status_code != 200:
             body = stored.body
             raise ApiProblem(stored.status_code, body["code"], body["detail"], decision_id=body.get("decision_id"))
@@ -198,9 +196,7 @@ class DecisionDesk:
         event = wire.new_event(decision, source=EVENT_SOURCE)
         value, headers = wire.encode(event)
         try:
-            await self.producer.send_and_wait(
-                self.decisions_topic, value, key=wire.message_key(event), headers=headers
-            )
+            await self.producer.send_and_wait(self.decisions_topic, value, key=wire.message_key(event), headers=headers)
         except Exception as exc:  # any broker failure: the vote was not sent, the client may retry
             self.waiters.unregister(decision.decision_id, ring)
             log.warning("decision_publish_failed", decision_id=decision.decision_id, error=str(exc))
@@ -233,9 +229,7 @@ class DecisionDesk:
         stored = gates.load(row, votes)
         progress = gates.policy_progress(stored).text
         earlier = [
-            v
-            for v in votes
-            if user_key(v["approver"]) == user_key(approver) and v["decision_id"] != decision_id
+            v for v in votes if user_key(v["approver"]) == user_key(approver) and v["decision_id"] != decision_id
         ]
         verb = "approved" if status is DecisionStatus.APPROVED else "rejected"
         message = f"vote counted: {approver} {verb} gate {gate_id}"

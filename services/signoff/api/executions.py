@@ -70,7 +70,9 @@ class ExecutionDesk:
                 request.pipeline_yaml, catalog=self.catalog, variables=request.variables, user=principal.user
             )
         except StartRefused as exc:
-            raise ApiProblem(422, "invalid_pipeline", str(exc), errors=[{"field": "pipeline_yaml", "message": str(exc)}]) from None
+            raise ApiProblem(
+                422, "invalid_pipeline", str(exc), errors=[{"field": "pipeline_yaml", "message": str(exc)}]
+            ) from None
         execution_id = uuid.uuid4().hex
         try:
             data = wire.ExecutionRequested(
@@ -89,7 +91,9 @@ class ExecutionDesk:
             ) from None
         await self._publish(data)
         log.info("execution_requested", execution_id=execution_id, pipeline=pipeline.identifier, user=principal.user)
-        return models.ExecutionStarted(execution_id=execution_id, pipeline=pipeline.identifier, triggered_by=principal.user)
+        return models.ExecutionStarted(
+            execution_id=execution_id, pipeline=pipeline.identifier, triggered_by=principal.user
+        )
 
     async def list(self, pipeline: str | None, limit: int) -> list[models.ExecutionSummary]:
         async with self.pool.acquire() as conn:
@@ -154,7 +158,9 @@ class ExecutionDesk:
         triggerer = (row["triggered_by"] or {}).get("user")
         if triggerer != principal.user and not principal.may(ADMIN):
             raise ApiProblem(
-                403, "not_permitted", f"only {triggerer} (who started it) or an admin may abort execution {execution_id}"
+                403,
+                "not_permitted",
+                f"only {triggerer} (who started it) or an admin may abort execution {execution_id}",
             )
         if row["status"] != ExecutionStatus.RUNNING:
             raise ApiProblem(409, "already_ended", f"execution {execution_id} already ended ({row['status'].lower()})")

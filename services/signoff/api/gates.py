@@ -30,7 +30,10 @@ def links(base_url: str, gate_id: str) -> models.Links:
     base = base_url.rstrip("/")
     page = f"{base}/gates/{gate_id}"
     return models.Links(
-        self=f"{base}/api/v1/gates/{gate_id}", page=page, approve=f"{page}?action=approve", reject=f"{page}?action=reject"
+        self=f"{base}/api/v1/gates/{gate_id}",
+        page=page,
+        approve=f"{page}?action=approve",
+        reject=f"{page}?action=reject",
     )
 
 

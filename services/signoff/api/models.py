@@ -98,7 +98,9 @@ class YourTurn(BaseModel):
 
     may_decide: bool
     reason: RefusalReason | None = Field(None, description="not_eligible, self_approval or gate_closed.")
-    current_vote: DecisionStatus | None = Field(None, description="Your current vote, if you voted (you may change it).")
+    current_vote: DecisionStatus | None = Field(
+        None, description="Your current vote, if you voted (you may change it)."
+    )
 
 
 class GateDetail(GateSummary):

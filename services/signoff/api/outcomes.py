@@ -112,7 +112,9 @@ class GateEventListener:
             if numbers:
                 return [TopicPartition(self.topic, number) for number in sorted(numbers)]
             await self._consumer.force_metadata_update()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(0.1)  # metadata of a topic created a moment ago: a bounded retry, not a wait on an event
+            await asyncio.sleep(
+                0.1
+            )  # metadata of a topic created a moment ago: a bounded retry, not a wait on an event
         raise RuntimeError(f"topic {self.topic} has no partitions")
 
     async def run(self, stopping: asyncio.Event) -> None:
