@@ -7,7 +7,7 @@ are RFC 9457 problem documents with the approval service's reason codes. No rout
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -155,8 +155,9 @@ def _parse_cursor(value: str | None) -> tuple[datetime, str] | None:
         ) from None
 
 
-def create_app(context: ApiContext) -> FastAPI:
-    """The application around `context` (built in the role's lifespan; tests build it the same way)."""
+def create_app(context: ApiContext | None) -> FastAPI:
+    """The application around `context` (built in the role's lifespan; tests build it the same way). Without a
+    context it only describes itself (`openapi_document`)."""
     app = FastAPI(
         title="signoff API",
         version=__version__,
@@ -173,7 +174,8 @@ def create_app(context: ApiContext) -> FastAPI:
         },
     )
     app.state.context = context
-    app.add_middleware(BodyLimit, limit=context.max_body_bytes)
+    if context is not None:
+        app.add_middleware(BodyLimit, limit=context.max_body_bytes)
 
     @app.exception_handler(ApiProblem)
     async def _api_problem(request: Request, problem: ApiProblem) -> JSONResponse:
@@ -368,3 +370,8 @@ def create_app(context: ApiContext) -> FastAPI:
         return await context.executions.pipeline_state(name)
 
     return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of /api/v1 (committed as schemas/openapi.json, served at /api/v1/openapi.json)."""
+    return create_app(None).openapi()

@@ -152,7 +152,7 @@ class ApiRepository:
         )
         return _token(row) if row is not None else None
 
-    # ------------------------------------------------------------------------------------------------ idempotency, denials
+    # ------------------------------------------------------------------------------------ idempotency, denials
 
     async def stored_answer(self, conn: asyncpg.Connection, user: str, key: str) -> StoredAnswer | None:
         row = await conn.fetchrow(

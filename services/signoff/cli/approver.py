@@ -91,7 +91,8 @@ def show(gate_id: str, as_json: bool) -> None:
     click.echo(f"gate      {gate['gate_id']}   {gate['links']['page']}")
     click.echo(f"pipeline  {gate['pipeline_name']} ({gate['pipeline_id']}, execution {gate['execution_id']})")
     click.echo(f"stage     {gate['stage_name']}   step {gate['step_name']}   triggered by {gate['triggered_by']}")
-    click.echo(f"status    {gate['status']}   {gate['time_left']} (expires {gate['expires_at']}, then {gate['timeout_action']})")
+    expiry = f"expires {gate['expires_at']}, then {gate['timeout_action']}"
+    click.echo(f"status    {gate['status']}   {gate['time_left']} ({expiry})")
     click.echo(f"token     {gate['token']}")
     click.echo("message")
     for line in (gate["message"] or "(none)").splitlines() or [""]:

@@ -86,7 +86,9 @@ class ApiClient:
         saved = _saved()
         url = settings.api_url or saved.get("url") or _dev_stack_url()
         if not url:
-            raise CliError(f"no signoff API configured: set SIGNOFF_API_URL or run `signoff login --url URL`; {START_HINT}")
+            raise CliError(
+                f"no signoff API configured: set SIGNOFF_API_URL or run `signoff login --url URL`; {START_HINT}"
+            )
         token = settings.token.get_secret_value() if settings.token else saved.get("token")
         return cls(url, token, timeout=settings.client_timeout_seconds)
 
@@ -118,7 +120,9 @@ class ApiClient:
         except httpx.TimeoutException:
             raise CliError(f"the signoff API at {self.url} did not answer within {self.timeout:g}s") from None
         except httpx.HTTPError as exc:
-            raise CliError(f"no signoff API is reachable at {self.url} ({type(exc).__name__}: {exc}); {START_HINT}") from None
+            raise CliError(
+                f"no signoff API is reachable at {self.url} ({type(exc).__name__}: {exc}); {START_HINT}"
+            ) from None
         body = _json(response)
         if response.status_code in ok:
             return response.status_code, body

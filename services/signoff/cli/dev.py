@@ -163,7 +163,7 @@ class Supervisor:
             self.stack.write_env_file()
             self.say(
                 "dev",
-                f'ready: roles {", ".join(ROLES)}; the API is at {self.stack.api_url}; in another terminal: '
+                f"ready: roles {', '.join(ROLES)}; the API is at {self.stack.api_url}; in another terminal: "
                 'eval "$(./signoffw dev env)"; export SIGNOFF_TOKEN=$(./signoffw dev token alice); '
                 "Ctrl-C stops everything",
             )

@@ -22,7 +22,6 @@ ACTION_STATUS = {
 STAGE_STATUS = {**ACTION_STATUS, StepStatus.ABORTED: "Stopped", StepStatus.SKIPPED: "Cancelled"}
 
 
-
 def epoch(value: datetime | None) -> float | None:
     """Epoch seconds (CodePipeline's timestamps), milliseconds kept."""
     return round(value.timestamp(), 3) if value is not None else None
@@ -47,7 +46,6 @@ def execution_summary(row: Mapping[str, Any]) -> dict[str, Any]:
         "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
         "current": current,
     }
-
 
 
 def pipeline_state(row: Mapping[str, Any], gates: list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -96,4 +94,3 @@ def pipeline_state(row: Mapping[str, Any], gates: list[Mapping[str, Any]]) -> di
         "status": row["status"],
         "stageStates": stages,
     }
-

@@ -9,11 +9,11 @@ import pytest
 from signoff import contracts as wire
 from signoff.catalog import Catalog
 from signoff.contracts.events import FailureCause, RunStatus, TimeoutAction
-from signoff.executor.views import pipeline_state
 from signoff.executor.domain.actions import Approver, ExecutionFinished, RequestApproval, TriggeredBy
 from signoff.executor.domain.execution import Execution
 from signoff.executor.domain.pipeline import parse_pipeline
 from signoff.executor.mapping import approval_requested, finished, step_changed
+from signoff.executor.views import pipeline_state
 from tests.unit.executor.builders import EXAMPLES, approval, deployment, pipeline, shell, stage
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
