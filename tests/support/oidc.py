@@ -22,6 +22,7 @@ class IdentityProvider:
         self.jwks_requests = 0
         self.discovery_requests = 0
         self.discovery_issuer: str | None = None
+        self.failing = False  # answer every request with 503, as an identity provider in trouble does
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -51,6 +52,8 @@ class IdentityProvider:
 
     async def _jwks(self, request: web.Request) -> web.Response:
         self.jwks_requests += 1
+        if self.failing:
+            return web.json_response({"error": "temporarily_unavailable"}, status=503)
         return web.json_response({"keys": [key.as_dict(private=False) for key in self.keys]})
 
     def claims(self, **overrides: Any) -> dict[str, Any]:

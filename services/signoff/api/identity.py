@@ -201,6 +201,8 @@ class OidcVerifier:
         self._keys: KeySet | None = None
         self._fetched_at: datetime | None = None
         self._refreshed_for_kid_at: datetime | None = None
+        self._failed_at: datetime | None = None
+        self._retry_after_failure = min(self._refresh_every, timedelta(seconds=5))
         self._lock = asyncio.Lock()
 
     async def aclose(self) -> None:
@@ -280,19 +282,29 @@ class OidcVerifier:
 
     async def _current_keys(self) -> KeySet:
         now = self._clock()
-        if self._keys is not None and self._fetched_at is not None and now - self._fetched_at < self._cache_for:
+        if self._fresh(now):
+            assert self._keys is not None
             return self._keys
         async with self._lock:
-            if self._keys is not None and self._fetched_at is not None and now - self._fetched_at < self._cache_for:
+            if self._fresh(now):
+                return self._keys
+            if self._failed_at is not None and now - self._failed_at < self._retry_after_failure:
+                # A fetch failed moments ago: do not pile more requests onto an identity provider in trouble.
+                if self._keys is None:
+                    raise IdentityProviderUnavailable(f"the keys of {self.issuer} could not be fetched just now")
                 return self._keys
             try:
                 await self._fetch_keys()
-            except IdentityProviderUnavailable:
+            except IdentityProviderUnavailable as exc:
+                self._failed_at = now
                 if self._keys is None:
                     raise
-                log.warning("oidc_keys_stale", issuer=self.issuer)  # keep answering with the keys we have
+                log.warning("oidc_keys_stale", issuer=self.issuer, error=str(exc))  # the keys we have still answer
             assert self._keys is not None
             return self._keys
+
+    def _fresh(self, now: datetime) -> bool:
+        return self._keys is not None and self._fetched_at is not None and now - self._fetched_at < self._cache_for
 
     async def _refresh_for_unknown_kid(self, seen: KeySet) -> KeySet:
         async with self._lock:
@@ -304,8 +316,9 @@ class OidcVerifier:
             self._refreshed_for_kid_at = now
             try:
                 await self._fetch_keys()
-            except IdentityProviderUnavailable:
-                log.warning("oidc_keys_refresh_failed", issuer=self.issuer)
+            except IdentityProviderUnavailable as exc:
+                self._failed_at = now
+                log.warning("oidc_keys_refresh_failed", issuer=self.issuer, error=str(exc))
             assert self._keys is not None
             return self._keys
 
@@ -318,6 +331,7 @@ class OidcVerifier:
             raise IdentityProviderUnavailable(f"the JWKS at {jwks_url} holds no usable key: {exc}") from None
         self._keys = keys
         self._fetched_at = self._clock()
+        self._failed_at = None
         log.info("oidc_keys_fetched", issuer=self.issuer, kids=[key.kid for key in keys])
 
     async def _discover_jwks_url(self) -> str:
@@ -407,6 +421,11 @@ class Authenticator:
                 leeway_seconds=settings.oidc_leeway_seconds,
             )
         return cls(pool, oidc=oidc, admins=settings.admin_users())
+
+    async def aclose(self) -> None:
+        """Release the OIDC verifier's HTTP client (the pool is the caller's)."""
+        if self.oidc is not None:
+            await self.oidc.aclose()
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal of an `Authorization` header's value. Raises AuthenticationFailed (and, for JWTs,

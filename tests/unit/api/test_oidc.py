@@ -4,6 +4,7 @@ expiry and the refresh rate limit are tested without waiting."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -88,6 +89,15 @@ async def test_keys_are_cached_between_tokens(verifier, idp, rsa_key, ec_key):
     await verifier.verify(sign(ec_key, idp.claims(), alg="ES256"))
     await verifier.verify(sign(rsa_key, idp.claims(jti="jwt-2")))
 
+    assert (idp.discovery_requests, idp.jwks_requests) == (1, 1)
+
+
+async def test_concurrent_first_requests_fetch_the_keys_once(verifier, idp, rsa_key):
+    tokens = [sign(rsa_key, idp.claims(jti=f"jwt-{n}")) for n in range(10)]
+
+    principals = await asyncio.gather(*(verifier.verify(token) for token in tokens))
+
+    assert {p.credential_id for p in principals} == {f"jwt-{n}" for n in range(10)}
     assert (idp.discovery_requests, idp.jwks_requests) == (1, 1)
 
 
@@ -288,16 +298,34 @@ async def test_an_unreachable_issuer_is_unavailable_not_unauthenticated(idp, rsa
         await idp.start()  # the fixture stops it again
 
 
-async def test_cached_keys_keep_answering_while_the_issuer_is_down(verifier, idp, rsa_key, clock):
+async def test_cached_keys_keep_answering_while_the_issuer_fails(verifier, idp, rsa_key, clock):
     await verifier.verify(sign(rsa_key, idp.claims()))
-    await idp.stop()
-    try:
-        clock.at += timedelta(hours=2)  # past the cache time: a refetch is tried, fails, the old keys stay
-        principal = await verifier.verify(sign(rsa_key, idp.claims(exp=int(clock.at.timestamp()) + 60)))
-    finally:
-        await idp.start()
+    idp.failing = True
+    clock.at += timedelta(hours=2)  # past the cache time: a refetch is tried, fails, the old keys stay
+    token = sign(rsa_key, idp.claims(exp=int(clock.at.timestamp()) + 60))
 
-    assert principal.user == "alice"
+    first = await verifier.verify(token)
+    second = await verifier.verify(token)
+    assert (first.user, second.user) == ("alice", "alice")
+    assert idp.jwks_requests == 2  # one failed refetch, not one per request
+
+    clock.at += timedelta(seconds=6)
+    idp.failing = False
+    await verifier.verify(token)
+    assert idp.jwks_requests == 3
+
+
+async def test_a_failing_issuer_without_cached_keys_is_retried_only_after_a_pause(verifier, idp, rsa_key, clock):
+    idp.failing = True
+    token = sign(rsa_key, idp.claims())
+    for _ in range(3):
+        with pytest.raises(IdentityProviderUnavailable):
+            await verifier.verify(token)
+    assert idp.jwks_requests == 1
+
+    clock.at += timedelta(seconds=6)
+    idp.failing = False
+    assert (await verifier.verify(token)).user == "alice"
 
 
 def test_the_www_authenticate_header_of_a_request_without_credentials_has_no_error_code():
