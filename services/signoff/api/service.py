@@ -1,7 +1,7 @@
 """The api role: `signoff api`. Serves /api/v1 on SIGNOFF_API_PORT and /healthz, /readyz, /metrics on
 SIGNOFF_HTTP_PORT like every role; publishes decisions and execution requests; listens to gate events.
 
-Lifespan: pool, producer, gate-event listener (ready once positioned at the end of the gates topic), then the
+Lifespan: pool (and its own `api` schema migrated, like every role's), producer, gate-event listener (ready once positioned at the end of the gates topic), then the
 HTTP server. SIGTERM: stop accepting, let requests in flight finish (uvicorn's graceful shutdown), stop the
 listener and producer, close the pool.
 """
@@ -23,6 +23,7 @@ from signoff.api.decisions import DecisionDesk
 from signoff.api.executions import ExecutionDesk
 from signoff.api.identity import Authenticator
 from signoff.api.outcomes import GateEventListener, OutcomeWaiters
+from signoff.api.repository import SCHEMA
 from signoff.api.settings import ApiSettings
 from signoff.catalog import Catalog
 from signoff.contracts.topics import APPROVAL_DECISIONS, APPROVAL_GATES, EXECUTION_REQUESTS
@@ -30,6 +31,7 @@ from signoff.runtime.db import pool_from_settings
 from signoff.runtime.http import HealthServer
 from signoff.runtime.kafka import ensure_topics, make_producer
 from signoff.runtime.logging import configure_logging
+from signoff.runtime.migrations import load_migrations, migrate
 from signoff.runtime.settings import load_settings
 
 log = structlog.get_logger(__name__)
@@ -71,6 +73,8 @@ class ApiRole:
         settings = self.settings
         catalog = Catalog.load(settings.catalog_file) if settings.catalog_file else Catalog.empty()
         self.pool = await pool_from_settings(settings)
+        async with self.pool.acquire() as conn:
+            await migrate(conn, SCHEMA, load_migrations("signoff.api.sql", SCHEMA))
         await ensure_topics(settings, {self.gates_topic, self.decisions_topic, self.requests_topic})
         self.producer = make_producer(settings, client_id="signoff-api")
         await self.producer.start()
