@@ -125,7 +125,8 @@ def ingress_problems(objects: list[Manifest]) -> list[str]:
     max_body = ApiSettings.model_fields["api_max_body_bytes"].default
     if nginx_size(annotations.get("nginx.ingress.kubernetes.io/proxy-body-size", "1m")) <= max_body:
         problems.append("the proxy's body limit is not above the api's")
-    longest_wait = next(m.le for m in ApiSettings.model_fields["api_decision_wait_seconds"].metadata if hasattr(m, "le"))
+    wait_field = ApiSettings.model_fields["api_decision_wait_seconds"]
+    longest_wait = next(m.le for m in wait_field.metadata if hasattr(m, "le"))
     if int(annotations.get("nginx.ingress.kubernetes.io/proxy-read-timeout", "60")) <= longest_wait:
         problems.append("the proxy's read timeout is not above the longest decision wait")
     return problems

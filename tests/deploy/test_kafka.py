@@ -137,7 +137,8 @@ def test_acl_matrix_catches_a_second_writer_of_gate_events(rendered: dict[str, l
 def test_acl_matrix_catches_an_api_with_more_rights(rendered: dict[str, list[Manifest]], what: str, acl) -> None:
     objects = copy.deepcopy(rendered["prod"])
     operations = ["Read"] if acl["resource"]["type"] == "group" else ["Write"]
-    by_kind(objects, "KafkaUser")["signoff-api"]["spec"]["authorization"]["acls"].append(acl | {"operations": operations})
+    acls = by_kind(objects, "KafkaUser")["signoff-api"]["spec"]["authorization"]["acls"]
+    acls.append(acl | {"operations": operations})
     assert acl_matrix(objects) != (WRITERS, READERS)
 
 
