@@ -4,13 +4,29 @@ and how it scales. Copies of the render with one thing broken show each check ca
 from __future__ import annotations
 
 import copy
+import re
+import textwrap
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from signoff.api.settings import ApiSettings
-from tests.deploy.manifests import Manifest, by_kind, container_env, one, pod_spec
-from tests.deploy.policy import pod_labels, selects
+from tests.deploy.manifests import (
+    REPO,
+    Manifest,
+    by_kind,
+    container_env,
+    edit_copy,
+    kubernetes_versions,
+    one,
+    pod_spec,
+    render,
+    validate_all,
+)
+from tests.deploy.policy import pod_labels, scan, selects
+from tests.deploy.test_settings import settings_refusals
 
 API = "signoff-api"
 # The namespace of the ingress controller of overlays/prod/ingress.yaml (ingressClassName nginx).
@@ -186,3 +202,44 @@ def test_the_api_scales_on_cpu(objects: list[Manifest]) -> None:
     assert trigger["metadata"]["containerName"] == container["name"] and 0 < int(trigger["metadata"]["value"]) <= 100
     assert "authenticationRef" not in trigger
     assert container["resources"]["requests"]["cpu"]  # Utilization is relative to the request
+
+
+# ---- the overlay patches docs/deploying.md shows --------------------------------------------------------------
+
+DOC = REPO / "docs" / "deploying.md"
+DOC_MARKER = "<!-- tests/deploy/test_api.py renders the prod overlay with this block's patches added. -->"
+
+
+def documented_patches() -> list[list[Manifest]]:
+    """The `patches:` of each ```yaml block that follows the marker in docs/deploying.md, in page order."""
+    blocks = []
+    for part in DOC.read_text().split(DOC_MARKER)[1:]:
+        match = re.search(r"```yaml\n(.*?)```", part, re.S)
+        assert match, "no ```yaml block after a marker"
+        blocks.append(yaml.safe_load(textwrap.dedent(match.group(1)))["patches"])
+    assert len(blocks) == 2, "the host and the OIDC examples"
+    return blocks
+
+
+def prod_with(tmp_path: Path, patches: list[Manifest]) -> list[Manifest]:
+    deploy = edit_copy(tmp_path, "overlays/prod/kustomization.yaml", lambda docs: docs[0]["patches"].extend(patches))
+    objects = render(deploy / "overlays" / "prod")
+    assert validate_all(objects, kubernetes_versions()[-1]) == []
+    assert scan(objects) == []
+    return objects
+
+
+def test_the_documented_host_change_moves_all_three_places(tmp_path: Path) -> None:
+    objects = prod_with(tmp_path, documented_patches()[0])
+    assert ingress_problems(objects) == []
+    assert one(objects, "Ingress", API)["spec"]["rules"][0]["host"] == "signoff.corp.example"
+
+
+def test_the_documented_oidc_settings_reach_the_api(tmp_path: Path) -> None:
+    objects = prod_with(tmp_path, documented_patches()[1])
+    _, env = api_container(objects)
+    assert env["SIGNOFF_OIDC_ISSUER"] == "https://login.example.com/realms/corp"
+    assert env["SIGNOFF_OIDC_AUDIENCE"] == "signoff"
+    scratch = tmp_path / "secrets"
+    scratch.mkdir()
+    assert settings_refusals(objects, "api", scratch) == []
