@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from signoff.runtime.migrations import SERVICE_MIGRATIONS, load_migrations, migrate, migrate_all
+from signoff.runtime.migrations import SERVICE_MIGRATIONS, Migration, load_migrations, migrate, migrate_all
 from tests.deploy.manifests import REPO
 from tests.support.infra import Infra
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 DOC = REPO / "docs" / "deploying.md"
 MARKER = "<!-- tests/deploy/test_database_roles.py runs this block"
 SERVICE_ROLES = ("approval", "executor", "notifier", "api")
-SCHEMAS = ("approval", "executor", "notifier", "api")
+SCHEMAS = SERVICE_ROLES  # each service's schema is named after it
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 READ_WRITE = {"SELECT", "INSERT", "UPDATE", "DELETE"}
 API_READS = ("approval", "executor")
@@ -63,7 +63,8 @@ def personalized(sql: str, suffix: str, database: str) -> str:
     return sql.replace("ON DATABASE signoff ", f'ON DATABASE "{database}" ')
 
 
-def migrations_of(schema: str) -> list:
+def migrations_of(schema: str) -> list[Migration]:
+    """The service's own migrations (none for the api until it registers them in SERVICE_MIGRATIONS)."""
     package = SERVICE_MIGRATIONS.get(schema)
     return load_migrations(package, schema) if package else []
 
