@@ -26,8 +26,8 @@ from pydantic_settings import BaseSettings
 import signoff
 from tests.deploy.manifests import DEPLOY, REPO, Manifest, by_kind, container_env, mounted_files, pod_spec, workloads
 
-ROLES = ("approval", "executor", "notifier", "migrate")
-SERVICES = ("approval", "executor", "notifier")
+ROLES = ("approval", "executor", "notifier", "api", "migrate")
+SERVICES = ("approval", "executor", "notifier", "api")
 SECRETS_DIR_VAR = "SIGNOFF_SECRETS_DIR"  # read by signoff.runtime.settings.load_settings, not a field
 HOW = ("config", "env", "secret", "default", "client")
 UNSET_IN_PODS = ("default", "client")  # never set by the manifests
@@ -299,7 +299,19 @@ def test_settings_are_set_as_documented(objects: list[Manifest]) -> None:
 # ---- roles of the CLI ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(
+    "role",
+    [
+        pytest.param(
+            role,
+            # Strict: it fails (XPASS) the moment `signoff api` is registered, so this mark is removed with it.
+            marks=pytest.mark.xfail(strict=True, reason="`signoff api` is being written on another branch")
+            if role == "api"
+            else (),
+        )
+        for role in ROLES
+    ],
+)
 def test_role_is_a_command_of_the_cli(role: str) -> None:
     from signoff.cli.main import cli
 
