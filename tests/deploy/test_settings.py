@@ -299,19 +299,7 @@ def test_settings_are_set_as_documented(objects: list[Manifest]) -> None:
 # ---- roles of the CLI ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "role",
-    [
-        pytest.param(
-            role,
-            # Strict: it fails (XPASS) the moment `signoff api` is registered, so this mark is removed with it.
-            marks=pytest.mark.xfail(strict=True, reason="`signoff api` is being written on another branch")
-            if role == "api"
-            else (),
-        )
-        for role in ROLES
-    ],
-)
+@pytest.mark.parametrize("role", ROLES)
 def test_role_is_a_command_of_the_cli(role: str) -> None:
     from signoff.cli.main import cli
 
