@@ -1,9 +1,9 @@
 """The api role: `signoff api`. Serves /api/v1 on SIGNOFF_API_PORT and /healthz, /readyz, /metrics on
 SIGNOFF_HTTP_PORT like every role; publishes decisions and execution requests; listens to gate events.
 
-Lifespan: pool (and its own `api` schema migrated, like every role's), producer, gate-event listener (ready once positioned at the end of the gates topic), then the
-HTTP server. SIGTERM: stop accepting, let requests in flight finish (uvicorn's graceful shutdown), stop the
-listener and producer, close the pool.
+Lifespan: pool (and its own `api` schema migrated, like every role's), producer, gate-event listener (ready once
+positioned at the end of the gates topic), then the HTTP server. SIGTERM: stop accepting, let requests in flight
+finish (uvicorn's graceful shutdown), stop the listener and producer, close the pool.
 """
 
 from __future__ import annotations
