@@ -101,11 +101,11 @@ def show(gate_id: str, as_json: bool) -> None:
     if gate["policy"]["disallow_pipeline_executor"]:
         click.echo(f"          {gate['triggered_by']} (who triggered it) may not approve")
     for item in gate["inputs"]:
-        extras = [f"default {item['default_value']!r}" if item["default_value"] else "no default"]
+        extras = [f"default {item['defaultValue']!r}" if item["defaultValue"] else "no default"]
         if item["required"]:
             extras.append("required")
-        if item["allowed_values"]:
-            extras.append("one of " + ", ".join(item["allowed_values"]))
+        if item["allowedValues"]:
+            extras.append("one of " + ", ".join(item["allowedValues"]))
         click.echo(f"input     {item['name']}: {'; '.join(extras)}")
     for v in gate["votes"]:
         comment = f"  {v['comment']!r}" if v["comment"] else ""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import click
@@ -17,8 +18,10 @@ from signoff.cli.errors import CliError
 from signoff.cli.roles import ROLES
 from signoff.cli.tokens import dev_token
 from signoff.devstack import DevStack, DevStackError
-from signoff.devstack.process import die_with_parent
+from signoff.devstack.process import die_with_parent, free_port
 from signoff.devstack.stack import ENV_FILE, PID_FILE, default_state_dir, supervisor_pid
+
+READY_TIMEOUT_SECONDS = 120.0
 
 
 @click.group()
@@ -137,6 +140,7 @@ class Supervisor:
         self.state_dir = state_dir
         self.stack = DevStack(state_dir, kafka_port=kafka_port, postgres_port=postgres_port)
         self.roles: dict[str, subprocess.Popen[bytes]] = {}
+        self.health_ports: dict[str, int] = {}
         self.stopping = threading.Event()
         self.print_lock = threading.Lock()
 
@@ -160,6 +164,9 @@ class Supervisor:
             self.say("dev", f"api        {self.stack.api_url}")
             for role in ROLES:
                 self._start_role(role)
+            # The env file is what `dev up --detach` and other commands wait for: write it once every role
+            # answers /readyz, so the first command after `dev up` finds the API listening.
+            self._wait_until_ready()
             self.stack.write_env_file()
             self.say(
                 "dev",
@@ -194,7 +201,7 @@ class Supervisor:
             | {
                 "SIGNOFF_LOG_FORMAT": os.environ.get("SIGNOFF_LOG_FORMAT", "console"),
                 "SIGNOFF_HTTP_HOST": "127.0.0.1",
-                "SIGNOFF_HTTP_PORT": "0",
+                "SIGNOFF_HTTP_PORT": str(self.health_ports.setdefault(role, free_port())),
             }
         )
 
@@ -210,6 +217,27 @@ class Supervisor:
         )
         self.roles[role] = proc
         threading.Thread(target=self._pump, args=(role, proc), daemon=True).start()
+
+    def _wait_until_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Until every role's /readyz answers 200; CliError when a role exits or the deadline passes."""
+        deadline = time.monotonic() + timeout
+        waiting = dict(self.health_ports)
+        while waiting:
+            for role, port in list(waiting.items()):
+                if self.roles[role].poll() is not None:
+                    raise CliError(f"role {role} exited with code {self.roles[role].returncode} while starting")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                        if answer.status == 200:
+                            del waiting[role]
+                except OSError:
+                    pass  # not listening or not ready yet
+            if self.stopping.is_set():
+                raise CliError("stopped while starting")
+            if waiting and time.monotonic() > deadline:
+                raise CliError(f"roles {', '.join(waiting)} not ready after {timeout:.0f}s")
+            if waiting:
+                time.sleep(0.2)  # polling readiness endpoints: there is no event to wait on
 
     def _pump(self, role: str, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None

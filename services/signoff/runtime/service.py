@@ -46,6 +46,8 @@ class ServiceSpec:
     produces: Sequence[str]
     handler: Callable[[ServiceContext], BatchHandler]
     background: Sequence[Callable[[ServiceContext], Awaitable[None]]] = field(default_factory=tuple)
+    startup: Sequence[Callable[[ServiceContext], Awaitable[None]]] = field(default_factory=tuple)
+    """Run once before the role consumes or reports ready (e.g. loading a file into its schema)."""
     group_id: str | None = None
 
     @property
@@ -81,6 +83,8 @@ class Service:
         self.producer = make_producer(settings, client_id=f"signoff-{spec.name}")
         await self.producer.start()
         context = ServiceContext(settings, self.pool, self.producer, self.stopping)
+        for step in spec.startup:
+            await step(context)
         self.relay = OutboxRelay(self.pool, self.producer, spec.schema)
         self.loop = ConsumerLoop(
             name=spec.consumer_group,
