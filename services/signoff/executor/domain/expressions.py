@@ -207,7 +207,16 @@ class Context:
         """The value of one expression body (`pipeline.variables.x`), or `Unknown(reason)`."""
         return self._resolve(body.strip(), 0)
 
-    def _resolve(self, body: str, depth: int) -> str | Unknown:
+    def lookup(self, text: str) -> Any:
+        """The value `text` stands for: when it is exactly one expression, its value with objects kept (a mapping
+        such as `<+service.tags>` stays a mapping); otherwise `text` rendered. `Unknown(reason)` when not known."""
+        match = EXPRESSION.fullmatch(text.strip())
+        if match is not None:
+            return self._resolve(match.group(1).strip(), 0, objects=True)
+        rendered = render(text, self)
+        return Unknown(rendered.describe_unresolved()) if rendered.unresolved else rendered.text
+
+    def _resolve(self, body: str, depth: int, *, objects: bool = False) -> Any:
         if body == "input" or body.startswith("input."):
             return Unknown("runtime inputs (<+input>) are only supported as pipeline variable values")
         if body.startswith("secrets."):
@@ -241,6 +250,8 @@ class Context:
             return node
         if node is None:
             return Unknown(f"{body} has no value")
+        if isinstance(node, Mapping) and objects:
+            return copy.deepcopy(dict(node))
         if isinstance(node, Mapping | list):
             return Unknown(f"{body} is an object, not a value")
         value = _scalar(node)
