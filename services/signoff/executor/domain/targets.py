@@ -172,7 +172,8 @@ def choose_targets(
             scope = env_id if kind == "infrastructure" else None
             if not filters:
                 refs = list(listed_refs)
-                expand = target.deploy_to_all and (kind == "infrastructure" or md.gitops_enabled)
+                # deployToAll: every infrastructure, or in a GitOps stage every linked cluster.
+                expand = target.deploy_to_all and (kind == "gitopsCluster") == md.gitops_enabled
                 if not refs and expand and env_id and everything is not None:
                     refs = everything(env_id)
                 chosen[entity] = tuple(resolve_ref(kind, ref, scope) for ref in refs)
