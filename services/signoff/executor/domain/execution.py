@@ -961,7 +961,7 @@ def _render_filter(target_filter: TargetFilter, ctx: Context) -> FilterMetadata:
         raw = target_filter.tags_expression
         value = ctx.lookup(raw)
         if isinstance(value, Unknown):
-            return filter_metadata(target_filter, {}, raw, f"{raw} ({value.reason})")
+            return filter_metadata(target_filter, {}, raw, value.reason)
         try:
             tags = {str(k): _tag_text(v) for k, v in value.items()} if isinstance(value, Mapping) else None
             tags = tags or parse_tags_text(str(value))
@@ -973,8 +973,9 @@ def _render_filter(target_filter: TargetFilter, ctx: Context) -> FilterMetadata:
     for key, value in target_filter.tags.items():
         rendered_key, rendered_value = render(key, ctx), render(value, ctx)
         tags[rendered_key.text] = rendered_value.text
-        missing += [item.describe_unresolved() for item in (rendered_key, rendered_value) if item.unresolved]
-    return filter_metadata(target_filter, tags, None, "; ".join(missing) or None)
+        # The expressions stay visible in the tags; the reason says why they are not known yet.
+        missing += [item.reasons[raw] for item in (rendered_key, rendered_value) for raw in item.unresolved]
+    return filter_metadata(target_filter, tags, None, "; ".join(dict.fromkeys(missing)) or None)
 
 
 def _tag_text(value: Any) -> str:
