@@ -48,9 +48,10 @@ def passes(
 
 
 def describe_tags(tags: Mapping[str, str], match_type: MatchType | None) -> str:
-    """`region=eu OR tier=prod` (any) / `region=eu AND tier=prod` (all); a key-only tag is its key."""
+    """`region=eu OR tier=prod` (any) / `region=eu AND tier=prod` (all); a key-only tag is its key. Sorted by key,
+    so the words are the same wherever the tags travelled (JSONB, for one, does not keep key order)."""
     joiner = " OR " if match_type == "any" else " AND "
-    return joiner.join(key if value == "" else f"{key}={value}" for key, value in tags.items())
+    return joiner.join(key if value == "" else f"{key}={value}" for key, value in sorted(tags.items()))
 
 
 def describe_filter(

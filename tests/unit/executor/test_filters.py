@@ -93,8 +93,8 @@ def test_infrastructures_are_chosen_per_environment(catalog: Catalog) -> None:
     metadata = execution.stage_metadata("prod")
     assert chosen(metadata) == [("prod_eu", ["eks_eu"], []), ("prod_us", ["eks_us"], [])]
     assert [[f.description for f in env.filters] for env in metadata.environments] == [
-        ["infrastructures tagged traffic=live AND kind=eks"],
-        ["infrastructures tagged traffic=live AND kind=eks"],
+        ["infrastructures tagged kind=eks AND traffic=live"],
+        ["infrastructures tagged kind=eks AND traffic=live"],
     ]
 
 
