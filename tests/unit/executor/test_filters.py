@@ -156,6 +156,12 @@ def test_the_whole_tag_set_may_be_one_expression(catalog: Catalog) -> None:
     metadata = start(document, catalog).stage_metadata("prod")
     assert [env for env, _, _ in chosen(metadata)] == ["prod_eu"]
     assert metadata.environment_filters[0].tags == {"region": "eu"}
+    # <+pipeline.tags>: the pipeline's own Harness tags.
+    by_pipeline = filtered(tags("all"))
+    by_pipeline["filters"][0]["spec"]["tags"] = "<+pipeline.tags>"
+    document = pipeline(targeted(environments=by_pipeline))
+    document["pipeline"]["tags"] = {"tier": "prod"}
+    assert [env for env, _, _ in chosen(start(document, catalog).stage_metadata("prod"))] == ["prod_eu", "prod_us"]
     # <+service.tags>: the stage's service's catalog tags (checkout is team=payments, tier=1: no environment has both).
     by_service = filtered(tags("all"))
     by_service["filters"][0]["spec"]["tags"] = "<+service.tags>"

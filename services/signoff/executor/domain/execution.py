@@ -522,6 +522,7 @@ class Execution:
             triggered_by_email=triggered.email,
             start_ts=int(self._state.started_at.timestamp() * 1000),
             variables=self._variable_values(),
+            tags=self.pipeline.tags,
         ).with_stage_names({stage.identifier: (stage.name, stage.stage.type) for stage in self.plan.stages()})
         for planned in self.plan.steps():
             state = self._steps[planned.path]

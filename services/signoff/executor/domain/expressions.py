@@ -100,9 +100,11 @@ class Context:
         triggered_by_email: str | None = None,
         start_ts: int | None = None,
         variables: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Context:
         """The pipeline scope: `<+pipeline.name>`, `.identifier`, `.executionId`, `.sequenceId`, `.startTs`,
-        `.triggeredBy.name|email`, `.variables.x`. A variable's value may itself hold expressions."""
+        `.triggeredBy.name|email`, `.variables.x`, `.tags` (a mapping; `.tags.key` one value). A variable's value
+        may itself hold expressions."""
         pipeline: dict[str, Any] = {
             "name": name,
             "identifier": identifier,
@@ -114,6 +116,7 @@ class Context:
                 "email": triggered_by_email if triggered_by_email is not None else Unknown("the trigger has no e-mail"),
             },
             "variables": dict(variables or {}),
+            "tags": dict(tags or {}),
             "stages": {},
         }
         return cls({"pipeline": pipeline})

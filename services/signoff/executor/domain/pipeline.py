@@ -498,6 +498,8 @@ class Pipeline:
     variables: tuple[Variable, ...] = ()
     description: str = ""
     document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """The pipeline's Harness `tags` (`<+pipeline.tags>`, e.g. as a filter's tag set)."""
 
     def stages(self) -> tuple[Stage, ...]:
         """Every stage in document order (parallel blocks flattened)."""
@@ -630,6 +632,13 @@ class _PipelineHeader(_Lenient):
     name: str = Field(min_length=1)
     description: str = ""
     variables: tuple[Variable, ...] = ()
+    tags: dict[str, Text] = Field(default_factory=dict)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tag_values(cls, value: Any) -> Any:
+        # Harness writes `tags: {}`; a value-less tag (`web:`) reads as None.
+        return {k: "" if v is None else v for k, v in value.items()} if isinstance(value, Mapping) else value
 
 
 class _StageHeader(_Lenient):
@@ -718,6 +727,7 @@ class _Parser:
             variables=header.variables,
             description=header.description,
             document=dict(root),
+            tags=dict(header.tags),
         )
 
     def unique_variables(self, variables: tuple[Variable, ...], path: str) -> None:
