@@ -313,3 +313,20 @@ def test_the_example_filtered_rollout_validates_and_chooses_its_targets(catalog:
         ("prod_us", [], ["argo_prod_us"]),
     ]
     assert all(isinstance(env.environment, Resolved) for env in execution.stage_metadata("gitops_sync").environments)
+
+
+def test_a_tag_set_expression_giving_no_tags_is_unresolved_not_match_all() -> None:
+    bare = Catalog.from_mapping(
+        {
+            "services": [{"identifier": "checkout", "name": "Checkout"}],
+            "environments": [{"identifier": "prod", "name": "Prod", "type": "Production"}],
+        }
+    )
+    by_service = filtered(tags("any"))
+    by_service["filters"][0]["spec"]["tags"] = "<+service.tags>"
+    metadata = start(pipeline(targeted(environments=by_service)), bare).stage_metadata("prod")
+    assert metadata.environments == ()
+    assert metadata.environment_filters[0].unresolved == "<+service.tags> gives no tags: an empty tag set"
+    assert metadata.target_problems == (
+        "environments tagged <+service.tags> (match any): <+service.tags> gives no tags: an empty tag set",
+    )

@@ -964,9 +964,14 @@ def _render_filter(target_filter: TargetFilter, ctx: Context) -> FilterMetadata:
         if isinstance(value, Unknown):
             return filter_metadata(target_filter, {}, raw, value.reason)
         try:
-            tags = {str(k): _tag_text(v) for k, v in value.items()} if isinstance(value, Mapping) else None
-            tags = tags or parse_tags_text(str(value))
+            if isinstance(value, Mapping):
+                tags = {str(k): _tag_text(v) for k, v in value.items()}
+                if not tags:
+                    raise ValueError("an empty tag set")
+            else:
+                tags = parse_tags_text(str(value))
         except ValueError as exc:
+            # Matching against no tags would keep everything (any) or nothing (all): neither was asked for.
             return filter_metadata(target_filter, {}, raw, f"{raw} gives no tags: {exc}")
         return filter_metadata(target_filter, tags, None)
     tags: dict[str, str] = {}
