@@ -1,7 +1,7 @@
 """The roles together on the real topics: the executor asks, the approval role opens the gate, an approver answers
 through the api with CodePipeline's command and the example decision file (its token taken from
-`get-pipeline-state`), and the pipeline goes on with the approver's input. Topics are shared with other tests, so everything is filtered by this
-test's execution."""
+`get-pipeline-state`), and the pipeline goes on with the approver's input. Topics are shared with other tests, so
+everything is filtered by this test's execution."""
 
 from __future__ import annotations
 
