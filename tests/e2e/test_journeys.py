@@ -72,6 +72,12 @@ def test_codepipeline_decision_file_approves_the_harness_pipeline_which_uses_the
     assert opened.body["key"]["execution_id"] == execution_id and opened.body["token"] == waiting["token"]
     assert opened.body["notification"]["links"]["approve"].endswith(f"/gates/{gate_id}?action=approve")
 
+    # What dana sees before she decides: the message, the stages resolved from the catalog, her turn.
+    shown = json.loads(system.signoff("show", gate_id, "--json", user="dana").stdout)
+    assert shown["message"] == "Test" and shown["you"]["may_decide"] is True
+    assert [item["text"] for item in shown["current_stage"]["services"]] == ["Checkout API"]
+    assert "Payments worker" in [item["text"] for stage in shown["upcoming_stages"] for item in stage["services"]]
+
     # The approver records the token from get-pipeline-state in the seed's file, and sends it unchanged otherwise.
     decision = system.work / "approvalstage-approved.json"
     decision.write_text(json.dumps(SEED_DECISION | {"token": waiting["token"]}))

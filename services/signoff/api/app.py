@@ -7,7 +7,8 @@ are RFC 9457 problem documents with the approval service's reason codes. No rout
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -22,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signoff import __version__
-from signoff.api import audit, gates, models
+from signoff.api import audit, gates, metrics, models
 from signoff.api.decisions import DecisionDesk
 from signoff.api.executions import ExecutionDesk
 from signoff.api.identity import AuthenticationFailed, Authenticator, IdentityProviderUnavailable, Principal
@@ -176,6 +177,15 @@ def create_app(context: ApiContext | None) -> FastAPI:
     app.state.context = context
     if context is not None:
         app.add_middleware(BodyLimit, limit=context.max_body_bytes)
+
+    @app.middleware("http")
+    async def _measured(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        metrics.REQUEST_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
+        return response
 
     @app.exception_handler(ApiProblem)
     async def _api_problem(request: Request, problem: ApiProblem) -> JSONResponse:

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from signoff import contracts as wire
-from signoff.api import gates, models
+from signoff.api import gates, metrics, models
 from signoff.api.identity import Principal
 from signoff.api.outcomes import OutcomeWaiters
 from signoff.api.problems import ApiProblem, refusal_problem
@@ -147,6 +147,7 @@ class DecisionDesk:
             verdict = await self._publish_and_wait(decision)
         else:
             verdict = earlier  # an idempotent repeat whose first answer was not stored: the first verdict stands
+        metrics.DECISIONS.labels("pending" if verdict is None else verdict.reason or "counted").inc()
         if verdict is None:
             return 202, models.DecisionAnswer(
                 decision_id=decision_id,

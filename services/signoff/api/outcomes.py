@@ -26,6 +26,8 @@ from signoff.runtime.settings import Settings
 log = structlog.get_logger(__name__)
 
 FALLBACK_POLL_SECONDS = 0.5
+_VOTE_RECORDED = wire.VoteRecorded.event_type.encode()
+_DECISION_REFUSED = wire.DecisionRefused.event_type.encode()
 
 
 class OutcomeWaiters:
@@ -138,6 +140,10 @@ class GateEventListener:
 def _decision_of(value: bytes | None, headers: list[tuple[str, bytes]] | None) -> str | None:
     """The decision id a gate event answers (VoteRecorded, DecisionRefused), else None; never raises."""
     if value is None:
+        return None
+    # Most gate events answer no decision (a burst opens thousands of gates): skip them without decoding.
+    named = value + b"".join(v for k, v in headers or () if k == "ce_type")
+    if _VOTE_RECORDED not in named and _DECISION_REFUSED not in named:
         return None
     try:
         event = wire.decode(value, list(headers or ()))

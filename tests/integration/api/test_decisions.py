@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from signoff import contracts as wire
 from tests.integration.api.conftest import FrontDoor, pipeline_name
 from tests.integration.approval.conftest import request
 
@@ -125,3 +126,51 @@ async def test_mine_lists_only_the_gates_i_may_decide_newest_first(front_door: F
         everything = (await dana.get("/gates", params={"pipeline": pipeline})).json()["gates"]
     assert [g["gate_id"] for g in mine] == [docs_gate]
     assert {g["gate_id"] for g in everything} == {docs_gate, sre_gate}
+
+
+async def test_a_service_principal_decides_for_a_user_only_with_the_permission_and_the_audit_names_both(
+    front_door: FrontDoor,
+) -> None:
+    gate_id, _ = await front_door.open_gate(request(pipeline=pipeline_name(), groups=("docs",), timeout="1d"))
+    async with await front_door.client("chatbot") as plain:
+        refused = await plain.post(f"/gates/{gate_id}/decisions", json={"status": "Approved", "on_behalf_of": "dana"})
+    assert (refused.status_code, refused.json()["code"]) == (403, "not_permitted")
+    async with await front_door.client("chatbot", "act_on_behalf") as bot:
+        answer = await bot.post(
+            f"/gates/{gate_id}/decisions", json={"status": "Approved", "on_behalf_of": "dana", "comment": "via chat"}
+        )
+        audit = (await bot.get(f"/gates/{gate_id}/audit")).json()
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["approver"], answer.json()["gate_status"]) == ("dana", "approved")
+    (vote,) = [entry for entry in audit["entries"] if entry["kind"] == "vote"]
+    assert (vote["actor"], vote["detail"]["submitted_by"]) == ("dana", "chatbot")
+    assert "dana approved via api (submitted by chatbot)" in vote["text"]
+
+
+async def test_a_gate_document_has_the_message_progress_inputs_and_your_turn(front_door: FrontDoor) -> None:
+    req = request(pipeline=pipeline_name(), groups=("sre",), minimum_count=2, timeout="1d").model_copy(
+        update={
+            "message": "Deploy 2.0.0 to <+env.name>?\nSecond line",
+            "approver_inputs": [
+                wire.ApproverInput(name="region", defaultValue="eu", allowedValues=["eu", "us"], required=True)
+            ],
+        }
+    )
+    gate_id, token = await front_door.open_gate(req)
+    async with await front_door.client("bob") as bob:
+        await bob.post(
+            f"/gates/{gate_id}/decisions", json={"status": "Approved", "comment": "ok", "inputs": {"region": "us"}}
+        )
+        gate = (await bob.get(f"/gates/{gate_id}")).json()
+    assert gate["message"] == "Deploy 2.0.0 to <+env.name>?\nSecond line"
+    assert gate["token"] == token and gate["status"] == "pending"
+    assert (
+        gate["policy"]["rules"][0]["approved_by"] == ["bob"]
+        and gate["policy"]["text"] == "1 of 2 approvers (group sre)"
+    )
+    assert gate["inputs"] == [{"name": "region", "defaultValue": "eu", "required": True, "allowedValues": ["eu", "us"]}]
+    assert [(v["approver"], v["comment"], v["inputs"]) for v in gate["votes"]] == [("bob", "ok", {"region": "us"})]
+    assert gate["you"] == {"may_decide": True, "reason": None, "current_vote": "Approved"}
+    assert gate["links"]["approve"].endswith(f"/gates/{gate_id}?action=approve")
+    assert gate["current_stage"]["identifier"] == req.current_stage.identifier
+    assert gate["time_left"].endswith("left")

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import structlog
 from click.testing import CliRunner, Result
@@ -214,3 +215,35 @@ async def test_run_wait_reports_success_failure_and_the_executors_refusal(role, 
     assert result.exit_code == 1
     error = _one_line_error(result)
     assert "the executor refused execution" in error and "unknown environment 'qa'" in error
+
+
+async def test_the_api_refuses_an_invalid_pipeline_naming_the_field_and_lets_an_admin_abort(
+    role, tmp_path: Path
+) -> None:
+    async with role.pool.acquire() as conn:
+        _, admin_token = await issue_token(
+            conn, ApiRepository(), user="root", name="ops", permissions=("admin",), lifetime=timedelta(hours=1),
+            now=datetime.now(UTC),
+        )  # fmt: skip
+    headers = {"Authorization": f"Bearer {role.tokens['alice']}"}
+    async with httpx.AsyncClient(base_url=f"{role.api.url}/api/v1", headers=headers) as alice:
+        bad = await alice.post(
+            "/executions", json={"pipeline_yaml": as_yaml(pipeline(stage("s", parallel(shell("a"), approval("x")))))}
+        )
+        unknown = await alice.post("/executions", json={"pipeline_yaml": "pipeline: {}", "surprise": 1})
+        path, _ = _own_copy(tmp_path, EXAMPLE.read_text(), "checkout_blue_green")
+        started = await alice.post("/executions", json={"pipeline_yaml": path.read_text(), "variables": {"tag": "1"}})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_pipeline"
+    assert bad.json()["errors"][0]["field"] == "pipeline_yaml" and "cannot run in parallel" in bad.json()["detail"]
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "surprise"
+    assert started.status_code == 201, started.text
+    execution_id = started.json()["execution_id"]
+    assert started.json()["triggered_by"] == "alice"
+    await role.wait_for(wire.ApprovalRequested.event_type, execution_id)
+
+    async with httpx.AsyncClient(
+        base_url=f"{role.api.url}/api/v1", headers={"Authorization": f"Bearer {admin_token}"}, timeout=60
+    ) as admin:
+        aborted = await admin.post(f"/executions/{execution_id}/abort", json={"reason": "freeze"})
+    assert aborted.status_code == 200, aborted.text
+    assert aborted.json()["status"] == "ABORTED" and "aborted by root: freeze" in aborted.json()["reason"]
