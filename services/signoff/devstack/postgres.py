@@ -95,7 +95,7 @@ def server_home(workdir: Path, run_as: RunAs) -> Path:
     is. `workdir` then holds a `pgdata` link to the data, so `ls` shows where it went."""
     if reachable_by(workdir, run_as):
         return workdir
-    digest = hashlib.sha256(str(workdir.absolute()).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:16]
     return shared_root() / f"stack-{digest}"
 
 
@@ -131,7 +131,7 @@ class EmbeddedPostgres:
         if self.relocated:
             _own_shared_root(self.home.parent)
             self.home.mkdir(mode=0o700, exist_ok=True)
-            (self.home / "state-dir").write_text(f"{self.workdir.absolute()}\n")  # whose data this is
+            (self.home / "state-dir").write_text(f"{self.workdir.resolve()}\n")  # whose data this is
             link = self.workdir / "pgdata"
             if not link.exists() or link.is_symlink():
                 link.unlink(missing_ok=True)

@@ -15,6 +15,8 @@ from signoff.devstack.postgres import EmbeddedPostgres
 ENV_FILE = "env"
 PID_FILE = "supervisor.pid"
 KEYS_FILE = "decision-keys.json"
+# Settings of the env file that are secrets: `dev env` prints them (for eval), nothing else does.
+SECRET_SETTINGS = frozenset({"SIGNOFF_CLI_DECISION_KEY"})
 
 
 def default_state_dir() -> Path:
