@@ -8,7 +8,8 @@ NOTIFICATION = "Approval needed: checkout\n\nService: Checkout API\nApprove: htt
 
 
 def test_a_multi_line_value_is_printed_below_the_line_indented() -> None:
-    rendered = MultilineConsoleRenderer()(None, "info", {"event": "notification", "channel": "log", "text": NOTIFICATION})
+    event = {"event": "notification", "channel": "log", "text": NOTIFICATION}
+    rendered = MultilineConsoleRenderer()(None, "info", event)
     lines = rendered.splitlines()
     assert "notification" in lines[0] and "channel=log" in lines[0] and "text=" not in lines[0]
     assert lines[1:] == [

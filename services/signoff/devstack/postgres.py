@@ -73,7 +73,7 @@ def _binaries_for(run_as: RunAs, home: Path) -> Path:
 def shared_root() -> Path:
     """Where root's dev stacks keep what the server account must reach when their own folder is private:
     /var/tmp/signoff-postgres (kept across reboots, unlike /tmp), or under the temp folder without /var/tmp."""
-    base = Path("/var/tmp")
+    base = Path("/var/tmp")  # noqa: S108 (what we make there is checked: ours, writable by nobody else)
     return (base if base.is_dir() else Path(tempfile.gettempdir())) / "signoff-postgres"
 
 

@@ -31,7 +31,9 @@ def configure_logging(
     ]
     if role:
         shared.append(_add_role(role))
-    renderer: structlog.types.Processor = structlog.processors.JSONRenderer() if json_output else MultilineConsoleRenderer()
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if json_output else MultilineConsoleRenderer()
+    )
     structlog.configure(
         processors=[
             *shared,
