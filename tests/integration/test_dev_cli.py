@@ -32,11 +32,8 @@ def _signoff(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 async def test_dev_up_lets_the_cli_approve_with_the_stacks_own_key() -> None:
-    home = Path(tempfile.mkdtemp(prefix="signoff-devcli-"))
+    home = Path(tempfile.mkdtemp(prefix="signoff-devcli-"))  # private: as root, PostgreSQL's files go elsewhere
     state = home / "dev"
-    state.mkdir()
-    for path in (home, state):
-        path.chmod(0o777)  # reachable by the unprivileged account PostgreSQL runs as
     # Only what an approver's shell has: the dev stack's env file gives the rest, the key included.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")} | {
         "SIGNOFF_HOME": str(home),
@@ -83,6 +80,6 @@ async def test_dev_up_lets_the_cli_approve_with_the_stacks_own_key() -> None:
         assert approved.returncode == 0, approved.stderr
         assert f"dana approved gate {gate['gate_id']}; gate is now approved" in approved.stdout
     finally:
-        down = _signoff("dev", "down", "--state-dir", str(state), env=env)
+        down = _signoff("dev", "down", "--purge", "--state-dir", str(state), env=env)
         shutil.rmtree(home, ignore_errors=True)
         assert down.returncode == 0, down.stderr
