@@ -62,18 +62,15 @@ class MultilineConsoleRenderer:
     """structlog's console renderer, with multi-line text values (a notification the dev stack prints) written
     below the line, indented, instead of as one long repr full of `\\n` escapes."""
 
-    # The console renderer already prints these below the line.
-    _OWN_BLOCKS = frozenset({"exception", "stack"})
+    # The event name stays on the line; the console renderer prints a traceback or stack below it already.
+    _KEPT = frozenset({"event", "exception", "stack"})
 
     def __init__(self) -> None:
         self._line = structlog.dev.ConsoleRenderer(colors=False)
 
     def __call__(self, logger: object, name: str, event: dict) -> str:
-        blocks = {
-            key: event.pop(key)
-            for key in [k for k, v in event.items() if isinstance(v, str) and "\n" in v]
-            if key not in self._OWN_BLOCKS and key != "event"
-        }
+        multiline = [k for k, v in event.items() if isinstance(v, str) and "\n" in v and k not in self._KEPT]
+        blocks = {key: event.pop(key) for key in multiline}
         rendered = self._line(logger, name, event)
         for key, text in blocks.items():
             rendered += f"\n  {key}:\n" + textwrap.indent(text.rstrip("\n"), "    ")
