@@ -192,11 +192,9 @@ class System:
 
 @pytest.fixture(scope="module")
 def system() -> Iterator[System]:
+    # A private (0700) folder: as root, the stack keeps PostgreSQL's files where its account can reach them.
     work = Path(tempfile.mkdtemp(prefix="signoff-e2e-"))
     state = work / "dev"
-    state.mkdir()
-    for path in (work, state):
-        path.chmod(0o777)  # reachable by the unprivileged account PostgreSQL runs as
     sink = WebhookSink()
     server = ThreadingHTTPServer(("127.0.0.1", 0), sink.handler())
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -237,7 +235,7 @@ def system() -> Iterator[System]:
         yield System(env, sink, work)
     finally:
         subprocess.run(
-            [sys.executable, "-m", "signoff", "dev", "down", "--state-dir", str(state)],
+            [sys.executable, "-m", "signoff", "dev", "down", "--purge", "--state-dir", str(state)],
             capture_output=True,
             timeout=120,
             env=env,

@@ -33,11 +33,8 @@ def _signoff(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 async def test_dev_up_lets_a_directory_user_approve_with_a_dev_token_through_the_api() -> None:
-    home = Path(tempfile.mkdtemp(prefix="signoff-devcli-"))
+    home = Path(tempfile.mkdtemp(prefix="signoff-devcli-"))  # private: as root, PostgreSQL's files go elsewhere
     state = home / "dev"
-    state.mkdir()
-    for path in (home, state):
-        path.chmod(0o777)  # reachable by the unprivileged account PostgreSQL runs as
     # Only what an approver's shell has: the dev stack's env file gives the API's URL, `dev token` the token.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")} | {
         "SIGNOFF_HOME": str(home),
@@ -85,6 +82,6 @@ async def test_dev_up_lets_a_directory_user_approve_with_a_dev_token_through_the
         assert approved.stdout.startswith(f"vote counted: dana approved gate {gate['gate_id']}; 1 of 1 approver")
         assert approved.stdout.rstrip().endswith("gate is now approved")
     finally:
-        down = _signoff("dev", "down", "--state-dir", str(state), env=env)
+        down = _signoff("dev", "down", "--purge", "--state-dir", str(state), env=env)
         shutil.rmtree(home, ignore_errors=True)
         assert down.returncode == 0, down.stderr

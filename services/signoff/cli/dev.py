@@ -19,7 +19,13 @@ from signoff.cli.roles import ROLES
 from signoff.cli.tokens import dev_token
 from signoff.devstack import DevStack, DevStackError
 from signoff.devstack.process import die_with_parent, free_port
-from signoff.devstack.stack import ENV_FILE, PID_FILE, default_state_dir, supervisor_pid
+from signoff.devstack.stack import (
+    ENV_FILE,
+    KEYS_FILE,
+    PID_FILE,
+    default_state_dir,
+    supervisor_pid,
+)
 
 READY_TIMEOUT_SECONDS = 120.0
 
@@ -57,13 +63,25 @@ def up(kafka_port: int | None, postgres_port: int | None, detach: bool, state_di
 @dev.command()
 @_state_dir_option
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for a clean stop.")
-def down(state_dir: Path | None, timeout: float) -> None:
+@click.option(
+    "--purge", is_flag=True, help="Then delete the stack's data: the state dir and PostgreSQL's files kept elsewhere."
+)
+def down(state_dir: Path | None, timeout: float, purge: bool) -> None:
     """Stop a dev stack started with `signoff dev up --detach`."""
     state_dir = (state_dir or default_state_dir()).absolute()
     pid = supervisor_pid(state_dir)
     if pid is None:
         click.echo(f"no dev stack is running from {state_dir}")
-        return
+    else:
+        _stop_supervisor(state_dir, pid, timeout)
+    if purge:
+        if state_dir.exists() and not any((state_dir / name).exists() for name in ("postgres", "broker", KEYS_FILE)):
+            raise CliError(f"{state_dir} does not look like a dev stack's folder; nothing deleted")
+        DevStack(state_dir).remove()
+        click.echo(f"dev stack data removed from {state_dir}")
+
+
+def _stop_supervisor(state_dir: Path, pid: int, timeout: float) -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while supervisor_pid(state_dir) is not None and _alive(pid):
@@ -117,6 +135,7 @@ def _detach(state_dir: Path, kafka_port: int | None, postgres_port: int | None) 
             raise CliError(f"the dev stack did not start within 180s; see {log_path}")
         time.sleep(0.1)
     click.echo(f"dev stack running (pid {proc.pid}); logs in {log_path}; stop it with `signoff dev down`")
+    # The env file holds no secret (the api's decision key stays with the roles), so it can be shown as it is.
     click.echo((state_dir / ENV_FILE).read_text(), nl=False)
 
 
@@ -162,6 +181,12 @@ class Supervisor:
             self.say("dev", f"broker     {self.stack.broker.bootstrap}  (log {self.stack.broker.log_path})")
             self.say("dev", f"postgres   {self.stack.postgres.dsn('signoff')}  (log {self.stack.postgres.log_path})")
             self.say("dev", f"api        {self.stack.api_url}")
+            if self.stack.postgres.relocated:
+                self.say(
+                    "dev",
+                    f"postgres   data in {self.stack.postgres.home}: its account "
+                    f"'{self.stack.postgres.run_as.name}' cannot reach {self.state_dir}",
+                )
             for role in ROLES:
                 self._start_role(role)
             # The env file is what `dev up --detach` and other commands wait for: write it once every role

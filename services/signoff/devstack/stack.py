@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 from signoff.devstack.broker import EmbeddedBroker
@@ -159,6 +160,12 @@ class DevStack:
         self.remove_env_file()
         self.broker.stop()
         self.postgres.stop()
+
+    def remove(self) -> None:
+        """Stop, then delete everything this stack keeps: `state_dir` and the PostgreSQL files kept outside it."""
+        self.stop()
+        self.postgres.remove()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def __enter__(self) -> DevStack:
         self.start()
