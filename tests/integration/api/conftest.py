@@ -5,6 +5,7 @@ tokens issued the way `signoff tokens create` issues them, and an HTTP client pe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import uuid
@@ -108,8 +109,9 @@ def pipeline_name() -> str:
     return f"api_{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture
-async def front_door(settings, names, tmp_path: Path) -> AsyncIterator[FrontDoor]:
+@contextlib.asynccontextmanager
+async def running_front_door(settings, names, tmp_path: Path, **api_settings: object) -> AsyncIterator[FrontDoor]:
+    """The approval and api roles (with `api_settings` on top of the test's) until the block ends."""
     directory = tmp_path / "directory.yaml"
     directory.write_text(DIRECTORY)
     approval_settings = ApprovalSettings(
@@ -125,6 +127,7 @@ async def front_door(settings, names, tmp_path: Path) -> AsyncIterator[FrontDoor
                 "api_port": 0,
                 "api_host": "127.0.0.1",
                 "api_decision_wait_seconds": 30,
+                **api_settings,
             }
         )
     )
@@ -140,3 +143,9 @@ async def front_door(settings, names, tmp_path: Path) -> AsyncIterator[FrontDoor
         await pool.close()
         await api.stop()
         await approval.stop()
+
+
+@pytest.fixture
+async def front_door(settings, names, tmp_path: Path) -> AsyncIterator[FrontDoor]:
+    async with running_front_door(settings, names, tmp_path) as door:
+        yield door
