@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -53,8 +53,8 @@ class ApiContext:
     base_url: str
     max_body_bytes: int
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    approval: ApprovalRepository = ApprovalRepository()  # noqa: RUF009 - stateless
-    api: ApiRepository = ApiRepository()  # noqa: RUF009 - stateless
+    approval: ApprovalRepository = field(default_factory=ApprovalRepository)
+    api: ApiRepository = field(default_factory=ApiRepository)
 
 
 _bearer = HTTPBearer(
@@ -116,15 +116,18 @@ async def _principal(request: Request, _credentials: Annotated[Any, Security(_be
         gate_id = request.path_params.get("gate_id")
         if gate_id:
             async with context.pool.acquire() as conn:
-                await context.api.record_denial(
-                    conn,
-                    gate_id=gate_id,
-                    reason=failure.reason,
-                    actor=None,
-                    credential=None,
-                    detail={"detail": failure.detail, "path": request.url.path, "method": request.method},
-                    at=context.clock(),
-                )
+                # Only a gate that exists gets the entry: an unauthenticated client must not fill the table at will.
+                if await context.approval.gate_status(conn, gate_id) is not None:
+                    await context.api.record_denial(
+                        conn,
+                        gate_id=gate_id,
+                        reason=failure.reason,
+                        actor=None,
+                        credential=None,
+                        detail={"detail": failure.detail, "path": request.url.path, "method": request.method},
+                        at=context.clock(),
+                    )
+        metrics.AUTHENTICATION_FAILURES.labels(failure.reason).inc()
         log.info("request_unauthenticated", path=request.url.path, reason=failure.reason, gate_id=gate_id)
         raise ApiProblem(
             401, failure.reason, failure.detail, headers={"WWW-Authenticate": failure.www_authenticate()}

@@ -91,7 +91,9 @@ class DecisionDesk:
         else:
             decision_id = str(uuid.uuid4())
         try:
-            status, answer = await self._decide(decision_id, approver, submitted_by, gate_id, request)
+            status, answer = await self._decide(
+                decision_id, approver, submitted_by, gate_id, request, repeatable=idempotency_key is not None
+            )
         except ApiProblem as problem:
             if idempotency_key is not None and problem.status < 500:
                 await self._store(principal, idempotency_key, digest, problem.status, problem.document())
@@ -134,12 +136,15 @@ class DecisionDesk:
         submitted_by: str | None,
         gate_id: str,
         request: models.DecisionRequest,
+        *,
+        repeatable: bool,
     ) -> tuple[int, models.DecisionAnswer]:
+        """`repeatable`: the decision id comes from an Idempotency-Key, so an earlier request may have sent it."""
         if self.key is None:
             raise ApiProblem(503, "decisions_disabled", "the api has no decision key (SIGNOFF_API_DECISION_KEY)")
         async with self.pool.acquire() as conn:
             row = await self.approval.find_gate(conn, gate_id)
-            earlier = await self._verdict(conn, decision_id)
+            earlier = await self._verdict(conn, decision_id) if repeatable else None
         if row is None:
             raise ApiProblem(404, "unknown_gate", f"no gate {gate_id}")
         if earlier is None:

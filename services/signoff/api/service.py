@@ -32,6 +32,7 @@ from signoff.runtime.http import HealthServer
 from signoff.runtime.kafka import ensure_topics, make_producer
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.migrations import load_migrations, migrate
+from signoff.runtime.service import until_stopped
 from signoff.runtime.settings import load_settings
 
 log = structlog.get_logger(__name__)
@@ -147,12 +148,7 @@ class ApiRole:
 
     async def wait(self) -> None:
         """Until stop is requested or a task dies (a dead task is an error: the role exits non-zero)."""
-        stop_wait = asyncio.create_task(self.stopping.wait())
-        done, _ = await asyncio.wait([stop_wait, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
-        stop_wait.cancel()
-        for task in done:
-            if task is not stop_wait and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        await until_stopped(self.stopping, self._tasks)
 
     async def stop(self) -> None:
         self.stopping.set()

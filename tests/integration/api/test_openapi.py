@@ -28,10 +28,13 @@ async def test_the_served_document_is_the_committed_one(front_door: FrontDoor) -
 
 
 async def test_health_and_metrics_are_served_like_every_role(front_door: FrontDoor) -> None:
+    async with await front_door.client("dana") as dana:
+        assert (await dana.get("/gates/no-such-gate")).status_code == 404
     port = front_door.api.http.port
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         assert (await client.get("/healthz")).status_code == 200
         ready = await client.get("/readyz")
         metrics = await client.get("/metrics")
     assert ready.status_code == 200, ready.text
-    assert metrics.status_code == 200 and "# TYPE" in metrics.text
+    assert metrics.status_code == 200
+    assert 'signoff_api_requests_total{method="GET",route="/api/v1/gates/{gate_id}",status="404"}' in metrics.text

@@ -14,17 +14,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from signoff import contracts as wire
 from signoff.approval.domain.clock import FixedClock
-from signoff.approval.repository import SCHEMA
-from signoff.approval.service import REQUESTS_TOPIC, approval_spec
+from signoff.approval.service import approval_spec
 from signoff.approval.settings import ApprovalSettings
 from signoff.cli.main import cli
 from signoff.runtime.db import create_pool
 from signoff.runtime.kafka import make_producer
 from signoff.runtime.service import Service
 from tests.integration.approval.conftest import KEY, START
-from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -38,30 +35,10 @@ DIRECTORY = """groups:
 
 
 class Role:
-    """The running approval role plus what a test needs around it: send requests, find gates, run the CLI."""
+    """The running approval role and the CLI run against its database."""
 
     def __init__(self, service: Service, producer, pool, env: dict[str, str]) -> None:
         self.service, self.producer, self.pool, self.env = service, producer, pool, env
-
-    async def open_gate(self, req: wire.ApprovalRequested) -> tuple[str, str]:
-        event = wire.new_event(req, source="urn:signoff:test")
-        value, headers = wire.encode(event)
-        await self.producer.send_and_wait(REQUESTS_TOPIC, value, key=wire.message_key(event), headers=headers)
-
-        async def opened():
-            async with self.pool.acquire() as conn:
-                return await conn.fetchrow(
-                    f'SELECT id, token FROM "{SCHEMA}".gates WHERE pipeline_id = $1 AND execution_id = $2',  # noqa: S608
-                    req.key.pipeline_id,
-                    req.key.execution_id,
-                )
-
-        row = await eventually(opened, timeout=30, what=f"gate for {req.key.as_path()}")
-        return row["id"], row["token"]
-
-    async def status(self, gate_id: str) -> str:
-        async with self.pool.acquire() as conn:
-            return await conn.fetchval(f'SELECT status FROM "{SCHEMA}".gates WHERE id = $1', gate_id)  # noqa: S608
 
     async def run(self, *args: str, **env: str | None) -> Result:
         runner = CliRunner()
