@@ -245,7 +245,7 @@ def create_app(context: ApiContext | None) -> FastAPI:
                     row
                     for row in rows
                     if (pipeline is None or row["pipeline_id"] == pipeline)
-                    and (group is None or group in (row["members_by_group"] or {}))
+                    and (group is None or group in gates.groups_of(row["policy"]))
                 ]
             else:
                 rows = await context.approval.list_gates(
