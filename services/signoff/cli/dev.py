@@ -16,6 +16,7 @@ import click
 
 from signoff.cli.errors import CliError
 from signoff.cli.roles import ROLES
+from signoff.cli.access_keys import dev_access_key
 from signoff.cli.tokens import dev_token
 from signoff.devstack import DevStack, DevStackError
 from signoff.devstack.process import die_with_parent, free_port
@@ -93,6 +94,7 @@ def _stop_supervisor(state_dir: Path, pid: int, timeout: float) -> None:
 
 
 dev.add_command(dev_token)
+dev.add_command(dev_access_key)
 
 
 @dev.command()

@@ -145,7 +145,8 @@ def test_no_authorization_is_a_missing_token():
     "header",
     [
         "Bearer sgf_abc",
-        "AWS4-HMAC-SHA256 Credential=K/2026/eu-west-1/codepipeline/aws4_request, SignedHeaders=host, Signature=" + "0" * 64,
+        "AWS4-HMAC-SHA256 Credential=K/2026/eu-west-1/codepipeline/aws4_request, SignedHeaders=host, Signature="
+        + "0" * 64,
         "AWS4-HMAC-SHA256 Credential=K/20260101/eu-west-1/codepipeline/aws4_request, SignedHeaders=x-amz-date, "
         "Signature=" + "0" * 64,
     ],
