@@ -158,7 +158,8 @@ def canonical_request(
     body: bytes,
 ) -> str:
     """SigV4's canonical request: the path as sent URI-encoded once more (every service but S3 signs it so), the
-    query pairs sorted as sent, each signed header `name:value` trimmed (repeats joined by commas), the body's SHA-256."""
+    query pairs sorted as sent, each signed header `name:value` trimmed (repeats joined by commas), the body's
+    SHA-256."""
     path = quote(raw_path or "/", safe="/~")
     pairs = sorted(pair.partition("=")[::2] for pair in query_string.split("&")) if query_string else []
     query = "&".join(f"{key}={value}" for key, value in pairs)

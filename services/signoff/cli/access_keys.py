@@ -70,7 +70,8 @@ async def _create(
 def _print_created(key: AccessKey, secret: str, groups: list[str]) -> None:
     click.echo(
         f"created access key {key.id} for {key.user_id}; the secret is shown only this once "
-        "(use them as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY with `aws codepipeline --endpoint-url $SIGNOFF_API_URL`)",
+        "(use them as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY with "
+        "`aws codepipeline --endpoint-url $SIGNOFF_API_URL`)",
         err=True,
     )
     if not groups:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
+from signoff.cli.access_keys import dev_access_key
 from signoff.cli.errors import CliError
 from signoff.cli.roles import ROLES
-from signoff.cli.access_keys import dev_access_key
 from signoff.cli.tokens import dev_token
 from signoff.devstack import DevStack, DevStackError
 from signoff.devstack.process import die_with_parent, free_port

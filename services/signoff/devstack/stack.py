@@ -142,7 +142,8 @@ class DevStack:
     @property
     def role_env(self) -> dict[str, str]:
         """What the service roles get besides `env`: the api's decision key (the approval role verifies what the
-        api signs with it), its credentials key (access keys' secrets), the api's port, and the dev conveniences (`signoff dev token`)."""
+        api signs with it), its credentials key (access keys' secrets), the api's port, and the dev conveniences
+        (`signoff dev token`)."""
         keys = self.decision_keys()
         return {
             "SIGNOFF_DECISION_KEYS": json.dumps(keys),
