@@ -186,6 +186,18 @@ def test_boto3_does_the_same_from_python(system: System):
         return None
 
     latest = eventually_sync(waiting, timeout=90, what="BotoPipeline's token")
+
+    def raw(target: str | None, body: bytes, *, sign: bool = True, extra: dict | None = None) -> httpx.Response:
+        """A request by hand (signed with dana's key by botocore's signer unless `sign` is false)."""
+        headers = {"Content-Type": "application/x-amz-json-1.1", **(extra or {})}
+        if target:
+            headers["X-Amz-Target"] = target
+        request = AWSRequest(method="POST", url=f"{api_url(system)}/", data=body, headers=headers)
+        if sign:
+            SigV4Auth(Credentials(*dana), "codepipeline", REGION).add_auth(request)
+        prepared = request.prepare()
+        return httpx.post(prepared.url, content=body, headers=dict(prepared.headers.items()))
+
     decision = {
         "pipelineName": "BotoPipeline",
         "stageName": "Stage",
@@ -214,22 +226,26 @@ def test_boto3_does_the_same_from_python(system: System):
     no_stage = error_of(lambda: client(dana).put_approval_result(**(decision | {"stageName": "Nope"})))
     assert no_stage.response["Error"]["Code"] == "StageNotFoundException"
 
-    answer = client(dana).put_approval_result(**decision)
+    sent: list[dict[str, str]] = []
+    approving = client(dana)
+    approving.meta.events.register("before-send", lambda request, **_: sent.append(dict(request.headers.items())))
+    answer = approving.put_approval_result(**decision)
     assert answer["approvedAt"].year >= 2024
+    # A retry of that call (botocore re-signs it and keeps its invocation id) is the same vote: the same answer.
+    invocation = sent[-1]["amz-sdk-invocation-id"]
+    invocation = invocation.decode() if isinstance(invocation, bytes) else invocation
+    retried = raw(
+        "CodePipeline_20150709.PutApprovalResult",
+        json.dumps(decision).encode(),
+        extra={"amz-sdk-invocation-id": invocation, "amz-sdk-request": "attempt=2; max=2"},
+    )
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["approvedAt"] == pytest.approx(answer["approvedAt"].timestamp(), abs=0.001)
     again = error_of(lambda: client(dana).put_approval_result(**decision))
     assert again.response["Error"]["Code"] == "ApprovalAlreadyCompletedException"
     system.wait_status(execution_id, "SUCCEEDED")
-
-    # What the CLI and SDKs never send, sent by hand (still signed by botocore's signer).
-    def raw(target: str | None, body: bytes, *, sign: bool = True) -> httpx.Response:
-        headers = {"Content-Type": "application/x-amz-json-1.1"}
-        if target:
-            headers["X-Amz-Target"] = target
-        request = AWSRequest(method="POST", url=f"{api_url(system)}/", data=body, headers=headers)
-        if sign:
-            SigV4Auth(Credentials(*dana), "codepipeline", REGION).add_auth(request)
-        prepared = request.prepare()
-        return httpx.post(prepared.url, content=body, headers=dict(prepared.headers.items()))
+    (vote,) = [e for e in audit(system, latest["externalExecutionId"]) if e["kind"] == "vote"]
+    assert vote["actor"] == "dana"
 
     unknown_op = raw("CodePipeline_20150709.DeletePipeline", b"{}")
     assert (unknown_op.status_code, unknown_op.json()["__type"]) == (400, "UnknownOperationException")
