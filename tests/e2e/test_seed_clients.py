@@ -247,6 +247,24 @@ def test_boto3_does_the_same_from_python(system: System):
     (vote,) = [e for e in audit(system, latest["externalExecutionId"]) if e["kind"] == "vote"]
     assert vote["actor"] == "dana"
 
+    # Paging as botocore's paginators do it: one item a page gives what one page of all gives.
+    reader = client(dana)
+    everything = [p["name"] for p in reader.list_pipelines()["pipelines"]]
+    paged = reader.get_paginator("list_pipelines").paginate(PaginationConfig={"PageSize": 1})
+    assert [p["name"] for page in paged for p in page["pipelines"]] == everything and "BotoPipeline" in everything
+    second = start(system, "boto", names)
+
+    def both_runs():
+        runs = reader.get_paginator("list_pipeline_executions").paginate(
+            pipelineName="BotoPipeline", PaginationConfig={"PageSize": 1}
+        )
+        ids = [run["pipelineExecutionId"] for page in runs for run in page["pipelineExecutionSummaries"]]
+        return ids if len(ids) == 2 else None
+
+    assert eventually_sync(both_runs, timeout=60, what="both BotoPipeline runs") == [second, execution_id]
+    garbage = error_of(lambda: reader.list_pipelines(nextToken="!!not-ours!!"))
+    assert garbage.response["Error"]["Code"] == "InvalidNextTokenException"
+
     unknown_op = raw("CodePipeline_20150709.DeletePipeline", b"{}")
     assert (unknown_op.status_code, unknown_op.json()["__type"]) == (400, "UnknownOperationException")
     garbled = raw("CodePipeline_20150709.GetPipelineState", b"{not json")
@@ -265,8 +283,14 @@ def curl(system: System, method: str, path: str, key: str, body: dict | None = N
 
 
 def test_curl_approves_and_rejects_through_harness_endpoints(system: System):
-    names = {"checkout_blue_green": "HarnessPipeline", "Harness_Approval_Step": "Harness_Approval_Step"}
-    execution_id = start(system, "harness-approve", names)
+    names = {"checkout_blue_green": "HarnessPipeline"}
+    # Two of docs must approve, so one user acting twice can be seen.
+    quorum = system.pipeline(
+        "harness-approve",
+        renames=names,
+        approvers={"userGroups": ["docs"], "minimumCount": 2, "disallowPipelineExecutor": False},
+    )
+    execution_id = system.signoff("run", str(quorum), "--var", "tag=2.0.0", user="alice").stdout.strip()
     waiting = system.waiting_approval("HarnessPipeline")
     gate_id = waiting["externalExecutionId"]
     activity = f"/pipeline/api/approvals/{gate_id}/harness/activity"
@@ -276,20 +300,27 @@ def test_curl_approves_and_rejects_through_harness_endpoints(system: System):
     assert (status, denied["status"], denied["code"]) == (401, "ERROR", "INVALID_TOKEN"), denied
     status, refused = curl(system, "POST", activity, system.token("bob"), approve)
     assert status == 400 and "not_eligible" in refused["message"], refused
-    status, answer = curl(system, "POST", activity, system.token("dana"), approve)
+    first = {"action": "APPROVE", "approverInputs": [{"name": "foo", "value": "from-dana"}], "comments": "one"}
+    status, answer = curl(system, "POST", activity, system.token("dana"), first)
     assert status == 200 and answer["status"] == "SUCCESS", answer
-    assert answer["data"]["status"] == "APPROVED" and answer["data"]["id"] == gate_id
-    (activity_done,) = answer["data"]["details"]["approvalActivities"]
-    assert activity_done["user"]["name"] == "dana" and activity_done["approverInputs"] == approve["approverInputs"]
-    status, late = curl(system, "POST", activity, system.token("eli"), approve)
+    assert answer["data"]["status"] == "WAITING" and answer["data"]["id"] == gate_id
+    status, twice = curl(system, "POST", activity, system.token("dana"), approve)
+    assert status == 400 and "already approved or rejected" in twice["message"], twice
+    status, answer = curl(system, "POST", activity, system.token("eli"), approve)
+    assert status == 200 and answer["data"]["status"] == "APPROVED", answer
+    activities = answer["data"]["details"]["approvalActivities"]
+    assert [a["user"]["name"] for a in activities] == ["dana", "eli"]
+    assert activities[1]["approverInputs"] == approve["approverInputs"]
+    status, late = curl(system, "POST", activity, system.token("carol"), approve)
     assert status == 400 and "already completed" in late["message"], late
     system.wait_status(execution_id, "SUCCEEDED")
     assert "foo is from-curl" in system.signoff("logs", execution_id).stdout
 
     entries = audit(system, gate_id)
-    assert any(e["kind"] == "denied" and e["reason"] == "invalid_token" for e in entries), entries
+    denied = {(e["reason"], e["actor"]) for e in entries if e["kind"] == "denied"}
+    assert {("invalid_token", None), ("already_acted", "dana")} <= denied, entries
     refusals = {(e["reason"], e["actor"]) for e in entries if e["kind"] == "refused"}
-    assert {("not_eligible", "bob"), ("gate_closed", "eli")} <= refusals, entries
+    assert {("not_eligible", "bob"), ("gate_closed", "carol")} <= refusals, entries
 
     # By execution id: the one waiting approval, listed with its inputs, then rejected.
     second = start(system, "harness-reject", names)

@@ -1,4 +1,5 @@
-"""Settings of the api role: the shared ones plus the HTTP listener, identity providers and the decision key."""
+"""Settings of the api role: the shared ones plus the HTTP listener, identity providers, the decision key and the
+access keys' credentials key."""
 
 from __future__ import annotations
 
