@@ -326,6 +326,27 @@ class ApprovalRepository:
             token,
         )
 
+    async def latest_gate_of_step(
+        self, conn: asyncpg.Connection, pipeline_id: str, stage_id: str, step_id: str
+    ) -> asyncpg.Record | None:
+        """The most recently opened gate of that pipeline / stage / step, whatever its status and token."""
+        return await conn.fetchrow(
+            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+                WHERE pipeline_id = $1 AND stage_id = $2 AND step_id = $3
+                ORDER BY opened_at DESC, id DESC LIMIT 1""",  # noqa: S608
+            pipeline_id,
+            stage_id,
+            step_id,
+        )
+
+    async def gates_of_execution(self, conn: asyncpg.Connection, execution_id: str) -> list[asyncpg.Record]:
+        """Every gate of one execution, oldest first."""
+        return await conn.fetch(
+            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")} WHERE execution_id = $1
+                ORDER BY opened_at, id""",  # noqa: S608
+            execution_id,
+        )
+
     async def gate_status(self, conn: asyncpg.Connection, gate_id: str) -> str | None:
         return await conn.fetchval(f"SELECT status FROM {self._t('gates')} WHERE id = $1", gate_id)  # noqa: S608
 

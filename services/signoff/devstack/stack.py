@@ -9,6 +9,8 @@ import secrets
 import shutil
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 from signoff.devstack.broker import EmbeddedBroker
 from signoff.devstack.postgres import EmbeddedPostgres
 from signoff.devstack.process import free_port
@@ -16,6 +18,7 @@ from signoff.devstack.process import free_port
 ENV_FILE = "env"
 PID_FILE = "supervisor.pid"
 KEYS_FILE = "decision-keys.json"
+CREDENTIALS_KEY_FILE = "api-credentials.key"
 
 
 def default_state_dir() -> Path:
@@ -103,6 +106,23 @@ class DevStack:
         tmp.replace(path)
         return keys
 
+    def credentials_key(self) -> str:
+        """The Fernet key the api encrypts access keys' secrets with: random, made at the stack's first start and
+        kept in the state dir (owner-only), like the decision keys. `signoff dev access-key` reads it there."""
+        path = self.state_dir / CREDENTIALS_KEY_FILE
+        with contextlib.suppress(FileNotFoundError):
+            key = path.read_text().strip()
+            if key:
+                return key
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        key = Fernet.generate_key().decode()
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.chmod(0o600)
+        tmp.write_text(key)
+        tmp.replace(path)
+        return key
+
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
@@ -122,11 +142,13 @@ class DevStack:
     @property
     def role_env(self) -> dict[str, str]:
         """What the service roles get besides `env`: the api's decision key (the approval role verifies what the
-        api signs with it), the api's port, and the dev conveniences (`signoff dev token`)."""
+        api signs with it), its credentials key (access keys' secrets), the api's port, and the dev conveniences
+        (`signoff dev token`)."""
         keys = self.decision_keys()
         return {
             "SIGNOFF_DECISION_KEYS": json.dumps(keys),
             "SIGNOFF_API_DECISION_KEY": keys["api"],
+            "SIGNOFF_API_CREDENTIALS_KEY": self.credentials_key(),
             "SIGNOFF_API_PORT": str(self.api_port),
             "SIGNOFF_API_HOST": "127.0.0.1",
             "SIGNOFF_API_DEV_MODE": "true",
