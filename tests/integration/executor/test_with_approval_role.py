@@ -100,3 +100,66 @@ async def test_an_approval_through_the_approval_role_resumes_the_example(setting
         await executor.stop()
         await approval.stop()
         structlog.configure(**previous_logging)
+
+
+HOSTILE = '$(touch {marker}) `touch {marker}` ; touch {marker} && echo it\'s "quoted"\nEOF\nsecond line'
+
+
+async def test_values_from_an_approval_and_the_run_reach_a_script_as_data(settings, names, database_url, tmp_path):
+    """An approver input, comment and name and a run's variable full of shell syntax pass through the real approval
+    role into a script that echoes them: the script prints them verbatim and none of them runs."""
+    from tests.unit.executor.builders import approval as approval_step
+    from tests.unit.executor.builders import as_yaml, pipeline, shell, stage
+
+    marker = tmp_path / "pwned"
+    hostile = HOSTILE.format(marker=marker)
+    approver = "o'brien;$(echo${IFS}ran)`echo${IFS}ran`\""  # user ids hold no spaces or slashes
+    directory = tmp_path / "directory.yaml"
+    directory.write_text(json.dumps({"groups": {"docs": [{"user": approver}]}}))
+    approval_settings = ApprovalSettings(
+        **{**settings.model_dump(), "decision_keys": {"cli": KEY}, "directory_file": directory}
+    )
+    approval = Service(
+        dataclasses.replace(approval_spec(approval_settings, FixedClock(START)), group_id=names.group("approval")),
+        approval_settings,
+    )
+    steps = "approve.output"
+    script = "\n".join(
+        [
+            "echo <+pipeline.variables.v>",
+            'echo "<+execution.steps.' + steps + '.approverInputs.foo>"',
+            "echo '<+execution.steps." + steps + ".approvalActivities[0].comments>'",
+            "cat <<EOF",
+            "<+execution.steps." + steps + ".approvalActivities[0].user.name>",
+            "EOF",
+        ]
+    )
+    document = pipeline(
+        stage("release", approval_step("approve"), shell("show", script)),
+        variables=[{"name": "v", "type": "String", "value": "<+input>"}],
+    )
+    executor = RealGatesRole(settings, names, database_url)
+    await approval.start()
+    await executor.start()
+    env = {
+        "SIGNOFF_HOME": str(tmp_path / "home"),
+        "SIGNOFF_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "SIGNOFF_KAFKA_ENABLE_IDEMPOTENCE": str(settings.kafka_enable_idempotence).lower(),
+        "SIGNOFF_DATABASE_URL": database_url,
+        "SIGNOFF_CLI_DECISION_KEY": KEY,
+        "SIGNOFF_USER": approver,
+    }
+    try:
+        request = execution_request(as_yaml(document), pipeline_id="test_pipeline", variables={"v": hostile})
+        await executor.send(request)
+        gate = await eventually(lambda: executor.gate_row(request.execution_id), timeout=30, what="GateOpened")
+        args = ["approve", gate["gate_id"], "--token", gate["token"], "--comment", hostile, "--input", f"foo={hostile}"]
+        result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        await executor.wait_status(request.execution_id, "SUCCEEDED")
+        printed = (await executor.logs(request.execution_id))["release.show"]
+        assert printed == f"{hostile}\n{hostile}\n{hostile}\n{approver}\n"
+        assert not marker.exists()
+    finally:
+        await executor.stop()
+        await approval.stop()

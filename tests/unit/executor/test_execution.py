@@ -237,7 +237,8 @@ def test_without_a_catalog_refs_are_unresolved_but_identifiers_still_render() ->
     )
     execution = start(document)
     [run] = execution.next_actions(T0)
-    assert isinstance(run, RunShellScript) and run.script == "echo checkout staging"
+    assert isinstance(run, RunShellScript) and run.script == 'echo "${SIGNOFF_EXPR_1}" "${SIGNOFF_EXPR_2}"'
+    assert run.environment == {"SIGNOFF_EXPR_1": "checkout", "SIGNOFF_EXPR_2": "staging"}
     execution.step_succeeded("staging.a", now=T0)
     [request] = execution.next_actions(T0)
     assert isinstance(request, RequestApproval)
@@ -261,10 +262,15 @@ def test_approve_then_run_to_success_with_parallel_steps_and_wait(catalog: Catal
     assert step.approval.inputs == {"foo": "baz"} and step.approval.activities[0].comments == "lgtm"
 
     [echo] = execution.next_actions(approved_at)
-    assert isinstance(echo, RunShellScript) and echo.script == 'echo "foo is baz"'
+    assert isinstance(echo, RunShellScript) and echo.script == 'echo "foo is ${SIGNOFF_EXPR_1}"'
+    assert echo.environment == {"SIGNOFF_EXPR_1": "baz"}
     execution.step_succeeded(echo.step_path, now=approved_at)
     [swap] = execution.next_actions(approved_at)
-    assert isinstance(swap, RunShellScript) and swap.script == 'echo "routing Staging traffic to 1.4.2"'
+    assert (
+        isinstance(swap, RunShellScript)
+        and swap.script == 'echo "routing ${SIGNOFF_EXPR_1} traffic to ${SIGNOFF_EXPR_2}"'
+    )
+    assert swap.environment == {"SIGNOFF_EXPR_1": "Staging", "SIGNOFF_EXPR_2": "1.4.2"}
     execution.step_succeeded(swap.step_path, now=approved_at)
     assert execution.stage_status(STAGING) == StepStatus.SUCCEEDED
 
@@ -405,7 +411,11 @@ def test_start_variables_runtime_inputs_defaults_and_types() -> None:
     execution = start(document, variables={"tag": "2.0.0", "replicas": "5"})
     assert execution.variables == {"tag": "2.0.0", "speed": "normal", "replicas": 5, "token": None}
     [run] = execution.next_actions(T0)
-    assert isinstance(run, RunShellScript) and run.script == "echo 2.0.0 normal 5"
+    assert isinstance(run, RunShellScript) and run.environment == {
+        "SIGNOFF_EXPR_1": "2.0.0",
+        "SIGNOFF_EXPR_2": "normal",
+        "SIGNOFF_EXPR_3": "5",
+    }
 
 
 # -- persistence and restart ----------------------------------------------------------------------------------------
@@ -420,7 +430,7 @@ def test_serialization_round_trip_mid_execution(catalog: Catalog) -> None:
     assert restored.waiting_approvals() == [request.step_path]
     restored.approval_approved(request.step_path, {"foo": "qux"}, [Approver(name="Bo")], now=T0)
     [echo] = restored.next_actions(T0)
-    assert isinstance(echo, RunShellScript) and echo.script == 'echo "foo is qux"'
+    assert isinstance(echo, RunShellScript) and echo.environment == {"SIGNOFF_EXPR_1": "qux"}
 
 
 def test_pending_actions_survive_serialization() -> None:

@@ -57,7 +57,7 @@ from signoff.executor.domain.actions import (
     StepInfo,
     TriggeredBy,
 )
-from signoff.executor.domain.expressions import Context, Rendered, Unknown, render, render_marked
+from signoff.executor.domain.expressions import Context, Rendered, Unknown, bind_script, render, render_marked
 from signoff.executor.domain.pipeline import (
     EnvironmentTarget,
     HarnessApprovalSpec,
@@ -657,9 +657,10 @@ class Execution:
         ctx = self.context_for(planned.path)
         spec = planned.step.spec
         if isinstance(spec, ShellScriptSpec):
-            script = render(spec.script, ctx)
+            # Expression values reach the script as data (environment variables it references), never as code.
+            script = bind_script(spec.script, ctx)
             environment = {variable.name: render(variable.value, ctx) for variable in spec.environment_variables}
-            missing = [script, *environment.values()]
+            missing = [script.as_rendered(), *environment.values()]
             if any(item.unresolved for item in missing):
                 detail = "; ".join(item.describe_unresolved() for item in missing if item.unresolved)
                 raise _DispatchFailed(f"unresolved expressions: {detail}")
@@ -670,7 +671,7 @@ class Execution:
                 attempt=state.attempt,
                 step_name=planned.name,
                 script=script.text,
-                environment={name: rendered.text for name, rendered in environment.items()},
+                environment={name: rendered.text for name, rendered in environment.items()} | script.values,
                 output_variables={item.name: item.shell_variable for item in spec.output_variables},
                 timeout=timeout,
                 deadline=now + timeout,
