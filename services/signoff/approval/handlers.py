@@ -36,6 +36,8 @@ from signoff.approval.mapping import (
 )
 from signoff.approval.repository import ApprovalRepository, AuditRow, NewGate, NewVote
 from signoff.approval.settings import ApprovalSettings
+from signoff.contracts.base import format_utc
+from signoff.contracts.durations import format_duration
 from signoff.contracts.events import RefusalReason as WireRefusal
 from signoff.runtime.consumer import Received, UnitOfWork
 from signoff.runtime.outbox import OutboxRecord, OutboxWriter, event_record
@@ -329,21 +331,10 @@ class ApprovalHandler:
             )
         if decision.signature is None:
             return await self._refuse(uow, received, decision, WireRefusal.UNSIGNED, "the decision is unsigned", now)
-        # The wire model's canonical form is what senders sign (see ApprovalDecision.canonical_bytes).
-        if not decision.signature_valid(key):
+        # The signature covers the data object as the sender wrote it (ApprovalDecision.signing_input).
+        if not decision.signature_valid(key, received.event.received):
             return await self._refuse(
                 uow, received, decision, WireRefusal.BAD_SIGNATURE, "signature does not match", now
-            )
-        counted_on = await self.repository.decision_recorded(uow.conn, decision.decision_id)
-        if counted_on is not None:
-            return await self._refuse(
-                uow,
-                received,
-                decision,
-                WireRefusal.DUPLICATE,
-                f"decision {decision.decision_id} was already counted",
-                now,
-                gate_id=counted_on,
             )
         if decision.gate_id is not None:
             row = await self.repository.gate_by_id(uow.conn, decision.gate_id)
@@ -352,6 +343,21 @@ class ApprovalHandler:
             row = await self.repository.gate_by_action(
                 uow.conn, decision.pipeline_name, decision.stage_name, decision.action_name, decision.token
             )
+        gate_id = row["id"] if row is not None else None
+        # Every authentic decision id is remembered, whatever becomes of it, so a replay is never a vote.
+        first, seen_on = await self.repository.remember_decision(
+            uow.conn, decision.decision_id, decision.source, gate_id, now
+        )
+        if not first:
+            detail = f"decision {decision.decision_id} was already seen"
+            return await self._refuse(uow, received, decision, WireRefusal.DUPLICATE, detail, now, gate_id=seen_on)
+        max_age = self.settings.decision_max_age_span
+        if abs(now - decision.decided_at) > max_age:
+            detail = (
+                f"decided_at {format_utc(decision.decided_at)} is more than {format_duration(max_age)}"
+                f" from its arrival at {format_utc(now)}"
+            )
+            return await self._refuse(uow, received, decision, WireRefusal.STALE_DECISION, detail, now, gate_id=gate_id)
         if row is None:
             return await self._refuse(
                 uow, received, decision, WireRefusal.UNKNOWN_GATE, f"no gate {decision.default_subject()}", now

@@ -260,12 +260,22 @@ class ApprovalRepository:
             list(gate_ids),
         )
 
-    async def decision_recorded(self, conn: asyncpg.Connection, decision_id: str) -> str | None:
-        """The gate a vote with this decision id was recorded on, if any."""
-        return await conn.fetchval(
-            f"SELECT gate_id FROM {self._t('votes')} WHERE decision_id = $1",  # noqa: S608
+    async def remember_decision(
+        self, conn: asyncpg.Connection, decision_id: str, source: str, gate_id: str | None, at: datetime
+    ) -> tuple[bool, str | None]:
+        """Remember a decision id as seen. Returns (first time, gate id): False and the gate it was about when the
+        id was seen before (a replay, whatever happened to it then)."""
+        row = await conn.fetchrow(
+            f"""INSERT INTO {self._t("decisions_seen")} AS seen (decision_id, source, gate_id, seen_at)
+                VALUES ($1, $2, $3, $4)
+                ON CONFLICT (decision_id) DO UPDATE SET decision_id = seen.decision_id
+                RETURNING (xmax = 0) AS inserted, gate_id""",  # noqa: S608
             decision_id,
+            source,
+            gate_id,
+            at,
         )
+        return bool(row["inserted"]), row["gate_id"]
 
     async def record_vote(self, conn: asyncpg.Connection, vote: NewVote, replaces: str | None) -> None:
         if replaces is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Annotated, Any, Self
 
+import rfc8785
 from pydantic import Field, StringConstraints, model_validator
 
 from signoff.contracts.base import (
@@ -109,7 +109,9 @@ class RefusalReason(StrEnum):
     - `not_eligible`: the approver is not listed in the policy (neither a user nor a member of a user group).
     - `self_approval`: the approver triggered the pipeline and the policy disallows the pipeline executor.
     - `invalid_inputs`: an approver input is unknown, required but empty, or not one of its allowed values.
-    - `duplicate`: the decision id was already used by a different decision (a replay, not a second vote).
+    - `duplicate`: the decision id was already seen, counted or refused (a replay, not a second vote).
+    - `stale_decision`: `decided_at` is further from the decision's arrival than the service allows
+      (`SIGNOFF_DECISION_MAX_AGE`).
     """
 
     UNSIGNED = "unsigned"
@@ -122,6 +124,7 @@ class RefusalReason(StrEnum):
     SELF_APPROVAL = "self_approval"
     INVALID_INPUTS = "invalid_inputs"
     DUPLICATE = "duplicate"
+    STALE_DECISION = "stale_decision"
 
 
 class FailureCause(StrEnum):
@@ -427,10 +430,11 @@ class ApprovalDecision(EventData):
     The gate is named by `gate_id`, or CodePipeline-style by `pipeline_name` + `stage_name` + `action_name` (our
     pipeline, stage and step identifiers: CodePipeline's names are unique keys, so they map to identifiers);
     either way `token` must be the gate's current token. `signature` is the lowercase hex HMAC-SHA256, under the
-    source's key, of `canonical_bytes()`: the data object without `signature` and without null members, defaults
-    filled in, keys sorted at every level, separators `,` and `:`, UTF-8 without escapes, `decided_at` written as
-    `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`. Unsigned or badly signed decisions are accepted on the wire so the approval
-    service can refuse them with a `DecisionRefused` the sender sees.
+    source's key, of the RFC 8785 (JSON Canonicalization Scheme) form of the `data` object exactly as sent, without
+    its `signature` member: the receiver canonicalises what it received, so a sender signs what it sends (members
+    it left out stay out, its timestamp text is kept as written, unknown members are covered too). Unsigned or
+    badly signed decisions are accepted on the wire so the approval service can refuse them with a
+    `DecisionRefused` the sender sees. Worked example: docs/decisions.md.
 
     Subject: the gate id, else `pipeline/stage/action`. Kafka key: `token_digest(token)`."""
 
@@ -451,7 +455,10 @@ class ApprovalDecision(EventData):
     inputs: StringMap = Field(default_factory=dict, description="Approver input values, by input name.")
     decided_at: UtcDateTime = Field(description="When the approver decided.")
     signature: str | None = Field(
-        None, max_length=256, description="Lowercase hex HMAC-SHA256 of the canonical form under the source's key."
+        None,
+        max_length=256,
+        description="Lowercase hex HMAC-SHA256, under the source's key, of the RFC 8785 canonical JSON of this data"
+        " object as sent, without `signature` (docs/decisions.md has a worked example).",
     )
 
     @model_validator(mode="after")
@@ -469,21 +476,31 @@ class ApprovalDecision(EventData):
     def partition_key(self) -> str:
         return token_digest(self.token)
 
-    def canonical_bytes(self) -> bytes:
-        """The bytes the signature covers (see the class docstring)."""
-        body = self.model_dump(mode="json", exclude={"signature"}, exclude_none=True)
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    def signing_input(self, sent: Mapping[str, Any] | None = None) -> bytes:
+        """The bytes the signature covers: RFC 8785 canonical JSON of the data object `sent` (the decoded JSON as
+        received, see `Event.received`) without `signature`; without `sent`, of this model as `encode` sends it.
+        Raises ValueError when `sent` cannot be canonicalised (e.g. an integer beyond JSON's safe range)."""
+        body = dict(sent) if sent is not None else self.model_dump(mode="json", exclude_none=True)
+        body.pop("signature", None)
+        try:
+            return rfc8785.dumps(body)
+        except rfc8785.CanonicalizationError as exc:
+            raise ValueError(f"the decision cannot be canonicalised: {exc}") from None
 
     def signed(self, key: bytes) -> ApprovalDecision:
-        """This decision with its signature under `key` (the source's secret)."""
-        signature = hmac.new(key, self.canonical_bytes(), hashlib.sha256).hexdigest()
+        """This decision with its signature under `key` (the source's secret), over the data `encode` sends."""
+        signature = hmac.new(key, self.signing_input(), hashlib.sha256).hexdigest()
         return self.model_copy(update={"signature": signature})
 
-    def signature_valid(self, key: bytes) -> bool:
-        """Whether the signature matches under `key`; False when unsigned. Constant-time comparison."""
+    def signature_valid(self, key: bytes, sent: Mapping[str, Any] | None = None) -> bool:
+        """Whether the signature matches under `key` over `sent` (the data object as received; default: this
+        model as sent); False when unsigned or not canonicalisable. Constant-time comparison."""
         if self.signature is None:
             return False
-        expected = hmac.new(key, self.canonical_bytes(), hashlib.sha256).hexdigest()
+        try:
+            expected = hmac.new(key, self.signing_input(sent), hashlib.sha256).hexdigest()
+        except ValueError:
+            return False
         return hmac.compare_digest(expected, self.signature)
 
     @classmethod

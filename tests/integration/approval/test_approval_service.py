@@ -160,8 +160,8 @@ async def test_codepipeline_decision_by_pipeline_stage_action(approval: Approval
         "token": opened.token,
         "result": {"status": "Approved", "summary": "ship it"},
     }
-    made = wire.ApprovalDecision.from_codepipeline(doc, approver="bob", source="cli").signed(b"cli-secret")
-    await approval.send(made)
+    made = wire.ApprovalDecision.from_codepipeline(doc, approver="bob", source="cli", decided_at=approval.clock.now())
+    await approval.send(made.signed(b"cli-secret"))
     (approved,) = await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)
     assert approved.votes[0].comment == "ship it"
 
@@ -286,3 +286,34 @@ async def test_inputs_defaults_required_and_allowed_values(approval: ApprovalHar
     )
     (approved,) = await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)
     assert approved.inputs == {"foo": "bar", "ticket": "T-1", "region": "us"}
+
+
+async def test_a_refused_decision_replayed_later_is_a_duplicate_not_a_vote(approval: ApprovalHarness) -> None:
+    """An `invalid_inputs` refusal re-sent after another approver supplied the input must not count."""
+    inputs = [wire.ApproverInput(name="ticket", required=True)]
+    opened = await approval.open_gate(request(minimum_count=2).model_copy(update={"approver_inputs": inputs}))
+    first = decision(approver="bob", token=opened.token, gate_id=opened.gate_id)
+    assert (await refused(approval, first)).reason == "invalid_inputs"
+    carol = decision(approver="carol", token=opened.token, gate_id=opened.gate_id, inputs={"ticket": "T-1"})
+    await approval.send(carol)
+    await approval.wait_for(VOTE, where=lambda d: d.vote.decision_id == carol.decision_id)
+    await approval.send(first)  # the same signed decision, a new event
+    (_, replayed) = await approval.wait_for(REFUSED, 2, where=lambda d: d.decision_id == first.decision_id)
+    assert replayed.reason == "duplicate" and replayed.gate_id == opened.gate_id
+    assert await approval.gate_status(opened.gate_id) == "pending"
+    assert [d.vote.approver for d in (e.data for e in await approval.published(VOTE))] == ["carol"]
+
+
+async def test_a_decision_decided_too_long_before_or_after_its_arrival_is_stale(approval: ApprovalHarness) -> None:
+    opened = await approval.open_gate(request())
+    approval.clock.advance(timedelta(minutes=10, seconds=1))  # decisions are stamped START; default max age 10m
+    late = await refused(approval, decision(approver="bob", token=opened.token, gate_id=opened.gate_id))
+    assert late.reason == "stale_decision" and late.gate_id == opened.gate_id
+    assert "more than 10m" in late.detail
+    early = decision(approver="bob", token=opened.token, gate_id=opened.gate_id)
+    early = early.model_copy(update={"decided_at": approval.clock.now() + timedelta(minutes=11)}).signed(b"cli-secret")
+    assert (await refused(approval, early)).reason == "stale_decision"
+    fresh = decision(approver="bob", token=opened.token, gate_id=opened.gate_id)
+    fresh = fresh.model_copy(update={"decided_at": approval.clock.now() - timedelta(minutes=9)}).signed(b"cli-secret")
+    await approval.send(fresh)
+    await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from signoff.cli.main import cli
 from signoff.runtime.db import create_pool
 from signoff.runtime.kafka import make_producer
 from signoff.runtime.service import Service
-from tests.integration.approval.conftest import KEY, START, request
+from tests.integration.approval.conftest import KEY, request
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -35,6 +36,12 @@ DIRECTORY = """groups:
     - {user: bob, email: bob@example.com, slack: U1}
     - carol
 """
+
+
+def cli_clock() -> FixedClock:
+    """The approval role's clock for tests that decide through the CLI, which stamps decisions with the wall clock
+    (the role refuses a decision decided too far from its own now)."""
+    return FixedClock(datetime.now(UTC))
 
 
 class Role:
@@ -75,7 +82,7 @@ async def role(settings, names, tmp_path: Path) -> AsyncIterator[Role]:
     role_settings = ApprovalSettings(
         **{**settings.model_dump(), "decision_keys": {"cli": KEY.decode()}, "directory_file": directory}
     )
-    spec = dataclasses.replace(approval_spec(role_settings, FixedClock(START)), group_id=names.group("approval"))
+    spec = dataclasses.replace(approval_spec(role_settings, cli_clock()), group_id=names.group("approval"))
     service = Service(spec, role_settings)
     producer = make_producer(role_settings, "test-producer")
     pool = await create_pool(settings.database_url.get_secret_value())

@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import json
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import structlog
@@ -22,12 +22,18 @@ from signoff.approval.settings import ApprovalSettings
 from signoff.cli.main import cli
 from signoff.executor.service import GATES_TOPIC, executor_spec
 from signoff.runtime.service import Service
-from tests.integration.executor.conftest import EXAMPLE, REPO, START, ExecutorRole, execution_request
+from tests.integration.executor.conftest import EXAMPLE, REPO, ExecutorRole, execution_request
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 KEY = "cli-secret-for-this-test"
+
+
+def cli_clock() -> FixedClock:
+    """The approval role's clock for tests that decide through the CLI, which stamps decisions with the wall clock
+    (the role refuses a decision decided too far from its own now)."""
+    return FixedClock(datetime.now(UTC))
 
 
 class RealGatesRole(ExecutorRole):
@@ -46,7 +52,7 @@ async def test_an_approval_through_the_approval_role_resumes_the_example(setting
         **{**settings.model_dump(), "decision_keys": {"cli": KEY}, "directory_file": directory}
     )
     approval = Service(
-        dataclasses.replace(approval_spec(approval_settings, FixedClock(START)), group_id=names.group("approval")),
+        dataclasses.replace(approval_spec(approval_settings, cli_clock()), group_id=names.group("approval")),
         approval_settings,
     )
     executor = RealGatesRole(settings, names, database_url)
@@ -120,7 +126,7 @@ async def test_values_from_an_approval_and_the_run_reach_a_script_as_data(settin
         **{**settings.model_dump(), "decision_keys": {"cli": KEY}, "directory_file": directory}
     )
     approval = Service(
-        dataclasses.replace(approval_spec(approval_settings, FixedClock(START)), group_id=names.group("approval")),
+        dataclasses.replace(approval_spec(approval_settings, cli_clock()), group_id=names.group("approval")),
         approval_settings,
     )
     steps = "approve.output"

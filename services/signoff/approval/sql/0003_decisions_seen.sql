@@ -1,0 +1,12 @@
+-- Every decision id whose signature checked out, counted or refused: a replay of any of them is a duplicate, not a
+-- vote (a refused `invalid_inputs` decision re-sent after another approver supplied the input must not count).
+-- Decisions that failed the signature check are not remembered: anyone could send those, and remembering their ids
+-- would let a forger burn the id of a real decision before it arrives.
+CREATE TABLE "{schema}".decisions_seen (
+    decision_id text        PRIMARY KEY,
+    source      text        NOT NULL,
+    gate_id     text,
+    seen_at     timestamptz NOT NULL
+);
+INSERT INTO "{schema}".decisions_seen (decision_id, source, gate_id, seen_at)
+SELECT decision_id, source, gate_id, at FROM "{schema}".votes ON CONFLICT DO NOTHING;
