@@ -335,6 +335,21 @@ class ApprovalRepository:
             sorted(set(groups)),
         )
 
+    async def known_users(self, conn: asyncpg.Connection, users: Iterable[str]) -> list[str]:
+        """The user ids of the directory among `users`, compared case-insensitively (the domain's `user_key`
+        decides exactly; this only narrows the rows)."""
+        wanted = sorted({user.strip().lower() for user in users})
+        if not wanted:
+            return []
+        return [
+            row["user_id"]
+            for row in await conn.fetch(
+                f"""SELECT DISTINCT user_id FROM {self._t("directory_members")}
+                    WHERE lower(btrim(user_id)) = ANY($1::text[])""",  # noqa: S608
+                wanted,
+            )
+        ]
+
     async def directory_groups(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
         """Every user group of the directory with its member count."""
         return await conn.fetch(

@@ -159,14 +159,6 @@ class _Approvers(ContractModel):
     def names_someone(self) -> bool:
         return bool(self.user_groups or self.users)
 
-    def _check_reachable(self) -> None:
-        # Without groups the listed users are everyone who can approve; asking for more can never pass.
-        if self.users and not self.user_groups and self.minimum_count > len(set(self.users)):
-            raise ValueError(
-                f"minimum_count {self.minimum_count} exceeds the {len(set(self.users))} listed user(s) "
-                "and no user group is listed"
-            )
-
 
 class ApprovalRule(_Approvers):
     """One requirement of a policy: at least `minimum_count` unique approvals from the listed groups and users."""
@@ -175,7 +167,8 @@ class ApprovalRule(_Approvers):
     def _check(self) -> Self:
         if not self.names_someone():
             raise ValueError("an approval rule must list user_groups or users")
-        self._check_reachable()
+        # Whether the rule can be met (enough people, known groups and users) is the approval service's to decide:
+        # a request it cannot serve is refused with a RequestRefused the requester sees, not dead-lettered.
         return self
 
 
@@ -200,7 +193,6 @@ class ApprovalPolicy(_Approvers):
     def _check(self) -> Self:
         if not self.names_someone() and not self.rules:
             raise ValueError("an approval policy must list user_groups, users or rules")
-        self._check_reachable()
         return self
 
     def all_rules(self) -> list[ApprovalRule]:
@@ -339,8 +331,11 @@ class GateDetails(ContractModel):
     approver_inputs: list[ApproverInput] = Field(
         default_factory=list, description="Values approvers may set; names are unique."
     )
-    timeout: DurationText = Field(
-        "1d", description="How long the gate waits, Harness syntax (`1d`, `2h30m`) or ISO 8601 (`PT1H`)."
+    timeout: DurationText | None = Field(
+        None,
+        description="How long the gate waits, Harness syntax (`1d`, `2h30m`) or ISO 8601 (`PT1H`); when absent, the "
+        "approval service's default (`SIGNOFF_DEFAULT_TIMEOUT`, `1d` unless configured). A timeout over the "
+        "service's maximum is refused (RequestRefused).",
     )
     timeout_action: TimeoutAction = Field(TimeoutAction.FAIL, description="What happens when the timeout passes.")
     auto_reject_previous_approvals: bool = Field(
@@ -367,9 +362,9 @@ class GateDetails(ContractModel):
     requested_at: UtcDateTime = Field(description="When the pipeline reached the approval step.")
 
     @property
-    def timeout_span(self) -> timedelta:
-        """The timeout as a timedelta."""
-        return parse_duration(self.timeout)
+    def timeout_span(self) -> timedelta | None:
+        """The timeout as a timedelta; None when the request leaves it to the service's default."""
+        return parse_duration(self.timeout) if self.timeout is not None else None
 
     @model_validator(mode="after")
     def _check_details(self) -> Self:
@@ -677,6 +672,34 @@ class DecisionRefused(EventData):
         return self.gate_id or self.decision_id
 
 
+class RequestRefused(EventData):
+    """The approval service cannot serve an approval request, so it opened no gate: nobody could approve it (an
+    unknown user group or user, a quorum larger than the eligible people), its timeout action cannot fill a required
+    input, or its timeout is over the maximum. Recorded in the audit trail; the pipeline fails at once with the
+    reasons instead of waiting. A repeated request with the same key is refused again.
+
+    Subject and Kafka key: the natural key path (there is no gate id)."""
+
+    event_type = "io.signoff.gate.request_refused.v1"
+
+    key: GateKey = Field(description="Natural key of the request.")
+    reasons: dict[Annotated[str, StringConstraints(min_length=1, max_length=200)], Comment] = Field(
+        min_length=1,
+        description="Why, by field of the request (e.g. `policy.user_groups`: `unknown user group 'dosc'`).",
+    )
+    triggered_by: Person | None = Field(None, description="Who triggered the pipeline (told by the notifier).")
+    pipeline_name: Name | None = Field(None, description="Name of the pipeline, for messages.")
+    step_name: Name | None = Field(None, description="Name of the approval step, for messages.")
+    refused_at: UtcDateTime = Field(description="When it was refused.")
+
+    def default_subject(self) -> str:
+        return self.key.as_path()
+
+    def describe(self) -> str:
+        """`field: reason; field: reason`, for a pipeline's failure reason."""
+        return "; ".join(f"{field}: {reason}" for field, reason in self.reasons.items())
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Executions
 
@@ -799,6 +822,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     GateExpired,
     GateCancelled,
     DecisionRefused,
+    RequestRefused,
     ExecutionRequested,
     ExecutionAbortRequested,
     ExecutionStarted,

@@ -25,8 +25,9 @@ from signoff.runtime.consumer import Received, UnitOfWork
 log = structlog.get_logger(__name__)
 
 OUTCOMES = (wire.GateApproved, wire.GateRejected, wire.GateExpired, wire.GateCancelled)
-IGNORED = (wire.VoteRecorded, wire.DecisionRefused)
-"""Gate-topic events the notifier reads and deliberately does not notify about."""
+IGNORED = (wire.VoteRecorded, wire.DecisionRefused, wire.RequestRefused)
+"""Gate-topic events the notifier reads and deliberately does not notify about. (A RequestRefused opened no gate,
+so no approver was ever told; its triggerer learns of it from the failed execution.)"""
 
 ESCALATION_PREFIX = "escalation:"
 

@@ -22,7 +22,7 @@ from signoff.approval.settings import ApprovalSettings
 from signoff.cli.main import cli
 from signoff.executor.service import GATES_TOPIC, executor_spec
 from signoff.runtime.service import Service
-from tests.integration.executor.conftest import EXAMPLE, REPO, ExecutorRole, execution_request
+from tests.integration.executor.conftest import EXAMPLE, REPO, START, ExecutorRole, execution_request
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -166,6 +166,46 @@ async def test_values_from_an_approval_and_the_run_reach_a_script_as_data(settin
         printed = (await executor.logs(request.execution_id))["release.show"]
         assert printed == f"{hostile}\n{hostile}\n{hostile}\n{approver}\n"
         assert not marker.exists()
+    finally:
+        await executor.stop()
+        await approval.stop()
+
+
+async def test_a_request_the_approval_role_cannot_serve_fails_the_pipeline_at_once(
+    settings, names, database_url, tmp_path
+):
+    """A typo'd user group: the approval role refuses the request (RequestRefused) and the executor fails the step
+    with its reason at once, instead of waiting a day for a gate nobody can approve."""
+    from tests.unit.executor.builders import approval as approval_step
+    from tests.unit.executor.builders import as_yaml, pipeline, stage
+
+    directory = tmp_path / "directory.yaml"
+    directory.write_text("groups:\n  docs:\n    - {user: dana}\n")
+    approval_settings = ApprovalSettings(
+        **{**settings.model_dump(), "decision_keys": {"cli": KEY}, "directory_file": directory}
+    )
+    approval = Service(
+        dataclasses.replace(approval_spec(approval_settings, FixedClock(START)), group_id=names.group("approval")),
+        approval_settings,
+    )
+    step = approval_step("approve")
+    step["step"]["spec"]["approvers"]["userGroups"] = ["dosc"]
+    document = pipeline(stage("release", step))
+    executor = RealGatesRole(settings, names, database_url)
+    await approval.start()
+    await executor.start()
+    try:
+        request = execution_request(as_yaml(document), pipeline_id="test_pipeline")
+        await executor.send(request)
+        row = await executor.wait_status(request.execution_id, "FAILED")
+        reason = (
+            "the approval service refused the request: policy.user_groups: unknown user group 'dosc'; "
+            "policy.minimum_count: 1 approvals needed but only 0 eligible people"
+        )
+        assert row["reason"] == f"step release.approve failed: {reason}"
+        assert (await executor.step(request.execution_id, "release.approve"))["reason"] == reason
+        (failed,) = await executor.published(wire.ExecutionFailed.event_type, request.execution_id)
+        assert reason in failed.error
     finally:
         await executor.stop()
         await approval.stop()

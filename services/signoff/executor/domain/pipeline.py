@@ -45,8 +45,9 @@ from signoff.contracts.durations import parse_positive_duration
 
 STEP_TYPES = ("HarnessApproval", "ShellScript", "Wait")
 STAGE_TYPES = ("Deployment", "CI", "Approval", "Custom")
-DEFAULT_TIMEOUTS = {"ShellScript": "10m", "HarnessApproval": "1d"}
-"""Harness's defaults when a step has no `timeout` (a Wait step is bounded by its `duration`)."""
+DEFAULT_TIMEOUTS = {"ShellScript": "10m"}
+"""Harness's defaults when a step has no `timeout` (a Wait step is bounded by its `duration`). An approval step
+without one leaves it to the approval service's default (`SIGNOFF_DEFAULT_TIMEOUT`, Harness's `1d` unless set)."""
 DEFAULT_APPROVAL_MESSAGE = "Please review the following information and approve the pipeline progression"
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -10,3 +10,8 @@ CREATE TABLE "{schema}".decisions_seen (
 );
 INSERT INTO "{schema}".decisions_seen (decision_id, source, gate_id, seen_at)
 SELECT decision_id, source, gate_id, at FROM "{schema}".votes ON CONFLICT DO NOTHING;
+
+-- A request the service cannot serve opens no gate; its refusal (RequestRefused) is audited with the reasons.
+ALTER TABLE "{schema}".audit DROP CONSTRAINT audit_kind_check;
+ALTER TABLE "{schema}".audit ADD CONSTRAINT audit_kind_check
+    CHECK (kind IN ('requested', 'vote', 'refused', 'outcome', 'cancel', 'request_refused'));
