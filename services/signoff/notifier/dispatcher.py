@@ -226,6 +226,10 @@ class Dispatcher:
         delay = 0.1
         recorder = asyncio.create_task(self._record_until(stopping))
         try:
+            # Deliveries of a channel removed from the routing file would wait forever: end them, once.
+            dropped = await self.repository.drop_unrouted(listener, sorted(self.lanes), self.clock.now())
+            if dropped:
+                log.warning("deliveries_dropped", reason="channel removed", count=dropped)
             await listener.add_listener(WAKE_CHANNEL, self.wake)
             while not stopping.is_set():
                 self._wake.clear()

@@ -165,3 +165,26 @@ async def test_a_429_with_retry_after_is_tried_again_no_sooner_than_asked(notifi
     # The backoff alone would retry after 1-2 s; the channel asked for 120 s.
     assert row["next_attempt_at"] - row["updated_at"] >= timedelta(seconds=120)
     assert "HTTP 429" in row["last_error"]
+
+
+async def test_a_delivery_whose_channel_was_removed_from_routing_is_dropped(notifier: NotifierHarness) -> None:
+    notifier.http.behaviour["gone"] = "retry-after"  # its first try fails; the retry waits two minutes
+    await notifier.start(webhook_routing(notifier, ("kept", {}), ("gone", {})))
+    opened = gate_opened()
+    await notifier.publish(opened)
+    await notifier.wait_deliveries(
+        opened.gate_id,
+        lambda r: (r["channel"], r["status"]) in (("kept", "sent"), ("gone", "pending")) and r["attempts"] == 1,
+        count=2,
+        what="kept sent, gone waiting for its retry",
+    )
+    await notifier.stop_service()
+    await notifier.start(webhook_routing(notifier, ("kept", {})))  # the routing file no longer has `gone`
+    rows = await notifier.wait_deliveries(
+        opened.gate_id,
+        lambda r: r["status"] == ("sent" if r["channel"] == "kept" else "dead"),
+        count=2,
+        what="the delivery of the removed channel ended",
+    )
+    (gone,) = [row for row in rows if row["channel"] == "gone"]
+    assert gone["last_error"] == "dropped: channel removed" and gone["attempts"] == 1
