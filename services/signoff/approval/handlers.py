@@ -172,7 +172,7 @@ class ApprovalHandler:
 
     async def apply(self, uow: UnitOfWork, batch: Sequence[Received]) -> None:
         if self._directory is not None:
-            await self.repository.replace_directory(uow.conn, self._directory)
+            await self.repository.load_directory_file(uow.conn, self._directory)
             self._directory = None
         requests = [r for r in batch if isinstance(r.event.data, wire.ApprovalRequested)]
         if requests:

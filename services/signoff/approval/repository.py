@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -363,6 +364,27 @@ class ApprovalRepository:
         """Replace the whole directory with `members` (group, user id, e-mail, chat handles)."""
         await conn.execute(f"DELETE FROM {self._t('directory_members')}")  # noqa: S608
         await self.upsert_members(conn, members)
+
+    async def load_directory_file(
+        self, conn: asyncpg.Connection, members: Sequence[tuple[str, str, str | None, Mapping[str, str]]]
+    ) -> bool:
+        """Replace the directory with the directory file's `members` unless this very content was the last file
+        loaded (then the database, with whatever `groups load` changed since, is kept). Returns whether it loaded.
+        Replicas starting together serialise on a transaction-scoped advisory lock."""
+        canonical = json.dumps(sorted([m[0], m[1], m[2], sorted(dict(m[3]).items())] for m in members))
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{self.schema}.directory_source")
+            last = await conn.fetchval(f"SELECT digest FROM {self._t('directory_source')}")  # noqa: S608
+            if last == digest:
+                return False
+            await self.replace_directory(conn, members)
+            await conn.execute(
+                f"""INSERT INTO {self._t("directory_source")} (singleton, digest, loaded_at) VALUES (true, $1, now())
+                    ON CONFLICT (singleton) DO UPDATE SET digest = EXCLUDED.digest, loaded_at = EXCLUDED.loaded_at""",  # noqa: S608
+                digest,
+            )
+            return True
 
     async def upsert_members(
         self, conn: asyncpg.Connection, members: Sequence[tuple[str, str, str | None, Mapping[str, str]]]

@@ -97,12 +97,13 @@ async def role(settings, names, tmp_path: Path) -> AsyncIterator[Role]:
     }
     await service.start()
     await producer.start()
+    running = Role(service, producer, pool, env)
     try:
-        yield Role(service, producer, pool, env)
+        yield running
     finally:
         await producer.stop()
         await pool.close()
-        await service.stop()
+        await running.service.stop()  # a test may have restarted it
 
 
 def _pipeline() -> str:
@@ -237,3 +238,27 @@ async def test_groups_load_then_show(role: Role, tmp_path: Path) -> None:
     assert {"group": "release", "members": 2} in listed
     missing = await role.run("groups", "show", "nobody_here")
     assert missing.exit_code == 1 and missing.stderr.startswith("error: no group nobody_here")
+
+
+async def test_a_restart_of_the_role_does_not_undo_groups_load_merge(role: Role, tmp_path: Path) -> None:
+    """The directory file is loaded once (again only when it changes): what `groups load` did since survives."""
+    file = tmp_path / "groups.yaml"
+    file.write_text("groups:\n  release:\n    - frank\n")
+    assert (await role.run("groups", "load", str(file), "--merge")).exit_code == 0
+    await role.service.stop()
+    role.service = Service(role.service.spec, role.service.settings)  # the same role, same directory file
+    await role.service.start()
+    # A request applied after the restart: the role's first batch (which loads the directory file) is committed.
+    await role.open_gate(request(pipeline=_pipeline(), timeout="1d"))
+    listed = json.loads((await role.run("groups", "list", "--json")).stdout)
+    assert {"group": "release", "members": 1} in listed  # the merge survived the restart
+    assert {"group": "docs", "members": 1} in listed
+    # Editing the directory file makes it the directory again at the next start.
+    directory = Path(role.service.settings.directory_file)
+    directory.write_text(DIRECTORY + "  ops:\n    - olga\n")  # noqa: ASYNC240 - a small test file
+    await role.service.stop()
+    role.service = Service(role.service.spec, role.service.settings)
+    await role.service.start()
+    await role.open_gate(request(pipeline=_pipeline(), timeout="1d"))
+    groups = {row["group"] for row in json.loads((await role.run("groups", "list", "--json")).stdout)}
+    assert groups == {"docs", "sre", "ops"}  # the file replaced the directory, the merged group with it

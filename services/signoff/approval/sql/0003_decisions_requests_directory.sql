@@ -15,3 +15,11 @@ SELECT decision_id, source, gate_id, at FROM "{schema}".votes ON CONFLICT DO NOT
 ALTER TABLE "{schema}".audit DROP CONSTRAINT audit_kind_check;
 ALTER TABLE "{schema}".audit ADD CONSTRAINT audit_kind_check
     CHECK (kind IN ('requested', 'vote', 'refused', 'outcome', 'cancel', 'request_refused'));
+
+-- The directory file (SIGNOFF_DIRECTORY_FILE) last loaded, by digest of its members: a restart loads the file again
+-- only when it changed, so `signoff groups load --merge` (or a replace) is not undone by the next restart.
+CREATE TABLE "{schema}".directory_source (
+    singleton  boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    digest     text        NOT NULL,
+    loaded_at  timestamptz NOT NULL
+);
