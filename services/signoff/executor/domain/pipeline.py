@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from signoff.approval.domain.requests import quorum_beyond_listed
 from signoff.catalog import Catalog, RefKind, Unresolved, is_expression
 from signoff.catalog.model import Identifier
 from signoff.catalog.yamldoc import (
@@ -264,8 +265,9 @@ class ApprovalRule(_Strict):
     def _someone(self) -> ApprovalRule:
         if not self.user_groups and not self.users:
             raise ValueError("a rule needs userGroups or users")
-        if not self.user_groups and self.minimum_count > len(set(self.users)):
-            raise ValueError(f"minimumCount {self.minimum_count} exceeds the {len(set(self.users))} listed users")
+        # The approval domain's rule (users compare case-folded), asked early; the approval service decides.
+        if problem := quorum_beyond_listed(self.user_groups, self.users, self.minimum_count):
+            raise ValueError(problem)
         return self
 
 
@@ -283,8 +285,8 @@ class Approvers(_Strict):
     def _someone(self) -> Approvers:
         if not self.user_groups and not self.users and not self.rules:
             raise ValueError("name at least one user group or user who may approve")
-        if self.users and not self.user_groups and self.minimum_count > len(set(self.users)):
-            raise ValueError(f"minimumCount {self.minimum_count} exceeds the {len(set(self.users))} listed users")
+        if self.users and (problem := quorum_beyond_listed(self.user_groups, self.users, self.minimum_count)):
+            raise ValueError(problem)
         return self
 
 
