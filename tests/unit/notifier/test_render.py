@@ -360,3 +360,17 @@ def test_teams_cards_stay_within_the_byte_budget() -> None:
     assert len(cut) <= 4002 and cut.endswith("\\* …")
     small = render_teams(ApprovalView.from_gate_opened(base, catalog(), now=NOW, approval_page_url=PAGE))
     assert "More on" not in to_json(small)  # a card that fits is whole
+
+
+def test_a_refused_request_renders_on_every_channel_with_its_reasons() -> None:
+    from signoff.contracts.events import RequestRefused
+
+    refused = RequestRefused.model_validate(example_data("io.signoff.gate.request_refused.v1"))
+    view = OutcomeView.from_event(refused, approval_page_url=PAGE)
+    assert (view.kind, view.gate_id) == ("refused", refused.key.as_path())
+    mail = render_email(view)
+    assert "Approval request refused: Payments release" in mail.subject
+    assert "policy.user_groups: unknown user group 'dosc'" in mail.text and "timeout: 30d is over" in mail.text
+    assert_slack_accepts(render_slack(view))
+    assert "unknown user group 'dosc'" in teams_text(render_teams(view))
+    assert dict(render_webhook(view).headers)["ce-time"] == "2025-03-04T09:30:01Z"
