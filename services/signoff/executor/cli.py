@@ -284,18 +284,26 @@ def abort(execution_id: str, reason: str, as_user: str | None) -> None:
 def logs(execution_id: str) -> None:
     """The output of each script an execution ran (its last 64 KiB), in the order they ended."""
 
-    async def work(conn: asyncpg.Connection, repo: ExecutorRepository) -> list[asyncpg.Record] | None:
-        if await repo.find_execution(conn, execution_id) is None:
+    async def work(conn: asyncpg.Connection, repo: ExecutorRepository) -> tuple[Any, list[asyncpg.Record]] | None:
+        execution = await repo.find_execution(conn, execution_id)
+        if execution is None:
             return None
-        return list(await repo.logs_of(conn, execution_id))
+        return execution, list(await repo.logs_of(conn, execution_id))
 
-    rows = _run_db(_settings(), work)
-    if rows is None:
+    found = _run_db(_settings(), work)
+    if found is None:
         raise CliError(f"no execution {execution_id}")
+    execution, rows = found
     for row in rows:
         code = "timed out" if row["exit_code"] is None else f"exit {row['exit_code']}"
         click.echo(f"== {row['step_path']} (attempt {row['attempt']}, {code})")
         click.echo(row["output"], nl=not row["output"].endswith("\n"))
+    # A step that ran no script but failed (a refused or unanswered approval) says why here too.
+    logged = {(row["step_path"], row["attempt"]) for row in rows}
+    for step in execution["state"]["steps"]:
+        if step["status"] in ("FAILED", "EXPIRED") and (step["path"], step["attempt"]) not in logged:
+            click.echo(f"== {step['path']} (attempt {step['attempt']}, {step['status']})")
+            click.echo(step.get("reason") or "")
 
 
 def pipeline_state(row: Mapping[str, Any], gates: list[Mapping[str, Any]]) -> dict[str, Any]:

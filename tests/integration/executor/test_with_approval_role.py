@@ -206,6 +206,11 @@ async def test_a_request_the_approval_role_cannot_serve_fails_the_pipeline_at_on
         assert (await executor.step(request.execution_id, "release.approve"))["reason"] == reason
         (failed,) = await executor.published(wire.ExecutionFailed.event_type, request.execution_id)
         assert reason in failed.error
+        env = {"SIGNOFF_HOME": str(tmp_path / "home"), "SIGNOFF_DATABASE_URL": database_url}
+        for command in (["executions"], ["logs", request.execution_id]):
+            shown = await asyncio.to_thread(CliRunner().invoke, cli, command, env=env, catch_exceptions=False)
+            assert shown.exit_code == 0, shown.output
+            assert "unknown user group 'dosc'" in shown.stdout, (command, shown.stdout)
     finally:
         await executor.stop()
         await approval.stop()
