@@ -158,12 +158,15 @@ def test_image_user_is_the_pods_user() -> None:
         assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (uid, gid, gid)
 
 
-def test_image_exposes_the_http_port() -> None:
-    from tests.deploy.manifests import render
+def test_image_exposes_the_http_ports() -> None:
+    """Every role's health port, and the api's API port, as the base sets them."""
+    from tests.deploy.manifests import container_env, one, render
 
-    (config,) = by_kind(render(DEPLOY / "base"), "ConfigMap").values()
-    exposed = [ins.args for ins in parse(DOCKERFILE.read_text()) if ins.keyword == "EXPOSE"]
-    assert exposed == [config["data"]["SIGNOFF_HTTP_PORT"]]
+    objects = render(DEPLOY / "base")
+    (config,) = by_kind(objects, "ConfigMap").values()
+    (api,) = pod_spec(one(objects, "Deployment", "signoff-api"))["containers"]
+    exposed = [port for ins in parse(DOCKERFILE.read_text()) if ins.keyword == "EXPOSE" for port in ins.args.split()]
+    assert exposed == [config["data"]["SIGNOFF_HTTP_PORT"], container_env(objects, api)["SIGNOFF_API_PORT"]]
 
 
 # ---- build context ---------------------------------------------------------------------------------------------

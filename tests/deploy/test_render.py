@@ -19,30 +19,31 @@ from tests.deploy.manifests import (
 )
 from tests.deploy.policy import selects
 
-SERVICES = ("approval", "executor", "notifier")
+SERVICES = ("approval", "executor", "notifier", "api")
 NAMESPACES = {"dev": "signoff-dev", "prod": "signoff"}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
-EXPECTED_KINDS = Counter(
+BASE_KINDS = Counter(
     {
-        "Deployment": 3,
-        "Service": 3,
-        "ServiceAccount": 4,
-        "NetworkPolicy": 4,
-        "PodDisruptionBudget": 3,
+        "Deployment": 4,
+        "Service": 4,
+        "ServiceAccount": 5,
+        "NetworkPolicy": 5,
+        "PodDisruptionBudget": 4,
         "Job": 1,
         "ConfigMap": 1,
         "KafkaTopic": 6,
-        "KafkaUser": 5,
-        "ScaledObject": 3,
-        "TriggerAuthentication": 3,
+        "KafkaUser": 6,
     }
 )
+# KEDA: a ScaledObject per service; a TriggerAuthentication per lag-scaled one (the api scales on CPU).
+KEDA_KINDS = Counter({"ScaledObject": 4, "TriggerAuthentication": 3})
+EXPECTED_KINDS = {"dev": BASE_KINDS + KEDA_KINDS, "prod": BASE_KINDS + KEDA_KINDS + Counter({"Ingress": 1})}
 
 
 def test_base_renders_on_its_own() -> None:
     objects = render(DEPLOY / "base")
     kinds = Counter(o["kind"] for o in objects)
-    assert kinds == EXPECTED_KINDS - Counter({"ScaledObject": 3, "TriggerAuthentication": 3})
+    assert kinds == BASE_KINDS
 
 
 def test_a_broken_kustomization_is_reported(tmp_path) -> None:
@@ -51,8 +52,8 @@ def test_a_broken_kustomization_is_reported(tmp_path) -> None:
         render(tmp_path)
 
 
-def test_overlay_holds_every_object(objects: list[Manifest]) -> None:
-    assert Counter(o["kind"] for o in objects) == EXPECTED_KINDS
+def test_overlay_holds_every_object(objects: list[Manifest], overlay: str) -> None:
+    assert Counter(o["kind"] for o in objects) == EXPECTED_KINDS[overlay]
     assert set(by_kind(objects, "Deployment")) == {f"signoff-{s}" for s in SERVICES}
     assert set(by_kind(objects, "Job")) == {"signoff-migrate"}
 
@@ -176,4 +177,4 @@ def test_migrations_can_be_applied_first(objects: list[Manifest]) -> None:
 def test_kafka_resources_can_be_applied_first(objects: list[Manifest]) -> None:
     """docs/deploying.md applies `-l app.kubernetes.io/component=kafka` first: the topics and users, only."""
     selected = Counter(o["kind"] for o in objects if o["metadata"]["labels"]["app.kubernetes.io/component"] == "kafka")
-    assert selected == Counter({"KafkaTopic": 6, "KafkaUser": 5})
+    assert selected == Counter({"KafkaTopic": 6, "KafkaUser": 6})

@@ -26,8 +26,8 @@ from pydantic_settings import BaseSettings
 import signoff
 from tests.deploy.manifests import DEPLOY, REPO, Manifest, by_kind, container_env, mounted_files, pod_spec, workloads
 
-ROLES = ("approval", "executor", "notifier", "migrate")
-SERVICES = ("approval", "executor", "notifier")
+ROLES = ("approval", "executor", "notifier", "api", "migrate")
+SERVICES = ("approval", "executor", "notifier", "api")
 SECRETS_DIR_VAR = "SIGNOFF_SECRETS_DIR"  # read by signoff.runtime.settings.load_settings, not a field
 HOW = ("config", "env", "secret", "default", "client")
 UNSET_IN_PODS = ("default", "client")  # never set by the manifests

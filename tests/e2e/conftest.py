@@ -1,6 +1,7 @@
 """The whole system as a newcomer runs it: `signoff dev up --detach` (its own embedded broker and PostgreSQL, and the
-executor, approval and notifier roles as separate processes), a local webhook sink the notifier is routed to, and
-the `signoff` CLI run as a subprocess for every step, exactly as in the README's walkthrough."""
+executor, approval, notifier and api roles as separate processes), a local webhook sink the notifier is routed to,
+and the `signoff` CLI run as a subprocess for every step, exactly as in the README's walkthrough: each person with a
+token of their own (`signoff dev token USER`) and nothing else but the API's URL."""
 
 from __future__ import annotations
 
@@ -86,11 +87,45 @@ class System:
     env: dict[str, str]
     sink: WebhookSink
     work: Path
+    tokens: dict[str, str] = field(default_factory=dict)
 
-    def signoff(self, *args: str, user: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = self.env | ({"SIGNOFF_USER": user} if user else {})
+    def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """A server-side command (`dev …`): run where the stack is, with its settings."""
+        return self._run(args, self.env, check)
+
+    def token(self, user: str) -> str:
+        if user not in self.tokens:
+            self.tokens[user] = self.admin("dev", "token", user).stdout.strip()
+        return self.tokens[user]
+
+    def client_env(self, user: str) -> dict[str, str]:
+        """What an approver's laptop has: the API's URL and their own token. No database URL, no broker address,
+        no decision key, and no dev stack to find settings in."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")}
+        env = base | {
+            "SIGNOFF_API_URL": read_env_file(self.work / "dev" / ENV_FILE)["SIGNOFF_API_URL"],
+            "SIGNOFF_TOKEN": self.token(user),
+            "XDG_CONFIG_HOME": str(self.work / "config" / user),
+            "HOME": str(self.work / "home"),
+        }
+        assert not {"SIGNOFF_DATABASE_URL", "SIGNOFF_KAFKA_BOOTSTRAP", "SIGNOFF_DECISION_KEYS"} & env.keys()
+        return env
+
+    def signoff(self, *args: str, user: str = "alice", check: bool = True) -> subprocess.CompletedProcess[str]:
+        """A client command as `user` (from a folder with no dev stack in it)."""
+        return self._run(args, self.client_env(user), check, cwd=self.work / "home")
+
+    def _run(self, args, env, check: bool, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        if cwd is not None:
+            cwd.mkdir(exist_ok=True)
         done = subprocess.run(
-            [sys.executable, "-m", "signoff", *args], capture_output=True, text=True, timeout=120, env=env, check=False
+            [sys.executable, "-m", "signoff", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
+            cwd=cwd,
         )
         if check:
             assert done.returncode == 0, (args, done.stdout, done.stderr)
@@ -157,11 +192,9 @@ class System:
 
 @pytest.fixture(scope="module")
 def system() -> Iterator[System]:
+    # A private (0700) folder: as root, the stack keeps PostgreSQL's files where its account can reach them.
     work = Path(tempfile.mkdtemp(prefix="signoff-e2e-"))
     state = work / "dev"
-    state.mkdir()
-    for path in (work, state):
-        path.chmod(0o777)  # reachable by the unprivileged account PostgreSQL runs as
     sink = WebhookSink()
     server = ThreadingHTTPServer(("127.0.0.1", 0), sink.handler())
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -186,7 +219,7 @@ def system() -> Iterator[System]:
         "SIGNOFF_CATALOG_FILE": str(CATALOG),
         "SIGNOFF_APPROVAL_PAGE_URL": "http://127.0.0.1:9/approvals",
         "SIGNOFF_EXPIRY_INTERVAL_SECONDS": "0.5",
-        "SIGNOFF_DECISION_WAIT_SECONDS": "60",
+        "SIGNOFF_API_DECISION_WAIT_SECONDS": "60",
     }
     up = subprocess.run(
         [sys.executable, "-m", "signoff", "dev", "up", "--detach", "--state-dir", str(state)],
@@ -202,7 +235,7 @@ def system() -> Iterator[System]:
         yield System(env, sink, work)
     finally:
         subprocess.run(
-            [sys.executable, "-m", "signoff", "dev", "down", "--state-dir", str(state)],
+            [sys.executable, "-m", "signoff", "dev", "down", "--purge", "--state-dir", str(state)],
             capture_output=True,
             timeout=120,
             env=env,

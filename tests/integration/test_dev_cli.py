@@ -1,5 +1,6 @@
-"""`signoff dev up` makes decisions work out of the box: the CLI signs with the stack's own key (read from the env
-file), the approval role verifies it, and the example directory is loaded."""
+"""`signoff dev up` makes decisions work out of the box: the api role signs with the stack's own key (which no
+client ever holds), the approval role verifies it, the example directory is loaded before the stack reports ready,
+and `signoff dev token` gives a directory user a token to decide with."""
 
 from __future__ import annotations
 
@@ -31,31 +32,29 @@ def _signoff(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-async def test_dev_up_lets_the_cli_approve_with_the_stacks_own_key() -> None:
-    home = Path(tempfile.mkdtemp(prefix="signoff-devcli-"))
+async def test_dev_up_lets_a_directory_user_approve_with_a_dev_token_through_the_api() -> None:
+    home = Path(tempfile.mkdtemp(prefix="signoff-devcli-"))  # private: as root, PostgreSQL's files go elsewhere
     state = home / "dev"
-    state.mkdir()
-    for path in (home, state):
-        path.chmod(0o777)  # reachable by the unprivileged account PostgreSQL runs as
-    # Only what an approver's shell has: the dev stack's env file gives the rest, the key included.
+    # Only what an approver's shell has: the dev stack's env file gives the API's URL, `dev token` the token.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")} | {
         "SIGNOFF_HOME": str(home),
-        "SIGNOFF_USER": "dana",
         "SIGNOFF_LOG_FORMAT": "json",
+        "XDG_CONFIG_HOME": str(home / "config"),
     }
     up = _signoff("dev", "up", "--detach", "--state-dir", str(state), env=env)
     assert up.returncode == 0, up.stderr
     try:
         stack_env = read_env_file(state / ENV_FILE)
         keys = json.loads((state / KEYS_FILE).read_text())
-        assert stack_env["SIGNOFF_CLI_DECISION_KEY"] == keys["cli"] and len(keys["cli"]) >= 32
+        assert len(keys["api"]) >= 32 and keys["api"] not in (state / ENV_FILE).read_text()
+        assert stack_env["SIGNOFF_API_URL"].startswith("http://127.0.0.1:")
 
-        docs = eventually_sync(
-            lambda: (r := _signoff("groups", "show", "docs", env=env)).returncode == 0 and r,
-            timeout=60,
-            what="the example directory loaded by the approval role",
-        )
-        assert "dana" in docs.stdout
+        # The stack reported ready with its directory loaded: a token for dana at once, none for a stranger.
+        token = _signoff("dev", "token", "dana", env=env)
+        assert token.returncode == 0, token.stderr
+        env["SIGNOFF_TOKEN"] = token.stdout.strip()
+        stranger = _signoff("dev", "token", "mallory", env=env)
+        assert stranger.returncode == 1 and "not in the dev stack's directory" in stranger.stderr
 
         req = request(pipeline=f"dev_{uuid.uuid4().hex[:8]}", groups=("docs",), timeout="1d")
         settings = Settings(
@@ -75,14 +74,14 @@ async def test_dev_up_lets_the_cli_approve_with_the_stacks_own_key() -> None:
         def pending_gate():
             listed = _signoff("pending", "--group", "docs", "--json", env=env)
             assert listed.returncode == 0, listed.stderr
-            return next((g for g in json.loads(listed.stdout) if g["pipeline"] == req.key.pipeline_id), None)
+            return next((g for g in json.loads(listed.stdout) if g["pipeline_id"] == req.key.pipeline_id), None)
 
         gate = eventually_sync(pending_gate, timeout=60, what="the gate in `signoff pending`")
-        token = json.loads(_signoff("show", gate["gate_id"], "--json", env=env).stdout)["token"]
-        approved = _signoff("approve", gate["gate_id"], "--token", token, "--comment", "lgtm", env=env)
+        approved = _signoff("approve", gate["gate_id"], "--comment", "lgtm", env=env)
         assert approved.returncode == 0, approved.stderr
-        assert f"dana approved gate {gate['gate_id']}; gate is now approved" in approved.stdout
+        assert approved.stdout.startswith(f"vote counted: dana approved gate {gate['gate_id']}; 1 of 1 approver")
+        assert approved.stdout.rstrip().endswith("gate is now approved")
     finally:
-        down = _signoff("dev", "down", "--state-dir", str(state), env=env)
+        down = _signoff("dev", "down", "--purge", "--state-dir", str(state), env=env)
         shutil.rmtree(home, ignore_errors=True)
         assert down.returncode == 0, down.stderr

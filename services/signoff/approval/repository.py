@@ -13,7 +13,11 @@ import asyncpg
 
 SCHEMA = "approval"
 _GATE_COLUMNS = """id, pipeline_id, execution_id, stage_id, step_id, attempt, status, token, policy, inputs,
-    pipeline_executor, members_by_group, opened_at, expires_at, closed_at, timeout_action, request"""
+    pipeline_executor, members_by_group, opened_at, expires_at, closed_at, timeout_action, request, pipeline_name,
+    stage_name, step_name, environments"""
+# A gate as a list shows it: no request document, no directory.
+_SUMMARY_COLUMNS = """id, pipeline_id, execution_id, stage_id, step_id, attempt, status, policy, pipeline_executor,
+    opened_at, expires_at, closed_at, pipeline_name, stage_name, step_name, environments"""
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,10 @@ class NewGate:
     expires_at: datetime
     timeout_action: str
     request: str
+    pipeline_name: str = ""
+    stage_name: str = ""
+    step_name: str = ""
+    environments: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,15 +94,17 @@ class ApprovalRepository:
         rows = await conn.fetch(
             f"""INSERT INTO {self._t("gates")} (id, pipeline_id, execution_id, stage_id, step_id, attempt, token,
                     policy, inputs, pipeline_executor, members_by_group, opened_at, expires_at, timeout_action,
-                    request)
+                    request, pipeline_name, stage_name, step_name, environments)
                 SELECT id, pipeline_id, execution_id, stage_id, step_id, attempt, token, policy::jsonb,
                     inputs::jsonb, pipeline_executor, members_by_group::jsonb, opened_at, expires_at,
-                    timeout_action, request::jsonb
+                    timeout_action, request::jsonb, pipeline_name, stage_name, step_name,
+                    string_to_array(environments, E'\\x1f')
                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
                     $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::timestamptz[],
-                    $14::text[], $15::text[])
+                    $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])
                     AS g(id, pipeline_id, execution_id, stage_id, step_id, attempt, token, policy, inputs,
-                         pipeline_executor, members_by_group, opened_at, expires_at, timeout_action, request)
+                         pipeline_executor, members_by_group, opened_at, expires_at, timeout_action, request,
+                         pipeline_name, stage_name, step_name, environments)
                 ON CONFLICT ON CONSTRAINT gates_natural_key DO NOTHING
                 RETURNING id""",  # noqa: S608
             [g.id for g in gates],
@@ -113,8 +123,28 @@ class ApprovalRepository:
             [g.expires_at for g in gates],
             [g.timeout_action for g in gates],
             [g.request for g in gates],
+            [g.pipeline_name for g in gates],
+            [g.stage_name for g in gates],
+            [g.step_name for g in gates],
+            # A text[] per gate inside a text[][] parameter would need equal lengths: joined by the unit separator.
+            ["\x1f".join(g.environments) for g in gates],
         )
         return [row["id"] for row in rows]
+
+    async def insert_gate_approvers(
+        self, conn: asyncpg.Connection, approvers: Sequence[tuple[str, str, datetime]]
+    ) -> None:
+        """Record who may decide newly opened gates: (gate id, user key, opened at) rows, in one statement."""
+        if not approvers:
+            return
+        await conn.execute(
+            f"""INSERT INTO {self._t("gate_approvers")} (gate_id, user_key, opened_at)
+                SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+                ON CONFLICT DO NOTHING""",  # noqa: S608
+            [gate_id for gate_id, _, _ in approvers],
+            [user for _, user, _ in approvers],
+            [opened_at for _, _, opened_at in approvers],
+        )
 
     async def gate_by_id(self, conn: asyncpg.Connection, gate_id: str) -> asyncpg.Record | None:
         """The gate `gate_id`, locked for this transaction."""
@@ -213,6 +243,8 @@ class ApprovalRepository:
             status,
             closed_at,
         )
+        # Nobody decides a closed gate: it leaves everyone's "mine" list.
+        await conn.execute(f"DELETE FROM {self._t('gate_approvers')} WHERE gate_id = $1", gate_id)  # noqa: S608
 
     # ------------------------------------------------------------------------------------------------ reads (CLI)
 
@@ -230,6 +262,69 @@ class ApprovalRepository:
                 WHERE status = 'pending' AND ($1::text IS NULL OR members_by_group ? $1)
                 ORDER BY opened_at, id""",  # noqa: S608
             group,
+        )
+
+    async def list_gates(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        status: str | None,
+        group: str | None,
+        pipeline: str | None,
+        limit: int,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[asyncpg.Record]:
+        """Gates newest first, filtered by status, user group (in the resolved directory) and pipeline; `before`
+        (opened at, id) continues a page (keyset pagination)."""
+        return await conn.fetch(
+            f"""SELECT {_SUMMARY_COLUMNS} FROM {self._t("gates")}
+                WHERE ($1::text IS NULL OR status = $1)
+                  AND ($2::text IS NULL OR members_by_group ? $2)
+                  AND ($3::text IS NULL OR pipeline_id = $3)
+                  AND ($5::timestamptz IS NULL OR (opened_at, id) < ($5, $6))
+                ORDER BY opened_at DESC, id DESC
+                LIMIT $4""",  # noqa: S608
+            status,
+            group,
+            pipeline,
+            limit,
+            before[0] if before else None,
+            before[1] if before else None,
+        )
+
+    def _decidable_sql(self) -> str:
+        return f"""SELECT {", ".join(f"g.{c.strip()}" for c in _SUMMARY_COLUMNS.split(","))}
+            FROM {self._t("gate_approvers")} a JOIN {self._t("gates")} g ON g.id = a.gate_id
+            WHERE a.user_key = $1 AND g.status = 'pending'
+              AND ($3::timestamptz IS NULL OR (a.opened_at, a.gate_id) < ($3, $4))
+            ORDER BY a.opened_at DESC, a.gate_id DESC
+            LIMIT $2"""  # noqa: S608
+
+    async def decidable_by(
+        self, conn: asyncpg.Connection, user_key: str, *, limit: int, before: tuple[datetime, str] | None = None
+    ) -> list[asyncpg.Record]:
+        """Pending gates `user_key` may decide, newest first (one index range scan of gate_approvers)."""
+        return await conn.fetch(
+            self._decidable_sql(), user_key, limit, before[0] if before else None, before[1] if before else None
+        )
+
+    async def explain_decidable_by(self, conn: asyncpg.Connection, user_key: str, limit: int) -> str:
+        """The query plan of `decidable_by` (the benchmark prints it)."""
+        rows = await conn.fetch(f"EXPLAIN {self._decidable_sql()}", user_key, limit, None, None)
+        return "\n".join(row[0] for row in rows)
+
+    async def find_gate_by_token(
+        self, conn: asyncpg.Connection, pipeline_id: str, stage_id: str, step_id: str, token: str
+    ) -> asyncpg.Record | None:
+        """The gate of that pipeline / stage / step whose token is `token`, whatever its status, without a lock
+        (CodePipeline-style callers name a gate so)."""
+        return await conn.fetchrow(
+            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+                WHERE token = $4 AND pipeline_id = $1 AND stage_id = $2 AND step_id = $3""",  # noqa: S608
+            pipeline_id,
+            stage_id,
+            step_id,
+            token,
         )
 
     async def gate_status(self, conn: asyncpg.Connection, gate_id: str) -> str | None:
@@ -350,6 +445,15 @@ class ApprovalRepository:
                 wanted,
             )
         ]
+
+    async def groups_of_user(self, conn: asyncpg.Connection, user_id: str) -> list[str]:
+        """The user groups `user_id` is a member of (empty: the directory does not know the user)."""
+        rows = await conn.fetch(
+            f"""SELECT group_name FROM {self._t("directory_members")} WHERE user_id = $1
+                ORDER BY group_name""",  # noqa: S608
+            user_id,
+        )
+        return [row["group_name"] for row in rows]
 
     async def directory_groups(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
         """Every user group of the directory with its member count."""

@@ -63,14 +63,13 @@ def approval_spec(settings: ApprovalSettings, clock: Clock | None = None) -> Ser
     repository = ApprovalRepository(SCHEMA)
 
     def handler(context: ServiceContext) -> ApprovalHandler:
-        # The directory goes in with the first batch too, so no request is resolved against an empty directory
-        # while the background load below has not committed yet.
-        directory = read_directory(settings.directory_file) if settings.directory_file is not None else None
-        return ApprovalHandler(settings, clock=clock, repository=repository, directory=directory)
+        return ApprovalHandler(settings, clock=clock, repository=repository)
 
-    async def expiry(context: ServiceContext) -> None:
+    async def directory(context: ServiceContext) -> None:
         if settings.directory_file is not None:
             await load_directory(context, settings.directory_file, repository)
+
+    async def expiry(context: ServiceContext) -> None:
         await run_expiry(
             context.pool,
             clock,
@@ -88,6 +87,8 @@ def approval_spec(settings: ApprovalSettings, clock: Clock | None = None) -> Ser
         produces=(GATES_TOPIC,),
         handler=handler,
         background=(expiry,),
+        # Loaded before the role reports ready, so nothing (a request, `signoff dev token`) meets an empty directory.
+        startup=(directory,),
     )
 
 

@@ -71,12 +71,24 @@ async def add_filler_gates(pool: asyncpg.Pool, template_gate: str, count: int, c
             await conn.execute(
                 """INSERT INTO approval.gates (id, pipeline_id, execution_id, stage_id, step_id, attempt, token,
                        policy, inputs, pipeline_executor, members_by_group, opened_at, expires_at, timeout_action,
-                       request)
+                       request, pipeline_name, stage_name, step_name, environments)
                    SELECT 'filler-' || i, 'filler-' || (i % 1000), 'exec-' || i, stage_id, step_id, attempt,
                        md5(random()::text) || md5(random()::text), policy, inputs, pipeline_executor,
-                       members_by_group, opened_at, expires_at, timeout_action, request
+                       members_by_group, opened_at, expires_at, timeout_action, request, pipeline_name,
+                       stage_name, step_name, environments
                    FROM approval.gates t, generate_series($2::bigint, $3::bigint) AS i
                    WHERE t.id = $1""",
+                template_gate,
+                done,
+                done + size - 1,
+            )
+        async with pool.acquire() as conn:
+            # Whoever may decide the template may decide its copies (the api's `mine=true` reads these rows).
+            await conn.execute(
+                """INSERT INTO approval.gate_approvers (user_key, opened_at, gate_id)
+                   SELECT a.user_key, a.opened_at, 'filler-' || i
+                   FROM approval.gate_approvers a, generate_series($2::bigint, $3::bigint) AS i
+                   WHERE a.gate_id = $1""",
                 template_gate,
                 done,
                 done + size - 1,
@@ -86,6 +98,7 @@ async def add_filler_gates(pool: asyncpg.Pool, template_gate: str, count: int, c
         # Statistics for the planner, and the WAL of a million inserts flushed now rather than during what is
         # measured next.
         await conn.execute("ANALYZE approval.gates")
+        await conn.execute("ANALYZE approval.gate_approvers")
         with contextlib.suppress(asyncpg.InsufficientPrivilegeError):  # needs pg_checkpoint on a shared server
             await conn.execute("CHECKPOINT")
 

@@ -12,9 +12,13 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from signoff.api.identity import issue_token
+from signoff.api.repository import ApiRepository
+from signoff.approval.domain.model import user_key
 from signoff.approval.repository import ApprovalRepository
 from signoff.bench import database, scenarios, workload
 from signoff.bench.report import Report, Row, megabytes, millis, plan_lines, rate
@@ -23,6 +27,7 @@ from signoff.bench.sink import Sink
 from signoff.cli.roles import ROLES
 from signoff.contracts.topics import APPROVAL_DECISIONS, APPROVAL_GATES, APPROVAL_REQUESTS
 from signoff.devstack.errors import DevStackError
+from signoff.devstack.process import free_port
 from signoff.devstack.stack import DevStack
 from signoff.runtime.db import create_pool
 from signoff.runtime.kafka import ensure_topics, make_producer
@@ -34,6 +39,8 @@ GATES = APPROVAL_GATES.name
 CATALOG = Path(__file__).resolve().parents[3] / "examples" / "catalog.yaml"
 WEBHOOK_CONCURRENCY = 8  # the notifier's default SIGNOFF_CHANNEL_CONCURRENCY
 OBSERVE_SECONDS = 10.0
+API_RATE = 50.0  # decisions per second through the api (P5)
+LIST_SAMPLES = 200  # GET /api/v1/gates?mine=true requests per measurement (P6)
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,9 @@ async def _measure(
     env = role_env(
         base_env,
         SIGNOFF_DATABASE_URL=dsn,
-        SIGNOFF_DECISION_KEYS=json.dumps({workload.DECISION_SOURCE: key}),
+        SIGNOFF_DECISION_KEYS=json.dumps({workload.DECISION_SOURCE: key, "api": key}),
+        SIGNOFF_API_DECISION_KEY=key,
+        SIGNOFF_API_HOST="127.0.0.1",
         SIGNOFF_DIRECTORY_FILE=str(work / "directory.yaml"),
         SIGNOFF_ROUTING_FILE=str(work / "routing.yaml"),
         SIGNOFF_CHANNEL_SECRET_BENCH_HOOK=secrets.token_urlsafe(32),
@@ -239,6 +248,40 @@ async def _measure(
             )
         )
 
+        # P5: an approval through the api (HTTP until the verdict), against P2's event path.
+        api_port = free_port()
+        api = await start("api", SIGNOFF_API_PORT=str(api_port))
+        api_url = f"http://127.0.0.1:{api_port}"
+        async with pool.acquire() as conn:
+            _, api_token = await issue_token(
+                conn,
+                ApiRepository(),
+                user=workload.APPROVER,
+                name="bench",
+                permissions=(),
+                lifetime=timedelta(hours=6),
+                now=datetime.now(UTC),
+            )
+        api_count = int(API_RATE * options.seconds)
+        say(f"P5: {api_count:,} approvals through the api at {API_RATE:g}/s")
+        api_gates = [gate_id for gate_id, _ in await database.pending_tokens(pool, pipeline, api_count)]
+        through_api = await scenarios.api_decision_latency(api_url, api_token, api_gates, API_RATE)
+        report.add(
+            Row(
+                "P5",
+                f"an approval through the api (POST until the 200 with the verdict) at {API_RATE:g}/s "
+                f"(p50 {millis(through_api.p50)})",
+                f"p99 {millis(through_api.p99)}",
+                f"P2 event path p99 {millis(decided.p99)}",
+                f"{through_api.p99 / decided.p99:.2f}",
+                "<= 1.5",
+                through_api.p99 <= 1.5 * decided.p99,
+            )
+        )
+        pending_listed = await database.pending_count(pool)
+        say(f"P6: GET /api/v1/gates?mine=true with {pending_listed:,} gates pending")
+        listed_before = await scenarios.api_list_latency(api_url, api_token, LIST_SAMPLES)
+
         # P3: notifier fan-out to a local webhook sink, against a bare POST loop to the same sink.
         if "notifier" in ROLES:
             say(f"P3: notifier fan-out of {options.notifications:,} webhook deliveries (planned and sent)")
@@ -297,10 +340,23 @@ async def _measure(
                 at_scale.p50 <= 1.5 * decided.p50,
             )
         )
+        say(f"P6: GET /api/v1/gates?mine=true with {pending_total:,} gates pending")
+        listed_after = await scenarios.api_list_latency(api_url, api_token, LIST_SAMPLES)
+        report.add(
+            Row(
+                "P6",
+                f"GET /api/v1/gates?mine=true p50 with {pending_total:,} pending vs {pending_listed:,} pending",
+                millis(listed_after.p50),
+                millis(listed_before.p50),
+                f"{listed_after.p50 / listed_before.p50:.2f}",
+                "<= 1.5 (index-backed)",
+                listed_after.p50 <= 1.5 * listed_before.p50,
+            )
+        )
         # The other roles (the notifier still has the gates topic's backlog to deliver) after a while at work.
-        others = [await start(role) for role in ROLES if role != "approval"]
+        others = [await start(role) for role in ROLES if role not in ("approval", "api")]
         await asyncio.sleep(OBSERVE_SECONDS)  # letting them work before reading their memory, not awaiting an event
-        for process in (approval, *others):
+        for process in (approval, api, *others):
             current, peak = process.memory()
             report.add(
                 Row(
@@ -321,6 +377,9 @@ async def _measure(
             plans = await ApprovalRepository().explain_decision_lookups(
                 conn, gate_id, sample["pipeline_id"], sample["stage_id"], sample["step_id"], token
             )
+            plans[
+                "mine=true (gates the approver may decide, newest first)"
+            ] = await ApprovalRepository().explain_decidable_by(conn, user_key(workload.APPROVER), 50)
         report.notes.extend(plan_lines(plans))
         if "notifier" not in ROLES:
             report.notes.append("P3 (notifier fan-out) not measured: the notifier role is not part of this build.")

@@ -239,3 +239,47 @@ async def bare_post_loop(url: str, body: bytes, count: int, concurrency: int) ->
     async with aiohttp.ClientSession() as session:
         await asyncio.gather(*(loop(session) for _ in range(concurrency)))
     return Throughput(count, time.perf_counter() - started)
+
+
+async def api_decision_latency(url: str, token: str, gate_ids: Sequence[str], rate: float) -> Latencies:
+    """An approval through the api: POST /api/v1/gates/{id}/decisions at `rate` per second (open loop), each timed
+    until its 200 with the approval service's verdict."""
+    latencies: list[float] = []
+    failures: list[str] = []
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=120)) as http:
+
+        async def one(gate_id: str) -> None:
+            started = time.perf_counter()
+            async with http.post(f"{url}/api/v1/gates/{gate_id}/decisions", json={"status": "Approved"}) as answer:
+                body = await answer.json()
+            if answer.status != 200 or body.get("outcome") != "counted":
+                failures.append(f"{answer.status} {body.get('code') or body.get('outcome')}")
+                return
+            latencies.append(time.perf_counter() - started)
+
+        tasks: list[asyncio.Task[None]] = []
+
+        async def send(index: int) -> None:
+            tasks.append(asyncio.create_task(one(gate_ids[index])))
+
+        await _paced(len(gate_ids), rate, send)
+        await asyncio.gather(*tasks)
+    if failures:
+        raise BenchError(f"{len(failures)} of {len(gate_ids)} api decisions not counted (first: {failures[0]})")
+    return Latencies(latencies)
+
+
+async def api_list_latency(url: str, token: str, count: int) -> Latencies:
+    """`GET /api/v1/gates?mine=true` (a page of 50), `count` times one after another."""
+    latencies: list[float] = []
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=60)) as http:
+        for _ in range(count):
+            started = time.perf_counter()
+            async with http.get(f"{url}/api/v1/gates", params={"mine": "true", "limit": "50"}) as answer:
+                body = await answer.json()
+            if answer.status != 200 or len(body["gates"]) == 0:
+                raise BenchError(f"GET /api/v1/gates?mine=true answered {answer.status}: {str(body)[:200]}")
+            latencies.append(time.perf_counter() - started)
+    return Latencies(latencies)

@@ -59,12 +59,29 @@ def _tags(value: Any) -> Any:
     # Harness writes tags as a mapping; a bare list of words is accepted as key-only tags (value "").
     if isinstance(value, list):
         return {str(item): "" for item in value}
+    if isinstance(value, dict):
+        # YAML reads `tier: 1` or `canary: true` as numbers and booleans; tags are text (filters compare text).
+        return {
+            key: ("true" if v is True else "false" if v is False else "" if v is None else _scalar(v))
+            for key, v in value.items()
+        }
+    return value
+
+
+def _scalar(value: Any) -> Any:
+    return str(value) if isinstance(value, int | float) else value
+
+
+def _tag_keys(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if not key.strip():
+            raise ValueError("a tag key must not be empty")
     return value
 
 
 Identifier = Annotated[str, AfterValidator(_identifier)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
-Tags = Annotated[dict[str, str], BeforeValidator(_tags)]
+Tags = Annotated[dict[str, str], BeforeValidator(_tags), AfterValidator(_tag_keys)]
 
 
 class _Entry(BaseModel):
@@ -162,6 +179,11 @@ class GitOpsCluster(_Entry):
     identifier: Identifier
     name: str = Field(min_length=1)
     url: HttpUrl
+    environments: tuple[Identifier, ...] = Field(
+        (),
+        description="Environments the cluster is linked to (as in Harness); a gitOpsClusters filter chooses among "
+        "the clusters linked to an environment.",
+    )
     description: str = ""
     tags: Tags = Field(default_factory=dict)
     links: tuple[Link, ...] = ()
@@ -306,6 +328,12 @@ class Catalog:
                     issues.append(
                         Issue(join_path("environmentGroups", i, "environments", j), f"unknown environment {env!r}")
                     )
+        for i, cluster in enumerate(document.gitops_clusters):
+            for j, env in enumerate(cluster.environments):
+                if env not in self._environments:
+                    issues.append(
+                        Issue(join_path("gitopsClusters", i, "environments", j), f"unknown environment {env!r}")
+                    )
         for kind in REF_KINDS:
             for i, template in enumerate(document.links.for_kind(kind)):
                 problem = _check_template(kind, template.url)
@@ -403,6 +431,10 @@ class Catalog:
     def infrastructures_of(self, environment: str) -> tuple[Infrastructure, ...]:
         """Every infrastructure of an environment, in file order."""
         return tuple(infra for (env, _), infra in self._infras.items() if env == environment)
+
+    def gitops_clusters_of(self, environment: str) -> tuple[GitOpsCluster, ...]:
+        """Every GitOps cluster linked to an environment, in file order."""
+        return tuple(cluster for cluster in self._gitops.values() if environment in cluster.environments)
 
     def environments_of_group(self, identifier: str) -> tuple[Environment, ...]:
         """The environments of a group, in the group's order; raises `CatalogLookupError` for an unknown group."""

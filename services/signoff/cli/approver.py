@@ -1,99 +1,54 @@
-"""The approver's commands: list and inspect gates, vote on them, read their audit trail, manage the directory.
+"""The approver's commands, as clients of `signoff api`: list and inspect gates, vote on them as yourself, read
+their audit trail. And `groups`, the directory's admin command (server-side: it writes the approval schema).
 
-Reads go to the approval schema through `ApprovalRepository` (all SQL lives there). Votes are never written here:
-they are published as signed `ApprovalDecision` events (source `cli`) to the decisions topic, like any other
-decision source; the command then polls the audit trail for the decision id, up to a deadline, and reports
-whether the vote counted or why the approval service refused it.
+Votes are never written here: the api turns them into signed decisions of the user the token belongs to and
+answers with the approval service's verdict (counted, or refused with its reason).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import click
-from pydantic import ValidationError
 
-from signoff import contracts as wire
 from signoff.approval.repository import SCHEMA, ApprovalRepository
-from signoff.approval.service import DECISIONS_TOPIC, read_directory
+from signoff.approval.service import read_directory
+from signoff.cli.client import ApiClient, echo_answer, save_credentials
 from signoff.cli.errors import CliError, CliUsageError
-from signoff.cli.plumbing import cli_settings, echo_json, publish, run_with_connection
-from signoff.cli.settings import CliSettings
-from signoff.contracts.events import DecisionStatus
-from signoff.runtime.db import create_pool
-
-SOURCE = "cli"
-EVENT_SOURCE = "urn:signoff:cli"
-POLL_INTERVAL_SECONDS = 0.2
-
-T = TypeVar("T")
+from signoff.cli.plumbing import cli_settings, echo_json, run_with_connection
+from signoff.runtime.settings import Settings
 
 
-# ---------------------------------------------------------------------------------------------------- plumbing
+def _client() -> ApiClient:
+    return ApiClient.configured()
 
 
-def _settings() -> CliSettings:
-    return cli_settings(CliSettings)
+def _run_db(work):
+    return run_with_connection(cli_settings(Settings), lambda conn: work(conn, ApprovalRepository(SCHEMA)))
 
 
-def _run_db(settings: CliSettings, work: Callable[[asyncpg.Connection, ApprovalRepository], Awaitable[T]]) -> T:
-    return run_with_connection(settings, lambda conn: work(conn, ApprovalRepository(SCHEMA)))
+# ---------------------------------------------------------------------------------------------------- login
 
 
-def _gate_summary(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "gate_id": row["id"],
-        "pipeline": row["pipeline_id"],
-        "execution": row["execution_id"],
-        "stage": row["stage_id"],
-        "action": row["step_id"],
-        "attempt": row["attempt"],
-        "status": row["status"],
-        "opened_at": row["opened_at"],
-        "expires_at": row["expires_at"],
-        "groups": sorted((row["members_by_group"] or {}).keys()),
-    }
-
-
-def _gate_detail(row: Mapping[str, Any], votes: list[Mapping[str, Any]]) -> dict[str, Any]:
-    request = row["request"] or {}
-    return {
-        **_gate_summary(row),
-        # Shown to whoever can read the gate, as CodePipeline's get-pipeline-state does: decisions are authorised
-        # by their signature and the policy, the token only pins them to this gate.
-        "token": row["token"],
-        "closed_at": row["closed_at"],
-        "timeout_action": row["timeout_action"],
-        "policy": row["policy"],
-        "inputs": row["inputs"],
-        "pipeline_executor": row["pipeline_executor"],
-        "pipeline_name": request.get("pipeline_name"),
-        "stage_name": request.get("stage_name"),
-        "step_name": request.get("step_name"),
-        "votes": [
-            {
-                "decision_id": v["decision_id"],
-                "approver": v["approver"],
-                "status": v["status"],
-                "comment": v["comment"],
-                "inputs": v["inputs"],
-                "source": v["source"],
-                "at": v["at"],
-            }
-            for v in votes
-        ],
-    }
-
-
-def _audit_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("seq", "gate_id", "kind", "decision_id", "actor", "reason", "detail", "at")}
+@click.command("login")
+@click.option("--url", required=True, help="The signoff API, e.g. https://signoff.example.com.")
+@click.option(
+    "--token",
+    "token",
+    envvar="SIGNOFF_LOGIN_TOKEN",
+    help="Your API token (default: asked for, without echo).",
+)
+def login(url: str, token: str | None) -> None:
+    """Remember the API's URL and your token (in your config folder, mode 0600) after checking them."""
+    if not url.startswith(("http://", "https://")):
+        raise CliUsageError("--url must start with http:// or https://")
+    token = token or click.prompt("token", hide_input=True)
+    _, me = ApiClient(url, token).call("GET", "/me")
+    path = save_credentials(url, token)
+    click.echo(f"signed in to {url} as {me['user']} (saved in {path})")
 
 
 # ---------------------------------------------------------------------------------------------------- reads
@@ -101,14 +56,15 @@ def _audit_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 @click.command("pending")
 @click.option("--group", "-g", help="Only gates whose approvers include this user group.")
+@click.option("--mine", is_flag=True, help="Only the gates you may decide now.")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def pending(group: str | None, as_json: bool) -> None:
-    """List pending approval gates."""
-
-    async def work(conn: asyncpg.Connection, repo: ApprovalRepository) -> list[dict[str, Any]]:
-        return [_gate_summary(row) for row in await repo.pending_gates(conn, group)]
-
-    gates = _run_db(_settings(), work)
+def pending(group: str | None, mine: bool, limit: int, as_json: bool) -> None:
+    """List pending approval gates, newest first."""
+    _, listed = _client().call(
+        "GET", "/gates", params={"status": "pending", "group": group, "mine": "true" if mine else None, "limit": limit}
+    )
+    gates = listed["gates"]
     if as_json:
         echo_json(gates)
         return
@@ -117,8 +73,8 @@ def pending(group: str | None, as_json: bool) -> None:
         return
     for g in gates:
         click.echo(
-            f"{g['gate_id']}  {g['pipeline']}/{g['stage']}/{g['action']}  execution {g['execution']}  "
-            f"groups {','.join(g['groups']) or '-'}  expires {g['expires_at'].isoformat()}"
+            f"{g['gate_id']}  {g['pipeline_id']}/{g['stage_id']}/{g['step_id']}  execution {g['execution_id']}  "
+            f"groups {','.join(g['groups']) or '-'}  {g['time_left']}"
         )
 
 
@@ -126,56 +82,52 @@ def pending(group: str | None, as_json: bool) -> None:
 @click.argument("gate_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(gate_id: str, as_json: bool) -> None:
-    """Show one gate: status, policy, votes and its current token."""
-
-    async def work(conn: asyncpg.Connection, repo: ApprovalRepository) -> dict[str, Any] | None:
-        row = await repo.find_gate(conn, gate_id)
-        if row is None:
-            return None
-        return _gate_detail(row, [v for v in await repo.votes_of(conn, [gate_id])])
-
-    gate = _run_db(_settings(), work)
-    if gate is None:
-        raise CliError(f"no gate {gate_id}")
+    """Show one gate: the approval message, status, who may approve and how far, inputs, votes, its token."""
+    _, gate = _client().call("GET", f"/gates/{gate_id}")
     if as_json:
         echo_json(gate)
         return
-    click.echo(f"gate      {gate['gate_id']}")
-    click.echo(f"pipeline  {gate['pipeline']} (execution {gate['execution']}, attempt {gate['attempt']})")
-    click.echo(f"stage     {gate['stage']}   action {gate['action']}")
-    click.echo(f"status    {gate['status']}")
+    you = gate["you"]
+    click.echo(f"gate      {gate['gate_id']}   {gate['links']['page']}")
+    click.echo(f"pipeline  {gate['pipeline_name']} ({gate['pipeline_id']}, execution {gate['execution_id']})")
+    click.echo(f"stage     {gate['stage_name']}   step {gate['step_name']}   triggered by {gate['triggered_by']}")
+    expiry = f"expires {gate['expires_at']}, then {gate['timeout_action']}"
+    click.echo(f"status    {gate['status']}   {gate['time_left']} ({expiry})")
     click.echo(f"token     {gate['token']}")
-    click.echo(f"expires   {gate['expires_at'].isoformat()} (then {gate['timeout_action']})")
-    click.echo(f"policy    {json.dumps(gate['policy'], sort_keys=True)}")
-    if gate["inputs"]:
-        click.echo(f"inputs    {json.dumps(gate['inputs'], sort_keys=True)}")
+    click.echo("message")
+    for line in (gate["message"] or "(none)").splitlines() or [""]:
+        click.echo(f"  {line}")
+    click.echo(f"progress  {gate['policy']['text']}")
+    if gate["policy"]["disallow_pipeline_executor"]:
+        click.echo(f"          {gate['triggered_by']} (who triggered it) may not approve")
+    for item in gate["inputs"]:
+        extras = [f"default {item['defaultValue']!r}" if item["defaultValue"] else "no default"]
+        if item["required"]:
+            extras.append("required")
+        if item["allowedValues"]:
+            extras.append("one of " + ", ".join(item["allowedValues"]))
+        click.echo(f"input     {item['name']}: {'; '.join(extras)}")
     for v in gate["votes"]:
         comment = f"  {v['comment']!r}" if v["comment"] else ""
-        click.echo(f"vote      {v['approver']} {v['status']} via {v['source']} at {v['at'].isoformat()}{comment}")
+        click.echo(f"vote      {v['approver']} {v['status']} via {v['source']} at {v['decided_at']}{comment}")
+    if you["may_decide"]:
+        click.echo("you       may decide" + (f" (your vote: {you['current_vote']})" if you["current_vote"] else ""))
+    else:
+        click.echo(f"you       may not decide ({you['reason']})")
 
 
 @click.command("audit")
 @click.argument("gate_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def audit(gate_id: str, as_json: bool) -> None:
-    """Show the audit trail of one gate: request, votes, refusals, outcome."""
-
-    async def work(conn: asyncpg.Connection, repo: ApprovalRepository) -> list[dict[str, Any]] | None:
-        if await repo.find_gate(conn, gate_id) is None:
-            return None
-        return [_audit_row(r) for r in await repo.audit_of_gate(conn, gate_id)]
-
-    rows = _run_db(_settings(), work)
-    if rows is None:
-        raise CliError(f"no gate {gate_id}")
+    """Show the audit trail of one gate: request, each decision (by whom, via what), refusals, outcome."""
+    _, trail = _client().call("GET", f"/gates/{gate_id}/audit")
     if as_json:
-        echo_json({"gate_id": gate_id, "audit": rows})
+        echo_json(trail)
         return
     click.echo(f"audit of gate {gate_id}")
-    for r in rows:
-        parts = [r["at"].isoformat(), r["kind"]]
-        parts += [f"{name}={r[name]}" for name in ("actor", "decision_id", "reason") if r[name]]
-        click.echo("  ".join(parts))
+    for entry in trail["entries"]:
+        click.echo(f"  {entry['at']}  {entry['text']}")
 
 
 # ---------------------------------------------------------------------------------------------------- decisions
@@ -191,114 +143,33 @@ def _parse_inputs(values: tuple[str, ...]) -> dict[str, str]:
     return inputs
 
 
-def _approver(as_user: str | None, settings: CliSettings) -> str:
-    user = as_user or settings.user
-    if not user:
-        raise CliUsageError("who is deciding? pass --as USER or set SIGNOFF_USER")
-    return user
-
-
-def _validation_message(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    return f"{where}: {first['msg']}" if where else str(first["msg"])
-
-
-def _decide(settings: CliSettings, made: wire.ApprovalDecision) -> None:
-    """Sign and publish `made`, wait for the approval service's answer, print it; CliError when refused or
-    unanswered."""
-    if settings.cli_decision_key is None:
-        raise CliError("no decision key: set SIGNOFF_CLI_DECISION_KEY (`signoff dev up` writes it for a dev stack)")
-    signed = made.signed(settings.cli_decision_key.get_secret_value().encode())
-    answer = asyncio.run(_publish_and_wait(settings, signed))
-    if answer is None:
-        raise CliError(
-            f"no answer for decision {made.decision_id} within {settings.decision_wait_seconds:g}s "
-            f"(it may still be processed: signoff audit {made.gate_id or '<gate>'})"
-        )
-    kind, gate_id, reason, detail, status = answer
-    if kind == "refused":
-        suffix = f": {detail}" if detail else ""
-        raise CliError(f"refused ({reason}){suffix} [decision {made.decision_id}, gate {gate_id or '-'}]")
-    verb = "approved" if made.status is DecisionStatus.APPROVED else "rejected"
-    click.echo(f"vote counted: {made.approver} {verb} gate {gate_id}; gate is now {status}")
-
-
-async def _publish_and_wait(
-    settings: CliSettings, decision: wire.ApprovalDecision
-) -> tuple[str, str | None, str | None, str, str | None] | None:
-    await publish(settings, DECISIONS_TOPIC, decision, source=EVENT_SOURCE, what="the decision")
-    try:
-        pool = await create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=1)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise CliError(f"decision {decision.decision_id} published, but cannot reach the database: {exc}") from None
-    repo = ApprovalRepository(SCHEMA)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.decision_wait_seconds
-    try:
-        while True:
-            async with pool.acquire() as conn:
-                rows = await repo.audit_of_decision(conn, decision.decision_id)
-                answer = next((r for r in rows if r["kind"] in ("vote", "refused")), None)
-                if answer is not None:
-                    status = await repo.gate_status(conn, answer["gate_id"]) if answer["gate_id"] else None
-                    detail = (answer["detail"] or {}).get("detail", "")
-                    return answer["kind"], answer["gate_id"], answer["reason"], detail, status
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            await asyncio.sleep(min(POLL_INTERVAL_SECONDS, remaining))
-    finally:
-        await pool.close()
-
-
-def _by_gate_id(gate_id: str, token: str | None, status: DecisionStatus, comment: str, inputs, as_user) -> None:
-    if not token:
-        raise CliUsageError("missing --token (see `signoff show GATE`)")
-    settings = _settings()
-    approver = _approver(as_user, settings)
-    try:
-        made = wire.ApprovalDecision(
-            decision_id=str(uuid.uuid4()),
-            source=SOURCE,
-            gate_id=gate_id,
-            token=token,
-            status=status,
-            approver=approver,
-            comment=comment,
-            inputs=_parse_inputs(inputs),
-            decided_at=datetime.now(UTC),
-        )
-    except ValidationError as exc:
-        raise CliUsageError(_validation_message(exc)) from None
-    _decide(settings, made)
-
-
-_as_option = click.option("--as", "as_user", metavar="USER", help="Approver user id (default: $SIGNOFF_USER).")
+def _vote(gate_id: str, status: str, comment: str, inputs: dict[str, str], token: str | None) -> None:
+    body = {"status": status, "comment": comment, "inputs": inputs, "token": token}
+    code, answer = _client().call("POST", f"/gates/{gate_id}/decisions", json_body=body)
+    echo_answer(answer, code)
 
 
 @click.command("approve")
 @click.argument("gate_id")
-@click.option("--token", help="The gate's current token (`signoff show GATE`).")
 @click.option("--comment", default="", help="Why you approve.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE", help="An approver input value (repeatable).")
-@_as_option
-def approve(gate_id: str, token: str | None, comment: str, inputs: tuple[str, ...], as_user: str | None) -> None:
-    """Approve gate GATE_ID."""
-    _by_gate_id(gate_id, token, DecisionStatus.APPROVED, comment, inputs, as_user)
+@click.option("--token", help="Pin the vote to this token (refused as stale if the gate moved on).")
+def approve(gate_id: str, comment: str, inputs: tuple[str, ...], token: str | None) -> None:
+    """Approve gate GATE_ID as yourself; prints the approval service's answer."""
+    _vote(gate_id, "Approved", comment, _parse_inputs(inputs), token)
 
 
 @click.command("reject")
 @click.argument("gate_id")
-@click.option("--token", help="The gate's current token (`signoff show GATE`).")
 @click.option("--comment", default="", help="Why you reject.")
-@_as_option
-def reject(gate_id: str, token: str | None, comment: str, as_user: str | None) -> None:
-    """Reject gate GATE_ID."""
-    _by_gate_id(gate_id, token, DecisionStatus.REJECTED, comment, (), as_user)
+@click.option("--token", help="Pin the vote to this token.")
+def reject(gate_id: str, comment: str, token: str | None) -> None:
+    """Reject gate GATE_ID as yourself."""
+    _vote(gate_id, "Rejected", comment, {}, token)
 
 
-def _read_input_json(spec: str) -> dict[str, Any]:
+def read_input_json(spec: str) -> dict[str, Any]:
+    """`--cli-input-json file://PATH`: the JSON object in PATH (relative to the current folder)."""
     if not spec.startswith("file://"):
         raise CliUsageError("--cli-input-json expects file://PATH")
     path = Path(spec.removeprefix("file://")).expanduser()
@@ -323,7 +194,6 @@ def _read_input_json(spec: str) -> dict[str, Any]:
 @click.option("--token")
 @click.option("--status", type=click.Choice(["Approved", "Rejected"]), help="Capitalised, as CodePipeline wants.")
 @click.option("--summary", help="Your comment.")
-@_as_option
 def put_approval_result(
     input_json: str | None,
     pipeline_name: str | None,
@@ -332,11 +202,10 @@ def put_approval_result(
     token: str | None,
     status: str | None,
     summary: str | None,
-    as_user: str | None,
 ) -> None:
-    """Approve or reject CodePipeline-style: the `put-approval-result` JSON unchanged, or the same fields as flags
-    (flags override the file)."""
-    doc = _read_input_json(input_json) if input_json else {}
+    """Approve or reject CodePipeline-style, as yourself: the `put-approval-result` JSON unchanged, or the same
+    fields as flags (flags override the file)."""
+    doc = read_input_json(input_json) if input_json else {}
     for name, value in (
         ("pipelineName", pipeline_name),
         ("stageName", stage_name),
@@ -352,17 +221,13 @@ def put_approval_result(
         if summary is not None:
             result["summary"] = summary
         doc["result"] = result
+    result = doc.get("result") if isinstance(doc.get("result"), dict) else {}
     missing = [n for n in ("pipelineName", "stageName", "actionName", "token") if not doc.get(n)]
-    if missing or not (doc.get("result") or {}).get("status"):
-        names = ", ".join(missing + ([] if (doc.get("result") or {}).get("status") else ["result.status"]))
-        raise CliUsageError(f"missing {names} (in --cli-input-json or as flags)")
-    settings = _settings()
-    approver = _approver(as_user, settings)
-    try:
-        made = wire.ApprovalDecision.from_codepipeline(doc, approver=approver, source=SOURCE)
-    except ValidationError as exc:
-        raise CliUsageError(f"invalid approval result: {_validation_message(exc)}") from None
-    _decide(settings, made)
+    missing += [f"result.{n}" for n in ("status", "summary") if n not in result]
+    if missing:
+        raise CliUsageError(f"missing {', '.join(missing)} (in --cli-input-json or as flags)")
+    code, answer = _client().call("POST", "/approval-results", json_body=doc)
+    echo_answer(answer, code)
 
 
 # ---------------------------------------------------------------------------------------------------- directory
@@ -385,7 +250,7 @@ def groups_list(as_json: bool) -> None:
     async def work(conn: asyncpg.Connection, repo: ApprovalRepository) -> list[dict[str, Any]]:
         return [{"group": r["group_name"], "members": r["members"]} for r in await repo.directory_groups(conn)]
 
-    rows = _run_db(_settings(), work)
+    rows = _run_db(work)
     if as_json:
         echo_json(rows)
         return
@@ -407,7 +272,7 @@ def groups_show(group: str, as_json: bool) -> None:
             for r in await repo.members_of(conn, [group])
         ]
 
-    members = _run_db(_settings(), work)
+    members = _run_db(work)
     if not members:
         raise CliError(f"no group {group} (or it has no members)")
     if as_json:
@@ -438,9 +303,9 @@ def groups_load(file: Path, replace: bool) -> None:
             else:
                 await repo.upsert_members(conn, members)
 
-    _run_db(_settings(), work)
+    _run_db(work)
     count = len({m[0] for m in members})
     click.echo(f"loaded {len(members)} member(s) in {count} group(s) from {file}")
 
 
-COMMANDS = (pending, show, approve, reject, audit, put_approval_result, groups)
+COMMANDS = (login, pending, show, approve, reject, audit, put_approval_result, groups)

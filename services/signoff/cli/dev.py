@@ -1,4 +1,4 @@
-"""`signoff dev up|down|env`: the whole system on the embedded broker and PostgreSQL, for a laptop."""
+"""`signoff dev up|down|env|token`: the whole system on the embedded broker and PostgreSQL, for a laptop."""
 
 from __future__ import annotations
 
@@ -9,15 +9,25 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import click
 
 from signoff.cli.errors import CliError
 from signoff.cli.roles import ROLES
+from signoff.cli.tokens import dev_token
 from signoff.devstack import DevStack, DevStackError
-from signoff.devstack.process import die_with_parent
-from signoff.devstack.stack import ENV_FILE, PID_FILE, default_state_dir, supervisor_pid
+from signoff.devstack.process import die_with_parent, free_port
+from signoff.devstack.stack import (
+    ENV_FILE,
+    KEYS_FILE,
+    PID_FILE,
+    default_state_dir,
+    supervisor_pid,
+)
+
+READY_TIMEOUT_SECONDS = 120.0
 
 
 @click.group()
@@ -53,13 +63,25 @@ def up(kafka_port: int | None, postgres_port: int | None, detach: bool, state_di
 @dev.command()
 @_state_dir_option
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for a clean stop.")
-def down(state_dir: Path | None, timeout: float) -> None:
+@click.option(
+    "--purge", is_flag=True, help="Then delete the stack's data: the state dir and PostgreSQL's files kept elsewhere."
+)
+def down(state_dir: Path | None, timeout: float, purge: bool) -> None:
     """Stop a dev stack started with `signoff dev up --detach`."""
     state_dir = (state_dir or default_state_dir()).absolute()
     pid = supervisor_pid(state_dir)
     if pid is None:
         click.echo(f"no dev stack is running from {state_dir}")
-        return
+    else:
+        _stop_supervisor(state_dir, pid, timeout)
+    if purge:
+        if state_dir.exists() and not any((state_dir / name).exists() for name in ("postgres", "broker", KEYS_FILE)):
+            raise CliError(f"{state_dir} does not look like a dev stack's folder; nothing deleted")
+        DevStack(state_dir).remove()
+        click.echo(f"dev stack data removed from {state_dir}")
+
+
+def _stop_supervisor(state_dir: Path, pid: int, timeout: float) -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while supervisor_pid(state_dir) is not None and _alive(pid):
@@ -68,6 +90,9 @@ def down(state_dir: Path | None, timeout: float) -> None:
             raise CliError(f"the dev stack (pid {pid}) did not stop within {timeout:.0f}s and was killed")
         time.sleep(0.1)
     click.echo("dev stack stopped")
+
+
+dev.add_command(dev_token)
 
 
 @dev.command()
@@ -110,6 +135,7 @@ def _detach(state_dir: Path, kafka_port: int | None, postgres_port: int | None) 
             raise CliError(f"the dev stack did not start within 180s; see {log_path}")
         time.sleep(0.1)
     click.echo(f"dev stack running (pid {proc.pid}); logs in {log_path}; stop it with `signoff dev down`")
+    # The env file holds no secret (the api's decision key stays with the roles), so it can be shown as it is.
     click.echo((state_dir / ENV_FILE).read_text(), nl=False)
 
 
@@ -133,6 +159,7 @@ class Supervisor:
         self.state_dir = state_dir
         self.stack = DevStack(state_dir, kafka_port=kafka_port, postgres_port=postgres_port)
         self.roles: dict[str, subprocess.Popen[bytes]] = {}
+        self.health_ports: dict[str, int] = {}
         self.stopping = threading.Event()
         self.print_lock = threading.Lock()
 
@@ -153,13 +180,24 @@ class Supervisor:
                 raise CliError(str(exc)) from exc
             self.say("dev", f"broker     {self.stack.broker.bootstrap}  (log {self.stack.broker.log_path})")
             self.say("dev", f"postgres   {self.stack.postgres.dsn('signoff')}  (log {self.stack.postgres.log_path})")
+            self.say("dev", f"api        {self.stack.api_url}")
+            if self.stack.postgres.relocated:
+                self.say(
+                    "dev",
+                    f"postgres   data in {self.stack.postgres.home}: its account "
+                    f"'{self.stack.postgres.run_as.name}' cannot reach {self.state_dir}",
+                )
             for role in ROLES:
                 self._start_role(role)
+            # The env file is what `dev up --detach` and other commands wait for: write it once every role
+            # answers /readyz, so the first command after `dev up` finds the API listening.
+            self._wait_until_ready()
             self.stack.write_env_file()
             self.say(
                 "dev",
-                f'ready: roles {", ".join(ROLES) or "(none yet)"}; eval "$(signoff dev env)" in '
-                "another terminal; Ctrl-C stops everything",
+                f"ready: roles {', '.join(ROLES)}; the API is at {self.stack.api_url}; in another terminal: "
+                'eval "$(./signoffw dev env)"; export SIGNOFF_TOKEN=$(./signoffw dev token alice); '
+                "Ctrl-C stops everything",
             )
             while not self.stopping.wait(0.2):
                 for role, proc in self.roles.items():
@@ -188,7 +226,7 @@ class Supervisor:
             | {
                 "SIGNOFF_LOG_FORMAT": os.environ.get("SIGNOFF_LOG_FORMAT", "console"),
                 "SIGNOFF_HTTP_HOST": "127.0.0.1",
-                "SIGNOFF_HTTP_PORT": "0",
+                "SIGNOFF_HTTP_PORT": str(self.health_ports.setdefault(role, free_port())),
             }
         )
 
@@ -204,6 +242,27 @@ class Supervisor:
         )
         self.roles[role] = proc
         threading.Thread(target=self._pump, args=(role, proc), daemon=True).start()
+
+    def _wait_until_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Until every role's /readyz answers 200; CliError when a role exits or the deadline passes."""
+        deadline = time.monotonic() + timeout
+        waiting = dict(self.health_ports)
+        while waiting:
+            for role, port in list(waiting.items()):
+                if self.roles[role].poll() is not None:
+                    raise CliError(f"role {role} exited with code {self.roles[role].returncode} while starting")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                        if answer.status == 200:
+                            del waiting[role]
+                except OSError:
+                    pass  # not listening or not ready yet
+            if self.stopping.is_set():
+                raise CliError("stopped while starting")
+            if waiting and time.monotonic() > deadline:
+                raise CliError(f"roles {', '.join(waiting)} not ready after {timeout:.0f}s")
+            if waiting:
+                time.sleep(0.2)  # polling readiness endpoints: there is no event to wait on
 
     def _pump(self, role: str, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None

@@ -245,6 +245,50 @@ class GateKey(ContractModel):
         return f"{self.pipeline_id}/{self.execution_id}/{self.stage_id}/{self.step_id}/{self.attempt}"
 
 
+class FilterType(StrEnum):
+    """A target filter's type (Harness `filters[].type`): keep every candidate, or those whose tags match."""
+
+    ALL = "all"
+    TAGS = "tags"
+
+
+class FilterEntity(StrEnum):
+    """What a target filter chooses (Harness `filters[].entities`)."""
+
+    ENVIRONMENTS = "environments"
+    INFRASTRUCTURES = "infrastructures"
+    GITOPS_CLUSTERS = "gitOpsClusters"
+
+
+class FilterMatchType(StrEnum):
+    """How a tags filter matches (Harness `spec.matchType`): every tag, or at least one."""
+
+    ALL = "all"
+    ANY = "any"
+
+
+class TargetFilter(ContractModel):
+    """A filter that chose deployment targets by catalog tag, as the pipeline wrote it with its expressions
+    resolved (docs/pipelines.md, "Targets chosen by filter")."""
+
+    type: FilterType = Field(description="`all` keeps every candidate; `tags` those whose tags match.")
+    entities: list[FilterEntity] = Field(min_length=1, description="What it chooses.")
+    match_type: FilterMatchType | None = Field(None, description="For `tags`: every tag must match, or any one.")
+    tags: StringMap = Field(
+        default_factory=dict,
+        description="The tags (key -> value; an empty value asks for the key only). A value that could not be "
+        "resolved yet keeps its `<+...>` expression as written.",
+    )
+    tags_expression: Ref | None = Field(
+        None, description="The tag set as written when it is one expression that could not be resolved yet."
+    )
+    unresolved_reason: Comment | None = Field(
+        None,
+        description="Why the filter could not be applied yet (an expression known only later); its targets are "
+        "then not listed.",
+    )
+
+
 class EnvironmentRef(ContractModel):
     """An environment a stage deploys to, with the infrastructure definitions and GitOps clusters chosen in it."""
 
@@ -255,6 +299,11 @@ class EnvironmentRef(ContractModel):
     )
     gitops_cluster_refs: list[Ref] = Field(
         default_factory=list, description="GitOps clusters in this environment (identifiers or expressions)."
+    )
+    filters: list[TargetFilter] = Field(
+        default_factory=list,
+        description="The filters that chose this environment's infrastructures / GitOps clusters (its own, or the "
+        "stage's); empty when they were named.",
     )
 
 
@@ -279,6 +328,10 @@ class StageMetadata(ContractModel):
     environment_group_ref: Ref | None = Field(None, description="Environment group, when the stage deploys to one.")
     environments: list[EnvironmentRef] = Field(
         default_factory=list, description="Environments deployed to, each with its infrastructures and clusters."
+    )
+    environment_filters: list[TargetFilter] = Field(
+        default_factory=list,
+        description="The filters that chose `environments`; while one is unresolved, `environments` is empty.",
     )
     artifacts: list[Artifact] = Field(default_factory=list, description="Artifacts deployed.")
     custom_metadata: StringMap = Field(default_factory=dict, description="Free-form metadata of the stage.")
@@ -446,6 +499,11 @@ class ApprovalDecision(EventData):
     token: str = Field(min_length=1, max_length=256, description="The gate's current token.")
     status: DecisionStatus = Field(description="Approved or Rejected.")
     approver: Identifier = Field(description="User id of the approver.")
+    submitted_by: Identifier | None = Field(
+        None,
+        description="The service principal (a chat bot, a change-management system) that submitted this decision "
+        "on the approver's behalf, when its credential carried that permission; absent when the approver did.",
+    )
     comment: Comment = Field("", description="Comment (CodePipeline `summary`).")
     inputs: StringMap = Field(default_factory=dict, description="Approver input values, by input name.")
     decided_at: UtcDateTime = Field(description="When the approver decided.")

@@ -29,6 +29,7 @@ from signoff.contracts.topics import DEAD_LETTER, DLQ_HEADERS, TOPICS, Topic
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_BASE_URI = "https://signoff.io/schemas/"
 ASYNCAPI_FILE = "asyncapi.yaml"
+OPENAPI_FILE = "openapi.json"
 CONTRACT_VERSION = "1.0.0"
 """Version of the contract as a whole (the AsyncAPI `info.version`); topic and type names carry the major."""
 
@@ -120,6 +121,11 @@ def render() -> dict[str, str]:
         default_flow_style=False,
         width=120,
     )
+    # The api's HTTP contract is generated from its own models; imported here, not at module level, so the
+    # contracts never depend on the api.
+    from signoff.api.app import openapi_document
+
+    files[OPENAPI_FILE] = _json(openapi_document())
     return dict(sorted(files.items()))
 
 

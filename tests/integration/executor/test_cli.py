@@ -1,25 +1,29 @@
-"""The pipeline user's CLI (`run`, `executions`, `abort`, `get-pipeline-state`) against the executor role on the
-real broker and PostgreSQL. The CLI is invoked in-process with click's CliRunner (in a worker thread: it runs its
-own event loop), configured only through SIGNOFF_* variables. `run` publishes to the real execution requests
-topic, so the role consumes that one here, and each test runs a pipeline identifier of its own."""
+"""The pipeline user's CLI (`run`, `executions`, `logs`, `abort`, `get-pipeline-state`) as a client of the api role,
+against the executor role, on the real broker and PostgreSQL. The CLI is invoked in-process with click's CliRunner
+(in a worker thread: it runs its own event loop) with only SIGNOFF_API_URL and alice's SIGNOFF_TOKEN: no database
+URL, no broker. The api publishes to this test's execution requests topic, which the executor consumes."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import structlog
 from click.testing import CliRunner, Result
 
 from signoff import contracts as wire
+from signoff.api.identity import issue_token
+from signoff.api.repository import ApiRepository
+from signoff.api.service import ApiRole
+from signoff.api.settings import ApiSettings
 from signoff.cli.main import cli
-from signoff.executor.service import REQUESTS_TOPIC, executor_spec
 from tests.integration.executor.conftest import CATALOG, EXAMPLE, ExecutorRole, gate_opened
 from tests.unit.executor.builders import approval, as_yaml, parallel, pipeline, shell, stage
 
@@ -28,26 +32,50 @@ pytestmark = pytest.mark.integration
 
 class CliRole(ExecutorRole):
     home: Path
+    api: ApiRole
+    tokens: dict[str, str]
 
-    def spec(self):
-        return dataclasses.replace(
-            executor_spec(self.settings, self.clock), group_id=self.group, consumes=(REQUESTS_TOPIC, self.gates)
+    async def start(self) -> None:
+        await super().start()
+        self.api = ApiRole(
+            ApiSettings(
+                **{**self.settings.model_dump(exclude={"catalog_file"}), "api_port": 0, "api_host": "127.0.0.1"}
+            ),
+            requests_topic=self.requests,
+            gates_topic=self.gates,
         )
+        await self.api.start()
+        self.tokens = {}
+        for user in ("alice", "bob"):
+            async with self.pool.acquire() as conn:
+                _, self.tokens[user] = await issue_token(
+                    conn,
+                    ApiRepository(),
+                    user=user,
+                    name="test",
+                    permissions=(),
+                    lifetime=timedelta(days=1),
+                    now=datetime.now(UTC),
+                )
 
-    @property
-    def env(self) -> dict[str, str | None]:
+    async def stop(self) -> None:
+        await self.api.stop()
+        await super().stop()
+
+    def env(self, user: str) -> dict[str, str | None]:
         return {
-            "SIGNOFF_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
-            "SIGNOFF_KAFKA_ENABLE_IDEMPOTENCE": str(self.settings.kafka_enable_idempotence).lower(),
-            "SIGNOFF_DATABASE_URL": self.dsn,
-            "SIGNOFF_USER": "alice",
+            "SIGNOFF_API_URL": self.api.url,
+            "SIGNOFF_TOKEN": self.tokens[user],
             "SIGNOFF_HOME": str(self.home),  # never a developer's running dev stack
+            "XDG_CONFIG_HOME": str(self.home / "config"),
+            "SIGNOFF_DATABASE_URL": None,
+            "SIGNOFF_KAFKA_BOOTSTRAP": None,
             "SIGNOFF_CATALOG_FILE": None,
         }
 
-    async def cli(self, *args: str) -> Result:
+    async def cli(self, *args: str, user: str = "alice") -> Result:
         runner = CliRunner()
-        return await asyncio.to_thread(runner.invoke, cli, list(args), env=self.env, catch_exceptions=False)
+        return await asyncio.to_thread(runner.invoke, cli, list(args), env=self.env(user), catch_exceptions=False)
 
 
 @pytest.fixture(autouse=True)
@@ -148,6 +176,8 @@ async def test_run_then_get_pipeline_state_shows_the_token_and_abort_cancels_the
     assert [(e["execution_id"], e["status"]) for e in listed] == [(execution_id, "RUNNING")]
     assert listed[0]["current"] == ["staging_blue_green.Harness_Approval_Step (WAITING_APPROVAL)"]
 
+    result = await role.cli("abort", execution_id, "--reason", "not mine", user="bob")
+    assert result.exit_code == 1 and "refused (not_permitted)" in _one_line_error(result)
     result = await role.cli("abort", execution_id, "--reason", "wrong tag")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == f"execution {execution_id} aborted: aborted by alice: wrong tag"
@@ -185,3 +215,35 @@ async def test_run_wait_reports_success_failure_and_the_executors_refusal(role, 
     assert result.exit_code == 1
     error = _one_line_error(result)
     assert "the executor refused execution" in error and "unknown environment 'qa'" in error
+
+
+async def test_the_api_refuses_an_invalid_pipeline_naming_the_field_and_lets_an_admin_abort(
+    role, tmp_path: Path
+) -> None:
+    async with role.pool.acquire() as conn:
+        _, admin_token = await issue_token(
+            conn, ApiRepository(), user="root", name="ops", permissions=("admin",), lifetime=timedelta(hours=1),
+            now=datetime.now(UTC),
+        )  # fmt: skip
+    headers = {"Authorization": f"Bearer {role.tokens['alice']}"}
+    async with httpx.AsyncClient(base_url=f"{role.api.url}/api/v1", headers=headers) as alice:
+        bad = await alice.post(
+            "/executions", json={"pipeline_yaml": as_yaml(pipeline(stage("s", parallel(shell("a"), approval("x")))))}
+        )
+        unknown = await alice.post("/executions", json={"pipeline_yaml": "pipeline: {}", "surprise": 1})
+        path, _ = _own_copy(tmp_path, EXAMPLE.read_text(), "checkout_blue_green")
+        started = await alice.post("/executions", json={"pipeline_yaml": path.read_text(), "variables": {"tag": "1"}})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_pipeline"
+    assert bad.json()["errors"][0]["field"] == "pipeline_yaml" and "cannot run in parallel" in bad.json()["detail"]
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "surprise"
+    assert started.status_code == 201, started.text
+    execution_id = started.json()["execution_id"]
+    assert started.json()["triggered_by"] == "alice"
+    await role.wait_for(wire.ApprovalRequested.event_type, execution_id)
+
+    async with httpx.AsyncClient(
+        base_url=f"{role.api.url}/api/v1", headers={"Authorization": f"Bearer {admin_token}"}, timeout=60
+    ) as admin:
+        aborted = await admin.post(f"/executions/{execution_id}/abort", json={"reason": "freeze"})
+    assert aborted.status_code == 200, aborted.text
+    assert aborted.json()["status"] == "ABORTED" and "aborted by root: freeze" in aborted.json()["reason"]

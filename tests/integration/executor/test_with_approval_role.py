@@ -1,7 +1,7 @@
-"""Both roles together on the real topics: the executor asks, the approval role opens the gate, an approver answers
-with CodePipeline's command and the example decision file (its token taken from `get-pipeline-state`), and the
-pipeline goes on with the approver's input. Topics are shared with other tests, so everything is filtered by this
-test's execution."""
+"""The roles together on the real topics: the executor asks, the approval role opens the gate, an approver answers
+through the api with CodePipeline's command and the example decision file (its token taken from
+`get-pipeline-state`), and the pipeline goes on with the approver's input. Topics are shared with other tests, so
+everything is filtered by this test's execution."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ import structlog
 from click.testing import CliRunner
 
 from signoff import contracts as wire
+from signoff.api.identity import issue_token
+from signoff.api.repository import ApiRepository
+from signoff.api.service import ApiRole
+from signoff.api.settings import ApiSettings
 from signoff.approval.domain.clock import FixedClock
 from signoff.approval.service import approval_spec
 from signoff.approval.settings import ApprovalSettings
@@ -27,7 +31,7 @@ from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-KEY = "cli-secret-for-this-test"
+KEY = "api-secret-for-this-test"
 
 
 def cli_clock() -> FixedClock:
@@ -49,7 +53,7 @@ async def test_an_approval_through_the_approval_role_resumes_the_example(setting
     directory = tmp_path / "directory.yaml"
     directory.write_text("groups:\n  docs:\n    - {user: dana, email: dana@example.com}\n")
     approval_settings = ApprovalSettings(
-        **{**settings.model_dump(), "decision_keys": {"cli": KEY}, "directory_file": directory}
+        **{**settings.model_dump(), "decision_keys": {"api": KEY}, "directory_file": directory}
     )
     approval = Service(
         dataclasses.replace(approval_spec(approval_settings, cli_clock()), group_id=names.group("approval")),
@@ -58,13 +62,26 @@ async def test_an_approval_through_the_approval_role_resumes_the_example(setting
     executor = RealGatesRole(settings, names, database_url)
     await approval.start()
     await executor.start()
+    api = ApiRole(
+        ApiSettings(**{**settings.model_dump(), "api_decision_key": KEY, "api_port": 0, "api_host": "127.0.0.1"}),
+        requests_topic=executor.requests,
+    )
+    await api.start()
+    async with executor.pool.acquire() as conn:
+        _, token_text = await issue_token(
+            conn,
+            ApiRepository(),
+            user="dana",
+            name="test",
+            permissions=(),
+            lifetime=timedelta(days=1),
+            now=datetime.now(UTC),
+        )
     env = {
         "SIGNOFF_HOME": str(tmp_path / "home"),
-        "SIGNOFF_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "SIGNOFF_KAFKA_ENABLE_IDEMPOTENCE": str(settings.kafka_enable_idempotence).lower(),
-        "SIGNOFF_DATABASE_URL": database_url,
-        "SIGNOFF_CLI_DECISION_KEY": KEY,
-        "SIGNOFF_USER": "dana",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "SIGNOFF_API_URL": api.url,
+        "SIGNOFF_TOKEN": token_text,
     }
 
     async def signoff(*args: str):
@@ -103,6 +120,7 @@ async def test_an_approval_through_the_approval_role_resumes_the_example(setting
         await executor.wait_status(request.execution_id, "SUCCEEDED")
         assert len(await executor.published(wire.ExecutionSucceeded.event_type, request.execution_id)) == 1
     finally:
+        await api.stop()
         await executor.stop()
         await approval.stop()
         structlog.configure(**previous_logging)

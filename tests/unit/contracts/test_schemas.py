@@ -8,7 +8,7 @@ from jsonschema import Draft202012Validator
 
 from signoff.cli.main import cli
 from signoff.contracts import EVENT_TYPES, TOPICS, decode
-from signoff.contracts.schemagen import ASYNCAPI_FILE, render, schema_file
+from signoff.contracts.schemagen import ASYNCAPI_FILE, OPENAPI_FILE, render, schema_file
 from tests.unit.contracts.conftest import EXAMPLES, SCHEMAS
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.json"))
@@ -27,7 +27,7 @@ def test_generation_is_byte_identical() -> None:
 
 
 def test_every_event_type_has_a_schema_and_an_example() -> None:
-    assert {schema_file(event_type) for event_type in EVENT_TYPES} | {ASYNCAPI_FILE} == set(render())
+    assert {schema_file(event_type) for event_type in EVENT_TYPES} | {ASYNCAPI_FILE, OPENAPI_FILE} == set(render())
     examples = {json.loads(path.read_text())["type"] for path in EXAMPLE_FILES}
     assert examples == set(EVENT_TYPES)
 

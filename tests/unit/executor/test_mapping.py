@@ -9,11 +9,11 @@ import pytest
 from signoff import contracts as wire
 from signoff.catalog import Catalog
 from signoff.contracts.events import FailureCause, RunStatus, TimeoutAction
-from signoff.executor.cli import pipeline_state
 from signoff.executor.domain.actions import Approver, ExecutionFinished, RequestApproval, TriggeredBy
 from signoff.executor.domain.execution import Execution
 from signoff.executor.domain.pipeline import parse_pipeline
 from signoff.executor.mapping import approval_requested, finished, step_changed
+from signoff.executor.views import pipeline_state
 from tests.unit.executor.builders import EXAMPLES, approval, deployment, pipeline, shell, stage
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -171,3 +171,61 @@ def test_upcoming_environment_groups_gitops_clusters_and_custom_metadata_are_car
     assert request.current_stage.artifacts[0].tag == "2.0.0" and request.current_stage.artifacts[0].service_ref == (
         "checkout"
     )
+
+
+def test_filter_details_travel_in_the_approval_request(catalog: Catalog) -> None:
+    rollout = parse_pipeline((EXAMPLES / "pipelines" / "filtered-rollout.yaml").read_text(), catalog=catalog)
+    execution = Execution.start(
+        rollout, execution_id="ex-3", sequence_id=1, triggered_by=TriggeredBy(name="Ada"), now=T0, catalog=catalog
+    )
+    request = approval_requested(_at_approval(execution).request, ADA)
+    production, gitops = request.upcoming_stages
+    # The targets the filters chose...
+    assert [(e.ref, e.infrastructure_refs) for e in production.environments] == [
+        ("prod_eu", ["eks_eu"]),
+        ("prod_us", ["eks_us"]),
+    ]
+    # ...and the filters themselves: entities, tags and match type (the expression rendered from the variable).
+    (env_filter,) = production.environment_filters
+    assert env_filter.model_dump(mode="json", exclude_none=True) == {
+        "type": "tags",
+        "entities": ["environments"],
+        "match_type": "any",
+        "tags": {"region": "eu", "tier": "prod"},
+    }
+    assert [f.model_dump(mode="json", exclude_none=True) for f in production.environments[0].filters] == [
+        {"type": "tags", "entities": ["infrastructures"], "match_type": "all", "tags": {"traffic": "live"}}
+    ]
+    assert [(e.ref, e.gitops_cluster_refs, [f.tags for f in e.filters]) for e in gitops.environments] == [
+        ("prod_eu", ["argo_prod_eu"], [{"traffic": "live"}]),
+        ("prod_us", ["argo_prod_us"], [{"traffic": "live"}]),
+    ]
+    assert request.current_stage.environment_filters == []
+
+
+def test_an_unresolved_filter_is_carried_with_its_expression_and_reason(catalog: Catalog) -> None:
+    later = "<+pipeline.stages.d.spec.execution.steps.approve.output.approverInputs.region>"
+    document = pipeline(
+        deployment("d", approval("approve", approverInputs=[{"name": "region", "defaultValue": "eu"}])),
+        stage(
+            "prod",
+            shell("roll_out"),
+            type="Deployment",
+            service={"serviceRef": "checkout"},
+            environments={
+                "filters": [
+                    {
+                        "type": "tags",
+                        "entities": ["environments"],
+                        "spec": {"matchType": "all", "tags": {"region": later}},
+                    }
+                ]
+            },
+        ),
+    )
+    request = approval_requested(_at_approval(_start(document, catalog)).request, ADA)
+    (upcoming,) = request.upcoming_stages
+    assert upcoming.environments == []
+    (env_filter,) = upcoming.environment_filters
+    assert env_filter.tags == {"region": later}
+    assert env_filter.unresolved_reason == "stage 'd' has no step outputs yet"

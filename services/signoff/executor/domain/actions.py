@@ -106,11 +106,27 @@ class ApprovalInput(_Model):
     allowed_values: tuple[str, ...] = ()
 
 
+class FilterMetadata(_Model):
+    """A target filter as applied: tags rendered (an unresolved expression stays as written), its description
+    (`environments tagged region=eu OR tier=prod`), and `unresolved`: why it could not be applied yet."""
+
+    type: Literal["all", "tags"]
+    entities: tuple[Literal["environments", "infrastructures", "gitOpsClusters"], ...]
+    match_type: Literal["all", "any"] | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    tags_expression: str | None = None
+    description: str
+    unresolved: str | None = None
+
+
 class EnvironmentMetadata(_Model):
+    """An environment of a stage; `filters` are the filters that chose its infrastructures / GitOps clusters."""
+
     environment: ResolvedRef
     infrastructures: tuple[ResolvedRef, ...] = ()
     gitops_clusters: tuple[ResolvedRef, ...] = ()
     deploy_to_all: bool = False
+    filters: tuple[FilterMetadata, ...] = ()
 
 
 class ArtifactMetadata(_Model):
@@ -132,10 +148,16 @@ class StageMetadata(_Model):
     gitops_enabled: bool = False
     services: tuple[ResolvedRef, ...] = ()
     environments: tuple[EnvironmentMetadata, ...] = ()
+    environment_filters: tuple[FilterMetadata, ...] = Field(
+        (), description="Filters that chose the environments; while one is unresolved, `environments` is empty."
+    )
     environment_group: ResolvedRef | None = None
     artifacts: tuple[ArtifactMetadata, ...] = ()
     custom_metadata: dict[str, str] = Field(default_factory=dict)
     unresolved: tuple[str, ...] = ()
+    target_problems: tuple[str, ...] = Field(
+        (), description="Why the stage cannot start with these targets (a filter matched nothing, ...)."
+    )
 
 
 class HistoryStep(_Model):

@@ -38,6 +38,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from signoff.catalog import Catalog, Resolved, ResolvedRef, Unresolved, is_expression
+from signoff.catalog.filters import parse_tags_text
 from signoff.contracts.durations import format_duration, parse_positive_duration
 from signoff.executor.domain.actions import (
     Action,
@@ -51,8 +52,8 @@ from signoff.executor.domain.actions import (
     ArtifactMetadata,
     CancelApproval,
     CancelStep,
-    EnvironmentMetadata,
     ExecutionFinished,
+    FilterMetadata,
     HistoryStage,
     HistoryStep,
     PipelineInfo,
@@ -63,13 +64,21 @@ from signoff.executor.domain.actions import (
     StepInfo,
     TriggeredBy,
 )
-from signoff.executor.domain.expressions import Context, Rendered, Unknown, bind_script, render, render_marked
+from signoff.executor.domain.expressions import (
+    EXPRESSION,
+    Context,
+    Rendered,
+    Unknown,
+    bind_script,
+    render,
+    render_marked,
+)
 from signoff.executor.domain.pipeline import (
-    EnvironmentTarget,
     HarnessApprovalSpec,
     Pipeline,
     ShellScriptSpec,
     Stage,
+    TargetFilter,
     Variable,
     WaitSpec,
     parse_pipeline,
@@ -83,6 +92,7 @@ from signoff.executor.domain.plan import (
     PlannedStep,
     build_plan,
 )
+from signoff.executor.domain.targets import choose_targets, filter_metadata
 
 SCHEMA_VERSION = 1
 MAX_ATTEMPTS = 3
@@ -567,6 +577,7 @@ class Execution:
             triggered_by_email=triggered.email,
             start_ts=int(self._state.started_at.timestamp() * 1000),
             variables=self._variable_values(),
+            tags=self.pipeline.tags,
         ).with_stage_names({stage.identifier: (stage.name, stage.stage.type) for stage in self.plan.stages()})
         for planned in self.plan.steps():
             state = self._steps[planned.path]
@@ -629,27 +640,22 @@ class Execution:
 
         services = tuple(resolve("service", ref) for ref in md.service_refs)
         group = resolve("environmentGroup", md.environment_group.env_group_ref) if md.environment_group else None
-        targets = list(md.all_environments)
-        if not targets and isinstance(group, Resolved) and self.catalog is not None:
-            targets = [
-                EnvironmentTarget(environment_ref=env, deploy_to_all=True)
-                for env in group.entity.environments  # type: ignore[union-attr]
-            ]
-        environments: list[EnvironmentMetadata] = []
-        for target in targets:
-            env = resolve("environment", target.environment_ref)
-            env_id = env.identifier if isinstance(env, Resolved) else None
-            infra_refs = list(target.infrastructure_refs)
-            if not infra_refs and target.deploy_to_all and env_id and self.catalog is not None:
-                infra_refs = [infra.identifier for infra in self.catalog.infrastructures_of(env_id)]
-            environments.append(
-                EnvironmentMetadata(
-                    environment=env,
-                    infrastructures=tuple(resolve("infrastructure", ref, env_id) for ref in infra_refs),
-                    gitops_clusters=tuple(resolve("gitopsCluster", ref) for ref in target.gitops_cluster_refs),
-                    deploy_to_all=target.deploy_to_all,
-                )
-            )
+        filter_ctx = _with_service_scope(ctx, services)
+
+        def resolve_filter(target_filter: TargetFilter) -> FilterMetadata:
+            result = _render_filter(target_filter, filter_ctx)
+            for raw in _filter_expressions(result):
+                if raw not in unresolved:
+                    unresolved.append(raw)
+            return result
+
+        targets = choose_targets(
+            md, group, self.catalog, lambda kind, ref, env: resolve(kind, ref, env), resolve_filter
+        )
+        environments = list(targets.environments)
+        problems = [problem.message for problem in targets.problems]
+        for chosen_by in (targets.environment_filters, *(env.filters for env in environments)):
+            problems += [f"{f.description}: {f.unresolved}" for f in chosen_by if f.unresolved]
         artifacts: list[ArtifactMetadata] = []
         for artifact in (md.primary_artifact, *md.sidecars):
             if artifact is None:
@@ -674,10 +680,12 @@ class Execution:
             gitops_enabled=md.gitops_enabled,
             services=services,
             environments=tuple(environments),
+            environment_filters=targets.environment_filters,
             environment_group=group,
             artifacts=tuple(artifacts),
             custom_metadata=custom,
             unresolved=tuple(unresolved),
+            target_problems=tuple(dict.fromkeys(problems)),
         )
         return _with_scopes(ctx, metadata), metadata
 
@@ -703,6 +711,13 @@ class Execution:
     ) -> tuple[Action, StepStatus, datetime | None]:
         ctx = self.context_for(planned.path)
         spec = planned.step.spec
+        stage_steps = self.plan.stage(planned.stage).steps()
+        if all(self._steps[step.path].status == StepStatus.QUEUED for step in stage_steps):
+            # The stage starts now: its targets are chosen now, and a filter that keeps nothing (or still cannot
+            # be applied) fails it instead of deploying nowhere.
+            problems = self.stage_metadata(planned.stage).target_problems
+            if problems:
+                raise _DispatchFailed("the stage's targets cannot be chosen: " + "; ".join(problems))
         if isinstance(spec, ShellScriptSpec):
             # Expression values reach the script as data (environment variables it references), never as code.
             script = bind_script(spec.script, ctx)
@@ -989,13 +1004,60 @@ def _ref_scope(ref: ResolvedRef, extra: Mapping[str, Any] | None = None) -> dict
     return scope
 
 
+def _with_service_scope(ctx: Context, services: tuple[ResolvedRef, ...]) -> Context:
+    """`<+service.*>` for a stage with one service (with its catalog tags: `<+service.tags>`)."""
+    if len(services) == 1:
+        service = services[0]
+        tags = dict(getattr(service.entity, "tags", {})) if isinstance(service, Resolved) else Unknown(service.reason)  # type: ignore[union-attr]
+        return ctx.with_scope("service", {**_ref_scope(service), "tags": tags})
+    if services:
+        return ctx.with_scope("service", Unknown(f"stage deploys {len(services)} services"))
+    return ctx
+
+
+def _render_filter(target_filter: TargetFilter, ctx: Context) -> FilterMetadata:
+    """The filter with its tags rendered; unresolved (with the reason) when an expression is not known yet."""
+    if target_filter.tags_expression is not None:
+        raw = target_filter.tags_expression
+        value = ctx.lookup(raw)
+        if isinstance(value, Unknown):
+            return filter_metadata(target_filter, {}, raw, value.reason)
+        try:
+            if isinstance(value, Mapping):
+                tags = {str(k): _tag_text(v) for k, v in value.items()}
+                if not tags:
+                    raise ValueError("an empty tag set")
+            else:
+                tags = parse_tags_text(str(value))
+        except ValueError as exc:
+            # Matching against no tags would keep everything (any) or nothing (all): neither was asked for.
+            return filter_metadata(target_filter, {}, raw, f"{raw} gives no tags: {exc}")
+        return filter_metadata(target_filter, tags, None)
+    tags: dict[str, str] = {}
+    missing: list[str] = []
+    for key, value in target_filter.tags.items():
+        rendered_key, rendered_value = render(key, ctx), render(value, ctx)
+        tags[rendered_key.text] = rendered_value.text
+        # The expressions stay visible in the tags; the reason says why they are not known yet.
+        missing += [item.reasons[raw] for item in (rendered_key, rendered_value) for raw in item.unresolved]
+    return filter_metadata(target_filter, tags, None, "; ".join(dict.fromkeys(missing)) or None)
+
+
+def _tag_text(value: Any) -> str:
+    return "true" if value is True else "false" if value is False else "" if value is None else str(value)
+
+
+def _filter_expressions(metadata: FilterMetadata) -> list[str]:
+    if not metadata.unresolved:
+        return []
+    texts = [metadata.tags_expression or "", *metadata.tags, *metadata.tags.values()]
+    return [match.group(0) for text in texts for match in EXPRESSION.finditer(text)]
+
+
 def _with_scopes(ctx: Context, metadata: StageMetadata) -> Context:
     """`<+service.*>`, `<+env.*>`, `<+infra.*>` and `<+artifact.*>` for a stage with one service / environment /
     infrastructure; with several, each is unknown with the reason (e.g. `stage deploys 2 services`)."""
-    if len(metadata.services) == 1:
-        ctx = ctx.with_scope("service", _ref_scope(metadata.services[0]))
-    elif metadata.services:
-        ctx = ctx.with_scope("service", Unknown(f"stage deploys {len(metadata.services)} services"))
+    ctx = _with_service_scope(ctx, metadata.services)
     if len(metadata.environments) == 1:
         target = metadata.environments[0]
         env = target.environment

@@ -100,9 +100,11 @@ class Context:
         triggered_by_email: str | None = None,
         start_ts: int | None = None,
         variables: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Context:
         """The pipeline scope: `<+pipeline.name>`, `.identifier`, `.executionId`, `.sequenceId`, `.startTs`,
-        `.triggeredBy.name|email`, `.variables.x`. A variable's value may itself hold expressions."""
+        `.triggeredBy.name|email`, `.variables.x`, `.tags` (a mapping; `.tags.key` one value). A variable's value
+        may itself hold expressions."""
         pipeline: dict[str, Any] = {
             "name": name,
             "identifier": identifier,
@@ -114,6 +116,7 @@ class Context:
                 "email": triggered_by_email if triggered_by_email is not None else Unknown("the trigger has no e-mail"),
             },
             "variables": dict(variables or {}),
+            "tags": dict(tags or {}),
             "stages": {},
         }
         return cls({"pipeline": pipeline})
@@ -207,7 +210,16 @@ class Context:
         """The value of one expression body (`pipeline.variables.x`), or `Unknown(reason)`."""
         return self._resolve(body.strip(), 0)
 
-    def _resolve(self, body: str, depth: int) -> str | Unknown:
+    def lookup(self, text: str) -> Any:
+        """The value `text` stands for: when it is exactly one expression, its value with objects kept (a mapping
+        such as `<+service.tags>` stays a mapping); otherwise `text` rendered. `Unknown(reason)` when not known."""
+        match = EXPRESSION.fullmatch(text.strip())
+        if match is not None:
+            return self._resolve(match.group(1).strip(), 0, objects=True)
+        rendered = render(text, self)
+        return Unknown(rendered.describe_unresolved()) if rendered.unresolved else rendered.text
+
+    def _resolve(self, body: str, depth: int, *, objects: bool = False) -> Any:
         if body == "input" or body.startswith("input."):
             return Unknown("runtime inputs (<+input>) are only supported as pipeline variable values")
         if body.startswith("secrets."):
@@ -241,6 +253,8 @@ class Context:
             return node
         if node is None:
             return Unknown(f"{body} has no value")
+        if isinstance(node, Mapping) and objects:
+            return copy.deepcopy(dict(node))
         if isinstance(node, Mapping | list):
             return Unknown(f"{body} is an object, not a value")
         value = _scalar(node)

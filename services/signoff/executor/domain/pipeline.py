@@ -32,6 +32,13 @@ from pydantic.alias_generators import to_camel
 
 from signoff.approval.domain.requests import quorum_beyond_listed
 from signoff.catalog import Catalog, RefKind, Unresolved, is_expression
+from signoff.catalog.filters import (
+    FILTER_ENTITIES,
+    FilterEntity,
+    FilterType,
+    MatchType,
+    describe_filter,
+)
 from signoff.catalog.model import Identifier
 from signoff.catalog.yamldoc import (
     DocumentError,
@@ -372,9 +379,37 @@ class ParallelSteps:
 StepElement: TypeAlias = Step | StepGroup | ParallelSteps
 
 
+class TargetFilter(BaseModel):
+    """A Harness filter choosing deployment targets by tag (`filters[]`: `type`, `entities`, `spec.matchType`,
+    `spec.tags`). `tags` are as written (values may hold expressions); `tags_expression` is set instead when the
+    whole tag set is one expression (`spec.tags: <+pipeline.variables.tags>`), rendered to `key:value, ...`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: FilterType
+    entities: tuple[FilterEntity, ...]
+    match_type: MatchType | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    tags_expression: str | None = None
+
+    @property
+    def is_static(self) -> bool:
+        """True when nothing in it is an expression: it can be matched when the pipeline is validated."""
+        return self.tags_expression is None and not any(
+            is_expression(key) or is_expression(value) for key, value in self.tags.items()
+        )
+
+    def chooses(self, entity: FilterEntity) -> bool:
+        return entity in self.entities
+
+    def describe(self) -> str:
+        """`environments tagged region=eu OR tier=prod` (expressions as written)."""
+        return describe_filter(self.entities, self.type, self.tags, self.match_type, self.tags_expression)
+
+
 class EnvironmentTarget(BaseModel):
     """An environment a stage deploys to, with its infrastructure definitions and GitOps clusters (refs as
-    written: they may be expressions)."""
+    written: they may be expressions), and its own filters (they choose its infrastructures / GitOps clusters)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -382,6 +417,7 @@ class EnvironmentTarget(BaseModel):
     deploy_to_all: bool = False
     infrastructure_refs: tuple[str, ...] = ()
     gitops_cluster_refs: tuple[str, ...] = ()
+    filters: tuple[TargetFilter, ...] = ()
 
 
 class EnvironmentGroupTarget(BaseModel):
@@ -418,6 +454,11 @@ class DeploymentMetadata(BaseModel):
     primary_artifact: Artifact | None = None
     sidecars: tuple[Artifact, ...] = ()
     custom_metadata: dict[str, str] = Field(default_factory=dict)
+    filters: tuple[TargetFilter, ...] = Field(
+        (),
+        description="Filters of `environments` or `environmentGroup`: they choose the environments (entity "
+        "environments) and, in every environment without filters of its own, infrastructures and GitOps clusters.",
+    )
 
     @property
     def all_environments(self) -> tuple[EnvironmentTarget, ...]:
@@ -460,6 +501,8 @@ class Pipeline:
     variables: tuple[Variable, ...] = ()
     description: str = ""
     document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """The pipeline's Harness `tags` (`<+pipeline.tags>`, e.g. as a filter's tag set)."""
 
     def stages(self) -> tuple[Stage, ...]:
         """Every stage in document order (parallel blocks flattened)."""
@@ -539,25 +582,35 @@ class _EnvironmentRaw(_Lenient):
     deploy_to_all: bool = False
     infrastructure_definitions: list[_IdentifierRef] = Field(default_factory=list)
     git_ops_clusters: list[_IdentifierRef] = Field(default_factory=list)
+    filters: Any = None
 
-    def target(self) -> EnvironmentTarget:
+    def target(self, filters: tuple[TargetFilter, ...] = ()) -> EnvironmentTarget:
         return EnvironmentTarget(
             environment_ref=self.environment_ref,
             deploy_to_all=self.deploy_to_all,
             infrastructure_refs=tuple(item.identifier for item in self.infrastructure_definitions),
             gitops_cluster_refs=tuple(item.identifier for item in self.git_ops_clusters),
+            filters=filters,
         )
 
 
 class _EnvironmentsRaw(_Lenient):
-    values: list[_EnvironmentRaw] = Field(min_length=1)
+    values: list[_EnvironmentRaw] = Field(default_factory=list)
     metadata: _Parallel = Field(default_factory=_Parallel)
+    filters: Any = None
+
+    @model_validator(mode="after")
+    def _some(self) -> _EnvironmentsRaw:
+        if not self.values and self.filters is None:
+            raise ValueError("give environments in 'values', or 'filters' that choose them")
+        return self
 
 
 class _EnvironmentGroupRaw(_Lenient):
     env_group_ref: Ref
     deploy_to_all: bool = False
     environments: list[_EnvironmentRaw] = Field(default_factory=list)
+    filters: Any = None
 
 
 class _ArtifactsRaw(_Strict):
@@ -582,6 +635,13 @@ class _PipelineHeader(_Lenient):
     name: str = Field(min_length=1)
     description: str = ""
     variables: tuple[Variable, ...] = ()
+    tags: dict[str, Text] = Field(default_factory=dict)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tag_values(cls, value: Any) -> Any:
+        # Harness writes `tags: {}`; a value-less tag (`web:`) reads as None.
+        return {k: "" if v is None else v for k, v in value.items()} if isinstance(value, Mapping) else value
 
 
 class _StageHeader(_Lenient):
@@ -670,6 +730,7 @@ class _Parser:
             variables=header.variables,
             description=header.description,
             document=dict(root),
+            tags=dict(header.tags),
         )
 
     def unique_variables(self, variables: tuple[Variable, ...], path: str) -> None:
@@ -804,27 +865,37 @@ class _Parser:
         self.stage_services[stage_id] = tuple(service_refs)
 
         environments: list[EnvironmentTarget] = []
+        env_paths: list[str] = []
         group: EnvironmentGroupTarget | None = None
+        stage_filters: tuple[TargetFilter, ...] = ()
+        filters_path = path
         if raw.environment is not None:
-            environments.append(self.environment(raw.environment, join_path(path, "environment")))
+            env_paths.append(join_path(path, "environment"))
+            environments.append(self.environment(raw.environment, env_paths[-1]))
         if raw.environments is not None:
+            filters_path = join_path(path, "environments", "filters")
+            stage_filters = self.filters(raw.environments.filters, filters_path, FILTER_ENTITIES)
             for i, item in enumerate(raw.environments.values):
-                environments.append(self.environment(item, join_path(path, "environments", "values", i)))
+                env_paths.append(join_path(path, "environments", "values", i))
+                environments.append(self.environment(item, env_paths[-1]))
         if raw.environment_group is not None:
             gpath = join_path(path, "environmentGroup")
             self.check_ref("environmentGroup", raw.environment_group.env_group_ref, join_path(gpath, "envGroupRef"))
+            filters_path = join_path(gpath, "filters")
+            stage_filters = self.filters(raw.environment_group.filters, filters_path, FILTER_ENTITIES)
+            env_paths = [join_path(gpath, "environments", i) for i in range(len(raw.environment_group.environments))]
             chosen = [
-                self.environment(item, join_path(gpath, "environments", i))
-                for i, item in enumerate(raw.environment_group.environments)
+                self.environment(item, env_path)
+                for item, env_path in zip(raw.environment_group.environments, env_paths, strict=True)
             ]
-            self.check_group_members(raw.environment_group.env_group_ref, chosen, gpath)
+            self.check_group_members(raw.environment_group.env_group_ref, chosen, gpath, bool(stage_filters))
             group = EnvironmentGroupTarget(
                 env_group_ref=raw.environment_group.env_group_ref,
                 deploy_to_all=raw.environment_group.deploy_to_all,
                 environments=tuple(chosen),
             )
         artifacts = raw.artifacts or _ArtifactsRaw()
-        return DeploymentMetadata(
+        metadata = DeploymentMetadata(
             deployment_type=raw.deployment_type,
             gitops_enabled=raw.git_ops_enabled,
             service_refs=tuple(service_refs),
@@ -835,9 +906,116 @@ class _Parser:
             primary_artifact=artifacts.primary,
             sidecars=artifacts.sidecars,
             custom_metadata=dict(raw.custom_metadata),
+            filters=stage_filters,
         )
+        self.check_static_filters(metadata, filters_path, env_paths)
+        return metadata
+
+    def filters(self, value: Any, path: str, allowed: tuple[str, ...]) -> tuple[TargetFilter, ...]:
+        """Harness `filters[]` (`type`, `entities`, `spec.matchType`, `spec.tags`), each problem at its path."""
+        if value is None:
+            return ()
+        if isinstance(value, str) and is_expression(value):
+            self.error(path, "filters written as one expression are not supported: list them (tags may be expressions)")
+            return ()
+        if not isinstance(value, list) or not value:
+            self.error(path, f"expected a non-empty list of filters, got {_kind(value)}")
+            return ()
+        out: list[TargetFilter] = []
+        for i, item in enumerate(value):
+            fpath = join_path(path, i)
+            node = self.mapping(item, fpath, "a filter")
+            if node is None:
+                continue
+            before = len(self.issues)
+            filter_type = node.get("type")
+            if filter_type not in ("all", "tags"):
+                self.error(join_path(fpath, "type"), f"unknown filter type {filter_type!r} (expected all or tags)")
+            entities = node.get("entities")
+            if not isinstance(entities, list) or not entities:
+                self.error(join_path(fpath, "entities"), "expected a non-empty list of entity types")
+                entities = []
+            for j, entity in enumerate(entities):
+                epath = join_path(fpath, "entities", j)
+                if entity not in FILTER_ENTITIES:
+                    expected = ", ".join(FILTER_ENTITIES)
+                    self.error(epath, f"unknown entity type {entity!r} (expected {expected})")
+                elif entity not in allowed:
+                    self.error(
+                        epath,
+                        "an environment's own filters choose its infrastructures or gitOpsClusters only; "
+                        "filter environments under 'environments' or 'environmentGroup'",
+                    )
+                elif entities.index(entity) != j:
+                    self.error(epath, f"entity type {entity!r} is listed twice")
+            spec = node.get("spec")
+            match_type: Any = None
+            tags: dict[str, str] = {}
+            tags_expression: str | None = None
+            if filter_type == "all":
+                if spec not in (None, {}):
+                    self.error(join_path(fpath, "spec"), "a filter of type all takes no spec")
+            elif filter_type == "tags":
+                spath = join_path(fpath, "spec")
+                spec = self.mapping(spec, spath, "the filter spec with matchType and tags")
+                if spec is not None:
+                    for key in sorted(set(spec) - {"matchType", "tags"}):
+                        self.error(join_path(spath, key), "unknown field (check the spelling)")
+                    match_type = spec.get("matchType")
+                    if match_type not in ("all", "any"):
+                        self.error(join_path(spath, "matchType"), f"matchType must be all or any, not {match_type!r}")
+                    raw_tags = spec.get("tags")
+                    tpath = join_path(spath, "tags")
+                    if isinstance(raw_tags, str) and is_expression(raw_tags):
+                        tags_expression = raw_tags
+                    elif isinstance(raw_tags, Mapping) and raw_tags:
+                        for key, tag_value in raw_tags.items():
+                            if not isinstance(key, str) or not key.strip():
+                                self.error(tpath, "a tag key must not be empty")
+                            elif isinstance(tag_value, Mapping | list):
+                                self.error(join_path(tpath, key), "a tag value must be text")
+                            else:
+                                tags[key] = "" if tag_value is None else _scalar_text(tag_value)
+                    elif isinstance(raw_tags, Mapping | type(None)):
+                        self.error(tpath, "empty tag set: name at least one tag (key: value)")
+                    else:
+                        self.error(tpath, "expected a mapping of tags, or one expression such as <+pipeline.tags>")
+            if len(self.issues) == before:
+                out.append(
+                    TargetFilter(
+                        type=filter_type,
+                        entities=tuple(entities),
+                        match_type=match_type,
+                        tags=tags,
+                        tags_expression=tags_expression,
+                    )
+                )
+        return tuple(out)
+
+    def check_static_filters(self, md: DeploymentMetadata, filters_path: str, env_paths: list[str]) -> None:
+        """With a catalog, a filter without expressions must keep something (it would fail the stage anyway)."""
+        if self.catalog is None or not (md.filters or any(target.filters for target in md.all_environments)):
+            return
+        # targets imports this module (it works on the models above), hence the import here.
+        from signoff.executor.domain.targets import choose_targets, static_filter
+
+        catalog = self.catalog
+
+        def resolve(kind: Any, ref: str, environment: str | None) -> Any:
+            return catalog.resolve_ref(kind, ref, environment=environment)
+
+        group = md.environment_group
+        group_ref = resolve("environmentGroup", group.env_group_ref, None) if group is not None else None
+        for problem in choose_targets(md, group_ref, catalog, resolve, static_filter).problems:
+            if problem.kind != "no_match":
+                continue  # outside the group: reported with the environment's path (check_group_members)
+            if problem.own_filters and problem.environment is not None:
+                self.error(join_path(env_paths[problem.environment], "filters"), problem.message)
+            else:
+                self.error(filters_path, problem.message)
 
     def environment(self, raw: _EnvironmentRaw, path: str) -> EnvironmentTarget:
+        filters = self.filters(raw.filters, join_path(path, "filters"), ("infrastructures", "gitOpsClusters"))
         self.check_ref("environment", raw.environment_ref, join_path(path, "environmentRef"))
         env = None if is_expression(raw.environment_ref) else raw.environment_ref
         for i, infra in enumerate(raw.infrastructure_definitions):
@@ -846,7 +1024,7 @@ class _Parser:
             )
         for i, cluster in enumerate(raw.git_ops_clusters):
             self.check_ref("gitopsCluster", cluster.identifier, join_path(path, "gitOpsClusters", i, "identifier"))
-        return raw.target()
+        return raw.target(filters)
 
     def check_ref(self, kind: RefKind, ref: str, path: str, environment: str | None = None) -> None:
         if self.catalog is None or is_expression(ref):
@@ -859,17 +1037,19 @@ class _Parser:
         if isinstance(result, Unresolved):
             self.error(path, result.reason)
 
-    def check_group_members(self, group_ref: str, chosen: list[EnvironmentTarget], path: str) -> None:
+    def check_group_members(
+        self, group_ref: str, chosen: list[EnvironmentTarget], path: str, filtered: bool = False
+    ) -> None:
         if self.catalog is None or is_expression(group_ref) or group_ref not in self.catalog.environment_groups:
             return
         members = set(self.catalog.environment_group(group_ref).environments)
         for i, target in enumerate(chosen):
             ref = target.environment_ref
             if not is_expression(ref) and ref in self.catalog.environments and ref not in members:
-                self.error(
-                    join_path(path, "environments", i, "environmentRef"),
-                    f"environment {ref!r} is not in environment group {group_ref!r}",
-                )
+                message = f"environment {ref!r} is not in environment group {group_ref!r}"
+                if filtered:
+                    message += " (the group's filters choose among its own environments only)"
+                self.error(join_path(path, "environments", i, "environmentRef"), message)
 
     # steps ---------------------------------------------------------------------------------------------------
 

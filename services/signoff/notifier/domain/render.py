@@ -109,6 +109,8 @@ def _stage_lines(stage: StageView) -> tuple[Line, ...]:
         lines.append((Text("Service: "), *_item_spans(service)))
     if stage.environment_group is not None:
         lines.append((Text("Environment group: "), *_item_spans(stage.environment_group)))
+    if stage.environment_filter is not None:
+        lines.append((Text("Environments by filter: "), Text(stage.environment_filter.display())))
     for env in stage.environments:
         env_type = f" [{env.type}]" if env.type else " [type unknown]"
         item = env.environment
@@ -116,6 +118,10 @@ def _stage_lines(stage: StageView) -> tuple[Line, ...]:
         for link in item.links:
             spans += [Text(" "), Href(link.name, link.url)]
         lines.append((Text("Environment: "), *spans))
+        if env.infrastructure_filter is not None:
+            lines.append((Text("  Infrastructures by filter: "), Text(env.infrastructure_filter.display())))
+        if env.gitops_cluster_filter is not None:
+            lines.append((Text("  GitOps clusters by filter: "), Text(env.gitops_cluster_filter.display())))
         for infra in env.infrastructures:
             lines.append((Text("  Infrastructure: "), *_item_spans(infra)))
         for cluster in env.gitops_clusters:

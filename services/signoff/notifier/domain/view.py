@@ -23,6 +23,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from signoff.catalog import Catalog, InfrastructureDetails, Resolved, is_expression
+from signoff.catalog.filters import describe_filter
 from signoff.contracts.base import format_utc, parse_utc
 from signoff.contracts.envelope import Event
 from signoff.contracts.events import (
@@ -37,6 +38,7 @@ from signoff.contracts.events import (
     HistoryEntry,
     RequestRefused,
     StageMetadata,
+    TargetFilter,
     Vote,
 )
 
@@ -89,13 +91,34 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
+class FilterView:
+    """Targets chosen by filter: the names chosen and why (`environments tagged region=eu OR tier=prod`), or, while
+    a filter cannot be applied yet, the filter marked unresolved with the reason."""
+
+    entity: Literal["environments", "infrastructures", "gitOpsClusters"]
+    chosen: tuple[str, ...]
+    criteria: str
+    resolved: bool = True
+    reason: str = ""
+
+    def display(self) -> str:
+        """`Production EU, Production US (environments tagged region=eu OR tier=prod)`, `none (...)`, or
+        `unresolved filter: environments tagged region=(unresolved: <+...>) (reason)`."""
+        if not self.resolved:
+            return f"unresolved filter: {self.criteria} ({self.reason})"
+        return f"{', '.join(self.chosen) or 'none'} ({self.criteria})"
+
+
+@dataclass(frozen=True, slots=True)
 class EnvironmentView:
-    """An environment of a stage with its infrastructures and GitOps clusters."""
+    """An environment of a stage with its infrastructures and GitOps clusters (and the filters that chose them)."""
 
     environment: Item
     type: str | None
     infrastructures: tuple[Item, ...] = ()
     gitops_clusters: tuple[Item, ...] = ()
+    infrastructure_filter: FilterView | None = None
+    gitops_cluster_filter: FilterView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +153,18 @@ class StageView:
     environments: tuple[EnvironmentView, ...] = ()
     artifacts: tuple[ArtifactView, ...] = ()
     custom_metadata: tuple[tuple[str, Item], ...] = ()
+    environment_filter: FilterView | None = None
+    """How the environments were chosen, when by filter."""
 
     def is_empty(self) -> bool:
         """Whether the stage carries no CD metadata at all."""
         return not (
-            self.services or self.environment_group or self.environments or self.artifacts or self.custom_metadata
+            self.services
+            or self.environment_group
+            or self.environments
+            or self.artifacts
+            or self.custom_metadata
+            or self.environment_filter
         )
 
 
@@ -536,7 +566,39 @@ def _environment_view(env: EnvironmentRef, catalog: Catalog, stage: StageMetadat
             for ref in env.infrastructure_refs
         )
     clusters = tuple(_ref("gitopsCluster", ref, catalog, stage, position) for ref in env.gitops_cluster_refs)
-    return EnvironmentView(environment=item, type=env_type, infrastructures=infras, gitops_clusters=clusters)
+    return EnvironmentView(
+        environment=item,
+        type=env_type,
+        infrastructures=infras,
+        gitops_clusters=clusters,
+        infrastructure_filter=_filter_view("infrastructures", env.filters, infras),
+        gitops_cluster_filter=_filter_view("gitOpsClusters", env.filters, clusters),
+    )
+
+
+def _filter_view(
+    entity: Literal["environments", "infrastructures", "gitOpsClusters"],
+    filters: list[TargetFilter],
+    chosen: tuple[Item, ...],
+) -> FilterView | None:
+    """How `chosen` was chosen, when `filters` (those of the stage or an environment) choose this entity."""
+    relevant = [f for f in filters if entity in f.entities]
+    if not relevant:
+        return None
+    criteria = "; or ".join(
+        describe_filter(
+            [entity],
+            f.type.value,
+            f.tags,
+            f.match_type.value if f.match_type else None,
+            f.tags_expression,
+        )
+        for f in relevant
+    )
+    blocked = next((f.unresolved_reason for f in relevant if f.unresolved_reason), None)
+    if blocked is not None:
+        return FilterView(entity, (), mark_expressions(criteria), resolved=False, reason=mark_expressions(blocked))
+    return FilterView(entity, tuple(item.display() for item in chosen), mark_expressions(criteria))
 
 
 def _stage_view(stage: StageMetadata, position: Literal["current", "upcoming"], catalog: Catalog) -> StageView:
@@ -558,6 +620,7 @@ def _stage_view(stage: StageMetadata, position: Literal["current", "upcoming"], 
         )
         for artifact in stage.artifacts
     )
+    environments = tuple(_environment_view(env, catalog, stage, position) for env in stage.environments)
     return StageView(
         identifier=stage.identifier,
         name=stage.name,
@@ -565,7 +628,10 @@ def _stage_view(stage: StageMetadata, position: Literal["current", "upcoming"], 
         position=position,
         services=tuple(_ref("service", ref, catalog, stage, position) for ref in stage.service_refs),
         environment_group=group,
-        environments=tuple(_environment_view(env, catalog, stage, position) for env in stage.environments),
+        environments=environments,
+        environment_filter=_filter_view(
+            "environments", stage.environment_filters, tuple(env.environment for env in environments)
+        ),
         artifacts=artifacts,
         custom_metadata=tuple(
             (key, _value(value, stage, position)) for key, value in sorted(stage.custom_metadata.items())
@@ -646,3 +712,9 @@ def _items_of(view: ApprovalView) -> list[Item]:
         items += [item for _, item in stage.custom_metadata]
     items += [item for _, item in view.custom_data]
     return items
+
+
+def resolve_stage(stage: StageMetadata, position: Literal["current", "upcoming"], catalog: Catalog) -> StageView:
+    """One stage's CD metadata resolved against `catalog`, exactly as notifications show it (the api's gate
+    documents and the approval page use it too)."""
+    return _stage_view(stage, position, catalog)

@@ -1,0 +1,182 @@
+"""Executions through the api: start (`run`), list, logs, abort, CodePipeline's pipeline state.
+
+Starts and aborts are published as `ExecutionRequested` / `ExecutionAbortRequested`, like any other system would;
+the authenticated user is the triggerer of what it starts, and only the triggerer (or an admin) may abort.
+Reads go to the executor schema through its repository, read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
+
+from signoff import contracts as wire
+from signoff.api import models
+from signoff.api.identity import Principal
+from signoff.api.problems import ApiProblem
+from signoff.catalog import Catalog
+from signoff.contracts.topics import EXECUTION_REQUESTS
+from signoff.executor.domain.execution import ExecutionStatus
+from signoff.executor.repository import ExecutorRepository
+from signoff.executor.validation import StartRefused, check_start
+from signoff.executor.views import execution_summary, pipeline_state
+
+log = structlog.get_logger(__name__)
+
+EVENT_SOURCE = "urn:signoff:api"
+ADMIN = "admin"
+POLL_SECONDS = 0.2
+
+
+class ExecutionDesk:
+    """Starts, aborts and reads executions."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        catalog: Catalog | None,
+        wait_seconds: float,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        requests_topic: str = EXECUTION_REQUESTS.name,
+        repository: ExecutorRepository | None = None,
+    ) -> None:
+        self.pool, self.producer, self.catalog = pool, producer, catalog
+        self.wait_seconds, self.clock, self.requests_topic = wait_seconds, clock, requests_topic
+        self.repository = repository or ExecutorRepository()
+
+    async def _publish(self, data: wire.EventData) -> None:
+        event = wire.new_event(data, source=EVENT_SOURCE)
+        value, headers = wire.encode(event)
+        try:
+            await self.producer.send_and_wait(self.requests_topic, value, key=wire.message_key(event), headers=headers)
+        except Exception as exc:  # any broker failure: nothing was requested, the client may retry
+            log.warning("execution_request_publish_failed", error=str(exc))
+            raise ApiProblem(503, "broker_unavailable", "the request could not be sent; try again") from None
+
+    async def start(self, principal: Principal, request: models.ExecutionRequest) -> models.ExecutionStarted:
+        """Validate as `signoff run` does, then request the execution with `principal` as its triggerer."""
+        try:
+            pipeline = check_start(
+                request.pipeline_yaml, catalog=self.catalog, variables=request.variables, user=principal.user
+            )
+        except StartRefused as exc:
+            raise ApiProblem(
+                422, "invalid_pipeline", str(exc), errors=[{"field": "pipeline_yaml", "message": str(exc)}]
+            ) from None
+        execution_id = uuid.uuid4().hex
+        try:
+            data = wire.ExecutionRequested(
+                execution_id=execution_id,
+                pipeline_id=pipeline.identifier,
+                variables=request.variables,
+                triggered_by=wire.Person(user=principal.user),
+                requested_at=self.clock(),
+                pipeline_yaml=request.pipeline_yaml,
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise ApiProblem(
+                422, "invalid_request", f"{field}: {first['msg']}", errors=[{"field": field, "message": first["msg"]}]
+            ) from None
+        await self._publish(data)
+        log.info("execution_requested", execution_id=execution_id, pipeline=pipeline.identifier, user=principal.user)
+        return models.ExecutionStarted(
+            execution_id=execution_id, pipeline=pipeline.identifier, triggered_by=principal.user
+        )
+
+    async def list(self, pipeline: str | None, limit: int) -> list[models.ExecutionSummary]:
+        async with self.pool.acquire() as conn:
+            rows = await self.repository.list_executions(conn, pipeline, limit)
+        return [models.ExecutionSummary(**execution_summary(row)) for row in rows]
+
+    async def get(self, execution_id: str) -> models.ExecutionDetail:
+        """An execution, or why the executor refused it; 404 when neither is known (yet)."""
+        async with self.pool.acquire() as conn:
+            row = await self.repository.find_execution(conn, execution_id)
+            refusal = await self.repository.refusal(conn, execution_id)
+        if row is None and refusal is None:
+            raise ApiProblem(404, "unknown_execution", f"no execution {execution_id} (yet)")
+        refused = f"{refusal['reason']}: {refusal['error']}" if refusal is not None else None
+        if row is None:
+            assert refusal is not None
+            return models.ExecutionDetail(
+                execution_id=execution_id,
+                pipeline=refusal["pipeline_id"] or "",
+                pipeline_name=refusal["pipeline_id"] or "",
+                sequence=0,
+                status="REFUSED",
+                reason=refused,
+                triggered_by=None,
+                started_at=refusal["at"],
+                finished_at=refusal["at"],
+                current=[],
+                refused=refused,
+            )
+        return models.ExecutionDetail(**execution_summary(row), refused=refused)
+
+    async def logs(self, execution_id: str) -> models.ExecutionLogs:
+        async with self.pool.acquire() as conn:
+            if await self.repository.find_execution(conn, execution_id) is None:
+                raise ApiProblem(404, "unknown_execution", f"no execution {execution_id}")
+            rows = await self.repository.logs_of(conn, execution_id)
+        return models.ExecutionLogs(
+            execution_id=execution_id,
+            logs=[
+                models.StepLog(
+                    step_path=row["step_path"], attempt=row["attempt"], exit_code=row["exit_code"], output=row["output"]
+                )
+                for row in rows
+            ],
+        )
+
+    async def pipeline_state(self, name: str) -> dict[str, Any]:
+        """CodePipeline's `get-pipeline-state` document of the pipeline's latest execution."""
+        async with self.pool.acquire() as conn:
+            row = await self.repository.latest_execution(conn, name)
+            if row is None:
+                raise ApiProblem(404, "unknown_pipeline", f"no execution of pipeline {name!r}")
+            gates = list(await self.repository.gates_of(conn, row["id"]))
+        return pipeline_state(row, gates)
+
+    async def abort(self, principal: Principal, execution_id: str, reason: str) -> tuple[int, models.ExecutionDetail]:
+        """Abort a running execution (its triggerer or an admin); answers once it ended, or 202 after the wait."""
+        async with self.pool.acquire() as conn:
+            row = await self.repository.find_execution(conn, execution_id)
+        if row is None:
+            raise ApiProblem(404, "unknown_execution", f"no execution {execution_id}")
+        triggerer = (row["triggered_by"] or {}).get("user")
+        if triggerer != principal.user and not principal.may(ADMIN):
+            raise ApiProblem(
+                403,
+                "not_permitted",
+                f"only {triggerer} (who started it) or an admin may abort execution {execution_id}",
+            )
+        if row["status"] != ExecutionStatus.RUNNING:
+            raise ApiProblem(409, "already_ended", f"execution {execution_id} already ended ({row['status'].lower()})")
+        await self._publish(
+            wire.ExecutionAbortRequested(
+                execution_id=execution_id,
+                requested_by=wire.Person(user=principal.user),
+                reason=reason,
+                requested_at=self.clock(),
+            )
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_seconds
+        while loop.time() < deadline:
+            current = await self.get(execution_id)
+            if current.status != ExecutionStatus.RUNNING:
+                return 200, current
+            await asyncio.sleep(POLL_SECONDS)  # polls the executor's own record: no event tells the api
+        return 202, await self.get(execution_id)

@@ -1,0 +1,74 @@
+"""RFC 9457 problem details: every error the api answers is `application/problem+json` with a reason code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from signoff.contracts.events import RefusalReason
+
+PROBLEM_TYPE = "application/problem+json"
+
+# The approval service's refusal reasons as HTTP statuses.
+REFUSAL_STATUS: dict[str, int] = {
+    RefusalReason.NOT_ELIGIBLE: 403,
+    RefusalReason.SELF_APPROVAL: 403,
+    RefusalReason.UNKNOWN_GATE: 404,
+    RefusalReason.GATE_CLOSED: 409,
+    RefusalReason.STALE_TOKEN: 409,
+    RefusalReason.DUPLICATE: 409,
+    RefusalReason.INVALID_INPUTS: 422,
+}
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthenticated",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Invalid request",
+    500: "Internal error",
+    502: "Bad gateway",
+    503: "Unavailable",
+}
+
+
+class ApiProblem(Exception):
+    """An error answer: raised anywhere in a request, rendered by the app's handler."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        decision_id: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+        self.errors = errors or []
+        self.headers = headers or {}
+        self.decision_id = decision_id
+
+    def document(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"urn:signoff:problem:{self.code}",
+            "title": _TITLES.get(self.status, "Error"),
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+            "instance": instance,
+            "errors": self.errors,
+        }
+        if self.decision_id is not None:
+            body["decision_id"] = self.decision_id
+        return body
+
+
+def refusal_problem(reason: str, detail: str, *, decision_id: str) -> ApiProblem:
+    """The approval service refused a decision: its reason as a problem."""
+    return ApiProblem(REFUSAL_STATUS.get(reason, 500), reason, detail, decision_id=decision_id)

@@ -1,0 +1,211 @@
+"""All SQL of the api role's own `api` schema: API tokens, idempotency keys, and the requests it refused before
+they reached the approval service. (The approval and executor schemas are read through their services'
+repositories, read-only.) Methods take the connection of the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+SCHEMA = "api"
+_TOKEN_COLUMNS = "id, user_id, name, permissions, created_at, expires_at, last_used_at, revoked_at"  # noqa: S105
+
+# A token's last use is written at most this often: one UPDATE per request would turn every read into a write.
+TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """An API token as stored: everything but its text (which is never stored) and its digest (which no caller
+    needs after the lookup)."""
+
+    id: str
+    user_id: str
+    name: str
+    permissions: frozenset[str]
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    def state(self, now: datetime) -> str:
+        """`active`, `expired` or `revoked` at `now` (revocation wins: it is the operator's explicit word)."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= now:
+            return "expired"
+        return "active"
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """The first answer to a request that carried an Idempotency-Key."""
+
+    request_digest: bytes
+    status_code: int
+    body: dict[str, Any]
+
+
+def _token(row: asyncpg.Record) -> ApiToken:
+    return ApiToken(
+        id=row["id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        permissions=frozenset(row["permissions"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        last_used_at=row["last_used_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+class ApiRepository:
+    """The api schema's tables."""
+
+    def __init__(self, schema: str = SCHEMA) -> None:
+        self.schema = schema
+
+    def _t(self, table: str) -> str:
+        return f'"{self.schema}".{table}'
+
+    # ------------------------------------------------------------------------------------------------ tokens
+
+    async def create_token(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        token_id: str,
+        user_id: str,
+        name: str,
+        digest: bytes,
+        permissions: Iterable[str],
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> ApiToken:
+        """Store a new token by the SHA-256 `digest` of its text (never the text itself)."""
+        row = await conn.fetchrow(
+            f"""INSERT INTO {self._t("tokens")}
+                    (id, user_id, name, token_digest, permissions, created_at, expires_at)
+                VALUES ($1, $2, $3, $4, $5::text[], $6, $7)
+                RETURNING {_TOKEN_COLUMNS}""",  # noqa: S608
+            token_id,
+            user_id,
+            name,
+            digest,
+            sorted(set(permissions)),
+            created_at,
+            expires_at,
+        )
+        assert row is not None
+        return _token(row)
+
+    async def token_by_digest(self, conn: asyncpg.Connection, digest: bytes) -> ApiToken | None:
+        """The token whose text has SHA-256 `digest`, whatever its state (the caller decides what expired and
+        revoked mean). An index lookup on the digest: timing reveals nothing useful, as an attacker would need a
+        SHA-256 preimage to steer it."""
+        row = await conn.fetchrow(
+            f"SELECT {_TOKEN_COLUMNS} FROM {self._t('tokens')} WHERE token_digest = $1",  # noqa: S608
+            digest,
+        )
+        return _token(row) if row is not None else None
+
+    async def touch_token(self, conn: asyncpg.Connection, token_id: str, now: datetime) -> bool:
+        """Record a use of the token at `now`, unless one was recorded less than TOUCH_INTERVAL before (so a busy
+        token costs one write a minute, and concurrent requests race harmlessly). True when it wrote."""
+        status = await conn.execute(
+            f"""UPDATE {self._t("tokens")} SET last_used_at = $2
+                WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $2::timestamptz - $3::interval)""",  # noqa: S608
+            token_id,
+            now,
+            TOUCH_INTERVAL,
+        )
+        return status == "UPDATE 1"
+
+    async def list_tokens(self, conn: asyncpg.Connection, user_id: str | None = None) -> list[ApiToken]:
+        """Every token (of `user_id` when given), oldest first. Never their digests."""
+        rows = await conn.fetch(
+            f"""SELECT {_TOKEN_COLUMNS} FROM {self._t("tokens")}
+                WHERE $1::text IS NULL OR user_id = $1 ORDER BY created_at, id""",  # noqa: S608
+            user_id,
+        )
+        return [_token(row) for row in rows]
+
+    async def token_by_id(self, conn: asyncpg.Connection, token_id: str) -> ApiToken | None:
+        row = await conn.fetchrow(
+            f"SELECT {_TOKEN_COLUMNS} FROM {self._t('tokens')} WHERE id = $1",  # noqa: S608
+            token_id,
+        )
+        return _token(row) if row is not None else None
+
+    async def revoke_token(self, conn: asyncpg.Connection, token_id: str, now: datetime) -> ApiToken | None:
+        """Revoke the token `token_id` at `now` (a token revoked before keeps its first revocation time). None when
+        there is no such token."""
+        row = await conn.fetchrow(
+            f"""UPDATE {self._t("tokens")} SET revoked_at = coalesce(revoked_at, $2)
+                WHERE id = $1 RETURNING {_TOKEN_COLUMNS}""",  # noqa: S608
+            token_id,
+            now,
+        )
+        return _token(row) if row is not None else None
+
+    # ------------------------------------------------------------------------------------ idempotency, denials
+
+    async def stored_answer(self, conn: asyncpg.Connection, user: str, key: str) -> StoredAnswer | None:
+        row = await conn.fetchrow(
+            f"SELECT request_digest, status_code, body FROM {self._t('idempotency_keys')} WHERE user_id = $1 AND key = $2",  # noqa: S608, E501
+            user,
+            key,
+        )
+        if row is None:
+            return None
+        return StoredAnswer(bytes(row["request_digest"]), row["status_code"], row["body"])
+
+    async def store_answer(
+        self, conn: asyncpg.Connection, user: str, key: str, answer: StoredAnswer, at: datetime
+    ) -> None:
+        """Keep the first answer only: a concurrent repeat that finished first wins."""
+        await conn.execute(
+            f"""INSERT INTO {self._t("idempotency_keys")} (user_id, key, request_digest, status_code, body, created_at)
+                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",  # noqa: S608
+            user,
+            key,
+            answer.request_digest,
+            answer.status_code,
+            answer.body,
+            at,
+        )
+
+    async def record_denial(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        gate_id: str,
+        reason: str,
+        actor: str | None,
+        credential: str | None,
+        detail: Mapping[str, Any],
+        at: datetime,
+    ) -> None:
+        """A request naming `gate_id` that the api refused before the approval service saw it (e.g. no or bad
+        credentials): part of that gate's audit trail."""
+        await conn.execute(
+            f"""INSERT INTO {self._t("access_denials")} (gate_id, reason, actor, credential, detail, at)
+                VALUES ($1, $2, $3, $4, $5, $6)""",  # noqa: S608
+            gate_id,
+            reason,
+            actor,
+            credential,
+            dict(detail),
+            at,
+        )
+
+    async def denials_of_gate(self, conn: asyncpg.Connection, gate_id: str) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            f"""SELECT seq, gate_id, reason, actor, credential, detail, at FROM {self._t("access_denials")}
+                WHERE gate_id = $1 ORDER BY seq""",  # noqa: S608
+            gate_id,
+        )

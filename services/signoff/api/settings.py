@@ -1,0 +1,62 @@
+"""Settings of the api role: the shared ones plus the HTTP listener, identity providers and the decision key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from signoff.runtime.settings import Settings
+
+
+class ApiSettings(Settings):
+    """Each field is the variable SIGNOFF_<FIELD NAME IN UPPER CASE> (or a file of that name in the secrets dir)."""
+
+    api_host: str = Field("0.0.0.0", description="Bind address of the API (/api/v1, the pages).")  # noqa: S104
+    api_port: int = Field(8000, ge=0, le=65535, description="Port of the API (0 = any free port).")
+    api_public_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="The URL approvers reach the API at (links in answers); default http://127.0.0.1:<api port>.",
+    )
+    api_decision_key: SecretStr | None = Field(
+        None,
+        description="HMAC key the api signs decisions with (source `api`; the approval role's "
+        "SIGNOFF_DECISION_KEYS['api']). A secret; without it the api refuses to decide.",
+    )
+    api_decision_wait_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=120,
+        description="How long a decision request waits for the approval service's answer before it returns 202.",
+    )
+    api_max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies are refused with 413.")
+    api_admins: str = Field(
+        "",
+        description="Comma-separated user ids with admin rights over the API (abort any execution); API tokens "
+        "can also carry the `admin` permission.",
+    )
+    api_dev_mode: bool = Field(
+        False,
+        description="A dev stack's conveniences (`signoff dev token`): never set it in production.",
+    )
+    oidc_issuer: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="OIDC issuer URL; bearer JWTs are validated against its JWKS. Unset: only API tokens work.",
+    )
+    oidc_audience: str | None = Field(None, description="The `aud` an access token must carry (required with OIDC).")
+    oidc_user_claim: str = Field(
+        "preferred_username", description="Claim naming the user; `email` is tried when it is absent."
+    )
+    oidc_jwks_url: str | None = Field(
+        None, pattern=r"^https?://", description="JWKS URL; default: the issuer's discovery document's `jwks_uri`."
+    )
+    oidc_leeway_seconds: int = Field(30, ge=0, le=300, description="Clock skew allowed on `exp` / `nbf` / `iat`.")
+    catalog_file: Path | None = Field(
+        None, description="Catalog YAML (docs/catalog.md): names and links of a gate's services and environments."
+    )
+
+    def admin_users(self) -> frozenset[str]:
+        """The user ids of `api_admins`."""
+        return frozenset(user.strip() for user in self.api_admins.split(",") if user.strip())
