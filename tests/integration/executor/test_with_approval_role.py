@@ -35,7 +35,7 @@ KEY = "api-secret-for-this-test"
 
 
 def cli_clock() -> FixedClock:
-    """The approval role's clock for tests that decide through the CLI, which stamps decisions with the wall clock
+    """The approval role's clock for tests that decide through the api, which stamps decisions with the wall clock
     (the role refuses a decision decided too far from its own now)."""
     return FixedClock(datetime.now(UTC))
 
@@ -131,7 +131,7 @@ HOSTILE = '$(touch {marker}) `touch {marker}` ; touch {marker} && echo it\'s "qu
 
 async def test_values_from_an_approval_and_the_run_reach_a_script_as_data(settings, names, database_url, tmp_path):
     """An approver input, comment and name and a run's variable full of shell syntax pass through the real approval
-    role into a script that echoes them: the script prints them verbatim and none of them runs."""
+    role (decided through the api) into a script that echoes them: the script prints them verbatim and none runs."""
     from tests.unit.executor.builders import approval as approval_step
     from tests.unit.executor.builders import as_yaml, pipeline, shell, stage
 
@@ -141,7 +141,7 @@ async def test_values_from_an_approval_and_the_run_reach_a_script_as_data(settin
     directory = tmp_path / "directory.yaml"
     directory.write_text(json.dumps({"groups": {"docs": [{"user": approver}]}}))
     approval_settings = ApprovalSettings(
-        **{**settings.model_dump(), "decision_keys": {"cli": KEY}, "directory_file": directory}
+        **{**settings.model_dump(), "decision_keys": {"api": KEY}, "directory_file": directory}
     )
     approval = Service(
         dataclasses.replace(approval_spec(approval_settings, cli_clock()), group_id=names.group("approval")),
@@ -165,13 +165,26 @@ async def test_values_from_an_approval_and_the_run_reach_a_script_as_data(settin
     executor = RealGatesRole(settings, names, database_url)
     await approval.start()
     await executor.start()
+    api = ApiRole(
+        ApiSettings(**{**settings.model_dump(), "api_decision_key": KEY, "api_port": 0, "api_host": "127.0.0.1"}),
+        requests_topic=executor.requests,
+    )
+    await api.start()
+    async with executor.pool.acquire() as conn:
+        _, token_text = await issue_token(
+            conn,
+            ApiRepository(),
+            user=approver,
+            name="test",
+            permissions=(),
+            lifetime=timedelta(days=1),
+            now=datetime.now(UTC),
+        )
     env = {
         "SIGNOFF_HOME": str(tmp_path / "home"),
-        "SIGNOFF_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "SIGNOFF_KAFKA_ENABLE_IDEMPOTENCE": str(settings.kafka_enable_idempotence).lower(),
-        "SIGNOFF_DATABASE_URL": database_url,
-        "SIGNOFF_CLI_DECISION_KEY": KEY,
-        "SIGNOFF_USER": approver,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "SIGNOFF_API_URL": api.url,
+        "SIGNOFF_TOKEN": token_text,
     }
     try:
         request = execution_request(as_yaml(document), pipeline_id="test_pipeline", variables={"v": hostile})
@@ -185,6 +198,7 @@ async def test_values_from_an_approval_and_the_run_reach_a_script_as_data(settin
         assert printed == f"{hostile}\n{hostile}\n{hostile}\n{approver}\n"
         assert not marker.exists()
     finally:
+        await api.stop()
         await executor.stop()
         await approval.stop()
 
@@ -224,11 +238,6 @@ async def test_a_request_the_approval_role_cannot_serve_fails_the_pipeline_at_on
         assert (await executor.step(request.execution_id, "release.approve"))["reason"] == reason
         (failed,) = await executor.published(wire.ExecutionFailed.event_type, request.execution_id)
         assert reason in failed.error
-        env = {"SIGNOFF_HOME": str(tmp_path / "home"), "SIGNOFF_DATABASE_URL": database_url}
-        for command in (["executions"], ["logs", request.execution_id]):
-            shown = await asyncio.to_thread(CliRunner().invoke, cli, command, env=env, catch_exceptions=False)
-            assert shown.exit_code == 0, shown.output
-            assert "unknown user group 'dosc'" in shown.stdout, (command, shown.stdout)
     finally:
         await executor.stop()
         await approval.stop()
