@@ -20,6 +20,7 @@ from signoff.approval.domain import events as domain_events
 from signoff.approval.domain.clock import Clock, SystemClock
 from signoff.approval.domain.gate import Gate, TokenFactory, new_token
 from signoff.approval.domain.model import Member, TimeoutAction
+from signoff.approval.domain.requests import refusal_reasons
 from signoff.approval.domain.timeouts import effective_timeout
 from signoff.approval.mapping import (
     EVENT_SOURCE,
@@ -32,10 +33,13 @@ from signoff.approval.mapping import (
     gate_from_row,
     member_from_row,
     members_to_json,
+    requested_rules,
     to_wire,
 )
 from signoff.approval.repository import ApprovalRepository, AuditRow, NewGate, NewVote
 from signoff.approval.settings import ApprovalSettings
+from signoff.contracts.base import format_utc
+from signoff.contracts.durations import format_duration
 from signoff.contracts.events import RefusalReason as WireRefusal
 from signoff.runtime.consumer import Received, UnitOfWork
 from signoff.runtime.outbox import OutboxRecord, OutboxWriter, event_record
@@ -183,7 +187,7 @@ class ApprovalHandler:
 
     async def apply(self, uow: UnitOfWork, batch: Sequence[Received]) -> None:
         if self._directory is not None:
-            await self.repository.replace_directory(uow.conn, self._directory)
+            await self.repository.load_directory_file(uow.conn, self._directory)
             self._directory = None
         requests = [r for r in batch if isinstance(r.event.data, wire.ApprovalRequested)]
         if requests:
@@ -207,20 +211,38 @@ class ApprovalHandler:
         unique: dict[str, Received] = {}
         for received in requests:
             unique.setdefault(received.event.data.key.as_path(), received)
-        groups = {
-            group
-            for received in unique.values()
-            for rule in received.event.data.policy.all_rules()
-            for group in rule.user_groups
-        }
+        rules = [rule for received in unique.values() for rule in received.event.data.policy.all_rules()]
+        groups = {group for rule in rules for group in rule.user_groups}
         members: dict[str, list[Member]] = defaultdict(list)
         for row in await self.repository.members_of(uow.conn, groups):
             members[row["group_name"]].append(member_from_row(row))
+        users = {
+            user
+            for received in unique.values()
+            for rule in received.event.data.policy.all_rules()
+            for user in rule.users
+        }
+        known_users = await self.repository.known_users(uow.conn, users)
 
         candidates: dict[str, tuple[StoredGate, list[domain_events.GateEvent], Received]] = {}
         rows: list[NewGate] = []
+        refused: list[tuple[Received, dict[str, str]]] = []
         for received in unique.values():
             request: wire.ApprovalRequested = received.event.data
+            reasons = refusal_reasons(
+                requested_rules(request.policy),
+                directory=members,
+                known_users=known_users,
+                disallow_pipeline_executor=request.policy.disallow_pipeline_executor,
+                pipeline_executor=request.triggered_by.user,
+                inputs=domain_inputs(request.approver_inputs),
+                timeout_action=TimeoutAction(request.timeout_action.value),
+                requested_timeout=request.timeout_span,
+                maximum_timeout=self.settings.max_timeout_span,
+            )
+            if reasons:
+                refused.append((received, reasons))
+                continue
             policy = domain_policy(request.policy)
             timeout = effective_timeout(
                 request.timeout_span, self.settings.default_timeout_span, self.settings.max_timeout_span
@@ -280,11 +302,35 @@ class ApprovalHandler:
             audit += await record_events(
                 self.repository, uow.conn, uow.outbox, stored, events, traceparent=received.event.traceparent
             )
+        for received, reasons in refused:
+            audit.append(self._refuse_request(uow, received, reasons, now))
         await self.repository.audit(uow.conn, audit)
         for gate_id in inserted:
             stored, _, received = candidates[gate_id]
             if stored.request.auto_reject_previous_approvals:
                 await self._supersede_older(uow, stored, inserted, received, now)
+
+    def _refuse_request(self, uow: UnitOfWork, received: Received, reasons: dict[str, str], now: datetime) -> AuditRow:
+        """Publish a request the service cannot serve as RequestRefused; returns its audit row."""
+        request: wire.ApprovalRequested = received.event.data
+        log.info("approval_request_refused", key=request.key.as_path(), reasons=reasons)
+        refusal = wire.RequestRefused(
+            key=request.key,
+            reasons=reasons,
+            triggered_by=request.triggered_by,
+            pipeline_name=request.pipeline_name,
+            step_name=request.step_name,
+            refused_at=now,
+        )
+        uow.outbox.add(outbox_record(refusal, at=now, traceparent=received.event.traceparent))
+        return AuditRow(
+            gate_id=None,
+            kind="request_refused",
+            at=now,
+            actor=request.triggered_by.user,
+            reason="unservable",
+            detail={"key": request.key.as_path(), "reasons": reasons},
+        )
 
     async def _supersede_older(
         self, uow: UnitOfWork, newer: StoredGate, new_ids: Sequence[str], received: Received, now: datetime
@@ -357,21 +403,10 @@ class ApprovalHandler:
             )
         if decision.signature is None:
             return await self._refuse(uow, received, decision, WireRefusal.UNSIGNED, "the decision is unsigned", now)
-        # The wire model's canonical form is what senders sign (see ApprovalDecision.canonical_bytes).
-        if not decision.signature_valid(key):
+        # The signature covers the data object as the sender wrote it (ApprovalDecision.signing_input).
+        if not decision.signature_valid(key, received.event.received):
             return await self._refuse(
                 uow, received, decision, WireRefusal.BAD_SIGNATURE, "signature does not match", now
-            )
-        counted_on = await self.repository.decision_recorded(uow.conn, decision.decision_id)
-        if counted_on is not None:
-            return await self._refuse(
-                uow,
-                received,
-                decision,
-                WireRefusal.DUPLICATE,
-                f"decision {decision.decision_id} was already counted",
-                now,
-                gate_id=counted_on,
             )
         if decision.gate_id is not None:
             row = await self.repository.gate_by_id(uow.conn, decision.gate_id)
@@ -380,6 +415,21 @@ class ApprovalHandler:
             row = await self.repository.gate_by_action(
                 uow.conn, decision.pipeline_name, decision.stage_name, decision.action_name, decision.token
             )
+        gate_id = row["id"] if row is not None else None
+        # Every authentic decision id is remembered, whatever becomes of it, so a replay is never a vote.
+        first, seen_on = await self.repository.remember_decision(
+            uow.conn, decision.decision_id, decision.source, gate_id, now
+        )
+        if not first:
+            detail = f"decision {decision.decision_id} was already seen"
+            return await self._refuse(uow, received, decision, WireRefusal.DUPLICATE, detail, now, gate_id=seen_on)
+        max_age = self.settings.decision_max_age_span
+        if abs(now - decision.decided_at) > max_age:
+            detail = (
+                f"decided_at {format_utc(decision.decided_at)} is more than {format_duration(max_age)}"
+                f" from its arrival at {format_utc(now)}"
+            )
+            return await self._refuse(uow, received, decision, WireRefusal.STALE_DECISION, detail, now, gate_id=gate_id)
         if row is None:
             return await self._refuse(
                 uow, received, decision, WireRefusal.UNKNOWN_GATE, f"no gate {decision.default_subject()}", now

@@ -23,6 +23,7 @@ from signoff.approval.domain.model import (
     TimeoutAction,
     Vote,
 )
+from signoff.approval.domain.requests import RequestedRule
 from signoff.contracts.events import ApprovalCause, EligibleApprover, GateDetails, RejectionCause
 from signoff.contracts.events import DecisionStatus as WireStatus
 from signoff.contracts.events import RefusalReason as WireRefusal
@@ -53,6 +54,22 @@ def domain_policy(policy: wire.ApprovalPolicy) -> Policy:
         for rule in policy.all_rules()
     )
     return Policy(rules=rules, disallow_pipeline_executor=policy.disallow_pipeline_executor)
+
+
+def requested_rules(policy: wire.ApprovalPolicy) -> tuple[RequestedRule, ...]:
+    """The policy's rules as sent, each with the request field it came from (for refusal reasons)."""
+    top = (
+        [RequestedRule("policy", tuple(policy.user_groups), tuple(policy.users), policy.minimum_count)]
+        if policy.names_someone()
+        else []
+    )
+    return (
+        *top,
+        *(
+            RequestedRule(f"policy.rules[{index}]", tuple(rule.user_groups), tuple(rule.users), rule.minimum_count)
+            for index, rule in enumerate(policy.rules)
+        ),
+    )
 
 
 def domain_inputs(inputs: list[wire.ApproverInput]) -> tuple[ApproverInput, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -376,12 +377,22 @@ class ApprovalRepository:
             list(gate_ids),
         )
 
-    async def decision_recorded(self, conn: asyncpg.Connection, decision_id: str) -> str | None:
-        """The gate a vote with this decision id was recorded on, if any."""
-        return await conn.fetchval(
-            f"SELECT gate_id FROM {self._t('votes')} WHERE decision_id = $1",  # noqa: S608
+    async def remember_decision(
+        self, conn: asyncpg.Connection, decision_id: str, source: str, gate_id: str | None, at: datetime
+    ) -> tuple[bool, str | None]:
+        """Remember a decision id as seen. Returns (first time, gate id): False and the gate it was about when the
+        id was seen before (a replay, whatever happened to it then)."""
+        row = await conn.fetchrow(
+            f"""INSERT INTO {self._t("decisions_seen")} AS seen (decision_id, source, gate_id, seen_at)
+                VALUES ($1, $2, $3, $4)
+                ON CONFLICT (decision_id) DO UPDATE SET decision_id = seen.decision_id
+                RETURNING (xmax = 0) AS inserted, gate_id""",  # noqa: S608
             decision_id,
+            source,
+            gate_id,
+            at,
         )
+        return bool(row["inserted"]), row["gate_id"]
 
     async def record_vote(self, conn: asyncpg.Connection, vote: NewVote, replaces: str | None) -> None:
         if replaces is not None:
@@ -441,6 +452,21 @@ class ApprovalRepository:
             sorted(set(groups)),
         )
 
+    async def known_users(self, conn: asyncpg.Connection, users: Iterable[str]) -> list[str]:
+        """The user ids of the directory among `users`, compared case-insensitively (the domain's `user_key`
+        decides exactly; this only narrows the rows)."""
+        wanted = sorted({user.strip().lower() for user in users})
+        if not wanted:
+            return []
+        return [
+            row["user_id"]
+            for row in await conn.fetch(
+                f"""SELECT DISTINCT user_id FROM {self._t("directory_members")}
+                    WHERE lower(btrim(user_id)) = ANY($1::text[])""",  # noqa: S608
+                wanted,
+            )
+        ]
+
     async def groups_of_user(self, conn: asyncpg.Connection, user_id: str) -> list[str]:
         """The user groups `user_id` is a member of (empty: the directory does not know the user)."""
         rows = await conn.fetch(
@@ -463,6 +489,27 @@ class ApprovalRepository:
         """Replace the whole directory with `members` (group, user id, e-mail, chat handles)."""
         await conn.execute(f"DELETE FROM {self._t('directory_members')}")  # noqa: S608
         await self.upsert_members(conn, members)
+
+    async def load_directory_file(
+        self, conn: asyncpg.Connection, members: Sequence[tuple[str, str, str | None, Mapping[str, str]]]
+    ) -> bool:
+        """Replace the directory with the directory file's `members` unless this very content was the last file
+        loaded (then the database, with whatever `groups load` changed since, is kept). Returns whether it loaded.
+        Replicas starting together serialise on a transaction-scoped advisory lock."""
+        canonical = json.dumps(sorted([m[0], m[1], m[2], sorted(dict(m[3]).items())] for m in members))
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{self.schema}.directory_source")
+            last = await conn.fetchval(f"SELECT digest FROM {self._t('directory_source')}")  # noqa: S608
+            if last == digest:
+                return False
+            await self.replace_directory(conn, members)
+            await conn.execute(
+                f"""INSERT INTO {self._t("directory_source")} (singleton, digest, loaded_at) VALUES (true, $1, now())
+                    ON CONFLICT (singleton) DO UPDATE SET digest = EXCLUDED.digest, loaded_at = EXCLUDED.loaded_at""",  # noqa: S608
+                digest,
+            )
+            return True
 
     async def upsert_members(
         self, conn: asyncpg.Connection, members: Sequence[tuple[str, str, str | None, Mapping[str, str]]]

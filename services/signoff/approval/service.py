@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import structlog
 import yaml
 
 from signoff.approval.domain.clock import Clock, SystemClock
@@ -22,6 +23,7 @@ from signoff.runtime.settings import load_settings
 REQUESTS_TOPIC = "signoff.approval.requests.v1"
 DECISIONS_TOPIC = "signoff.approval.decisions.v1"
 GATES_TOPIC = "signoff.approval.gates.v1"
+log = structlog.get_logger(__name__)
 assert {REQUESTS_TOPIC, DECISIONS_TOPIC, GATES_TOPIC} <= {topic.name for topic in TOPICS}
 
 
@@ -46,9 +48,12 @@ def read_directory(path: Path) -> list[tuple[str, str, str | None, dict[str, str
 
 
 async def load_directory(context: ServiceContext, path: Path, repository: ApprovalRepository) -> None:
+    """Load the directory file, once: only when it changed since it was last loaded (see
+    `ApprovalRepository.load_directory_file`)."""
     members = read_directory(path)
-    async with context.pool.acquire() as conn, conn.transaction():
-        await repository.replace_directory(conn, members)
+    async with context.pool.acquire() as conn:
+        loaded = await repository.load_directory_file(conn, members)
+    log.info("directory_file", path=str(path), loaded=loaded, members=len(members))
 
 
 def approval_spec(settings: ApprovalSettings, clock: Clock | None = None) -> ServiceSpec:

@@ -26,9 +26,13 @@ class ApprovalSettings(Settings):
     directory_file: Path | None = Field(
         None, description="YAML of user groups -> members (user, email, slack, teams), loaded at start-up."
     )
+    decision_max_age: str = Field(
+        "10m",
+        description="A decision whose decided_at is further than this from its arrival is refused (stale_decision).",
+    )
     expiry_interval_seconds: float = Field(5.0, gt=0, description="How often the expiry loop looks for due gates.")
 
-    @field_validator("default_timeout", "max_timeout")
+    @field_validator("default_timeout", "max_timeout", "decision_max_age")
     @classmethod
     def _check_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -41,6 +45,10 @@ class ApprovalSettings(Settings):
     @property
     def max_timeout_span(self) -> timedelta:
         return parse_duration(self.max_timeout)
+
+    @property
+    def decision_max_age_span(self) -> timedelta:
+        return parse_duration(self.decision_max_age)
 
     @field_validator("decision_keys", mode="before")
     @classmethod

@@ -35,6 +35,7 @@ from signoff.contracts.events import (
     GateKey,
     GateOpened,
     GateRejected,
+    RequestRefused,
     VoteRecorded,
 )
 from signoff.contracts.topics import TOPICS, Topic, message_key, topic_for
@@ -71,6 +72,7 @@ __all__ = [
     "GateOpened",
     "GateRejected",
     "Person",
+    "RequestRefused",
     "Topic",
     "VoteRecorded",
     "decode",

@@ -15,7 +15,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
@@ -95,6 +95,9 @@ class Event(Generic[D]):
     time: datetime
     data: D
     traceparent: str | None = None
+    received: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    """The data object as decoded from the message (JSON as the sender wrote it), for checks over what was sent
+    (a decision's signature); None for an event built here."""
 
     specversion: ClassVar[str] = SPECVERSION
     datacontenttype: ClassVar[str] = DATA_CONTENT_TYPE
@@ -318,6 +321,7 @@ def _event(attributes: Mapping[str, Any], data: Any, traceparent: object) -> Eve
         time=time,
         data=model_data,
         traceparent=traceparent if valid_traceparent(traceparent) else None,
+        received=data,
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Annotated, Any, Self
 
+import rfc8785
 from pydantic import Field, StringConstraints, model_validator
 
 from signoff.contracts.base import (
@@ -109,7 +109,9 @@ class RefusalReason(StrEnum):
     - `not_eligible`: the approver is not listed in the policy (neither a user nor a member of a user group).
     - `self_approval`: the approver triggered the pipeline and the policy disallows the pipeline executor.
     - `invalid_inputs`: an approver input is unknown, required but empty, or not one of its allowed values.
-    - `duplicate`: the decision id was already used by a different decision (a replay, not a second vote).
+    - `duplicate`: the decision id was already seen, counted or refused (a replay, not a second vote).
+    - `stale_decision`: `decided_at` is further from the decision's arrival than the service allows
+      (`SIGNOFF_DECISION_MAX_AGE`).
     """
 
     UNSIGNED = "unsigned"
@@ -122,6 +124,7 @@ class RefusalReason(StrEnum):
     SELF_APPROVAL = "self_approval"
     INVALID_INPUTS = "invalid_inputs"
     DUPLICATE = "duplicate"
+    STALE_DECISION = "stale_decision"
 
 
 class FailureCause(StrEnum):
@@ -156,14 +159,6 @@ class _Approvers(ContractModel):
     def names_someone(self) -> bool:
         return bool(self.user_groups or self.users)
 
-    def _check_reachable(self) -> None:
-        # Without groups the listed users are everyone who can approve; asking for more can never pass.
-        if self.users and not self.user_groups and self.minimum_count > len(set(self.users)):
-            raise ValueError(
-                f"minimum_count {self.minimum_count} exceeds the {len(set(self.users))} listed user(s) "
-                "and no user group is listed"
-            )
-
 
 class ApprovalRule(_Approvers):
     """One requirement of a policy: at least `minimum_count` unique approvals from the listed groups and users."""
@@ -172,7 +167,8 @@ class ApprovalRule(_Approvers):
     def _check(self) -> Self:
         if not self.names_someone():
             raise ValueError("an approval rule must list user_groups or users")
-        self._check_reachable()
+        # Whether the rule can be met (enough people, known groups and users) is the approval service's to decide:
+        # a request it cannot serve is refused with a RequestRefused the requester sees, not dead-lettered.
         return self
 
 
@@ -197,7 +193,6 @@ class ApprovalPolicy(_Approvers):
     def _check(self) -> Self:
         if not self.names_someone() and not self.rules:
             raise ValueError("an approval policy must list user_groups, users or rules")
-        self._check_reachable()
         return self
 
     def all_rules(self) -> list[ApprovalRule]:
@@ -389,8 +384,11 @@ class GateDetails(ContractModel):
     approver_inputs: list[ApproverInput] = Field(
         default_factory=list, description="Values approvers may set; names are unique."
     )
-    timeout: DurationText = Field(
-        "1d", description="How long the gate waits, Harness syntax (`1d`, `2h30m`) or ISO 8601 (`PT1H`)."
+    timeout: DurationText | None = Field(
+        None,
+        description="How long the gate waits, Harness syntax (`1d`, `2h30m`) or ISO 8601 (`PT1H`); when absent, the "
+        "approval service's default (`SIGNOFF_DEFAULT_TIMEOUT`, `1d` unless configured). A timeout over the "
+        "service's maximum is refused (RequestRefused).",
     )
     timeout_action: TimeoutAction = Field(TimeoutAction.FAIL, description="What happens when the timeout passes.")
     auto_reject_previous_approvals: bool = Field(
@@ -417,9 +415,9 @@ class GateDetails(ContractModel):
     requested_at: UtcDateTime = Field(description="When the pipeline reached the approval step.")
 
     @property
-    def timeout_span(self) -> timedelta:
-        """The timeout as a timedelta."""
-        return parse_duration(self.timeout)
+    def timeout_span(self) -> timedelta | None:
+        """The timeout as a timedelta; None when the request leaves it to the service's default."""
+        return parse_duration(self.timeout) if self.timeout is not None else None
 
     @model_validator(mode="after")
     def _check_details(self) -> Self:
@@ -480,10 +478,11 @@ class ApprovalDecision(EventData):
     The gate is named by `gate_id`, or CodePipeline-style by `pipeline_name` + `stage_name` + `action_name` (our
     pipeline, stage and step identifiers: CodePipeline's names are unique keys, so they map to identifiers);
     either way `token` must be the gate's current token. `signature` is the lowercase hex HMAC-SHA256, under the
-    source's key, of `canonical_bytes()`: the data object without `signature` and without null members, defaults
-    filled in, keys sorted at every level, separators `,` and `:`, UTF-8 without escapes, `decided_at` written as
-    `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`. Unsigned or badly signed decisions are accepted on the wire so the approval
-    service can refuse them with a `DecisionRefused` the sender sees.
+    source's key, of the RFC 8785 (JSON Canonicalization Scheme) form of the `data` object exactly as sent, without
+    its `signature` member: the receiver canonicalises what it received, so a sender signs what it sends (members
+    it left out stay out, its timestamp text is kept as written, unknown members are covered too). Unsigned or
+    badly signed decisions are accepted on the wire so the approval service can refuse them with a
+    `DecisionRefused` the sender sees. Worked example: docs/decisions.md.
 
     Subject: the gate id, else `pipeline/stage/action`. Kafka key: `token_digest(token)`."""
 
@@ -509,7 +508,10 @@ class ApprovalDecision(EventData):
     inputs: StringMap = Field(default_factory=dict, description="Approver input values, by input name.")
     decided_at: UtcDateTime = Field(description="When the approver decided.")
     signature: str | None = Field(
-        None, max_length=256, description="Lowercase hex HMAC-SHA256 of the canonical form under the source's key."
+        None,
+        max_length=256,
+        description="Lowercase hex HMAC-SHA256, under the source's key, of the RFC 8785 canonical JSON of this data"
+        " object as sent, without `signature` (docs/decisions.md has a worked example).",
     )
 
     @model_validator(mode="after")
@@ -527,21 +529,31 @@ class ApprovalDecision(EventData):
     def partition_key(self) -> str:
         return token_digest(self.token)
 
-    def canonical_bytes(self) -> bytes:
-        """The bytes the signature covers (see the class docstring)."""
-        body = self.model_dump(mode="json", exclude={"signature"}, exclude_none=True)
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    def signing_input(self, sent: Mapping[str, Any] | None = None) -> bytes:
+        """The bytes the signature covers: RFC 8785 canonical JSON of the data object `sent` (the decoded JSON as
+        received, see `Event.received`) without `signature`; without `sent`, of this model as `encode` sends it.
+        Raises ValueError when `sent` cannot be canonicalised (e.g. an integer beyond JSON's safe range)."""
+        body = dict(sent) if sent is not None else self.model_dump(mode="json", exclude_none=True)
+        body.pop("signature", None)
+        try:
+            return rfc8785.dumps(body)
+        except rfc8785.CanonicalizationError as exc:
+            raise ValueError(f"the decision cannot be canonicalised: {exc}") from None
 
     def signed(self, key: bytes) -> ApprovalDecision:
-        """This decision with its signature under `key` (the source's secret)."""
-        signature = hmac.new(key, self.canonical_bytes(), hashlib.sha256).hexdigest()
+        """This decision with its signature under `key` (the source's secret), over the data `encode` sends."""
+        signature = hmac.new(key, self.signing_input(), hashlib.sha256).hexdigest()
         return self.model_copy(update={"signature": signature})
 
-    def signature_valid(self, key: bytes) -> bool:
-        """Whether the signature matches under `key`; False when unsigned. Constant-time comparison."""
+    def signature_valid(self, key: bytes, sent: Mapping[str, Any] | None = None) -> bool:
+        """Whether the signature matches under `key` over `sent` (the data object as received; default: this
+        model as sent); False when unsigned or not canonicalisable. Constant-time comparison."""
         if self.signature is None:
             return False
-        expected = hmac.new(key, self.canonical_bytes(), hashlib.sha256).hexdigest()
+        try:
+            expected = hmac.new(key, self.signing_input(sent), hashlib.sha256).hexdigest()
+        except ValueError:
+            return False
         return hmac.compare_digest(expected, self.signature)
 
     @classmethod
@@ -718,6 +730,34 @@ class DecisionRefused(EventData):
         return self.gate_id or self.decision_id
 
 
+class RequestRefused(EventData):
+    """The approval service cannot serve an approval request, so it opened no gate: nobody could approve it (an
+    unknown user group or user, a quorum larger than the eligible people), its timeout action cannot fill a required
+    input, or its timeout is over the maximum. Recorded in the audit trail; the pipeline fails at once with the
+    reasons instead of waiting. A repeated request with the same key is refused again.
+
+    Subject and Kafka key: the natural key path (there is no gate id)."""
+
+    event_type = "io.signoff.gate.request_refused.v1"
+
+    key: GateKey = Field(description="Natural key of the request.")
+    reasons: dict[Annotated[str, StringConstraints(min_length=1, max_length=200)], Comment] = Field(
+        min_length=1,
+        description="Why, by field of the request (e.g. `policy.user_groups`: `unknown user group 'dosc'`).",
+    )
+    triggered_by: Person | None = Field(None, description="Who triggered the pipeline (told by the notifier).")
+    pipeline_name: Name | None = Field(None, description="Name of the pipeline, for messages.")
+    step_name: Name | None = Field(None, description="Name of the approval step, for messages.")
+    refused_at: UtcDateTime = Field(description="When it was refused.")
+
+    def default_subject(self) -> str:
+        return self.key.as_path()
+
+    def describe(self) -> str:
+        """`field: reason; field: reason`, for a pipeline's failure reason."""
+        return "; ".join(f"{field}: {reason}" for field, reason in self.reasons.items())
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Executions
 
@@ -840,6 +880,7 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     GateExpired,
     GateCancelled,
     DecisionRefused,
+    RequestRefused,
     ExecutionRequested,
     ExecutionAbortRequested,
     ExecutionStarted,

@@ -42,6 +42,7 @@ from signoff.contracts.events import (
     GateExpired,
     GateOpened,
     GateRejected,
+    RequestRefused,
     VoteRecorded,
 )
 
@@ -80,7 +81,7 @@ APPROVAL_DECISIONS = Topic(
 APPROVAL_GATES = Topic(
     name="signoff.approval.gates.v1",
     key="The gate id, so one gate's events are read in the order written; a DecisionRefused that matched no gate is "
-    "keyed by its decision id.",
+    "keyed by its decision id, a RequestRefused (no gate was opened) by the request's natural key.",
     event_types=(
         GateOpened.event_type,
         VoteRecorded.event_type,
@@ -89,6 +90,7 @@ APPROVAL_GATES = Topic(
         GateExpired.event_type,
         GateCancelled.event_type,
         DecisionRefused.event_type,
+        RequestRefused.event_type,
     ),
     description="What happened to gates, and refused decisions. Produced by the approval service only; consumed by "
     "the executor (outcomes), the notifier, and audit or dashboard systems.",

@@ -85,6 +85,8 @@ class ExecutorHandler:
                         await self._gate_opened(uow, received, data)
                     case wire.GateApproved() | wire.GateRejected() | wire.GateExpired() | wire.GateCancelled():
                         await self._gate_closed(uow, received, data)
+                    case wire.RequestRefused():
+                        await self._request_refused(uow, received, data)
                     case wire.VoteRecorded() | wire.DecisionRefused():
                         pass  # votes in progress and refused decisions do not move an execution
                     case _:
@@ -234,6 +236,8 @@ class ExecutorHandler:
         )
         step = loaded.execution.step(path)
         if recorded and step.status == StepStatus.WAITING_APPROVAL:
+            # The step now waits until the gate's expiry (plus a grace) for an outcome.
+            loaded.execution.approval_opened(path, data.expires_at, now=self.clock.now())
             # Tell subscribers which gate the step waits on (the status itself did not change).
             loaded.before.pop(path, None)
             await save(
@@ -286,6 +290,25 @@ class ExecutorHandler:
             now=now,
             runnable=True,
             gate_ids={path: data.gate_id},
+            traceparent=received.event.traceparent,
+        )
+
+    async def _request_refused(self, uow: UnitOfWork, received: Received, data: wire.RequestRefused) -> None:
+        found = await self._gate_step(uow, data.key)
+        if found is None:
+            return
+        loaded, path = found
+        now = self.clock.now()
+        if not loaded.execution.approval_refused(path, data.describe(), now=now):
+            log.info("late_request_refusal_ignored", execution_id=data.key.execution_id, step=path)
+            return
+        await save(
+            uow.conn,
+            self.repository,
+            uow.outbox,
+            loaded,
+            now=now,
+            runnable=True,
             traceparent=received.event.traceparent,
         )
 

@@ -163,7 +163,7 @@ def approval_requested(request: ApprovalRequest, triggered_by: wire.Person) -> w
             )
             for item in request.inputs
         ],
-        timeout=format_duration(request.timeout),
+        timeout=format_duration(request.timeout) if request.timeout is not None else None,
         timeout_action=_TIMEOUT_ACTIONS[policy.timeout_action],
         auto_reject_previous_approvals=policy.auto_reject_previous_approvals,
         message_template=request.message.template,

@@ -1,7 +1,9 @@
 """Transports: how a rendered delivery leaves the notifier, one per routing channel.
 
-- webhook: HTTP POST of the CloudEvent data (CloudEvents HTTP binding, binary mode: `ce-*` headers), signed:
-  `X-Signoff-Signature: sha256=<hex HMAC-SHA256 of the body with the channel's key>`.
+- webhook: HTTP POST of the CloudEvent data (CloudEvents HTTP binding, binary mode: `ce-*` headers), signed per
+  Standard Webhooks (`webhook-id` = the idempotency key, `webhook-timestamp` = this try's Unix time,
+  `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`), so a receiver can refuse a replay
+  (docs/notifications.md, "Verifying a webhook").
 - slack / teams: HTTP POST of the Block Kit / Adaptive Card payload to the incoming-webhook URL (a secret).
 - email: SMTP (aiosmtplib), multipart/alternative text + HTML; `Message-ID` derives from the idempotency key.
 - log: the text message as a log line, and appended as a JSON line to `settings.path` when set (development).
@@ -10,32 +12,32 @@ Every request carries `Idempotency-Key` (e-mail: `X-Signoff-Idempotency-Key` and
 every try of a delivery, so a sink can drop a repeat after a retry or a crash mid-send.
 
 A failure raises `DeliveryFailed`; `permanent` ones (HTTP 4xx other than 408 / 425 / 429, an SMTP refusal of
-the recipient) are dead-lettered at once, the others retried.
+the recipient) are dead-lettered at once, the others retried, no sooner than a 429 / 503 response's `Retry-After`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Protocol
 
 import aiohttp
 import aiosmtplib
 import structlog
+from standardwebhooks.webhooks import Webhook
 
 from signoff.notifier.domain import Channel, Routing
 
 log = structlog.get_logger(__name__)
 
-SIGNATURE_HEADER = "X-Signoff-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 
@@ -59,9 +61,11 @@ class Outgoing:
 class DeliveryFailed(Exception):
     """A try failed; `permanent` when trying again cannot help."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: timedelta | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.retry_after = retry_after
+        """How long the channel asked us to wait (`Retry-After` of a 429 / 503), if it did."""
 
 
 class Transport(Protocol):
@@ -102,33 +106,66 @@ class Secrets:
         return value.strip()
 
 
-def _http_error(status: int, text: str) -> DeliveryFailed:
+def retry_after(value: str | None, now: datetime) -> timedelta | None:
+    """A `Retry-After` header's wait (delay-seconds or an HTTP-date, RFC 9110), or None when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return timedelta(seconds=int(text))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(when - now, timedelta(0))
+
+
+def _http_error(status: int, text: str, headers: Mapping[str, str]) -> DeliveryFailed:
     permanent = 400 <= status < 500 and status not in RETRYABLE_STATUS
-    return DeliveryFailed(f"HTTP {status}: {text[:200]}", permanent=permanent)
+    wait = retry_after(headers.get("Retry-After"), datetime.now(UTC)) if status in (429, 503) else None
+    return DeliveryFailed(f"HTTP {status}: {text[:200]}", permanent=permanent, retry_after=wait)
 
 
 class HttpTransport:
     """POST to a URL: Slack / Teams incoming webhooks, and signed CloudEvents webhooks when `signing_key` is set."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, *, signing_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        *,
+        signing_key: str | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """`signing_key`: the channel's secret; `whsec_<base64>` (Standard Webhooks' form) is the base64-decoded
+        key, any other text its UTF-8 bytes. `now`: the clock of `webhook-timestamp`."""
         if not url.startswith(("http://", "https://")):
             raise ValueError("a webhook URL must be http(s)")
         self.session = session
         self.url = url
-        self.signing_key = signing_key
+        self.signer = None
+        if signing_key is not None:
+            self.signer = Webhook(signing_key if signing_key.startswith("whsec_") else signing_key.encode())
+        self.now = now
 
     async def send(self, outgoing: Outgoing) -> None:
         body = outgoing.body.encode()
         headers = {name: value for name, value in outgoing.headers}
         headers.setdefault("content-type", outgoing.content_type)
         headers[IDEMPOTENCY_HEADER] = outgoing.idempotency_key
-        if self.signing_key is not None:
-            digest = hmac.new(self.signing_key, body, hashlib.sha256).hexdigest()
-            headers[SIGNATURE_HEADER] = f"sha256={digest}"
+        if self.signer is not None:
+            # Standard Webhooks: the id is the same on every try (receivers dedupe on it), the timestamp is this
+            # try's, and the signature covers both with the body, so a captured request cannot be replayed later.
+            moment = self.now()
+            headers["webhook-id"] = outgoing.idempotency_key
+            headers["webhook-timestamp"] = str(int(moment.timestamp()))
+            headers["webhook-signature"] = self.signer.sign(outgoing.idempotency_key, moment, outgoing.body)
         try:
             async with self.session.post(self.url, data=body, headers=headers) as response:
                 if response.status >= 300:
-                    raise _http_error(response.status, await response.text(errors="replace"))
+                    raise _http_error(response.status, await response.text(errors="replace"), response.headers)
         except aiohttp.ClientError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
 
@@ -224,7 +261,7 @@ def build_transports(
                 transports[name] = HttpTransport(session, secrets.get(channel.secret_ref))
             elif channel.type == "webhook":
                 assert channel.secret_ref is not None
-                key = secrets.get(channel.secret_ref).encode()
+                key = secrets.get(channel.secret_ref)
                 transports[name] = HttpTransport(session, str(channel.settings["url"]), signing_key=key)
             elif channel.type == "email":
                 password = secrets.get(channel.secret_ref) if channel.secret_ref else None

@@ -140,6 +140,7 @@ class Dispatcher:
         )
         error: str | None = None
         permanent = False
+        wait: timedelta | None = None
         try:
             async with asyncio.timeout(lane.timeout):
                 await lane.transport.send(outgoing)
@@ -152,7 +153,7 @@ class Dispatcher:
         except TimeoutError:
             error = f"no answer within {lane.timeout}s"
         except DeliveryFailed as exc:
-            error, permanent = str(exc), exc.permanent
+            error, permanent, wait = str(exc), exc.permanent, exc.retry_after
         except Exception as exc:  # a transport bug or an unexpected client error: recorded on the row, retried
             error = f"{type(exc).__name__}: {exc}"
         if error is None:
@@ -171,6 +172,7 @@ class Dispatcher:
                         cap=self.policy.cap,
                         max_attempts=max_attempts,
                         rand=self.rand,
+                        retry_after=wait,
                     )
                 if await self.repository.mark_failed(
                     conn, outgoing.delivery_id, outgoing.attempt, now, error, retry_at
@@ -224,6 +226,10 @@ class Dispatcher:
         delay = 0.1
         recorder = asyncio.create_task(self._record_until(stopping))
         try:
+            # Deliveries of a channel removed from the routing file would wait forever: end them, once.
+            dropped = await self.repository.drop_unrouted(listener, sorted(self.lanes), self.clock.now())
+            if dropped:
+                log.warning("deliveries_dropped", reason="channel removed", count=dropped)
             await listener.add_listener(WAKE_CHANNEL, self.wake)
             while not stopping.is_set():
                 self._wake.clear()

@@ -91,6 +91,8 @@ class NotifierHandler:
                 await self._opened(uow.conn, received.event)
             elif isinstance(data, OUTCOMES):
                 await self._outcome(uow.conn, received.event)
+            elif isinstance(data, wire.RequestRefused):
+                await self._request_refused(uow.conn, received.event)
             elif isinstance(data, IGNORED):
                 continue
             else:
@@ -133,6 +135,18 @@ class NotifierHandler:
         inserted = await self.repository.insert_deliveries(conn, n.rows(view, planned, view.kind), now)
         await self.repository.close_gate(conn, data.gate_id, view.kind, now)
         log.info("gate_outcome_planned", gate_id=data.gate_id, outcome=view.kind, deliveries=inserted)
+
+    async def _request_refused(self, conn: asyncpg.Connection, event: wire.Event) -> None:
+        """No gate was opened, so no approver was told: tell the pipeline's triggerer why it fails, on the channels
+        of the `*` routes (e-mail to the triggerer's address)."""
+        data: wire.RequestRefused = event.data
+        n = self.notifying
+        view = OutcomeView.from_event(event, approval_page_url=n.approval_page_url)
+        person = data.triggered_by
+        recipients = [EligibleApprover(**person.model_dump())] if person is not None else []
+        planned = n.routing.deliveries_for(view, recipients)
+        inserted = await self.repository.insert_deliveries(conn, n.rows(view, planned, view.kind), self.clock.now())
+        log.info("request_refusal_planned", key=view.gate_id, deliveries=inserted)
 
 
 async def send_due_reminders(

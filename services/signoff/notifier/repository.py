@@ -197,6 +197,20 @@ class NotifierRepository:
         )
         return {row["id"] for row in rows}
 
+    async def drop_unrouted(self, conn: asyncpg.Connection, channels: Sequence[str], now: datetime) -> int:
+        """End the deliveries waiting for a channel no longer in the routing file (`dead`, last error
+        `dropped: channel removed`): nothing would ever send them. A row another replica is sending right now
+        (lease not over) is left to it. Returns how many."""
+        result = await conn.execute(
+            f"""UPDATE {self._t("deliveries")}
+                SET status = 'dead', last_error = 'dropped: channel removed', updated_at = $2
+                WHERE channel <> ALL($1::text[])
+                  AND (status = 'pending' OR (status = 'sending' AND next_attempt_at <= $2))""",  # noqa: S608
+            list(channels),
+            now,
+        )
+        return int(result.split()[-1])
+
     async def mark_failed(
         self,
         conn: asyncpg.Connection,

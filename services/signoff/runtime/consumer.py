@@ -15,6 +15,7 @@ per event, commit the database, then commit the offsets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -131,6 +132,10 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: object) -> None:
         log.info("partitions_revoked", consumer=self.name, partitions=sorted(str(tp) for tp in revoked))
+        # Another replica owns these now and reports their lag: a series left here would count it twice.
+        for tp in revoked:  # type: ignore[attr-defined]
+            with contextlib.suppress(KeyError):
+                CONSUMER_LAG.remove(self.name, tp.topic, str(tp.partition))
 
     async def on_partitions_assigned(self, assigned: object) -> None:
         self.state.joined = True

@@ -9,7 +9,6 @@ import pytest
 from signoff import contracts as wire
 from signoff.approval.expiry import expire_due
 from tests.integration.approval.conftest import ApprovalHarness, decision, request
-from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -20,6 +19,7 @@ REJECTED = wire.GateRejected.event_type
 EXPIRED = wire.GateExpired.event_type
 CANCELLED = wire.GateCancelled.event_type
 REFUSED = wire.DecisionRefused.event_type
+REQUEST_REFUSED = wire.RequestRefused.event_type
 
 
 async def refused(approval: ApprovalHarness, made: wire.ApprovalDecision) -> wire.DecisionRefused:
@@ -160,8 +160,8 @@ async def test_codepipeline_decision_by_pipeline_stage_action(approval: Approval
         "token": opened.token,
         "result": {"status": "Approved", "summary": "ship it"},
     }
-    made = wire.ApprovalDecision.from_codepipeline(doc, approver="bob", source="cli").signed(b"cli-secret")
-    await approval.send(made)
+    made = wire.ApprovalDecision.from_codepipeline(doc, approver="bob", source="cli", decided_at=approval.clock.now())
+    await approval.send(made.signed(b"cli-secret"))
     (approved,) = await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)
     assert approved.votes[0].comment == "ship it"
 
@@ -217,22 +217,50 @@ async def test_votes_refusals_and_outcomes_are_audited(approval: ApprovalHarness
     assert [(v["approver"], v["status"], v["source"]) for v in votes] == [("bob", "approve", "cli")]
 
 
-async def test_an_impossible_request_is_dead_lettered_and_the_rest_applied(approval: ApprovalHarness) -> None:
-    bad = request(timeout_action="approve")
-    bad = bad.model_copy(update={"approver_inputs": [wire.ApproverInput(name="ticket", required=True)]})
+async def test_a_request_nobody_can_serve_is_refused_by_field_and_audited(approval: ApprovalHarness) -> None:
+    auto = request(timeout_action="approve")
+    auto = auto.model_copy(update={"approver_inputs": [wire.ApproverInput(name="ticket", required=True)]})
+    typo = request(groups=("dosc",))
+    quorum = request(minimum_count=5)  # sre has 4 members
+    twice = request(groups=(), users=("Bob", "bob"), minimum_count=2)
+    too_long = request(timeout="31d")  # the harness allows 30d
     good = request()
-    await approval.send(bad)
-    await approval.send(good)
+    for each in (auto, typo, quorum, twice, too_long, good):
+        await approval.send(each)
     await approval.open_gate(good)
-
-    async def dead_lettered():
-        async with approval.pool.acquire() as conn:
-            return await conn.fetchval(
-                "SELECT count(*) FROM approval.outbox WHERE aggregatetype = $1", approval.dead_letters
-            )
-
-    await eventually(dead_lettered, what="the impossible request dead-lettered")
+    found = await approval.wait_for(REQUEST_REFUSED, 5)
+    by_key = {refusal.key: refusal.reasons for refusal in found}
+    assert by_key == {
+        auto.key: {"approver_inputs": "timeout action 'approve' needs a default for required input(s): ticket"},
+        typo.key: {
+            "policy.user_groups": "unknown user group 'dosc'",
+            "policy.minimum_count": "1 approvals needed but only 0 eligible people",
+        },
+        quorum.key: {"policy.minimum_count": "5 approvals needed but only 4 eligible people"},
+        twice.key: {
+            "policy.users": "'Bob' and 'bob' are the same user",
+            "policy.minimum_count": "2 approvals needed but only 1 eligible person",
+        },
+        too_long.key: {"timeout": "31d is over the maximum of 30d"},
+    }
+    assert all(refusal.triggered_by == good.triggered_by for refusal in found)
     assert [d.key for d in (e.data for e in await approval.published(OPENED))] == [good.key]
+    async with approval.pool.acquire() as conn:
+        audited = await conn.fetch("SELECT detail FROM approval.audit WHERE kind = 'request_refused'")
+    assert {row["detail"]["key"] for row in audited} == {r.key.as_path() for r in (auto, typo, quorum, twice, too_long)}
+
+
+async def test_a_request_without_a_timeout_gets_the_configured_default(settings, names, database_url) -> None:
+    harness = ApprovalHarness(settings, names, database_url)
+    harness.settings = harness.settings.model_copy(update={"default_timeout": "3h"})
+    await harness.start()
+    try:
+        await harness.directory({"sre": ["bob"]})
+        untimed = request().model_copy(update={"timeout": None})
+        opened = await harness.open_gate(untimed)
+        assert opened.expires_at == harness.clock.now() + timedelta(hours=3)
+    finally:
+        await harness.stop()
 
 
 async def test_and_rules_need_one_of_qa_and_two_of_sre(approval: ApprovalHarness) -> None:
@@ -286,3 +314,34 @@ async def test_inputs_defaults_required_and_allowed_values(approval: ApprovalHar
     )
     (approved,) = await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)
     assert approved.inputs == {"foo": "bar", "ticket": "T-1", "region": "us"}
+
+
+async def test_a_refused_decision_replayed_later_is_a_duplicate_not_a_vote(approval: ApprovalHarness) -> None:
+    """An `invalid_inputs` refusal re-sent after another approver supplied the input must not count."""
+    inputs = [wire.ApproverInput(name="ticket", required=True)]
+    opened = await approval.open_gate(request(minimum_count=2).model_copy(update={"approver_inputs": inputs}))
+    first = decision(approver="bob", token=opened.token, gate_id=opened.gate_id)
+    assert (await refused(approval, first)).reason == "invalid_inputs"
+    carol = decision(approver="carol", token=opened.token, gate_id=opened.gate_id, inputs={"ticket": "T-1"})
+    await approval.send(carol)
+    await approval.wait_for(VOTE, where=lambda d: d.vote.decision_id == carol.decision_id)
+    await approval.send(first)  # the same signed decision, a new event
+    (_, replayed) = await approval.wait_for(REFUSED, 2, where=lambda d: d.decision_id == first.decision_id)
+    assert replayed.reason == "duplicate" and replayed.gate_id == opened.gate_id
+    assert await approval.gate_status(opened.gate_id) == "pending"
+    assert [d.vote.approver for d in (e.data for e in await approval.published(VOTE))] == ["carol"]
+
+
+async def test_a_decision_decided_too_long_before_or_after_its_arrival_is_stale(approval: ApprovalHarness) -> None:
+    opened = await approval.open_gate(request())
+    approval.clock.advance(timedelta(minutes=10, seconds=1))  # decisions are stamped START; default max age 10m
+    late = await refused(approval, decision(approver="bob", token=opened.token, gate_id=opened.gate_id))
+    assert late.reason == "stale_decision" and late.gate_id == opened.gate_id
+    assert "more than 10m" in late.detail
+    early = decision(approver="bob", token=opened.token, gate_id=opened.gate_id)
+    early = early.model_copy(update={"decided_at": approval.clock.now() + timedelta(minutes=11)}).signed(b"cli-secret")
+    assert (await refused(approval, early)).reason == "stale_decision"
+    fresh = decision(approver="bob", token=opened.token, gate_id=opened.gate_id)
+    fresh = fresh.model_copy(update={"decided_at": approval.clock.now() - timedelta(minutes=9)}).signed(b"cli-secret")
+    await approval.send(fresh)
+    await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)

@@ -14,14 +14,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from signoff import contracts as wire
 from signoff.approval.domain.clock import FixedClock
-from signoff.approval.service import approval_spec
+from signoff.approval.repository import SCHEMA
+from signoff.approval.service import REQUESTS_TOPIC, approval_spec
 from signoff.approval.settings import ApprovalSettings
 from signoff.cli.main import cli
 from signoff.runtime.db import create_pool
 from signoff.runtime.kafka import make_producer
 from signoff.runtime.service import Service
-from tests.integration.approval.conftest import KEY, START
+from tests.integration.approval.conftest import KEY, START, request
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +42,22 @@ class Role:
 
     def __init__(self, service: Service, producer, pool, env: dict[str, str]) -> None:
         self.service, self.producer, self.pool, self.env = service, producer, pool, env
+
+    async def open_gate(self, req: wire.ApprovalRequested) -> str:
+        """Send `req` to the real requests topic and wait until the role opened its gate; returns the gate id."""
+        event = wire.new_event(req, source="urn:signoff:test")
+        value, headers = wire.encode(event)
+        await self.producer.send_and_wait(REQUESTS_TOPIC, value, key=wire.message_key(event), headers=headers)
+
+        async def opened():
+            async with self.pool.acquire() as conn:
+                return await conn.fetchval(
+                    f'SELECT id FROM "{SCHEMA}".gates WHERE pipeline_id = $1 AND execution_id = $2',  # noqa: S608
+                    req.key.pipeline_id,
+                    req.key.execution_id,
+                )
+
+        return await eventually(opened, timeout=30, what=f"gate for {req.key.as_path()}")
 
     async def run(self, *args: str, **env: str | None) -> Result:
         runner = CliRunner()
@@ -64,12 +83,13 @@ async def role(settings, names, tmp_path: Path) -> AsyncIterator[Role]:
     }
     await service.start()
     await producer.start()
+    running = Role(service, producer, pool, env)
     try:
-        yield Role(service, producer, pool, env)
+        yield running
     finally:
         await producer.stop()
         await pool.close()
-        await service.stop()
+        await running.service.stop()  # a test may have restarted it
 
 
 def _pipeline() -> str:
@@ -87,3 +107,30 @@ async def test_groups_load_then_show(role: Role, tmp_path: Path) -> None:
     assert {"group": "release", "members": 2} in listed
     missing = await role.run("groups", "show", "nobody_here")
     assert missing.exit_code == 1 and missing.stderr.startswith("error: no group nobody_here")
+
+
+async def test_a_restart_of_the_role_does_not_undo_groups_load_merge(role: Role, tmp_path: Path) -> None:
+    """The directory file is loaded once (again only when it changes): what `groups load` did since survives."""
+    # The role has loaded its directory file (its first batch does, before it opens a gate): the file's first load
+    # replaces the directory, so an admin's change made before it would be replaced once, by design.
+    await role.open_gate(request(pipeline=_pipeline(), timeout="1d"))
+    file = tmp_path / "groups.yaml"
+    file.write_text("groups:\n  release:\n    - frank\n")
+    assert (await role.run("groups", "load", str(file), "--merge")).exit_code == 0
+    await role.service.stop()
+    role.service = Service(role.service.spec, role.service.settings)  # the same role, same directory file
+    await role.service.start()
+    # A request applied after the restart: the role's first batch (which loads the directory file) is committed.
+    await role.open_gate(request(pipeline=_pipeline(), timeout="1d"))
+    listed = json.loads((await role.run("groups", "list", "--json")).stdout)
+    assert {"group": "release", "members": 1} in listed  # the merge survived the restart
+    assert {"group": "docs", "members": 1} in listed
+    # Editing the directory file makes it the directory again at the next start.
+    directory = Path(role.service.settings.directory_file)
+    directory.write_text(DIRECTORY + "  ops:\n    - olga\n")  # noqa: ASYNC240 - a small test file
+    await role.service.stop()
+    role.service = Service(role.service.spec, role.service.settings)
+    await role.service.start()
+    await role.open_gate(request(pipeline=_pipeline(), timeout="1d"))
+    groups = {row["group"] for row in json.loads((await role.run("groups", "list", "--json")).stdout)}
+    assert groups == {"docs", "sre", "ops"}  # the file replaced the directory, the merged group with it

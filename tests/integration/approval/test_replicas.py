@@ -41,9 +41,18 @@ async def _published(dsn: str, event_type: str, pipeline: str) -> Counter[str]:
     return Counter(row["aggregateid"] for row in rows)
 
 
-async def test_two_replicas_share_partitions_and_expiry_without_double_transitions(settings, names, database_url):
+async def test_two_replicas_share_partitions_and_expiry_without_double_transitions(
+    settings, names, database_url, tmp_path
+):
+    directory = tmp_path / "directory.yaml"
+    directory.write_text("groups:\n  sre: [bob]\n")  # the requests' group must exist, or they are refused
     role_settings = ApprovalSettings(
-        **{**settings.model_dump(), "decision_keys": {"cli": KEY.decode()}, "expiry_interval_seconds": 0.05}
+        **{
+            **settings.model_dump(),
+            "decision_keys": {"cli": KEY.decode()},
+            "expiry_interval_seconds": 0.05,
+            "directory_file": directory,
+        }
     )
     clock = FixedClock(START)  # one clock for both: they must agree on what is due
     group = names.group("signoff-approval")

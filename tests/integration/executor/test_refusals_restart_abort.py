@@ -208,3 +208,22 @@ async def test_the_scripts_of_a_replica_that_died_fail_once_its_lease_runs_out(e
     row = await executor.wait_status(request.execution_id, "FAILED")
     assert (await executor.step(request.execution_id, "s.long"))["reason"] == RESTART_REASON
     assert row["owner"] is None and row["updated_at"] >= held["lease_until"]
+
+
+async def test_a_step_the_approval_service_never_answers_fails_after_expiry_plus_grace(executor) -> None:
+    """The request is lost (nothing answers it): the step fails at its deadline instead of waiting forever."""
+    from signoff.executor.domain.execution import APPROVAL_ANSWER_GRACE, NO_APPROVAL_ANSWER
+
+    request = execution_request(as_yaml(pipeline(stage("release", approval("approve")))), pipeline_id="test_pipeline")
+    await executor.send(request)
+    asked = await executor.wait_for(wire.ApprovalRequested.event_type, request.execution_id)
+    assert asked.timeout == "1d"  # the step's own timeout bounds the wait while no GateOpened came
+    await executor.wait_step(request.execution_id, "release.approve", "WAITING_APPROVAL")
+    executor.advance(timedelta(days=1) + APPROVAL_ANSWER_GRACE)
+    step = await executor.wait_step(request.execution_id, "release.approve", "FAILED")
+    assert step["reason"] == NO_APPROVAL_ANSWER
+    row = await executor.wait_status(request.execution_id, "FAILED")
+    assert row["reason"] == f"step release.approve failed: {NO_APPROVAL_ANSWER}"
+    # The gate, should it open late, is cancelled.
+    (cancel,) = await executor.published(wire.ApprovalCancelRequested.event_type, request.execution_id)
+    assert cancel.reason == NO_APPROVAL_ANSWER

@@ -34,6 +34,12 @@ pytestmark = pytest.mark.integration
 KEY = "api-secret-for-this-test"
 
 
+def cli_clock() -> FixedClock:
+    """The approval role's clock for tests that decide through the api, which stamps decisions with the wall clock
+    (the role refuses a decision decided too far from its own now)."""
+    return FixedClock(datetime.now(UTC))
+
+
 class RealGatesRole(ExecutorRole):
     def spec(self):
         return dataclasses.replace(
@@ -50,7 +56,7 @@ async def test_an_approval_through_the_approval_role_resumes_the_example(setting
         **{**settings.model_dump(), "decision_keys": {"api": KEY}, "directory_file": directory}
     )
     approval = Service(
-        dataclasses.replace(approval_spec(approval_settings, FixedClock(START)), group_id=names.group("approval")),
+        dataclasses.replace(approval_spec(approval_settings, cli_clock()), group_id=names.group("approval")),
         approval_settings,
     )
     executor = RealGatesRole(settings, names, database_url)
@@ -118,3 +124,120 @@ async def test_an_approval_through_the_approval_role_resumes_the_example(setting
         await executor.stop()
         await approval.stop()
         structlog.configure(**previous_logging)
+
+
+HOSTILE = '$(touch {marker}) `touch {marker}` ; touch {marker} && echo it\'s "quoted"\nEOF\nsecond line'
+
+
+async def test_values_from_an_approval_and_the_run_reach_a_script_as_data(settings, names, database_url, tmp_path):
+    """An approver input, comment and name and a run's variable full of shell syntax pass through the real approval
+    role (decided through the api) into a script that echoes them: the script prints them verbatim and none runs."""
+    from tests.unit.executor.builders import approval as approval_step
+    from tests.unit.executor.builders import as_yaml, pipeline, shell, stage
+
+    marker = tmp_path / "pwned"
+    hostile = HOSTILE.format(marker=marker)
+    approver = "o'brien;$(echo${IFS}ran)`echo${IFS}ran`\""  # user ids hold no spaces or slashes
+    directory = tmp_path / "directory.yaml"
+    directory.write_text(json.dumps({"groups": {"docs": [{"user": approver}]}}))
+    approval_settings = ApprovalSettings(
+        **{**settings.model_dump(), "decision_keys": {"api": KEY}, "directory_file": directory}
+    )
+    approval = Service(
+        dataclasses.replace(approval_spec(approval_settings, cli_clock()), group_id=names.group("approval")),
+        approval_settings,
+    )
+    steps = "approve.output"
+    script = "\n".join(
+        [
+            "echo <+pipeline.variables.v>",
+            'echo "<+execution.steps.' + steps + '.approverInputs.foo>"',
+            "echo '<+execution.steps." + steps + ".approvalActivities[0].comments>'",
+            "cat <<EOF",
+            "<+execution.steps." + steps + ".approvalActivities[0].user.name>",
+            "EOF",
+        ]
+    )
+    document = pipeline(
+        stage("release", approval_step("approve"), shell("show", script)),
+        variables=[{"name": "v", "type": "String", "value": "<+input>"}],
+    )
+    executor = RealGatesRole(settings, names, database_url)
+    await approval.start()
+    await executor.start()
+    api = ApiRole(
+        ApiSettings(**{**settings.model_dump(), "api_decision_key": KEY, "api_port": 0, "api_host": "127.0.0.1"}),
+        requests_topic=executor.requests,
+    )
+    await api.start()
+    async with executor.pool.acquire() as conn:
+        _, token_text = await issue_token(
+            conn,
+            ApiRepository(),
+            user=approver,
+            name="test",
+            permissions=(),
+            lifetime=timedelta(days=1),
+            now=datetime.now(UTC),
+        )
+    env = {
+        "SIGNOFF_HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "SIGNOFF_API_URL": api.url,
+        "SIGNOFF_TOKEN": token_text,
+    }
+    try:
+        request = execution_request(as_yaml(document), pipeline_id="test_pipeline", variables={"v": hostile})
+        await executor.send(request)
+        gate = await eventually(lambda: executor.gate_row(request.execution_id), timeout=30, what="GateOpened")
+        args = ["approve", gate["gate_id"], "--token", gate["token"], "--comment", hostile, "--input", f"foo={hostile}"]
+        result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        await executor.wait_status(request.execution_id, "SUCCEEDED")
+        printed = (await executor.logs(request.execution_id))["release.show"]
+        assert printed == f"{hostile}\n{hostile}\n{hostile}\n{approver}\n"
+        assert not marker.exists()
+    finally:
+        await api.stop()
+        await executor.stop()
+        await approval.stop()
+
+
+async def test_a_request_the_approval_role_cannot_serve_fails_the_pipeline_at_once(
+    settings, names, database_url, tmp_path
+):
+    """A typo'd user group: the approval role refuses the request (RequestRefused) and the executor fails the step
+    with its reason at once, instead of waiting a day for a gate nobody can approve."""
+    from tests.unit.executor.builders import approval as approval_step
+    from tests.unit.executor.builders import as_yaml, pipeline, stage
+
+    directory = tmp_path / "directory.yaml"
+    directory.write_text("groups:\n  docs:\n    - {user: dana}\n")
+    approval_settings = ApprovalSettings(
+        **{**settings.model_dump(), "decision_keys": {"cli": KEY}, "directory_file": directory}
+    )
+    approval = Service(
+        dataclasses.replace(approval_spec(approval_settings, FixedClock(START)), group_id=names.group("approval")),
+        approval_settings,
+    )
+    step = approval_step("approve")
+    step["step"]["spec"]["approvers"]["userGroups"] = ["dosc"]
+    document = pipeline(stage("release", step))
+    executor = RealGatesRole(settings, names, database_url)
+    await approval.start()
+    await executor.start()
+    try:
+        request = execution_request(as_yaml(document), pipeline_id="test_pipeline")
+        await executor.send(request)
+        row = await executor.wait_status(request.execution_id, "FAILED")
+        reason = (
+            "the approval service refused the request: policy.user_groups: unknown user group 'dosc'; "
+            "policy.minimum_count: 1 approvals needed but only 0 eligible people"
+        )
+        assert row["reason"] == f"step release.approve failed: {reason}"
+        assert (await executor.step(request.execution_id, "release.approve"))["reason"] == reason
+        (failed,) = await executor.published(wire.ExecutionFailed.event_type, request.execution_id)
+        assert reason in failed.error
+    finally:
+        await executor.stop()
+        await approval.stop()

@@ -4,7 +4,7 @@ standing in for Slack, Teams, webhooks and the approval page, and an aiosmtpd SM
 The sink dedupes by `Idempotency-Key` (as a well-behaved receiver does) and records every request, so tests can
 tell "received twice" from "accepted twice". Its paths behave as configured: `ok`, `flaky` (answers 503 to about
 half of the requests, seeded), `fail-first` (503 to the first request of each key), `hang` (never answers until
-the test ends), or an HTTP status to answer.
+the test ends), `retry-after` (429 with `Retry-After: 120`), or an HTTP status to answer.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import asyncio
 import dataclasses
 import email
 import email.policy
-import hashlib
-import hmac
 import json
 import random
 import socket
@@ -28,6 +26,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from signoff import contracts as wire
 from signoff.catalog import Catalog
@@ -85,6 +84,8 @@ class HttpSink:
             return web.Response(status=503, text="flaky")
         if mode == "fail-first" and sum(1 for h in self.hits[path] if h.headers.get("Idempotency-Key") == key) == 1:
             return web.Response(status=503, text="first try fails")
+        if mode == "retry-after":  # Slack's and Teams' rate limit: 429 with the seconds to wait
+            return web.Response(status=429, text="slow down", headers={"Retry-After": "120"})
         if mode.isdigit():
             return web.Response(status=int(mode), text="as configured")
         self.accepted[path].setdefault(key, hit)  # a repeat of a key is acknowledged, not accepted again
@@ -131,8 +132,13 @@ def free_port() -> int:
 
 
 def signature_ok(hit: Hit) -> bool:
-    expected = "sha256=" + hmac.new(HMAC_KEY.encode(), hit.body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(hit.headers.get("X-Signoff-Signature", ""), expected)
+    """Verified as a Standard Webhooks receiver does (the `standardwebhooks` package): id, timestamp and body
+    under the channel's key, the timestamp within 5 minutes of now."""
+    try:
+        Webhook(HMAC_KEY.encode()).verify(hit.body, hit.headers, json_parse=False)
+    except WebhookVerificationError:
+        return False
+    return hit.headers.get("webhook-id") == hit.headers.get("Idempotency-Key")
 
 
 def gate_opened(**changes: Any) -> wire.GateOpened:

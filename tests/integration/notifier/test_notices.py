@@ -122,3 +122,49 @@ async def test_reminders_and_escalation_follow_the_injected_clock(notifier: Noti
     states = await eventually(schedule_closed, what="the 30m reminder cancelled")
     assert states == {"escalation:release_managers": "done", "reminder:2h": "done", "reminder:30m": "cancelled"}
     assert (await kinds()).count("reminder") == 3
+
+
+async def test_a_refused_request_is_told_to_the_pipelines_triggerer(notifier: NotifierHarness) -> None:
+    """No gate opened, so no approver was told: the triggerer learns why, on the `*` routes' channels."""
+    from signoff.notifier.domain import Routing
+
+    (notifier.secrets / "slack-url").write_text(f"{notifier.http.url}/slack\n")
+    routing = Routing.from_mapping(
+        {
+            "channels": [
+                {"name": "all-slack", "type": "slack", "secret_ref": "slack-url"},
+                {
+                    "name": "all-mail",
+                    "type": "email",
+                    "settings": {
+                        "from": "signoff@example.com",
+                        "smtp_host": "127.0.0.1",
+                        "smtp_port": notifier.smtp_port,
+                    },
+                },
+            ],
+            "routes": [{"groups": ["*"], "channels": ["all-slack", "all-mail"]}],
+        }
+    )
+    await notifier.start(routing)
+    refused = wire.RequestRefused.model_validate(
+        {
+            "key": {"pipeline_id": "p", "execution_id": "e-refused", "stage_id": "s", "step_id": "approve"},
+            "reasons": {"policy.user_groups": "unknown user group 'dosc'"},
+            "triggered_by": {"user": "alice", "name": "Alice", "email": "Alice@example.com"},
+            "pipeline_name": "Payments release",
+            "step_name": "Approve",
+            "refused_at": "2025-03-04T10:00:00Z",
+        }
+    )
+    await notifier.publish(refused)
+    rows = await notifier.wait_deliveries(
+        "p/e-refused/s/approve/1", lambda r: r["status"] == "sent", count=2, what="the triggerer told"
+    )
+    assert {(r["channel"], r["recipient"], r["kind"]) for r in rows} == {
+        ("all-slack", "all-slack", "refused"),
+        ("all-mail", "alice@example.com", "refused"),
+    }
+    (message,) = [m for m in notifier.mail.messages if "alice@example.com" in m["X-Envelope-To"]]
+    assert "Approval request refused: Payments release" in message["Subject"]
+    assert "policy.user_groups: unknown user group 'dosc'" in message.get_body(("plain",)).get_content()

@@ -152,3 +152,39 @@ async def test_a_delivery_left_by_a_dead_replica_is_sent_after_its_lease(notifie
     orphan = next(r for r in rows if r["idempotency_key"] == "orphan")
     assert orphan["attempts"] == 2
     assert set(notifier.http.accepted["lease"]) == {"orphan", "fresh"}
+
+
+async def test_a_429_with_retry_after_is_tried_again_no_sooner_than_asked(notifier: NotifierHarness) -> None:
+    notifier.http.behaviour["limited"] = "retry-after"
+    await notifier.start(webhook_routing(notifier, ("limited", {})), delivery_max_attempts=3)
+    opened = gate_opened()
+    await notifier.publish(opened)
+    (row,) = await notifier.wait_deliveries(
+        opened.gate_id, lambda r: r["attempts"] == 1 and r["status"] == "pending", count=1, what="the first try"
+    )
+    # The backoff alone would retry after 1-2 s; the channel asked for 120 s.
+    assert row["next_attempt_at"] - row["updated_at"] >= timedelta(seconds=120)
+    assert "HTTP 429" in row["last_error"]
+
+
+async def test_a_delivery_whose_channel_was_removed_from_routing_is_dropped(notifier: NotifierHarness) -> None:
+    notifier.http.behaviour["gone"] = "retry-after"  # its first try fails; the retry waits two minutes
+    await notifier.start(webhook_routing(notifier, ("kept", {}), ("gone", {})))
+    opened = gate_opened()
+    await notifier.publish(opened)
+    await notifier.wait_deliveries(
+        opened.gate_id,
+        lambda r: (r["channel"], r["status"]) in (("kept", "sent"), ("gone", "pending")) and r["attempts"] == 1,
+        count=2,
+        what="kept sent, gone waiting for its retry",
+    )
+    await notifier.stop_service()
+    await notifier.start(webhook_routing(notifier, ("kept", {})))  # the routing file no longer has `gone`
+    rows = await notifier.wait_deliveries(
+        opened.gate_id,
+        lambda r: r["status"] == ("sent" if r["channel"] == "kept" else "dead"),
+        count=2,
+        what="the delivery of the removed channel ended",
+    )
+    (gone,) = [row for row in rows if row["channel"] == "gone"]
+    assert gone["last_error"] == "dropped: channel removed" and gone["attempts"] == 1

@@ -328,3 +328,50 @@ async def test_health_readiness_and_metrics_endpoints(harness):
 
 async def _equals(awaitable, expected) -> bool:
     return await awaitable == expected
+
+
+def _lag_partitions(name: str, topic: str) -> set[int]:
+    """Partitions with a `signoff_consumer_lag` series of consumer `name` on `topic` in this process."""
+    from signoff.runtime.metrics import CONSUMER_LAG
+
+    return {
+        int(sample.labels["partition"])
+        for metric in CONSUMER_LAG.collect()
+        for sample in metric.samples
+        if sample.labels["consumer"] == name and sample.labels["topic"] == topic
+    }
+
+
+async def test_lag_series_of_revoked_partitions_are_removed(harness, names):
+    """Another replica joins and takes a partition: this one stops reporting its lag (no double count)."""
+    topic = names.topic("signoff.test.lagged")
+    await ensure_topics(harness.settings.model_copy(update={"kafka_topic_partitions": 2}), [topic])
+    loop = ConsumerLoop(
+        name=harness.group,
+        topics=[topic],
+        consumer=make_consumer(harness.settings, [topic], harness.group, "test-consumer"),
+        pool=harness.pool,
+        schema=SCHEMA,
+        handler=LedgerHandler(),
+        dead_letter_topic=harness.dead_letters,
+    )
+    async with running(loop):
+        for partition in (0, 1):
+            value, headers = encode(make_event(f"lag-{partition}"))
+            await harness.producer.send_and_wait(topic, value, partition=partition, headers=headers)
+        await eventually(lambda: _true(_lag_partitions(harness.group, topic) == {0, 1}), what="lag of both partitions")
+        other = make_consumer(harness.settings, [topic], harness.group, "other-replica")
+        await other.start()
+        try:
+
+            async def taken():
+                await other.getmany(timeout_ms=200)
+                return other.assignment() or None
+
+            (took,) = await eventually(taken, what="the other replica to own a partition")
+            await eventually(
+                lambda: _true(took.partition not in _lag_partitions(harness.group, topic)),
+                what="the revoked partition's lag series removed",
+            )
+        finally:
+            await other.stop()

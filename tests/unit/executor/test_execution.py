@@ -18,6 +18,8 @@ from signoff.executor.domain.actions import (
     TriggeredBy,
 )
 from signoff.executor.domain.execution import (
+    APPROVAL_ANSWER_GRACE,
+    NO_APPROVAL_ANSWER,
     RESTART_REASON,
     Execution,
     ExecutionStatus,
@@ -237,7 +239,8 @@ def test_without_a_catalog_refs_are_unresolved_but_identifiers_still_render() ->
     )
     execution = start(document)
     [run] = execution.next_actions(T0)
-    assert isinstance(run, RunShellScript) and run.script == "echo checkout staging"
+    assert isinstance(run, RunShellScript) and run.script == 'echo "${SIGNOFF_EXPR_1}" "${SIGNOFF_EXPR_2}"'
+    assert run.environment == {"SIGNOFF_EXPR_1": "checkout", "SIGNOFF_EXPR_2": "staging"}
     execution.step_succeeded("staging.a", now=T0)
     [request] = execution.next_actions(T0)
     assert isinstance(request, RequestApproval)
@@ -261,10 +264,15 @@ def test_approve_then_run_to_success_with_parallel_steps_and_wait(catalog: Catal
     assert step.approval.inputs == {"foo": "baz"} and step.approval.activities[0].comments == "lgtm"
 
     [echo] = execution.next_actions(approved_at)
-    assert isinstance(echo, RunShellScript) and echo.script == 'echo "foo is baz"'
+    assert isinstance(echo, RunShellScript) and echo.script == 'echo "foo is ${SIGNOFF_EXPR_1}"'
+    assert echo.environment == {"SIGNOFF_EXPR_1": "baz"}
     execution.step_succeeded(echo.step_path, now=approved_at)
     [swap] = execution.next_actions(approved_at)
-    assert isinstance(swap, RunShellScript) and swap.script == 'echo "routing Staging traffic to 1.4.2"'
+    assert (
+        isinstance(swap, RunShellScript)
+        and swap.script == 'echo "routing ${SIGNOFF_EXPR_1} traffic to ${SIGNOFF_EXPR_2}"'
+    )
+    assert swap.environment == {"SIGNOFF_EXPR_1": "Staging", "SIGNOFF_EXPR_2": "1.4.2"}
     execution.step_succeeded(swap.step_path, now=approved_at)
     assert execution.stage_status(STAGING) == StepStatus.SUCCEEDED
 
@@ -405,7 +413,11 @@ def test_start_variables_runtime_inputs_defaults_and_types() -> None:
     execution = start(document, variables={"tag": "2.0.0", "replicas": "5"})
     assert execution.variables == {"tag": "2.0.0", "speed": "normal", "replicas": 5, "token": None}
     [run] = execution.next_actions(T0)
-    assert isinstance(run, RunShellScript) and run.script == "echo 2.0.0 normal 5"
+    assert isinstance(run, RunShellScript) and run.environment == {
+        "SIGNOFF_EXPR_1": "2.0.0",
+        "SIGNOFF_EXPR_2": "normal",
+        "SIGNOFF_EXPR_3": "5",
+    }
 
 
 # -- persistence and restart ----------------------------------------------------------------------------------------
@@ -420,7 +432,7 @@ def test_serialization_round_trip_mid_execution(catalog: Catalog) -> None:
     assert restored.waiting_approvals() == [request.step_path]
     restored.approval_approved(request.step_path, {"foo": "qux"}, [Approver(name="Bo")], now=T0)
     [echo] = restored.next_actions(T0)
-    assert isinstance(echo, RunShellScript) and echo.script == 'echo "foo is qux"'
+    assert isinstance(echo, RunShellScript) and echo.environment == {"SIGNOFF_EXPR_1": "qux"}
 
 
 def test_pending_actions_survive_serialization() -> None:
@@ -483,3 +495,48 @@ def test_outputs_of_a_step_still_running_are_unresolved_with_the_reason() -> Non
     assert rendered.reasons == {"<+execution.steps.a.output.outputVariables.url>": "step 'a' has not finished"}
     execution.step_succeeded("s.a", {"url": "https://x"}, now=T0)
     assert render("<+execution.steps.a.output.outputVariables.url>", execution.context_for("s.c")).text == "https://x"
+
+
+# -- approvals the service cannot serve, or never answers ---------------------------------------------------------
+
+
+def test_a_refused_request_fails_the_step_at_once_with_the_reasons(catalog: Catalog) -> None:
+    execution = blue_green(catalog)
+    request = run_to_approval(execution)
+    reasons = "policy.user_groups: unknown user group 'dosc'"
+    assert execution.approval_refused(request.step_path, reasons, now=T0 + timedelta(minutes=3))
+    step = execution.step(request.step_path)
+    assert step.status == StepStatus.FAILED
+    assert step.reason == f"the approval service refused the request: {reasons}"
+    assert execution.status == ExecutionStatus.FAILED
+    assert not execution.approval_refused(request.step_path, reasons, now=T0 + timedelta(minutes=4))  # late
+
+
+def test_a_step_with_no_answer_fails_after_the_gate_expiry_plus_the_grace(catalog: Catalog) -> None:
+    execution = blue_green(catalog)
+    request = run_to_approval(execution)
+    asked = T0 + timedelta(minutes=2)
+    assert request.request.expires_at == asked + timedelta(days=1)  # the seed's step says 1d
+    # Before GateOpened the step's own timeout bounds the wait; GateOpened moves it to the gate's expiry.
+    assert execution.next_wakeup() == asked + timedelta(days=1) + APPROVAL_ANSWER_GRACE
+    expires = asked + timedelta(hours=5)
+    assert execution.approval_opened(request.step_path, expires, now=asked)
+    assert execution.next_wakeup() == expires + APPROVAL_ANSWER_GRACE
+    assert not execution.tick(expires + APPROVAL_ANSWER_GRACE - timedelta(seconds=1))
+    assert execution.tick(expires + APPROVAL_ANSWER_GRACE)
+    step = execution.step(request.step_path)
+    assert (step.status, step.reason) == (StepStatus.FAILED, NO_APPROVAL_ANSWER)
+    assert execution.status == ExecutionStatus.FAILED
+    cancels = [a for a in execution.next_actions(expires + APPROVAL_ANSWER_GRACE) if isinstance(a, CancelApproval)]
+    assert [c.step_path for c in cancels] == [request.step_path]
+
+
+def test_a_step_without_a_timeout_leaves_it_to_the_approval_service() -> None:
+    document = pipeline(stage("release", approval("approve")))
+    del document["pipeline"]["stages"][0]["stage"]["spec"]["execution"]["steps"][0]["step"]["timeout"]
+    execution = start(document)
+    [request] = execution.next_actions(T0)
+    assert isinstance(request, RequestApproval)
+    assert request.request.timeout is None and request.request.expires_at is None
+    # Until the gate opens, only the grace bounds the wait for an answer.
+    assert execution.next_wakeup() == T0 + APPROVAL_ANSWER_GRACE

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from signoff.executor.domain.expressions import Context, Unknown, find_expressions, marker, render, render_marked
+from signoff.executor.domain.expressions import (
+    Context,
+    Unknown,
+    bind_script,
+    find_expressions,
+    marker,
+    render,
+    render_marked,
+)
 
 
 @pytest.fixture
@@ -163,3 +171,55 @@ def test_contexts_are_immutable(ctx: Context) -> None:
 
 def test_find_expressions() -> None:
     assert find_expressions("a <+x.y> b <+z> <+x.y>") == ["<+x.y>", "<+z>", "<+x.y>"]
+
+
+# -- scripts: values are data -------------------------------------------------------------------------------------
+
+HOSTILE = '$(touch /tmp/pwned) `id` ; rm -rf x && it\'s "quoted"\nEOF\nnext'
+
+
+def _hostile() -> Context:
+    return Context({"pipeline": {"variables": {"x": HOSTILE, "y": "plain"}}})
+
+
+def test_a_script_references_each_value_as_an_environment_variable_quoted_for_where_it_stands() -> None:
+    script = "\n".join(
+        [
+            "echo <+pipeline.variables.x>",
+            'echo "in double <+pipeline.variables.x>"',
+            "echo 'in single <+pipeline.variables.x>'",
+            "echo $'ansi <+pipeline.variables.y>\\t'",
+            "# it's a comment <+pipeline.variables.y>",
+            "echo <+pipeline.variables.y>",
+        ]
+    )
+    bound = bind_script(script, _hostile())
+    assert bound.text == "\n".join(
+        [
+            'echo "${SIGNOFF_EXPR_1}"',
+            'echo "in double ${SIGNOFF_EXPR_1}"',
+            "echo 'in single '\"${SIGNOFF_EXPR_1}\"''",
+            "echo $'ansi '\"${SIGNOFF_EXPR_2}\"$'\\t'",
+            "# it's a comment <+pipeline.variables.y>",  # nothing in a comment runs
+            'echo "${SIGNOFF_EXPR_2}"',  # the comment's quote did not open a string
+        ]
+    )
+    assert bound.values == {"SIGNOFF_EXPR_1": HOSTILE, "SIGNOFF_EXPR_2": "plain"}
+    assert "touch" not in bound.text and not bound.unresolved
+
+
+def test_here_documents_expand_a_reference_and_a_quoted_one_never_ends_early() -> None:
+    script = "cat <<EOF\nv=<+pipeline.variables.x>\nEOF\ncat <<-'END'\n\tv=<+pipeline.variables.y>\n\tEND\necho done\n"
+    bound = bind_script(script, _hostile())
+    assert bound.text == "cat <<EOF\nv=${SIGNOFF_EXPR_1}\nEOF\ncat <<-'END'\n\tv=plain\n\tEND\necho done\n"
+    # In a quoted here-document nothing expands, so the value is written there, unless it would end it early.
+    early = bind_script("cat <<'EOF'\n<+pipeline.variables.x>\nEOF\n", _hostile())
+    assert early.unresolved == ["<+pipeline.variables.x>"]
+    assert early.reasons["<+pipeline.variables.x>"] == "its value would end the quoted here-document 'EOF'"
+
+
+def test_an_unresolved_expression_in_a_script_keeps_its_raw_text() -> None:
+    bound = bind_script("echo <+pipeline.variables.nope> <+pipeline.variables.y>", _hostile())
+    assert bound.text == 'echo <+pipeline.variables.nope> "${SIGNOFF_EXPR_1}"'
+    assert bound.unresolved == ["<+pipeline.variables.nope>"]
+    assert bound.reasons == {"<+pipeline.variables.nope>": "no pipeline variable 'nope'"}

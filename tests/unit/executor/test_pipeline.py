@@ -281,10 +281,13 @@ def test_approval_policy_that_nobody_could_satisfy_is_refused() -> None:
             "s",
             approval("a", approvers={"users": ["ada"], "minimumCount": 2}),
             approval("b", approverInputs=[{"name": "x", "defaultValue": "z", "allowedValues": ["y"]}, {"name": "x"}]),
+            # The approval domain's rule, asked early: Alice and alice are one person, as when votes are counted.
+            approval("c", approvers={"users": ["Alice", "alice"], "minimumCount": 2}),
         )
     )
     found = issues(document)
-    assert found[0].endswith("steps[0].step.spec.approvers: minimumCount 2 exceeds the 1 listed users")
+    assert found[0].endswith("steps[0].step.spec.approvers: minimumCount 2 exceeds the 1 listed user")
+    assert any(p.endswith("steps[2].step.spec.approvers: minimumCount 2 exceeds the 1 listed user") for p in found)
     assert any(
         p.endswith("steps[1].step.spec.approverInputs[0]: defaultValue 'z' is not one of allowedValues") for p in found
     )

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from signoff.catalog import Catalog
-from signoff.contracts.events import GateOpened
+from signoff.contracts.events import GateOpened, GateRejected, RequestRefused
+from signoff.notifier.domain import ApprovalView, OutcomeView
+from signoff.notifier.domain.view import NotificationView
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE_EVENTS = REPO / "examples" / "events"
@@ -81,3 +83,26 @@ def opened_data(**changes: Any) -> dict[str, Any]:
 
 def opened(**changes: Any) -> GateOpened:
     return GateOpened.model_validate(opened_data(**changes))
+
+
+def hard_views() -> list[NotificationView]:
+    """Views that push the renderers' limits: many stages, long and entity-heavy text, injections, an outcome,
+    a refused request."""
+    base = opened()
+    many = [base.upcoming_stages[0].model_copy(update={"identifier": f"s{i}", "name": f"Stage {i}"}) for i in range(80)]
+    events = [
+        base,
+        opened(message="\n".join(f"line {i} " + "x" * 80 for i in range(200))),
+        opened(custom_data={"blob": "<&>" * 2700}),
+        base.model_copy(update={"upcoming_stages": many}),
+        base.model_copy(update={"pipeline_name": "R&D " + "&" * 140, "stage_name": "<deploy> & <verify>"}),
+        base.model_copy(update={"message": " ".join(INJECTIONS)}),
+    ]
+    views: list[NotificationView] = [
+        ApprovalView.from_gate_opened(event, catalog(), now=NOW, approval_page_url=PAGE) for event in events
+    ]
+    rejected = GateRejected.model_validate(example_data("io.signoff.gate.rejected.v1"))
+    views.append(OutcomeView.from_event(rejected, approval_page_url=PAGE, opened=events[4]))
+    refused = RequestRefused.model_validate(example_data("io.signoff.gate.request_refused.v1"))
+    views.append(OutcomeView.from_event(refused, approval_page_url=PAGE))
+    return views

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from signoff.notifier.channels import Outgoing, SecretMissing, Secrets, SmtpTransport, _http_error
-from signoff.notifier.domain import ApprovalView, Routing, render
-from tests.unit.notifier.builders import NOW, PAGE, catalog, opened
+from signoff.notifier.channels import (
+    HttpTransport,
+    Outgoing,
+    SecretMissing,
+    Secrets,
+    SmtpTransport,
+    _http_error,
+    retry_after,
+)
+from signoff.notifier.domain import ApprovalView, Routing, next_attempt, render
+from signoff.notifier.domain.retry import MAX_RETRY_AFTER
+from tests.unit.notifier.builders import NOW, PAGE, REPO, catalog, opened
 
 
 def test_a_secret_comes_from_the_environment_before_the_folder(tmp_path: Path) -> None:
@@ -23,9 +36,43 @@ def test_a_secret_comes_from_the_environment_before_the_folder(tmp_path: Path) -
 
 
 def test_http_statuses_are_permanent_or_retried() -> None:
-    assert _http_error(404, "").permanent and _http_error(400, "").permanent
-    assert not _http_error(429, "").permanent and not _http_error(503, "").permanent
-    assert not _http_error(408, "").permanent
+    assert _http_error(404, "", {}).permanent and _http_error(400, "", {}).permanent
+    assert not _http_error(429, "", {}).permanent and not _http_error(503, "", {}).permanent
+    assert not _http_error(408, "", {}).permanent
+
+
+def test_retry_after_is_read_from_429_and_503_as_seconds_or_a_date() -> None:
+    now = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
+    assert retry_after("120", now) == timedelta(seconds=120)
+    assert retry_after("Tue, 04 Mar 2025 10:05:00 GMT", now) == timedelta(minutes=5)
+    assert retry_after("Tue, 04 Mar 2025 09:00:00 GMT", now) == timedelta(0)
+    assert retry_after("soon", now) is None and retry_after(None, now) is None
+    assert _http_error(429, "", {"Retry-After": "30"}).retry_after == timedelta(seconds=30)
+    assert _http_error(503, "", {"Retry-After": "30"}).retry_after == timedelta(seconds=30)
+    assert _http_error(500, "", {"Retry-After": "30"}).retry_after is None
+
+
+def test_the_next_try_waits_at_least_what_the_channel_asked() -> None:
+    now = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
+    plain = next_attempt(1, now, rand=lambda: 0.0)
+    assert plain == now + timedelta(seconds=1)
+    assert next_attempt(1, now, rand=lambda: 0.0, retry_after=timedelta(seconds=90)) == now + timedelta(seconds=90)
+    assert next_attempt(1, now, rand=lambda: 0.0, retry_after=timedelta(days=2)) == now + MAX_RETRY_AFTER
+    assert next_attempt(8, now, rand=lambda: 0.0, retry_after=timedelta(seconds=90)) is None  # the last try
+
+
+def test_the_documented_webhook_signature_recomputes() -> None:
+    """docs/notifications.md, "Verifying a webhook": the worked example, through the transport's own signer."""
+    text = (REPO / "docs" / "notifications.md").read_text().split("## Verifying a webhook", 1)[1]
+    example = dict(line.split(": ", 1) for line in text.split("```text\n", 1)[1].split("\n```", 1)[0].splitlines())
+    signed = f"{example['webhook-id']}.{example['webhook-timestamp']}.{example['body']}"
+    assert example["signed"] == signed
+    digest = hmac.new(b"webhook-signing-key", signed.encode(), hashlib.sha256).digest()
+    assert example["webhook-signature"] == "v1," + base64.b64encode(digest).decode()
+    moment = datetime.fromtimestamp(int(example["webhook-timestamp"]), UTC)
+    transport = HttpTransport(None, "https://hooks.example.com", signing_key="webhook-signing-key")  # type: ignore[arg-type]
+    assert transport.signer is not None
+    assert transport.signer.sign(example["webhook-id"], moment, example["body"]) == example["webhook-signature"]
 
 
 def routing(**mail_settings) -> Routing:

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from signoff.contracts.base import format_utc
 from signoff.contracts.events import GateRejected
 from signoff.notifier.domain import (
     ApprovalView,
@@ -23,7 +24,7 @@ from signoff.notifier.domain import (
     to_json,
 )
 
-from .builders import INJECTIONS, NOW, PAGE, catalog, example_data, opened
+from .builders import INJECTIONS, NOW, PAGE, catalog, example_data, hard_views, opened
 
 NAMES = (
     "Checkout API",
@@ -266,3 +267,90 @@ def test_approver_inputs_show_default_required_and_allowed_values() -> None:
 def test_reminder_title(view: ApprovalView) -> None:
     reminder = view.restated(now=NOW, headline="Reminder: approval needed")
     assert render_email(reminder).subject == "Reminder: approval needed: Payments release / Deploy to staging"
+
+
+# -- payloads Slack accepts ---------------------------------------------------------------------------------------
+
+
+def assert_slack_accepts(payload: dict) -> None:
+    """Every block passes slack_sdk's Block Kit model validation (lengths, counts, required fields) and survives
+    its round trip unchanged (no field the models do not know)."""
+    from slack_sdk.models.blocks import Block
+
+    assert len(payload["blocks"]) <= 50 and payload["text"]
+    for raw in payload["blocks"]:
+        block = Block.parse(raw)
+        assert block is not None, raw
+        block.validate_json()
+        assert block.to_dict() == raw
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_every_rendered_slack_payload_passes_block_kit_validation(index: int) -> None:
+    assert_slack_accepts(render_slack(hard_views()[index]))
+
+
+def test_a_slack_header_is_escaped_then_cut_without_splitting_an_entity() -> None:
+    event = opened().model_copy(update={"pipeline_name": "R&D " + "&" * 140})
+    view = ApprovalView.from_gate_opened(event, catalog(), now=NOW, approval_page_url=PAGE)
+    header = render_slack(view)["blocks"][0]["text"]["text"]
+    assert len(header) <= 150
+    assert header.startswith("Approval needed: R&amp;D &amp;&amp;")
+    assert re.search(r"&(?!amp;|lt;|gt;)", header) is None and header.endswith("&amp;")
+
+
+def test_webhooks_carry_ce_time() -> None:
+    view = ApprovalView.from_gate_opened(opened(), catalog(), now=NOW, approval_page_url=PAGE)
+    assert dict(render_webhook(view).headers)["ce-time"] == view.opened_at
+    rejected = GateRejected.model_validate(example_data("io.signoff.gate.rejected.v1"))
+    outcome = OutcomeView.from_event(rejected, approval_page_url=PAGE, opened=opened())
+    assert dict(render_webhook(outcome).headers)["ce-time"] == format_utc(rejected.rejected_at)
+
+
+def _teams_bytes(payload: dict) -> int:
+    return len(to_json(payload).encode())
+
+
+def test_teams_cards_stay_within_the_byte_budget() -> None:
+    """16 upcoming stages, or large custom data, once gave cards Teams refuses (over ~28 KB)."""
+    from signoff.notifier.domain.render import TEAMS_MAX_BYTES
+
+    base = opened()
+    stages = [
+        base.upcoming_stages[0].model_copy(update={"identifier": f"s{i}", "name": f"Stage {i}"}) for i in range(16)
+    ]
+    for event, dropped in (
+        (base.model_copy(update={"upcoming_stages": stages}), True),  # whole sections left to the gate page
+        (opened(custom_data={f"k{i}": "v" * 2000 for i in range(120)}), False),  # one long block, cut
+    ):
+        view = ApprovalView.from_gate_opened(event, catalog(), now=NOW, approval_page_url=PAGE)
+        payload = render_teams(view)
+        assert _teams_bytes(payload) <= TEAMS_MAX_BYTES
+        card = payload["attachments"][0]["content"]
+        assert card["version"] == "1.5" and card["actions"]  # the buttons always stay
+        texts = [block["text"] for block in card["body"]]
+        assert texts[0].startswith("Approval needed")
+        assert texts[-1].startswith("More on [the gate page](") is dropped
+    # One huge value: its block is cut (never after a lone escaping backslash) and marked.
+    view = ApprovalView.from_gate_opened(
+        opened(custom_data={"blob": "*" * 8000}), catalog(), now=NOW, approval_page_url=PAGE
+    )
+    card = render_teams(view)["attachments"][0]["content"]
+    (cut,) = [block["text"] for block in card["body"] if "\\*" * 100 in block["text"]]
+    assert len(cut) <= 4002 and cut.endswith("\\* …")
+    small = render_teams(ApprovalView.from_gate_opened(base, catalog(), now=NOW, approval_page_url=PAGE))
+    assert "More on" not in to_json(small)  # a card that fits is whole
+
+
+def test_a_refused_request_renders_on_every_channel_with_its_reasons() -> None:
+    from signoff.contracts.events import RequestRefused
+
+    refused = RequestRefused.model_validate(example_data("io.signoff.gate.request_refused.v1"))
+    view = OutcomeView.from_event(refused, approval_page_url=PAGE)
+    assert (view.kind, view.gate_id) == ("refused", refused.key.as_path())
+    mail = render_email(view)
+    assert "Approval request refused: Payments release" in mail.subject
+    assert "policy.user_groups: unknown user group 'dosc'" in mail.text and "timeout: 30d is over" in mail.text
+    assert_slack_accepts(render_slack(view))
+    assert "unknown user group 'dosc'" in teams_text(render_teams(view))
+    assert dict(render_webhook(view).headers)["ce-time"] == "2025-03-04T09:30:01Z"

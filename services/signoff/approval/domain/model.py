@@ -7,7 +7,7 @@ Every type here is immutable. Constructors check shape (a rule with nobody in it
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeAlias
@@ -22,6 +22,18 @@ def user_key(user_id: str) -> str:
     quorum, and must not slip past the self-approval ban by changing case.
     """
     return user_id.strip().casefold()
+
+
+def quorum_beyond_listed(user_groups: Sequence[str], users: Sequence[str], minimum_count: int) -> str | None:
+    """Why a rule without user groups can never pass (its listed users, compared case-folded, are everyone who could
+    approve, and there are fewer than `minimum_count`), or None. Needs no directory: pipeline validation asks it
+    early, the approval service again (with the directory) in `refusal_reasons`."""
+    if user_groups:
+        return None
+    listed = {user_key(user) for user in users}
+    if minimum_count > len(listed):
+        return f"minimumCount {minimum_count} exceeds the {len(listed)} listed user{'s' if len(listed) != 1 else ''}"
+    return None
 
 
 def require_aware(moment: datetime, what: str) -> None:
@@ -153,11 +165,8 @@ class ApprovalRule:
             raise InvalidDefinition("ApprovalRule needs at least one user group or user")
         # Without groups the listed users are the whole population, so the rule can be checked now rather than
         # discovered when the gate times out. With groups it depends on membership, checked when the gate opens.
-        listed = {user_key(user) for user in self.users}
-        if not self.user_groups and self.minimum_count > len(listed):
-            raise InvalidDefinition(
-                f"ApprovalRule.minimum_count {self.minimum_count} exceeds its {len(listed)} listed user(s)"
-            )
+        if problem := quorum_beyond_listed(self.user_groups, self.users, self.minimum_count):
+            raise InvalidDefinition(f"ApprovalRule: {problem}")
 
     def user_keys(self) -> frozenset[str]:
         """The listed users in comparison form."""

@@ -21,7 +21,8 @@ class RefusalReason(enum.StrEnum):
     INVALID_INPUTS = "invalid_inputs"
     """Unknown input name, value outside the allowed values, or a required input left without a value."""
     DUPLICATE = "duplicate"
-    """The decision id was already counted. Also decided by the service (inbox / votes table) before the aggregate."""
+    """The decision id was already seen, counted or refused. Decided by the service (the decisions it has seen)
+    before the aggregate, and by the aggregate for its own votes."""
 
     # Decided outside the aggregate, before the gate is loaded.
     UNSIGNED = "unsigned"
@@ -32,3 +33,5 @@ class RefusalReason(enum.StrEnum):
     """No key is configured for the decision's source."""
     UNKNOWN_GATE = "unknown_gate"
     """No gate has the key (or token) the decision names."""
+    STALE_DECISION = "stale_decision"
+    """`decided_at` is further from the decision's arrival than the service allows (a late replay)."""

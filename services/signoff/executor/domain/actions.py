@@ -195,9 +195,9 @@ class ApprovalRequest(_Model):
     upcoming_stages: tuple[StageMetadata, ...] = ()
     policy: ApprovalPolicy
     inputs: tuple[ApprovalInput, ...] = ()
-    timeout: timedelta
+    timeout: timedelta | None = Field(None, description="The step's timeout; None leaves it to the service's default.")
     requested_at: datetime
-    expires_at: datetime
+    expires_at: datetime | None = Field(None, description="When the gate should expire, if the step says.")
 
 
 # -- actions -----------------------------------------------------------------------------------------------------

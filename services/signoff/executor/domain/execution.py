@@ -19,6 +19,12 @@ ShellScript step that was RUNNING has lost its process; it FAILS with reason "ex
 was running", unless its spec sets `retryOnRestart: true`, in which case it is queued again as the next attempt
 (at most `MAX_ATTEMPTS` attempts in all). A RUNNING Wait keeps its deadline and its timer is re-armed. A step
 WAITING_APPROVAL needs nothing: its gate lives in the approval service, whose outcome event will arrive.
+
+A step WAITING_APPROVAL still has a deadline, in case no answer ever comes (the request was lost or dead-lettered,
+the approval service is gone): the gate's expiry plus `APPROVAL_ANSWER_GRACE` once GateOpened told it, before that
+the step's own timeout (if it has one) plus the grace. Past it, `tick` fails the step with
+`no answer from the approval service` and cancels the gate. A request the approval service refuses
+(`approval_refused`) fails the step at once with the service's reasons.
 """
 
 from __future__ import annotations
@@ -58,7 +64,15 @@ from signoff.executor.domain.actions import (
     StepInfo,
     TriggeredBy,
 )
-from signoff.executor.domain.expressions import EXPRESSION, Context, Rendered, Unknown, render, render_marked
+from signoff.executor.domain.expressions import (
+    EXPRESSION,
+    Context,
+    Rendered,
+    Unknown,
+    bind_script,
+    render,
+    render_marked,
+)
 from signoff.executor.domain.pipeline import (
     HarnessApprovalSpec,
     Pipeline,
@@ -84,6 +98,11 @@ SCHEMA_VERSION = 1
 MAX_ATTEMPTS = 3
 """Attempts of a `retryOnRestart` script across executor restarts, the first included."""
 RESTART_REASON = "executor restarted while the step was running"
+
+APPROVAL_ANSWER_GRACE = timedelta(minutes=15)
+"""How long past a gate's expiry a step waits for the approval service's outcome before it fails."""
+NO_APPROVAL_ANSWER = "no answer from the approval service"
+"""The reason a step fails with when no outcome (nor refusal) arrived by its deadline."""
 
 
 class StepStatus(StrEnum):
@@ -299,12 +318,11 @@ class Execution:
         return StepStatus.RUNNING
 
     def next_wakeup(self) -> datetime | None:
-        """The earliest deadline of a running script or wait: call `tick` then. Approval expiry is the approval
-        service's, so it is not included."""
+        """The earliest deadline of a running script, a wait, or an approval that got no answer: call `tick` then."""
         deadlines = [
             step.deadline
             for step in self._state.steps
-            if step.status == StepStatus.RUNNING and step.deadline is not None
+            if step.status in (StepStatus.RUNNING, StepStatus.WAITING_APPROVAL) and step.deadline is not None
         ]
         return min(deadlines, default=None)
 
@@ -429,6 +447,30 @@ class Execution:
         self._fail(now, f"approval {path} expired", ExecutionStatus.FAILED)
         return True
 
+    def approval_opened(self, path: str, expires_at: datetime, *, now: datetime) -> bool:
+        """The approval service opened the gate, expiring at `expires_at`: the step waits until then plus
+        `APPROVAL_ANSWER_GRACE` for an outcome. Returns True when the deadline changed."""
+        _check_now(now)
+        state = self._get(path, ("HarnessApproval",), "approval_opened")
+        if not self._live(state, None, {StepStatus.WAITING_APPROVAL}):
+            return False
+        deadline = expires_at + APPROVAL_ANSWER_GRACE
+        if state.deadline == deadline:
+            return False
+        state.deadline = deadline
+        return True
+
+    def approval_refused(self, path: str, reasons: str, *, now: datetime) -> bool:
+        """The approval service cannot serve the request (`reasons` by field): the step fails at once."""
+        _check_now(now)
+        state = self._get(path, ("HarnessApproval",), "approval_refused")
+        if not self._live(state, None, {StepStatus.WAITING_APPROVAL}):
+            return False
+        reason = f"the approval service refused the request: {reasons}"
+        self._finish_step(state, StepStatus.FAILED, now, reason)
+        self._fail(now, f"step {path} failed: {reason}", ExecutionStatus.FAILED)
+        return True
+
     def abort(self, reason: str = "aborted", *, now: datetime) -> bool:
         """Stop the execution: active steps are cancelled (ABORTED), queued ones SKIPPED, status ABORTED."""
         _check_now(now)
@@ -445,7 +487,20 @@ class Execution:
         for state in self._state.steps:
             if self._state.status != ExecutionStatus.RUNNING:
                 break
-            if state.status != StepStatus.RUNNING or state.deadline is None or state.deadline > now:
+            if state.deadline is None or state.deadline > now:
+                continue
+            if state.status == StepStatus.WAITING_APPROVAL:
+                changed = True
+                reason = NO_APPROVAL_ANSWER
+                self._state.pending_actions.append(
+                    CancelApproval(
+                        execution_id=self.execution_id, step_path=state.path, attempt=state.attempt, reason=reason
+                    )
+                )
+                self._finish_step(state, StepStatus.FAILED, now, reason)
+                self._fail(now, f"step {state.path} failed: {reason}", ExecutionStatus.FAILED)
+                continue
+            if state.status != StepStatus.RUNNING:
                 continue
             changed = True
             if state.type == "Wait":
@@ -664,9 +719,10 @@ class Execution:
             if problems:
                 raise _DispatchFailed("the stage's targets cannot be chosen: " + "; ".join(problems))
         if isinstance(spec, ShellScriptSpec):
-            script = render(spec.script, ctx)
+            # Expression values reach the script as data (environment variables it references), never as code.
+            script = bind_script(spec.script, ctx)
             environment = {variable.name: render(variable.value, ctx) for variable in spec.environment_variables}
-            missing = [script, *environment.values()]
+            missing = [script.as_rendered(), *environment.values()]
             if any(item.unresolved for item in missing):
                 detail = "; ".join(item.describe_unresolved() for item in missing if item.unresolved)
                 raise _DispatchFailed(f"unresolved expressions: {detail}")
@@ -677,7 +733,7 @@ class Execution:
                 attempt=state.attempt,
                 step_name=planned.name,
                 script=script.text,
-                environment={name: rendered.text for name, rendered in environment.items()},
+                environment={name: rendered.text for name, rendered in environment.items()} | script.values,
                 output_variables={item.name: item.shell_variable for item in spec.output_variables},
                 timeout=timeout,
                 deadline=now + timeout,
@@ -697,7 +753,8 @@ class Execution:
         action = RequestApproval(
             execution_id=self.execution_id, step_path=planned.path, attempt=state.attempt, request=request
         )
-        return action, StepStatus.WAITING_APPROVAL, request.expires_at
+        # Until GateOpened says when the gate expires, the step's own timeout (if any) bounds the wait.
+        return action, StepStatus.WAITING_APPROVAL, (request.expires_at or now) + APPROVAL_ANSWER_GRACE
 
     @staticmethod
     def _duration(text: str, ctx: Context, what: str) -> timedelta:
@@ -711,7 +768,9 @@ class Execution:
 
     def _approval_request(self, planned: PlannedStep, state: StepState, ctx: Context, now: datetime) -> ApprovalRequest:
         spec: HarnessApprovalSpec = planned.step.spec
-        timeout = self._duration(planned.step.effective_timeout or "1d", ctx, "timeout")
+        # No timeout on the step: the approval service's default applies (SIGNOFF_DEFAULT_TIMEOUT).
+        given = planned.step.effective_timeout
+        timeout = self._duration(given, ctx, "timeout") if given else None
 
         def names(values: tuple[str, ...], what: str) -> tuple[str, ...]:
             out = []
@@ -780,7 +839,7 @@ class Execution:
             ),
             timeout=timeout,
             requested_at=now,
-            expires_at=now + timeout,
+            expires_at=now + timeout if timeout is not None else None,
         )
 
     def _history(self, exclude: str) -> tuple[HistoryStage, ...]:

@@ -313,3 +313,171 @@ def render(text: str, ctx: Context) -> Rendered:
 def render_marked(text: str, ctx: Context) -> Rendered:
     """Like `render`, but unresolved expressions become `⟨unresolved: body⟩` (for messages people read)."""
     return _render(text, ctx, 0, marked=True)
+
+
+SCRIPT_VARIABLE_PREFIX = "SIGNOFF_EXPR_"
+"""Environment variables that carry a script's expression values are named `SIGNOFF_EXPR_1`, `SIGNOFF_EXPR_2`, …"""
+
+_HEREDOC = re.compile(r"<<(-?)[ \t]*(?:'([^'\n]+)'|\"([^\"\n]+)\"|\\?([A-Za-z_][\w.-]*))")
+
+
+@dataclass(frozen=True)
+class BoundScript:
+    """A script whose expressions are bound as data: `text` references each value as an environment variable
+    (`${SIGNOFF_EXPR_n}`, quoted for where it stands) and `values` holds them by variable name. `unresolved` and
+    `reasons` are as in `Rendered` (an unresolved expression keeps its raw text, and the script must not run)."""
+
+    text: str
+    values: dict[str, str] = field(default_factory=dict)
+    unresolved: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def as_rendered(self) -> Rendered:
+        """The unresolved part, in the shape `Rendered` reports it."""
+        return Rendered(self.text, self.unresolved, self.reasons)
+
+
+class _Binder:
+    """One pass over a Bash script that follows its quoting (plain, '…', $'…', "…", comments, here-documents) so
+    each expression is replaced by a reference that expands to exactly its value where it stands. The value itself
+    never enters the script text, so whatever an approver, a run's variables or the catalog put in it (`$(…)`,
+    backticks, `;`, newlines, quotes) is data. Misjudging an exotic construct can only print a reference or quotes
+    literally, never run a value. One exception is a quoted here-document (`<<'EOF'`), where nothing expands: the
+    value is written there verbatim, refused (unresolved) if it would end the here-document early."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.values: dict[str, str] = {}
+        self.names: dict[str, str] = {}
+        self.unresolved: list[str] = []
+        self.reasons: dict[str, str] = {}
+
+    def _value(self, raw: str, body: str) -> str | None:
+        value = self.ctx._resolve(body.strip(), 0)
+        if isinstance(value, Unknown):
+            if raw not in self.reasons:
+                self.unresolved.append(raw)
+                self.reasons[raw] = value.reason
+            return None
+        return value
+
+    def _reference(self, raw: str, body: str) -> str | None:
+        """`SIGNOFF_EXPR_n` for this expression (one variable per distinct expression), or None if unresolved."""
+        if raw in self.names:
+            return self.names[raw]
+        value = self._value(raw, body)
+        if value is None:
+            return None
+        name = f"{SCRIPT_VARIABLE_PREFIX}{len(self.names) + 1}"
+        self.names[raw] = name
+        self.values[name] = value
+        return name
+
+    def bind(self, text: str) -> str:
+        out: list[str] = []
+        state = "plain"
+        heredocs: list[tuple[str, bool, bool]] = []  # (delimiter, quoted, strip leading tabs), in order
+        i, n = 0, len(text)
+        while i < n:
+            if state == "heredoc":
+                delimiter, quoted, strip = heredocs.pop(0)
+                i = self._heredoc(text, i, delimiter, quoted, strip, out)
+                state = "heredoc" if heredocs else "plain"
+                continue
+            expression = EXPRESSION.match(text, i)
+            if expression:
+                raw, body = expression.group(0), expression.group(1)
+                name = self._reference(raw, body)
+                if name is None:
+                    out.append(raw)
+                elif state == "plain":
+                    out.append(f'"${{{name}}}"')
+                elif state == "double":
+                    out.append(f"${{{name}}}")
+                elif state == "single":
+                    out.append(f"'\"${{{name}}}\"'")
+                else:  # ansi, $'…'
+                    out.append(f"'\"${{{name}}}\"$'")
+                i = expression.end()
+                continue
+            char = text[i]
+            if char == "\\" and state in ("plain", "double", "ansi"):
+                out.append(text[i : i + 2])
+                i += 2
+                continue
+            if state == "plain":
+                if char == "'":
+                    state = "ansi" if out and out[-1].endswith("$") and not out[-1].endswith("\\$") else "single"
+                elif char == '"':
+                    state = "double"
+                elif char == "#" and (i == 0 or text[i - 1] in " \t\n;&|()"):
+                    end = text.find("\n", i)
+                    end = n if end == -1 else end
+                    out.append(text[i:end])  # a comment: nothing in it runs, so it is kept as written
+                    i = end
+                    continue
+                elif char == "<" and text.startswith("<<<", i):
+                    out.append("<<<")
+                    i += 3
+                    continue
+                elif char == "<" and (heredoc := _HEREDOC.match(text, i)):
+                    quoted = heredoc.group(2) is not None or heredoc.group(3) is not None or "\\" in heredoc.group(0)
+                    delimiter = heredoc.group(2) or heredoc.group(3) or heredoc.group(4)
+                    heredocs.append((delimiter, quoted, heredoc.group(1) == "-"))
+                    out.append(heredoc.group(0))
+                    i = heredoc.end()
+                    continue
+                elif char == "\n" and heredocs:
+                    out.append(char)
+                    i += 1
+                    state = "heredoc"
+                    continue
+            elif (state in ("single", "ansi") and char == "'") or (state == "double" and char == '"'):
+                state = "plain"
+            out.append(char)
+            i += 1
+        return "".join(out)
+
+    def _heredoc(self, text: str, i: int, delimiter: str, quoted: bool, strip: bool, out: list[str]) -> int:
+        """Copy one here-document body (from `i`, through its delimiter line); returns where the script goes on."""
+        while i < len(text):
+            end = text.find("\n", i)
+            end = len(text) if end == -1 else end + 1
+            line = text[i:end]
+            i = end
+            if (line.rstrip("\n").lstrip("\t") if strip else line.rstrip("\n")) == delimiter:
+                out.append(line)
+                return i
+            out.append(self._heredoc_line(line, delimiter, quoted, strip))
+        return i
+
+    def _heredoc_line(self, line: str, delimiter: str, quoted: bool, strip: bool) -> str:
+        if not quoted:
+
+            def reference(match: re.Match[str]) -> str:
+                name = self._reference(match.group(0), match.group(1))
+                return match.group(0) if name is None else f"${{{name}}}"
+
+            return EXPRESSION.sub(reference, line)
+
+        def verbatim(match: re.Match[str]) -> str:
+            value = self._value(match.group(0), match.group(1))
+            return match.group(0) if value is None else value
+
+        written = EXPRESSION.sub(verbatim, line)
+        lines = written.rstrip("\n").split("\n")
+        if any((part.lstrip("\t") if strip else part) == delimiter for part in lines):
+            for raw in find_expressions(line):
+                if raw not in self.reasons:
+                    self.unresolved.append(raw)
+                    self.reasons[raw] = f"its value would end the quoted here-document {delimiter!r}"
+            return line
+        return written
+
+
+def bind_script(text: str, ctx: Context) -> BoundScript:
+    """Bind every `<+...>` in a Bash script as data (see `_Binder`): the script references environment variables
+    and `values` holds what they carry. Unresolved expressions keep their raw text and are listed."""
+    binder = _Binder(ctx)
+    bound = binder.bind(text)
+    return BoundScript(bound, binder.values, binder.unresolved, binder.reasons)

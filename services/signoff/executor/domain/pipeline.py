@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from signoff.approval.domain.requests import quorum_beyond_listed
 from signoff.catalog import Catalog, RefKind, Unresolved, is_expression
 from signoff.catalog.filters import (
     FILTER_ENTITIES,
@@ -52,8 +53,9 @@ from signoff.contracts.durations import parse_positive_duration
 
 STEP_TYPES = ("HarnessApproval", "ShellScript", "Wait")
 STAGE_TYPES = ("Deployment", "CI", "Approval", "Custom")
-DEFAULT_TIMEOUTS = {"ShellScript": "10m", "HarnessApproval": "1d"}
-"""Harness's defaults when a step has no `timeout` (a Wait step is bounded by its `duration`)."""
+DEFAULT_TIMEOUTS = {"ShellScript": "10m"}
+"""Harness's defaults when a step has no `timeout` (a Wait step is bounded by its `duration`). An approval step
+without one leaves it to the approval service's default (`SIGNOFF_DEFAULT_TIMEOUT`, Harness's `1d` unless set)."""
 DEFAULT_APPROVAL_MESSAGE = "Please review the following information and approve the pipeline progression"
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -270,8 +272,9 @@ class ApprovalRule(_Strict):
     def _someone(self) -> ApprovalRule:
         if not self.user_groups and not self.users:
             raise ValueError("a rule needs userGroups or users")
-        if not self.user_groups and self.minimum_count > len(set(self.users)):
-            raise ValueError(f"minimumCount {self.minimum_count} exceeds the {len(set(self.users))} listed users")
+        # The approval domain's rule (users compare case-folded), asked early; the approval service decides.
+        if problem := quorum_beyond_listed(self.user_groups, self.users, self.minimum_count):
+            raise ValueError(problem)
         return self
 
 
@@ -289,8 +292,8 @@ class Approvers(_Strict):
     def _someone(self) -> Approvers:
         if not self.user_groups and not self.users and not self.rules:
             raise ValueError("name at least one user group or user who may approve")
-        if self.users and not self.user_groups and self.minimum_count > len(set(self.users)):
-            raise ValueError(f"minimumCount {self.minimum_count} exceeds the {len(set(self.users))} listed users")
+        if self.users and (problem := quorum_beyond_listed(self.user_groups, self.users, self.minimum_count)):
+            raise ValueError(problem)
         return self
 
 

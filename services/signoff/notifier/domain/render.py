@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from signoff.notifier.domain.view import Item, NotificationView, OutcomeView, StageView
+from signoff.notifier.domain.view import ApprovalView, Item, NotificationView, OutcomeView, StageView
 
 ChannelType = Literal["slack", "teams", "email", "webhook", "log"]
 
@@ -35,6 +35,10 @@ SLACK_TEXT_LIMIT = 3000
 
 SLACK_MAX_BLOCKS = 50
 """Slack's limit of blocks per message; further sections are replaced by a link to the gate page."""
+TEAMS_MAX_BYTES = 24 * 1024
+"""Budget of a Teams payload, UTF-8 JSON (Teams incoming webhooks refuse messages of about 28 KB)."""
+TEAMS_TEXT_LIMIT = 4000
+"""Longest TextBlock kept whole; a longer one is cut (never inside an escape) and marked."""
 
 MESSAGE_LIMIT = 2900
 """The approval message is cut to this many characters in chat channels (the gate page has it all)."""
@@ -198,9 +202,11 @@ def slack_escape(text: str) -> str:
 
 def _slack_plain(text: str, limit: int = 150) -> str:
     # plain_text fields are not parsed for mentions or links, but Slack decodes entities everywhere: escape
-    # `&`, `<`, `>` anyway, so no field of the payload carries a live `<!channel>`.
-    cut = _one_line(text)[:limit]
-    return cut.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    # `&`, `<`, `>` anyway, so no field of the payload carries a live `<!channel>`. Escape first, then cut: Slack's
+    # limit counts the text as sent, and an escaped `&` is five characters (a title full of them would otherwise
+    # grow past the limit and the whole message be refused); the cut never splits an entity.
+    escaped = _one_line(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _slack_cut(escaped, limit)
 
 
 def _slack_cut(text: str, limit: int) -> str:
@@ -239,6 +245,17 @@ def teams_escape(text: str) -> str:
                 escaped = f"{match.group(1)}\\{marker}{rest}"
         lines.append(escaped)
     return "\n\n".join(lines)
+
+
+def _teams_cut(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, never after a lone escaping backslash, marked as cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    trailing = len(cut) - len(cut.rstrip("\\"))
+    if trailing % 2:
+        cut = cut[:-1]
+    return cut + " …"
 
 
 def _teams_url(url: str) -> str:
@@ -333,7 +350,8 @@ def _teams_line(line: Line) -> str:
 
 
 def render_teams(view: NotificationView) -> dict[str, Any]:
-    """A Teams incoming-webhook payload: one Adaptive Card (1.4) with Action.OpenUrl buttons."""
+    """A Teams incoming-webhook payload: one Adaptive Card (1.5) with Action.OpenUrl buttons,
+    within `TEAMS_MAX_BYTES` (sections that do not fit are left to the gate page)."""
     doc = document(view)
     body: list[dict[str, Any]] = [
         {
@@ -344,23 +362,25 @@ def render_teams(view: NotificationView) -> dict[str, Any]:
             "wrap": True,
         }
     ]
+    sections: list[list[dict[str, Any]]] = []
     for section in doc.sections:
-        body.append(
-            {
-                "type": "TextBlock",
-                "text": teams_escape(section.title),
-                "weight": "Bolder",
-                "separator": True,
-                "wrap": True,
-            }
-        )
-        body.append(
-            {"type": "TextBlock", "text": "\n\n".join(_teams_line(line) for line in section.lines), "wrap": True}
+        text = "\n\n".join(_teams_line(line) for line in section.lines)
+        sections.append(
+            [
+                {
+                    "type": "TextBlock",
+                    "text": teams_escape(section.title),
+                    "weight": "Bolder",
+                    "separator": True,
+                    "wrap": True,
+                },
+                {"type": "TextBlock", "text": _teams_cut(text, TEAMS_TEXT_LIMIT), "wrap": True},
+            ]
         )
     card: dict[str, Any] = {
         "type": "AdaptiveCard",
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-        "version": "1.4",
+        "version": "1.5",
         "body": body,
         "msteams": {"width": "Full"},
     }
@@ -374,12 +394,23 @@ def render_teams(view: NotificationView) -> dict[str, Any]:
             }
             for label, url, style in doc.actions
         ]
-    return {
+    message = {
         "type": "message",
         "attachments": [
             {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
         ],
     }
+    # Keep whole sections, in order, while the message fits the budget; the rest is on the gate page (as Slack).
+    more = {"type": "TextBlock", "text": f"More on [the gate page]({_teams_url(view.gate_url)}).", "wrap": True}
+    budget = TEAMS_MAX_BYTES - len(to_json(message).encode()) - len(to_json(more).encode()) - 2
+    for blocks in sections:
+        size = sum(len(to_json(block).encode()) + 1 for block in blocks)
+        if size > budget:
+            body.append(more)
+            break
+        budget -= size
+        body.extend(blocks)
+    return message
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -464,6 +495,7 @@ def render_webhook(view: NotificationView, *, source: str = "urn:signoff:approva
         ("ce-source", source),
         ("ce-type", view.event_type),
         ("ce-subject", view.gate_id),
+        ("ce-time", view.opened_at if isinstance(view, ApprovalView) else view.at),
     )
     doc = document(view)
     notification = {

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 DEFAULT_BASE = timedelta(seconds=2)
 DEFAULT_CAP = timedelta(minutes=10)
 DEFAULT_MAX_ATTEMPTS = 8
+MAX_RETRY_AFTER = timedelta(hours=1)
+"""The longest `Retry-After` honoured: a channel asking for more is tried again after this (never parked)."""
 
 
 def backoff_delay(attempt: int, *, base: timedelta, cap: timedelta, rand: Callable[[], float]) -> timedelta:
@@ -37,15 +39,21 @@ def next_attempt(
     cap: timedelta = DEFAULT_CAP,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     rand: Callable[[], float],
+    retry_after: timedelta | None = None,
 ) -> datetime | None:
-    """When to try again after attempt `attempt` failed at `now`, or None: dead-letter (the last try failed)."""
+    """When to try again after attempt `attempt` failed at `now`, or None: dead-letter (the last try failed).
+    `retry_after`: what the channel asked (HTTP `Retry-After` on 429 / 503): never sooner than that (up to
+    `MAX_RETRY_AFTER`), even when the backoff would be shorter."""
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
     if attempt >= max_attempts:
         if attempt < 1:
             raise ValueError(f"attempt counts from 1, not {attempt}")
         return None
-    return now + backoff_delay(attempt, base=base, cap=cap, rand=rand)
+    delay = backoff_delay(attempt, base=base, cap=cap, rand=rand)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+    return now + delay
 
 
 def schedule(

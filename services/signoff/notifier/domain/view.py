@@ -36,13 +36,14 @@ from signoff.contracts.events import (
     GateOpened,
     GateRejected,
     HistoryEntry,
+    RequestRefused,
     StageMetadata,
     TargetFilter,
     Vote,
 )
 
 ItemKind = Literal["service", "environment", "environmentGroup", "infrastructure", "gitopsCluster", "value"]
-OutcomeKind = Literal["approved", "rejected", "expired", "cancelled"]
+OutcomeKind = Literal["approved", "rejected", "expired", "cancelled", "refused"]
 
 _KIND_WORDS: dict[str, str] = {
     "service": "service",
@@ -304,7 +305,9 @@ class ApprovalView:
 
 @dataclass(frozen=True, slots=True)
 class OutcomeView:
-    """A gate's outcome (approved, rejected, expired, cancelled), told to the same recipients as the request."""
+    """A gate's outcome (approved, rejected, expired, cancelled), told to the same recipients as the request; or a
+    request the approval service refused (`refused`: no gate was opened, `gate_id` is the request's natural key),
+    told to the pipeline's triggerer."""
 
     kind: OutcomeKind
     event_id: str
@@ -332,7 +335,7 @@ class OutcomeView:
     @classmethod
     def from_event(
         cls,
-        event: GateApproved | GateRejected | GateExpired | GateCancelled | Event[Any],
+        event: GateApproved | GateRejected | GateExpired | GateCancelled | RequestRefused | Event[Any],
         *,
         approval_page_url: str,
         opened: GateOpened | None = None,
@@ -344,6 +347,8 @@ class OutcomeView:
         pipeline = opened.pipeline_name if opened else data.key.pipeline_id
         stage = opened.stage_name if opened else data.key.stage_id
         step = opened.step_name if opened else data.key.step_id
+        if isinstance(data, RequestRefused):
+            pipeline, step = data.pipeline_name or pipeline, data.step_name or step
         what = f"{pipeline} / {stage} / {step}"
         details: list[str] = []
         kind: OutcomeKind
@@ -376,14 +381,23 @@ class OutcomeView:
             headline = f"Cancelled: {what}"
             if data.reason:
                 details.append(f"reason: {mark_expressions(data.reason)}")
+        elif isinstance(data, RequestRefused):
+            kind, at = "refused", data.refused_at
+            headline = f"Approval request refused: {what}"
+            details.append("the approval service cannot serve this request: no gate was opened, the pipeline fails")
+            details += [f"{field}: {mark_expressions(reason)}" for field, reason in data.reasons.items()]
         else:
             raise TypeError(f"not a gate outcome event: {type(data).__name__}")
         votes: tuple[Vote, ...] = tuple(getattr(data, "votes", ()))
+        if isinstance(data, RequestRefused):
+            gate_id, gate_url = data.key.as_path(), approval_page_url.rstrip("/")  # no gate: the approval page
+        else:
+            gate_id, gate_url = data.gate_id, _gate_url(approval_page_url.rstrip("/"), data.gate_id)
         return cls(
             kind=kind,
             event_id=event_id,
             event_type=data.event_type,
-            gate_id=data.gate_id,
+            gate_id=gate_id,
             pipeline_id=data.key.pipeline_id,
             execution_id=data.key.execution_id,
             stage_id=data.key.stage_id,
@@ -395,7 +409,7 @@ class OutcomeView:
             details=tuple(details),
             votes=tuple(_vote_line(vote) for vote in votes),
             at=format_utc(at),
-            gate_url=_gate_url(approval_page_url.rstrip("/"), data.gate_id),
+            gate_url=gate_url,
             data_json=_data_json(data),
         )
 
@@ -448,9 +462,11 @@ def mark_expressions(text: str) -> str:
         i = end
 
 
-def _unwrap(event: Any, event_id: str | None) -> tuple[GateEvent, str]:
+def _unwrap(event: Any, event_id: str | None) -> tuple[Any, str]:
     if isinstance(event, Event):
         return event.data, event.id
+    if isinstance(event, RequestRefused):
+        return event, event_id or f"{event.event_type}/{event.key.as_path()}"
     if not isinstance(event, GateEvent):
         raise TypeError(f"expected a gate event or its CloudEvent, not {type(event).__name__}")
     return event, event_id or f"{event.event_type}/{event.gate_id}"
@@ -460,7 +476,7 @@ def _gate_url(base: str, gate_id: str) -> str:
     return f"{base}/gates/{quote(gate_id, safe='')}"
 
 
-def _data_json(data: GateEvent) -> str:
+def _data_json(data: GateEvent | RequestRefused) -> str:
     return json.dumps(data.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
