@@ -127,9 +127,11 @@ class ExecutionDesk:
 
     async def logs(self, execution_id: str) -> models.ExecutionLogs:
         async with self.pool.acquire() as conn:
-            if await self.repository.find_execution(conn, execution_id) is None:
+            execution = await self.repository.find_execution(conn, execution_id)
+            if execution is None:
                 raise ApiProblem(404, "unknown_execution", f"no execution {execution_id}")
             rows = await self.repository.logs_of(conn, execution_id)
+        logged = {(row["step_path"], row["attempt"]) for row in rows}
         return models.ExecutionLogs(
             execution_id=execution_id,
             logs=[
@@ -137,6 +139,16 @@ class ExecutionDesk:
                     step_path=row["step_path"], attempt=row["attempt"], exit_code=row["exit_code"], output=row["output"]
                 )
                 for row in rows
+            ],
+            failures=[
+                models.StepFailure(
+                    step_path=step["path"],
+                    attempt=step["attempt"],
+                    status=step["status"],
+                    reason=step.get("reason") or "",
+                )
+                for step in execution["state"]["steps"]
+                if step["status"] in ("FAILED", "EXPIRED") and (step["path"], step["attempt"]) not in logged
             ],
         )
 

@@ -235,9 +235,21 @@ class StepLog(BaseModel):
     output: str
 
 
+class StepFailure(BaseModel):
+    """A step that failed without running a script (a refused or unanswered approval): why."""
+
+    step_path: str
+    attempt: int
+    status: str
+    reason: str
+
+
 class ExecutionLogs(BaseModel):
     execution_id: str
     logs: list[StepLog]
+    failures: list[StepFailure] = Field(
+        default_factory=list, description="Steps that failed without a script's output, with the reason."
+    )
 
 
 class Me(BaseModel):

@@ -136,6 +136,9 @@ def logs(execution_id: str) -> None:
         code = "timed out" if row["exit_code"] is None else f"exit {row['exit_code']}"
         click.echo(f"== {row['step_path']} (attempt {row['attempt']}, {code})")
         click.echo(row["output"], nl=not row["output"].endswith("\n"))
+    for failure in answer["failures"]:  # a refused or unanswered approval ran no script: say why here too
+        click.echo(f"== {failure['step_path']} (attempt {failure['attempt']}, {failure['status']})")
+        click.echo(failure["reason"])
 
 
 @click.command("get-pipeline-state")

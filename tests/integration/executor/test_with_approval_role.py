@@ -238,6 +238,24 @@ async def test_a_request_the_approval_role_cannot_serve_fails_the_pipeline_at_on
         assert (await executor.step(request.execution_id, "release.approve"))["reason"] == reason
         (failed,) = await executor.published(wire.ExecutionFailed.event_type, request.execution_id)
         assert reason in failed.error
+
+        # `signoff logs` (the api's logs of the execution) says why the step that ran no script failed.
+        api = ApiRole(ApiSettings(**{**settings.model_dump(), "api_port": 0, "api_host": "127.0.0.1"}))
+        await api.start()
+        try:
+            async with executor.pool.acquire() as conn:
+                _, token_text = await issue_token(
+                    conn, ApiRepository(), user="dana", name="test", permissions=(), lifetime=timedelta(hours=1),
+                    now=datetime.now(UTC),
+                )  # fmt: skip
+            env = {"SIGNOFF_HOME": str(tmp_path / "home"), "SIGNOFF_API_URL": api.url, "SIGNOFF_TOKEN": token_text}
+            shown = await asyncio.to_thread(
+                CliRunner().invoke, cli, ["logs", request.execution_id], env=env, catch_exceptions=False
+            )
+            assert shown.exit_code == 0, shown.output
+            assert shown.stdout == f"== release.approve (attempt 1, FAILED)\n{reason}\n"
+        finally:
+            await api.stop()
     finally:
         await executor.stop()
         await approval.stop()
