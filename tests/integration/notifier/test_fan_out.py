@@ -3,7 +3,6 @@ by name, working links, no bare expression, user content escaped per format; inv
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 
@@ -12,6 +11,7 @@ import pytest
 
 from signoff import contracts as wire
 from signoff.notifier.repository import SCHEMA
+from signoff.runtime.outbox import headers_from_json
 from tests.integration.notifier.conftest import NotifierHarness, gate_opened, signature_ok
 from tests.support.waiting import eventually
 
@@ -154,9 +154,9 @@ async def test_invalid_and_foreign_events_are_dead_lettered_with_the_reason(noti
         async with notifier.pool.acquire() as conn:
             rows = await conn.fetch(f'SELECT headers FROM "{SCHEMA}".outbox WHERE type = $1', "dead-letter")  # noqa: S608
         reasons = sorted(
-            base64.b64decode(value).decode()
+            value.decode()
             for row in rows
-            for name, value in row["headers"]
+            for name, value in headers_from_json(row["headers"])
             if name == "signoff-dlq-reason"
         )
         return reasons if len(reasons) >= 2 else None
