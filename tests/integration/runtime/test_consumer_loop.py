@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import json
@@ -19,6 +20,7 @@ from signoff.contracts.topics import DLQ_HEADER_ORIGINAL_OFFSET, DLQ_HEADER_ORIG
 from signoff.runtime.consumer import ConsumerLoop
 from signoff.runtime.db import create_pool
 from signoff.runtime.kafka import ensure_topics, make_consumer, make_producer
+from signoff.runtime.migrations import migrate, runtime_migrations
 from signoff.runtime.outbox import OutboxRecord, OutboxRelay, OutboxWriter
 from signoff.runtime.service import Service, ServiceSpec
 from tests.support.events import make_event
@@ -434,3 +436,39 @@ async def test_a_new_bad_record_at_a_reused_offset_is_dead_lettered_not_taken_fo
     async with running(harness.loop(LedgerHandler()), OutboxRelay(harness.pool, harness.producer, SCHEMA)):
         dead = await harness.read_dead_letters(2)
     assert sorted(r.value for r in dead) == [b"{first bad record", b"{second bad record"]
+
+
+async def test_outbox_rows_written_before_the_bytes_migration_are_published_unchanged(harness):
+    """Rows left unsent by the previous version (text key, header names as text) are converted by the migration
+    and published with the same key and headers."""
+    [first, *_] = runtime_migrations()
+    event = make_event("gate-upgraded")
+    value, headers = encode(event)
+    async with harness.pool.acquire() as conn:
+        await conn.execute("CREATE SCHEMA old_outbox")
+        await conn.execute(first.sql.replace("{schema}", "old_outbox"))
+        await conn.execute(
+            """CREATE TABLE old_outbox.schema_migrations (component text, version int, name text, checksum text,
+                   applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (component, version))"""
+        )
+        await conn.execute(
+            "INSERT INTO old_outbox.schema_migrations VALUES ($1, $2, $3, $4)",
+            first.component,
+            first.version,
+            first.name,
+            first.checksum,
+        )
+        await conn.execute(
+            """INSERT INTO old_outbox.outbox (id, aggregatetype, aggregateid, type, payload, headers)
+               VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)""",
+            event.id,
+            harness.topic,
+            "gate-upgraded",
+            event.type,
+            value,
+            json.dumps([[name, base64.b64encode(v).decode()] for name, v in headers]),
+        )
+        await migrate(conn, "old_outbox", [])
+    assert await OutboxRelay(harness.pool, harness.producer, "old_outbox").publish_pending() == 1
+    [record] = await _fetch_all(harness, 1)
+    assert (record.key, record.value, list(record.headers)) == (b"gate-upgraded", value, list(headers))
