@@ -131,8 +131,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 def ensure_port_free(port: int, what: str, host: str = "127.0.0.1") -> None:
     """Refuse a requested port that something else already listens on, in one line."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers themselves bind: connections of the previous run left in TIME_WAIT do not make the port
+        # busy (a server restarted on its own port must start), a live listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
+            sock.listen(1)
         except OSError as exc:
             raise DevStackError(f"{what} port {host}:{port} is not available ({exc.strerror})") from exc
 
