@@ -25,10 +25,11 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """A `preexec_fn`: the child gets SIGKILL when `parent_pid` dies. Runs between fork and exec, after any
-    uid/gid switch."""
-    if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
+    """A `preexec_fn`: the child gets `sig` (SIGKILL unless told) when `parent_pid` dies. Runs between fork and
+    exec, after any uid/gid switch. Strictly the signal comes when the *thread* that forked ends, so fork from the
+    thread that lives as long as the parent (the event loop's)."""
+    if _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
         os._exit(70)
     # The parent may have died before prctl took effect: then nobody would ever signal us.
     if os.getppid() != parent_pid:
