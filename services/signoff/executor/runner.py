@@ -13,9 +13,10 @@ those executions applies the restart rule (docs/pipelines.md, "Restart rule") in
 run out. A replica that dies without stopping loses its lease after `script_lease_seconds`.
 
 Never two attempts of one step at once: a replica's scripts die with it (scripts.py, parent-death signal); a
-replica that cannot renew its lease (every quarter of `script_lease_seconds`) for three quarters of it kills its scripts itself (it may be about to
-lose them to another replica); and the replica that resumes an execution kills what is left of the earlier attempt
-when it runs on the same host (its process is recorded in `script_processes`) before it applies the restart rule.
+replica that could not renew its lease (renewed every quarter of `script_lease_seconds`) for three quarters of it
+kills its scripts itself (it may be about to lose them to another replica); and the replica that resumes an
+execution kills what is left of the earlier attempt when it runs on the same host (its process is recorded in
+`script_processes`) before it applies the restart rule.
 """
 
 from __future__ import annotations
