@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 from pydantic import SecretStr
 
@@ -162,3 +163,27 @@ async def test_a_replica_resuming_a_frozen_executors_script_kills_the_earlier_at
     assert _running(shells[1])
     step = await executors.role.step(request.execution_id, "s.idempotent")
     assert (step["status"], step["attempt"]) == ("RUNNING", 2)
+
+
+async def test_a_replica_that_cannot_renew_its_lease_kills_its_scripts(executor, infra, database_url, tmp_path):
+    """The database goes away under a running script: before the lease (2 s here) could run out and another
+    replica start the step again, the owner kills the script itself."""
+    request = execution_request(
+        as_yaml(pipeline(stage("s", shell("long", _script(tmp_path))))), pipeline_id="test_pipeline"
+    )
+    await executor.send(request)
+    [shell_pid] = await _pids(tmp_path / "shells", 1)
+    [child_pid] = await _pids(tmp_path / "children", 1)
+    name = database_url.rpartition("/")[2]
+    admin = await asyncpg.connect(infra.admin_dsn)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+
+        async def all_gone() -> bool:
+            return not _running(shell_pid) and not _running(child_pid)
+
+        await eventually(all_gone, timeout=10, what="the script killed by its own executor")
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
