@@ -145,7 +145,8 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class ConsumerLoop:
-    """Consumes `topics` as consumer group `name` into `handler`, writing inbox and outbox rows in `schema`."""
+    """Consumes `topics` as consumer group `name` into `handler`, writing inbox and outbox rows in `schema` (inbox
+    rows under `inbox_name`, the group's name unless told)."""
 
     def __init__(
         self,
@@ -159,8 +160,11 @@ class ConsumerLoop:
         max_batch: int = 1000,
         max_event_bytes: int = 512 * 1024,
         dead_letter_topic: str = DEAD_LETTER_TOPIC,
+        inbox_name: str | None = None,
     ) -> None:
         self.name = name
+        # Whose inbox rows these are: the loop's name unless several loops of one role share one inbox (lanes).
+        self.inbox_name = inbox_name or name
         self.topics = list(topics)
         self.consumer = consumer
         self.pool = pool
@@ -276,7 +280,7 @@ class ConsumerLoop:
             claimed = await conn.fetchval(
                 f"""INSERT INTO "{self.schema}".inbox (consumer, event_id, topic, partition, "offset")
                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING event_id""",  # noqa: S608
-                self.name,
+                self.inbox_name,
                 refusal.inbox_id,
                 record.topic,
                 record.partition,
@@ -337,7 +341,7 @@ class ConsumerLoop:
             f"""INSERT INTO "{self.schema}".inbox (consumer, event_id, topic, partition, "offset")
                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int[], $5::bigint[])
                 ON CONFLICT DO NOTHING RETURNING event_id""",  # noqa: S608
-            self.name,
+            self.inbox_name,
             ids,
             [p[0] for p in positions],
             [p[1] for p in positions],

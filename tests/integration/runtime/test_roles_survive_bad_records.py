@@ -38,7 +38,7 @@ def _spec(role: str, settings, topic: str, group: str):
     else:
         role_settings = NotifierSettings(**settings.model_dump())
         spec = notifier_spec(role_settings)
-    return dataclasses.replace(spec, consumes=(topic,), group_id=group), role_settings
+    return dataclasses.replace(spec, consumes=(topic,), lanes=(), group_id=group), role_settings
 
 
 @pytest.mark.parametrize("role", ["approval", "executor", "notifier"])
