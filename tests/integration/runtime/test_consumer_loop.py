@@ -7,16 +7,19 @@ import base64
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import signal
 
 import asyncpg
 import pytest
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from signoff.contracts import encode
 from signoff.contracts.topics import DLQ_HEADER_ORIGINAL_OFFSET, DLQ_HEADER_ORIGINAL_TOPIC, DLQ_HEADER_REASON
+from signoff.runtime import consumer as consumer_module
 from signoff.runtime.consumer import ConsumerLoop
 from signoff.runtime.db import create_pool
 from signoff.runtime.kafka import ensure_topics, make_consumer, make_producer
@@ -472,3 +475,25 @@ async def test_outbox_rows_written_before_the_bytes_migration_are_published_unch
     assert await OutboxRelay(harness.pool, harness.producer, "old_outbox").publish_pending() == 1
     [record] = await _fetch_all(harness, 1)
     assert (record.key, record.value, list(record.headers)) == (b"gate-upgraded", value, list(headers))
+
+
+def capture(monkeypatch, module) -> structlog.testing.LogCapture:
+    """What `module` logs at info and above, as event dicts."""
+    captured = structlog.testing.LogCapture()
+    wrapper = structlog.make_filtering_bound_logger(logging.INFO)
+    monkeypatch.setattr(module, "log", structlog.wrap_logger(None, processors=[captured], wrapper_class=wrapper))
+    return captured
+
+
+async def test_duplicates_are_logged_once_per_batch(harness, monkeypatch):
+    events = [make_event(f"gate-{i}") for i in range(5)]
+    for event in events:
+        last = await harness.send_event(event)
+    records = await _fetch_all(harness, last + 1)
+    loop = harness.loop(LedgerHandler())
+    await loop.process(records)
+    logged = capture(monkeypatch, consumer_module)
+    await loop.process(records)  # the same batch again: every event a duplicate
+    skipped = [e for e in logged.entries if e["event"] == "event_duplicate_skipped"]
+    assert [(e["count"], sorted(e["event_ids"])) for e in skipped] == [(5, sorted(e.id for e in events))]
+    assert await applied(harness.dsn) == {e.id: 1 for e in events}
