@@ -268,6 +268,9 @@ class Supervisor:
                 "SIGNOFF_LOG_FORMAT": os.environ.get("SIGNOFF_LOG_FORMAT", "console"),
                 "SIGNOFF_HTTP_HOST": "127.0.0.1",
                 "SIGNOFF_HTTP_PORT": "0",
+                # Static membership: a restarted role takes its partitions back without waiting for the session
+                # of the process it replaces to time out.
+                "SIGNOFF_KAFKA_GROUP_INSTANCE_ID": f"dev-{role.name}",
             }
         )
 
