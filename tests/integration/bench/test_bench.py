@@ -39,7 +39,7 @@ async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
     }
     args = [
         "--bootstrap", infra.kafka_bootstrap, "--database-url", infra.admin_dsn, "--json",
-        "--requests", "400", "--naive-requests", "40", "--rate", "50", "--seconds", "2",
+        "--requests", "400", "--naive-requests", "40", "--rate", "50", "--seconds", "2", "--burst", "600",
         "--pending", "2000", "--notifications", "100",
     ]  # fmt: skip
     done = await asyncio.to_thread(_bench, args, env)
@@ -47,14 +47,15 @@ async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
     report = json.loads(done.stdout)
 
     rows = report["rows"]
-    assert [row["id"] for row in rows] == ["P1", "P1", "P2", "P3", "P3", "P4"] + ["P4"] * len(ROLES), rows
+    assert [row["id"] for row in rows] == ["P1", "P1", "P2", "P2b", "P3", "P3", "P4"] + ["P4"] * len(ROLES), rows
     for row in rows:
         assert row["measured"] and row["baseline"] and row["target"], row
         assert isinstance(row["met"], bool), row
     assert "raw produce->consume" in rows[0]["baseline"] and "naive" in rows[1]["baseline"]
-    assert "broker produce->consume p99" in rows[2]["baseline"]
-    assert "bare POST loop" in rows[3]["baseline"] and "bare POST loop" in rows[4]["baseline"]
-    assert {row["what"].split(" role ")[0] for row in rows[6:]} == {f"RSS of the {role}" for role in ROLES}
+    assert "broker produce->consume p99" in rows[2]["baseline"] and "broker produce->consume p99" in rows[3]["baseline"]
+    assert "while a burst of 600 requests is absorbed" in rows[3]["what"]
+    assert "bare POST loop" in rows[4]["baseline"] and "bare POST loop" in rows[5]["baseline"]
+    assert {row["what"].split(" role ")[0] for row in rows[7:]} == {f"RSS of the {role}" for role in ROLES}
     plans = [note for note in report["notes"] if note.startswith("plan ")]
     assert len(plans) == 2 and all("Index Scan" in plan for plan in plans), plans
     assert report["all_met"] == all(row["met"] for row in rows)
@@ -70,7 +71,7 @@ async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
 def test_bench_options_that_cannot_work_are_one_line_usage_errors():
     for args, message in (
         (["--bootstrap", "127.0.0.1:1"], "--bootstrap and --database-url go together"),
-        (["--requests", "100", "--rate", "200", "--seconds", "10"], "--requests must open at least twice"),
+        (["--requests", "100", "--rate", "200", "--seconds", "10"], "--requests must open at least three times"),
         (["--requests", "1000", "--notifications", "5000", "--seconds", "1"], "--notifications cannot exceed"),
     ):
         done = _bench(args, dict(os.environ), timeout=60)
