@@ -128,6 +128,8 @@ def _example_env(variable: str, example: str) -> dict[str, str]:
 
 RESTART_BACKOFF_FIRST = 1.0
 RESTART_BACKOFF_CAP = 30.0
+TERMINATE_GRACE_SECONDS = 30.0
+"""A role asked to stop so it can be restarted (onto a new broker) is killed after this long."""
 STABLE_AFTER_SECONDS = 60.0
 """A role that ran this long before it exited is restarted after the shortest wait again."""
 
@@ -142,6 +144,7 @@ class _Role:
     restarts: int = 0
     backoff: float = RESTART_BACKOFF_FIRST
     restart_at: float | None = None
+    terminating_since: float | None = None  # asked to stop (SIGTERM) to be restarted
 
 
 class Supervisor:
@@ -224,6 +227,11 @@ class Supervisor:
                 for role in self.roles.values():
                     self._terminate(role)
         for role in self.roles.values():
+            overdue = role.terminating_since is not None and now - role.terminating_since > TERMINATE_GRACE_SECONDS
+            if overdue and role.proc is not None and role.proc.poll() is None:
+                self.say("dev", f"role {role.name} did not stop within {TERMINATE_GRACE_SECONDS:.0f}s; killing it")
+                role.proc.kill()
+                role.terminating_since = None
             if role.proc is None or role.proc.poll() is None:
                 if role.restart_at is not None and now >= role.restart_at:
                     role.restart_at = None
@@ -284,7 +292,7 @@ class Supervisor:
             start_new_session=True,
             preexec_fn=lambda: die_with_parent(parent),
         )
-        role.proc, role.started_at = proc, time.monotonic()
+        role.proc, role.started_at, role.terminating_since = proc, time.monotonic(), None
         self.say("dev", f"role {role.name} {'restarted' if role.restarts else 'started'} (pid {proc.pid})")
         threading.Thread(target=self._pump, args=(role.name, proc), daemon=True).start()
 
@@ -296,6 +304,7 @@ class Supervisor:
     def _terminate(self, role: _Role) -> None:
         if role.proc is not None and role.proc.poll() is None:
             role.proc.send_signal(signal.SIGTERM)
+            role.terminating_since = time.monotonic()
 
     def _stop_roles(self) -> None:
         for role in self.roles.values():

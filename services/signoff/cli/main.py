@@ -8,6 +8,7 @@ from signoff import __version__
 from signoff.approval.service import approval
 from signoff.cli.approver import COMMANDS as APPROVER_COMMANDS
 from signoff.cli.bench import bench
+from signoff.cli.chaos import chaos
 from signoff.cli.deliveries import deliveries
 from signoff.cli.dev import dev
 from signoff.cli.migrate import migrate
@@ -30,6 +31,7 @@ cli.add_command(approval)
 cli.add_command(notifier)
 cli.add_command(deliveries)
 cli.add_command(bench)
+cli.add_command(chaos)
 for command in APPROVER_COMMANDS:
     cli.add_command(command)
 cli.add_command(executor)
