@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from signoff.cli.roles import ROLES
 from signoff.devstack.stack import ENV_FILE, read_env_file
 
 
@@ -40,6 +41,8 @@ class SupervisedStack:
         )
         threading.Thread(target=self._read, daemon=True).start()
         self.wait_for(r"\| ready:", timeout=timeout)
+        for role in ROLES:  # migrated, consuming
+            self.wait_for(rf"^{role}\s*\|.*service_started", timeout=timeout)
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
