@@ -411,7 +411,9 @@ class Suite:
         port = self._http_port("approval")
         postgres = self.stack.pid("postgres")
         sending = asyncio.create_task(self._send(REQUESTS, workload.requests(pipeline, o.valid_among)))
-        os.killpg(postgres, signal.SIGSTOP)
+        frozen = [postgres, *_children(postgres)]  # each backend is a session of its own (PostgreSQL setsid()s)
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
         flipped = recovered = False
         try:
             deadline = time.monotonic() + o.freeze_seconds
@@ -419,7 +421,9 @@ class Suite:
                 flipped = flipped or await self._ready(port) is False
                 await asyncio.sleep(0.5)  # sampling /readyz while frozen
         finally:
-            os.killpg(postgres, signal.SIGCONT)
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
         await sending
         with_postgres = time.monotonic() + 120
         while time.monotonic() < with_postgres and not recovered:
@@ -512,6 +516,21 @@ class Suite:
             await self.r4_infrastructure(),
             await self.r5_burst(),
         ]
+
+
+def _children(parent: int) -> list[int]:
+    """Processes whose parent is `parent` (from /proc)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == parent:
+                found.append(int(entry.name))
+    return found
 
 
 def markdown(results: Sequence[Result]) -> str:
