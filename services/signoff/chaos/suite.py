@@ -22,7 +22,7 @@ import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 import asyncpg
@@ -76,7 +76,6 @@ class Result:
     id: str
     what: str
     problems: dict[str, int]
-    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

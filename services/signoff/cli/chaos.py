@@ -101,4 +101,10 @@ command: `{command}`
 {table}
 
 {"Every check is 0: nothing lost, nothing resolved twice." if not lost else "LOSS in " + ", ".join(lost)}
+
+What the suite does not cover: the executor is killed (and restarted) in R1 but runs no pipeline there; that its
+scripts die with it, and that a resuming replica kills an earlier attempt first, is tested with real `kill -9` and
+`SIGSTOP` in `tests/integration/executor/test_script_processes.py`. R4's broker keeps nothing (memory storage), so
+"nothing lost that the broker kept" is checked on what is sent to it after the restart; a broker with storage
+(`s3://`, real Kafka) is not part of the suite.
 """
