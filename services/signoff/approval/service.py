@@ -81,8 +81,7 @@ def approval_spec(settings: ApprovalSettings, clock: Clock | None = None) -> Ser
         migrations_package="signoff.approval.sql",
         consumes=(REQUESTS_TOPIC,),
         # Decisions on a loop of their own: a person's approval never waits behind a burst of requests.
-        # And their outcomes are published ahead of the burst's GateOpened rows (a gate's own events stay in order).
-        lanes=(Lane("decisions", (DECISIONS_TOPIC,), priority=True),),
+        lanes=(Lane("decisions", (DECISIONS_TOPIC,)),),
         produces=(GATES_TOPIC,),
         handler=handler,
         background=(expiry,),

@@ -161,13 +161,10 @@ class ConsumerLoop:
         max_event_bytes: int = 512 * 1024,
         dead_letter_topic: str = DEAD_LETTER_TOPIC,
         inbox_name: str | None = None,
-        priority: bool = False,
     ) -> None:
         self.name = name
         # Whose inbox rows these are: the loop's name unless several loops of one role share one inbox (lanes).
         self.inbox_name = inbox_name or name
-        # What this loop's events cause is published before the backlog of other loops (see OutboxWriter).
-        self.priority = priority
         self.topics = list(topics)
         self.consumer = consumer
         self.pool = pool
@@ -227,7 +224,7 @@ class ConsumerLoop:
     async def _apply_batch(self, valid: Sequence[Received], refused: Sequence[_Refused]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await self._claim(conn, valid, refused)
-            outbox = OutboxWriter(self.schema, priority=self.priority)
+            outbox = OutboxWriter(self.schema)
             new_events = [r for r in valid if r.event.id in fresh]
             if new_events:
                 await self.handler.apply(UnitOfWork(conn, outbox), new_events)

@@ -85,11 +85,8 @@ def _as_text(key: bytes | None) -> str | None:
 class OutboxWriter:
     """Collects records during one unit of work and writes them in one statement before the commit."""
 
-    def __init__(self, schema: str, *, priority: bool = False) -> None:
-        """`priority`: the relay publishes these rows before the backlog of ordinary ones (keeping each key's rows
-        in order)."""
+    def __init__(self, schema: str) -> None:
         self.schema = schema
-        self.priority = priority
         self.pending: list[OutboxRecord] = []
 
     def add(self, record: OutboxRecord) -> None:
@@ -102,9 +99,8 @@ class OutboxWriter:
             return 0
         records, self.pending = self.pending, []
         await conn.execute(
-            f"""INSERT INTO "{self.schema}".outbox (id, aggregatetype, aggregateid, key, type, payload, headers,
-                    priority)
-                SELECT id, topic, aggregateid, key, type, payload, headers::jsonb, $8
+            f"""INSERT INTO "{self.schema}".outbox (id, aggregatetype, aggregateid, key, type, payload, headers)
+                SELECT id, topic, aggregateid, key, type, payload, headers::jsonb
                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::bytea[], $7::text[])
                     AS r(id, topic, aggregateid, key, type, payload, headers)""",  # noqa: S608
             [r.id for r in records],
@@ -115,7 +111,6 @@ class OutboxWriter:
             [r.value for r in records],
             # As JSON text: a list value inside a jsonb[] parameter would be read as another array dimension.
             [json.dumps(headers_to_json(r.headers)) for r in records],
-            self.priority,
         )
         # Delivered at commit, and only then: a rolled-back transaction wakes nobody.
         await conn.execute("SELECT pg_notify($1, '')", notify_channel(self.schema))
@@ -161,23 +156,11 @@ class OutboxRelay:
             )
             if not lead:
                 return 0
-            # Priority rows first, but never before an older unsent row of their key; then the oldest of the rest.
             rows = await conn.fetch(
-                f"""SELECT seq, id, aggregatetype, key, payload, headers FROM "{self.schema}".outbox o
-                    WHERE sent_at IS NULL AND priority
-                      AND NOT EXISTS (SELECT 1 FROM "{self.schema}".outbox older
-                                      WHERE older.sent_at IS NULL AND older.key = o.key AND older.seq < o.seq)
-                    ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED""",  # noqa: S608
+                f"""SELECT seq, id, aggregatetype, key, payload, headers FROM "{self.schema}".outbox
+                    WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED""",  # noqa: S608
                 self.batch_size,
             )
-            if len(rows) < self.batch_size:
-                rows += await conn.fetch(
-                    f"""SELECT seq, id, aggregatetype, key, payload, headers FROM "{self.schema}".outbox
-                        WHERE sent_at IS NULL AND NOT (seq = ANY($2::bigint[]))
-                        ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED""",  # noqa: S608
-                    self.batch_size - len(rows),
-                    [row["seq"] for row in rows],
-                )
             if not rows:
                 return 0
             await self._send(rows)

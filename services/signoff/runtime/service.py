@@ -43,8 +43,6 @@ class Lane:
 
     name: str
     topics: Sequence[str]
-    priority: bool = False
-    """The outbox rows its events write are published before the backlog of the role's other loops."""
 
 
 @dataclass
@@ -103,7 +101,7 @@ class Service:
         self.relay = OutboxRelay(self.pool, self.producer, spec.schema)
         handler = spec.handler(context)
 
-        def loop(name: str, topics: Sequence[str], priority: bool = False) -> ConsumerLoop:
+        def loop(name: str, topics: Sequence[str]) -> ConsumerLoop:
             return ConsumerLoop(
                 name=name,
                 inbox_name=spec.consumer_group,
@@ -113,11 +111,10 @@ class Service:
                 schema=spec.schema,
                 handler=handler,
                 max_batch=settings.consumer_max_batch,
-                priority=priority,
             )
 
         self.loop = loop(spec.consumer_group, spec.consumes)
-        self.lanes = [loop(f"{spec.consumer_group}-{lane.name}", lane.topics, lane.priority) for lane in spec.lanes]
+        self.lanes = [loop(f"{spec.consumer_group}-{lane.name}", lane.topics) for lane in spec.lanes]
         for each in self.loops:
             await each.start()
         self.http = HealthServer(

@@ -497,31 +497,3 @@ async def test_duplicates_are_logged_once_per_batch(harness, monkeypatch):
     skipped = [e for e in logged.entries if e["event"] == "event_duplicate_skipped"]
     assert [(e["count"], sorted(e["event_ids"])) for e in skipped] == [(5, sorted(e.id for e in events))]
     assert await applied(harness.dsn) == {e.id: 1 for e in events}
-
-
-async def test_priority_rows_are_published_before_the_backlog_but_never_before_their_keys_older_rows(harness):
-    backlog = [make_event(f"gate-{i}") for i in range(30)]
-    async with harness.pool.acquire() as conn, conn.transaction():
-        writer = OutboxWriter(SCHEMA)
-        for event in backlog:
-            value, headers = encode(event)
-            writer.add(OutboxRecord(event.id, harness.topic, event.subject.encode(), event.type, value, headers))
-        await writer.flush(conn)
-    urgent, behind_its_key = make_event("urgent"), make_event("gate-0")
-    async with harness.pool.acquire() as conn, conn.transaction():
-        writer = OutboxWriter(SCHEMA, priority=True)
-        for event in (urgent, behind_its_key):
-            value, headers = encode(event)
-            writer.add(OutboxRecord(event.id, harness.topic, event.subject.encode(), event.type, value, headers))
-        await writer.flush(conn)
-
-    relay = OutboxRelay(harness.pool, harness.producer, SCHEMA, batch_size=10)
-    assert await relay.publish_pending() == 10
-    first = [json.loads(r.value)["id"] for r in await _fetch_all(harness, 10)]
-    assert first[0] == urgent.id  # ahead of the 30 older rows
-    assert behind_its_key.id not in first  # gate-0 has an older unsent row: it waits for it
-    assert first[1:] == [e.id for e in backlog[:9]]
-    while await relay.publish_pending():
-        pass
-    published = [json.loads(r.value)["id"] for r in await _fetch_all(harness, 32)]
-    assert published.index(backlog[0].id) < published.index(behind_its_key.id)

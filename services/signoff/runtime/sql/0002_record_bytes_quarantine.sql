@@ -11,12 +11,6 @@ UPDATE "{schema}".outbox o SET headers = (
     FROM jsonb_array_elements(o.headers) WITH ORDINALITY AS t(h, n)
 );
 
--- Priority rows (written by a priority lane: a person's decision and its outcome) are published before the
--- backlog of ordinary rows, unless an older unsent row has the same key (a key's rows stay in order).
-ALTER TABLE "{schema}".outbox ADD COLUMN priority boolean NOT NULL DEFAULT false;
-CREATE INDEX outbox_unsent_priority ON "{schema}".outbox (seq) WHERE sent_at IS NULL AND priority;
-CREATE INDEX outbox_unsent_key ON "{schema}".outbox (key, seq) WHERE sent_at IS NULL;
-
 -- Quarantine: a refused record the dead-letter path itself could not write (the last resort, so the consumer
 -- moves on instead of dying on it forever). Everything Kafka gave us, as bytes, with why it was refused and why
 -- the dead letter failed. `id` is the record's dead-letter id (position + digest), also claimed in the inbox.
