@@ -171,6 +171,22 @@ def test_dev_up_in_the_foreground_stops_everything_on_ctrl_c():
     eventually_sync(lambda: not _children_of_datadir(state), timeout=20, what="no process left")
     assert _signoff("dev", "env", "--state-dir", str(state)).returncode == 1
 
+    # Started again: PostgreSQL keeps its data, the broker starts empty, and the log says so.
+    again = subprocess.Popen(
+        [sys.executable, "-m", "signoff", "dev", "up", "--state-dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out = _Lines(again)
+    try:
+        out.wait_for(r"the broker starts empty .* while PostgreSQL keeps the data of the last run")
+        out.wait_for("ready:")
+    finally:
+        again.send_signal(signal.SIGINT)
+        again.wait(timeout=90)
+    eventually_sync(lambda: not _children_of_datadir(state), timeout=20, what="no process left")
+
 
 def test_dev_up_detach_then_down():
     state = _workdir()
