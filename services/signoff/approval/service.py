@@ -17,7 +17,7 @@ from signoff.approval.repository import SCHEMA, ApprovalRepository
 from signoff.approval.settings import ApprovalSettings
 from signoff.contracts.topics import TOPICS
 from signoff.runtime.logging import configure_logging
-from signoff.runtime.service import Service, ServiceContext, ServiceSpec
+from signoff.runtime.service import Lane, Service, ServiceContext, ServiceSpec
 from signoff.runtime.settings import load_settings
 
 REQUESTS_TOPIC = "signoff.approval.requests.v1"
@@ -83,7 +83,9 @@ def approval_spec(settings: ApprovalSettings, clock: Clock | None = None) -> Ser
         name="approval",
         schema=SCHEMA,
         migrations_package="signoff.approval.sql",
-        consumes=(REQUESTS_TOPIC, DECISIONS_TOPIC),
+        consumes=(REQUESTS_TOPIC,),
+        # Decisions on a loop of their own: a person's approval never waits behind a burst of requests.
+        lanes=(Lane("decisions", (DECISIONS_TOPIC,)),),
         produces=(GATES_TOPIC,),
         handler=handler,
         background=(expiry,),

@@ -53,6 +53,7 @@ class BenchOptions:
     notifications: int = 5_000
     bootstrap: str | None = None
     database_url: str | None = None
+    burst: int = 20_000
 
 
 def machine() -> str:
@@ -281,6 +282,29 @@ async def _measure(
         pending_listed = await database.pending_count(pool)
         say(f"P6: GET /api/v1/gates?mine=true with {pending_listed:,} gates pending")
         listed_before = await scenarios.api_list_latency(api_url, api_token, LIST_SAMPLES)
+
+        # P2b: the same decisions while a burst of requests is being absorbed: decisions must not queue behind it.
+        burst_pipeline = f"{pipeline}-burst"
+        say(f"P2b: decisions at {options.rate:g}/s while {options.burst:,} requests are absorbed")
+        absorbing = asyncio.create_task(
+            scenarios.burst(producer, pool, REQUESTS, burst_pipeline, workload.requests(burst_pipeline, options.burst))
+        )
+        during = await decide(f"bench-outcomes-burst-{run_id}")
+        outlasted = not absorbing.done()  # the burst was still being absorbed when the last decision was answered
+        absorbed = await absorbing
+        report.add(
+            Row(
+                "P2b",
+                f"decision -> outcome event at {options.rate:g} decisions/s while a burst of {options.burst:,} "
+                f"requests is absorbed (p50 {millis(during.p50)}; burst absorbed in {absorbed.seconds:.1f}s"
+                f"{', still absorbing at the last answer' if outlasted else ', done before the last answer'})",
+                f"p99 {millis(during.p99)}",
+                f"broker produce->consume p99 {millis(broker.p99)} (p50 {millis(broker.p50)})",
+                f"{during.p99 / broker.p99:.1f}x",
+                "<= 3x",
+                during.p99 <= 3 * broker.p99,
+            )
+        )
 
         # P3: notifier fan-out to a local webhook sink, against a bare POST loop to the same sink.
         if "notifier" in ROLES:

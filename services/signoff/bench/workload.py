@@ -61,11 +61,11 @@ def requests(pipeline: str, count: int) -> list[Message]:
     return messages
 
 
-def decision(gate_id: str, token: str, key: bytes) -> Message:
-    """A signed approval of `gate_id` by APPROVER."""
+def decision(gate_id: str, token: str, key: bytes, *, source: str = DECISION_SOURCE) -> Message:
+    """A signed approval of `gate_id` by APPROVER (signed with `key`, the key of decision `source`)."""
     data = wire.ApprovalDecision(
         decision_id=uuid.uuid4().hex,
-        source=DECISION_SOURCE,
+        source=source,
         gate_id=gate_id,
         token=token,
         status="Approved",

@@ -21,6 +21,7 @@ from signoff.runtime.settings import load_settings
 @click.option("--naive-requests", default=2_000, show_default=True, help="Requests through the naive consumer.")
 @click.option("--rate", default=200.0, show_default=True, help="Decisions per second for P2 and P4.")
 @click.option("--seconds", default=10.0, show_default=True, help="How long each decision load runs.")
+@click.option("--burst", default=20_000, show_default=True, help="Requests absorbed during P2b's decisions.")
 @click.option("--pending", default=1_000_000, show_default=True, help="Pending gates for P4.")
 @click.option("--notifications", default=5_000, show_default=True, help="Webhook deliveries for P3.")
 @click.option("--bootstrap", help="Use this Kafka bootstrap server instead of an embedded broker.")
@@ -32,6 +33,7 @@ def bench(
     naive_requests: int,
     rate: float,
     seconds: float,
+    burst: int,
     pending: int,
     notifications: int,
     bootstrap: str | None,
@@ -43,18 +45,22 @@ def bench(
     unless --bootstrap and --database-url are given; a fresh database per run, dropped at the end)."""
     if (bootstrap is None) != (database_url is None):
         raise CliUsageError("--bootstrap and --database-url go together (neither: an embedded stack)")
-    if min(requests, naive_requests, pending, notifications) < 2 or rate <= 0 or seconds <= 0:
+    if min(requests, naive_requests, pending, notifications, burst) < 2 or rate <= 0 or seconds <= 0:
         raise CliUsageError(
-            "--requests, --naive-requests, --pending and --notifications must be at least 2, --rate and --seconds "
-            "positive"
+            "--requests, --naive-requests, --burst, --pending and --notifications must be at least 2, --rate and "
+            "--seconds positive"
         )
-    if requests < rate * seconds * 2:
-        raise CliUsageError("--requests must open at least twice --rate x --seconds gates (P2 and P4 decide them)")
+    if requests < rate * seconds * 3:
+        raise CliUsageError(
+            "--requests must open at least three times --rate x --seconds gates (P2, P2b and P4 decide them)"
+        )
     if notifications > requests:
         raise CliUsageError("--notifications cannot exceed --requests (each opened gate is one delivery)")
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format, role="bench", stream=sys.stderr)
-    options = BenchOptions(requests, naive_requests, rate, seconds, pending, notifications, bootstrap, database_url)
+    options = BenchOptions(
+        requests, naive_requests, rate, seconds, pending, notifications, bootstrap, database_url, burst=burst
+    )
     command = "signoff bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else "signoff bench"
 
     def say(line: str) -> None:

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -153,15 +154,39 @@ def _example_env(variable: str, example: str) -> dict[str, str]:
     return {}
 
 
+RESTART_BACKOFF_FIRST = 1.0
+RESTART_BACKOFF_CAP = 30.0
+TERMINATE_GRACE_SECONDS = 30.0
+"""A role asked to stop so it can be restarted (onto a new broker) is killed after this long."""
+STABLE_AFTER_SECONDS = 60.0
+"""A role that ran this long before it exited is restarted after the shortest wait again."""
+
+
+@dataclass
+class _Role:
+    """One supervised role process and its restart schedule."""
+
+    name: str
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff: float = RESTART_BACKOFF_FIRST
+    restart_at: float | None = None
+    terminating_since: float | None = None  # asked to stop (SIGTERM) to be restarted
+    health_port: int = field(default_factory=free_port)  # /readyz: `dev up` is ready once every role is
+
+
 class Supervisor:
-    """Runs the dev stack and the service roles in the foreground, multiplexing their output line by line
-    with a `role |` prefix, and stops everything on SIGINT / SIGTERM or when a role dies."""
+    """Runs the dev stack and the service roles (every one in ROLES) in the foreground, multiplexing their output
+    line by line with a `role |` prefix. A role that exits is restarted with bounded exponential backoff and the
+    restart printed; the broker and PostgreSQL keep running (and are started again on their own ports if they
+    die). Everything stops only on SIGINT / SIGTERM (Ctrl-C, `signoff dev down`)."""
 
     def __init__(self, state_dir: Path, kafka_port: int | None, postgres_port: int | None) -> None:
         self.state_dir = state_dir
         self.stack = DevStack(state_dir, kafka_port=kafka_port, postgres_port=postgres_port)
-        self.roles: dict[str, subprocess.Popen[bytes]] = {}
-        self.health_ports: dict[str, int] = {}
+        self.roles: dict[str, _Role] = {name: _Role(name) for name in ROLES}
+        self._infra_retry_at: dict[str, float] = {}  # broker / postgres -> when to try starting it again
         self.stopping = threading.Event()
         self.print_lock = threading.Lock()
 
@@ -174,22 +199,25 @@ class Supervisor:
             signal.signal(sig, lambda *_: self.stopping.set())
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
-        exit_code = 0
         try:
+            kept_data = (self.stack.postgres.datadir / "PG_VERSION").exists()
             try:
                 self.stack.start()
             except DevStackError as exc:
                 raise CliError(str(exc)) from exc
-            self.say("dev", f"broker     {self.stack.broker.bootstrap}  (log {self.stack.broker.log_path})")
-            self.say("dev", f"postgres   {self.stack.postgres.dsn('signoff')}  (log {self.stack.postgres.log_path})")
+            broker, postgres = self.stack.broker, self.stack.postgres
+            self.say("dev", f"broker     {broker.bootstrap}  (pid {broker.proc.pid}, log {broker.log_path})")
+            self.say("dev", f"postgres   {postgres.dsn('signoff')}  (pid {postgres.proc.pid}, log {postgres.log_path})")
             self.say("dev", f"api        {self.stack.api_url}")
-            if self.stack.postgres.relocated:
+            if postgres.relocated:
                 self.say(
                     "dev",
-                    f"postgres   data in {self.stack.postgres.home}: its account "
-                    f"'{self.stack.postgres.run_as.name}' cannot reach {self.state_dir}",
+                    f"postgres   data in {postgres.home}: its account '{postgres.run_as.name}' cannot reach "
+                    f"{self.state_dir}",
                 )
-            for role in ROLES:
+            if kept_data:
+                self._say_broker_empty("PostgreSQL keeps the data of the last run")
+            for role in self.roles.values():
                 self._start_role(role)
             # The env file is what `dev up --detach` and other commands wait for: write it once every role
             # answers /readyz, so the first command after `dev up` finds the API listening.
@@ -197,16 +225,11 @@ class Supervisor:
             self.stack.write_env_file()
             self.say(
                 "dev",
-                f"ready: roles {', '.join(ROLES)}; the API is at {self.stack.api_url}; in another terminal: "
-                'eval "$(./signoffw dev env)"; export SIGNOFF_TOKEN=$(./signoffw dev token alice); '
-                "Ctrl-C stops everything",
+                f"ready: roles {', '.join(self.roles)}; the API is at {self.stack.api_url}; in another terminal: "
+                "export SIGNOFF_TOKEN=$(./signoffw dev token alice); Ctrl-C stops everything",
             )
             while not self.stopping.wait(0.2):
-                for role, proc in self.roles.items():
-                    if proc.poll() is not None:
-                        self.say("dev", f"role {role} exited with code {proc.returncode}; stopping")
-                        exit_code = 1
-                        self.stopping.set()
+                self._supervise()
         finally:
             self.say("dev", "stopping")
             self._stop_roles()
@@ -214,10 +237,73 @@ class Supervisor:
             with contextlib.suppress(FileNotFoundError):
                 (self.state_dir / PID_FILE).unlink()
             self.say("dev", "stopped")
-        if exit_code:
-            raise SystemExit(exit_code)
 
-    def _start_role(self, role: str) -> None:
+    def _say_broker_empty(self, why: str) -> None:
+        self.say(
+            "dev",
+            f"the broker starts empty (in-memory storage) while {why}: topics and offsets start again at 0; "
+            "consumers dedupe by event id and dead letters by record content, so reused offsets lose nothing",
+        )
+
+    def _supervise(self) -> None:
+        """One round: bring back dead infrastructure on its own port, then schedule and perform role restarts."""
+        now = time.monotonic()
+        for name, part in (("postgres", self.stack.postgres), ("broker", self.stack.broker)):
+            if name not in self._infra_retry_at:
+                if part.proc is None or part.proc.poll() is None:
+                    continue
+                self.say("dev", f"{name} exited with code {part.proc.returncode}; starting it again on {part.port}")
+                self._infra_retry_at[name] = now
+            if now < self._infra_retry_at[name]:
+                continue
+            if not self._restart_infrastructure(part):
+                self._infra_retry_at[name] = now + RESTART_BACKOFF_FIRST
+                continue
+            del self._infra_retry_at[name]
+            if name == "broker":
+                self._say_broker_empty("PostgreSQL keeps its data")
+                # The roles create their topics at start: restart them onto the empty broker.
+                for role in self.roles.values():
+                    self._terminate(role)
+        for role in self.roles.values():
+            overdue = role.terminating_since is not None and now - role.terminating_since > TERMINATE_GRACE_SECONDS
+            if overdue and role.proc is not None and role.proc.poll() is None:
+                self.say("dev", f"role {role.name} did not stop within {TERMINATE_GRACE_SECONDS:.0f}s; killing it")
+                role.proc.kill()
+                role.terminating_since = None
+            if role.proc is None or role.proc.poll() is None:
+                if role.restart_at is not None and now >= role.restart_at:
+                    role.restart_at = None
+                    self._start_role(role)
+                continue
+            if role.restart_at is None:
+                if now - role.started_at >= STABLE_AFTER_SECONDS:
+                    role.backoff = RESTART_BACKOFF_FIRST
+                role.restarts += 1
+                role.restart_at = now + role.backoff
+                self.say(
+                    "dev",
+                    f"role {role.name} exited with code {role.proc.returncode}; restart #{role.restarts} "
+                    f"in {role.backoff:.0f}s",
+                )
+                role.backoff = min(role.backoff * 2, RESTART_BACKOFF_CAP)
+            elif now >= role.restart_at:
+                role.restart_at = None
+                self._start_role(role)
+
+    def _restart_infrastructure(self, part) -> bool:
+        """Start the broker or PostgreSQL again on the port it had, so the roles' settings stay true."""
+        part.requested_port = part.port
+        part.proc = None
+        try:
+            part.start()
+        except DevStackError as exc:
+            self.say("dev", f"could not start it again: {exc}; retrying")
+            return False
+        self.say("dev", f"started again (pid {part.proc.pid})")
+        return True
+
+    def _start_role(self, role: _Role) -> None:
         env = (
             os.environ
             | self.stack.env
@@ -228,13 +314,16 @@ class Supervisor:
             | {
                 "SIGNOFF_LOG_FORMAT": os.environ.get("SIGNOFF_LOG_FORMAT", "console"),
                 "SIGNOFF_HTTP_HOST": "127.0.0.1",
-                "SIGNOFF_HTTP_PORT": str(self.health_ports.setdefault(role, free_port())),
+                "SIGNOFF_HTTP_PORT": str(role.health_port),
+                # Static membership: a restarted role takes its partitions back without waiting for the session
+                # of the process it replaces to time out.
+                "SIGNOFF_KAFKA_GROUP_INSTANCE_ID": f"dev-{role.name}",
             }
         )
 
         parent = os.getpid()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "signoff", role],
+            [sys.executable, "-m", "signoff", role.name],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -242,17 +331,19 @@ class Supervisor:
             start_new_session=True,
             preexec_fn=lambda: die_with_parent(parent),
         )
-        self.roles[role] = proc
-        threading.Thread(target=self._pump, args=(role, proc), daemon=True).start()
+        role.proc, role.started_at, role.terminating_since = proc, time.monotonic(), None
+        self.say("dev", f"role {role.name} {'restarted' if role.restarts else 'started'} (pid {proc.pid})")
+        threading.Thread(target=self._pump, args=(role.name, proc), daemon=True).start()
 
     def _wait_until_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Until every role's /readyz answers 200; CliError when a role exits or the deadline passes."""
         deadline = time.monotonic() + timeout
-        waiting = dict(self.health_ports)
+        waiting = {role.name: role.health_port for role in self.roles.values()}
         while waiting:
             for role, port in list(waiting.items()):
-                if self.roles[role].poll() is not None:
-                    raise CliError(f"role {role} exited with code {self.roles[role].returncode} while starting")
+                proc = self.roles[role].proc
+                if proc is not None and proc.poll() is not None:
+                    raise CliError(f"role {role} exited with code {proc.returncode} while starting")
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
                         if answer.status == 200:
@@ -271,13 +362,20 @@ class Supervisor:
         for raw in proc.stdout:
             self.say(role, raw.decode(errors="replace").rstrip())
 
+    def _terminate(self, role: _Role) -> None:
+        if role.proc is not None and role.proc.poll() is None:
+            role.proc.send_signal(signal.SIGTERM)
+            role.terminating_since = time.monotonic()
+
     def _stop_roles(self) -> None:
-        for proc in self.roles.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.roles.values():
+        for role in self.roles.values():
+            role.restart_at = None
+            self._terminate(role)
+        for role in self.roles.values():
+            if role.proc is None:
+                continue
             try:
-                proc.wait(timeout=20)
+                role.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                role.proc.kill()
+                role.proc.wait()

@@ -10,6 +10,7 @@ from signoff.approval.service import approval
 from signoff.cli.access_keys import access_keys
 from signoff.cli.approver import COMMANDS as APPROVER_COMMANDS
 from signoff.cli.bench import bench
+from signoff.cli.chaos import chaos
 from signoff.cli.deliveries import deliveries
 from signoff.cli.dev import dev
 from signoff.cli.migrate import migrate
@@ -35,6 +36,7 @@ cli.add_command(deliveries)
 cli.add_command(tokens)
 cli.add_command(access_keys)
 cli.add_command(bench)
+cli.add_command(chaos)
 for command in APPROVER_COMMANDS:
     cli.add_command(command)
 cli.add_command(executor)

@@ -25,10 +25,11 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """A `preexec_fn`: the child gets SIGKILL when `parent_pid` dies. Runs between fork and exec, after any
-    uid/gid switch."""
-    if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
+    """A `preexec_fn`: the child gets `sig` (SIGKILL unless told) when `parent_pid` dies. Runs between fork and
+    exec, after any uid/gid switch. Strictly the signal comes when the *thread* that forked ends, so fork from the
+    thread that lives as long as the parent (the event loop's)."""
+    if _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
         os._exit(70)
     # The parent may have died before prctl took effect: then nobody would ever signal us.
     if os.getppid() != parent_pid:
@@ -131,8 +132,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 def ensure_port_free(port: int, what: str, host: str = "127.0.0.1") -> None:
     """Refuse a requested port that something else already listens on, in one line."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers themselves bind: connections of the previous run left in TIME_WAIT do not make the port
+        # busy (a server restarted on its own port must start), a live listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
+            sock.listen(1)
         except OSError as exc:
             raise DevStackError(f"{what} port {host}:{port} is not available ({exc.strerror})") from exc
 

@@ -31,7 +31,7 @@ from signoff.executor.mapping import outbox_record
 from signoff.executor.metrics import REQUESTS_REFUSED
 from signoff.executor.repository import ExecutorRepository, NewExecution
 from signoff.executor.store import Loaded, load, save
-from signoff.runtime.consumer import Received, UnitOfWork, dead_letter_record
+from signoff.runtime.consumer import Received, UnitOfWork, dead_letter_id, dead_letter_record
 
 log = structlog.get_logger(__name__)
 
@@ -323,7 +323,7 @@ class ExecutorHandler:
         uow.outbox.add(
             dead_letter_record(
                 record,
-                id=f"dlq:{record.topic}:{record.partition}:{record.offset}",
+                id=dead_letter_id(record),
                 topic=self.dead_letter_topic,
                 reason=refused.reason,
                 error=refused.error,

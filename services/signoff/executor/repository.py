@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from signoff.executor.scripts import ScriptProcess
+
 SCHEMA = "executor"
 _EXECUTION_COLUMNS = """id, pipeline_id, pipeline_name, sequence_id, status, reason, triggered_by, state, runnable,
     wake_at, owner, lease_until, started_at, finished_at, updated_at"""
@@ -188,6 +190,44 @@ class ExecutorRepository:
             me,
         )
         return int(result.split()[-1])
+
+    async def record_script_process(
+        self, conn: asyncpg.Connection, key: tuple[str, str, int], owner: str, process: ScriptProcess
+    ) -> None:
+        """Remember the process of a running script (execution id, step path, attempt)."""
+        await conn.execute(
+            f"""INSERT INTO {self._t("script_processes")} (execution_id, step_path, attempt, owner, host, pid, started)
+                VALUES ($1, $2, $3, $4, $5, $6, $7)
+                ON CONFLICT (execution_id, step_path, attempt)
+                DO UPDATE SET owner = $4, host = $5, pid = $6, started = $7, recorded_at = now()""",  # noqa: S608
+            *key,
+            owner,
+            process.host,
+            process.pid,
+            process.started,
+        )
+
+    async def script_processes(
+        self, conn: asyncpg.Connection, execution_id: str
+    ) -> dict[tuple[str, int], ScriptProcess]:
+        """The recorded processes of `execution_id`'s scripts, by (step path, attempt)."""
+        rows = await conn.fetch(
+            f"""SELECT step_path, attempt, host, pid, started FROM {self._t("script_processes")}
+                WHERE execution_id = $1""",  # noqa: S608
+            execution_id,
+        )
+        return {(r["step_path"], r["attempt"]): ScriptProcess(r["host"], r["pid"], r["started"]) for r in rows}
+
+    async def forget_script_processes(
+        self, conn: asyncpg.Connection, execution_id: str, step_path: str | None = None
+    ) -> None:
+        """Drop the process records of an execution's scripts (one step's, or all) once they are known gone."""
+        await conn.execute(
+            f"""DELETE FROM {self._t("script_processes")}
+                WHERE execution_id = $1 AND ($2::text IS NULL OR step_path = $2)""",  # noqa: S608
+            execution_id,
+            step_path,
+        )
 
     async def notify_runner(self, conn: asyncpg.Connection) -> None:
         """Wake the runners when this transaction commits."""

@@ -11,6 +11,12 @@ own (state + step log + step change), and the execution is marked runnable for t
 Stopping kills this replica's scripts without reporting and releases its leases at once: the next replica to claim
 those executions applies the restart rule (docs/pipelines.md, "Restart rule") instead of waiting for the lease to
 run out. A replica that dies without stopping loses its lease after `script_lease_seconds`.
+
+Never two attempts of one step at once: a replica's scripts die with it (scripts.py, parent-death signal); a
+replica that could not renew its lease (renewed every quarter of `script_lease_seconds`) for three quarters of it
+kills its scripts itself (it may be about to lose them to another replica); and the replica that resumes an
+execution kills what is left of the earlier attempt when it runs on the same host (its process is recorded in
+`script_processes`) before it applies the restart rule.
 """
 
 from __future__ import annotations
@@ -41,12 +47,15 @@ from signoff.executor.domain.actions import (
 from signoff.executor.mapping import approval_requested, finished, outbox_record
 from signoff.executor.metrics import EXECUTIONS_FINISHED, RUNNER_PASS_SECONDS, SCRIPT_SECONDS, SCRIPTS_RUNNING
 from signoff.executor.repository import ExecutorRepository, runner_channel
-from signoff.executor.scripts import ScriptResult, run_script
+from signoff.executor.scripts import ScriptProcess, ScriptResult, ensure_gone, run_script
 from signoff.executor.store import Loaded, load, running_scripts, save
 from signoff.runtime.consumer import TRANSIENT_ERRORS
 from signoff.runtime.outbox import OutboxWriter
 
 log = structlog.get_logger(__name__)
+
+FENCE_AFTER = 0.75
+"""A replica that could not renew its lease for this fraction of it kills its scripts (renewals come every quarter)."""
 
 ScriptKey = tuple[str, str, int]
 """(execution id, step path, attempt) of a running script."""
@@ -145,8 +154,10 @@ class Runner:
         execution = loaded.execution
         owner = loaded.row["owner"]
         if owner is not None and owner != self.instance and running_scripts(execution):
-            # The replica running its scripts stopped renewing its lease: their processes are gone.
+            # The replica running its scripts stopped renewing its lease: it died (its scripts with it) or fenced
+            # itself; what may be left of them on this host is killed before anything starts again.
             log.warning("recovering_execution", execution_id=execution.execution_id, previous_owner=owner)
+            await self._ensure_earlier_attempts_gone(conn, execution)
             execution.recover(now)
         elif owner == self.instance and running_scripts(execution):
             # Our own scripts, but no task runs any of them (a task that died without reporting; should not
@@ -205,6 +216,19 @@ class Runner:
         )
         return start, cancel, ended
 
+    async def _ensure_earlier_attempts_gone(self, conn: asyncpg.Connection, execution) -> None:
+        processes = await self.repository.script_processes(conn, execution.execution_id)
+        for path in running_scripts(execution):
+            process = processes.get((path, execution.step(path).attempt))
+            if process is None:
+                continue
+            if await ensure_gone(process):
+                log.info("earlier_attempt_gone", execution_id=execution.execution_id, step=path, pid=process.pid)
+            else:
+                # Still there after SIGKILL: stuck in the kernel, it cannot run another line of the script.
+                log.error("earlier_attempt_unkillable", execution_id=execution.execution_id, step=path, pid=process.pid)
+        await self.repository.forget_script_processes(conn, execution.execution_id)
+
     # ------------------------------------------------------------------------------------------------ scripts
 
     def _start_script(self, action: RunShellScript) -> None:
@@ -219,7 +243,7 @@ class Runner:
         began = time.perf_counter()
         try:
             try:
-                result = await run_script(action)
+                result = await run_script(action, on_started=lambda process: self._record(action, process))
             except asyncio.CancelledError:
                 SCRIPT_SECONDS.labels("cancelled").observe(time.perf_counter() - began)
                 raise  # cancelled by the state machine (abort, deadline) or by stop(): nothing to report
@@ -246,6 +270,16 @@ class Runner:
                 del self.scripts[key]
             self._wake.set()
 
+    async def _record(self, action: RunShellScript, process: ScriptProcess) -> None:
+        """Remember the script's process, so a replica resuming the execution can make sure it is gone."""
+        key = (action.execution_id, action.step_path, action.attempt)
+        try:
+            async with self.pool.acquire() as conn:
+                await self.repository.record_script_process(conn, key, self.instance, process)
+        except Exception as exc:
+            # Not fatal: the script still dies with this replica, or when it fences itself.
+            log.warning("script_process_not_recorded", execution_id=action.execution_id, error=repr(exc))
+
     async def _report(self, action: RunShellScript, result: ScriptResult) -> None:
         now = self.clock.now()
         async with self.pool.acquire() as conn, conn.transaction():
@@ -268,6 +302,7 @@ class Runner:
                 output=result.output,
                 at=now,
             )
+            await self.repository.forget_script_processes(conn, action.execution_id, action.step_path)
             outbox = OutboxWriter(self.repository.schema)
             if changed:
                 await save(conn, self.repository, outbox, loaded, now=now, runnable=True)
@@ -302,18 +337,24 @@ class Runner:
         delay = 0.1
         try:
             while not stopping.is_set():
+                if not self.scripts:
+                    renewed = loop.time()  # nothing leased: the next script's lease starts about now
+                elif loop.time() - renewed > self.lease_seconds * FENCE_AFTER:
+                    await self._fence(loop.time() - renewed)
                 self._wake.clear()
                 try:
                     while await self.run_once() and not stopping.is_set():
                         pass
-                    if self.scripts and loop.time() - renewed >= self.lease_seconds / 3:
+                    if self.scripts and loop.time() - renewed >= self.lease_seconds / 4:
                         await self._renew()
                         renewed = loop.time()
                     delay = 0.1
                 except Exception as exc:
-                    # PostgreSQL unavailable (or a bug in one execution): nothing was committed; retry with backoff.
+                    # PostgreSQL unavailable (or a bug in one execution): nothing was committed; retry with backoff,
+                    # waking in time to fence (above) before the lease could run out.
                     log.warning("runner_pass_failed", error=repr(exc), retry_in=delay)
-                    await asyncio.sleep(delay)
+                    fence_in = renewed + self.lease_seconds * FENCE_AFTER - loop.time() if self.scripts else delay
+                    await asyncio.sleep(max(0.05, min(delay, fence_in)))
                     delay = min(delay * 2, 10.0)
                     continue
                 waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stopping.wait())]
@@ -335,6 +376,20 @@ class Runner:
             with contextlib.suppress(Exception):
                 await listener.remove_listener(channel, wake)
             await self.pool.release(listener)
+
+    async def _fence(self, unrenewed_for: float) -> None:
+        """The lease could not be renewed for FENCE_AFTER of its length: another replica may soon take these executions
+        over and start the scripts again, so kill them now (no report; the restart rule decides)."""
+        log.error(
+            "lease_not_renewed_scripts_killed",
+            unrenewed_seconds=round(unrenewed_for, 1),
+            scripts=[f"{execution_id}/{path}#{attempt}" for execution_id, path, attempt in self.scripts],
+        )
+        tasks = list(self.scripts.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.scripts.clear()
 
     async def stop(self) -> None:
         """Kill this replica's scripts (no report) and release its leases, so the restart rule applies at once."""

@@ -5,6 +5,13 @@ the step's environment variables, never the executor's own settings (the databas
 there). After the script, a Bash EXIT trap writes each declared output variable that is set to a file, NUL
 separated, so values may hold any text; a variable the script never set is left out (its expression then stays
 unresolved instead of being silently blank). Cancellation kills the whole process group.
+
+Scripts die with their executor: the process the executor starts is a small Bash guard, the leader of the
+script's process group, with a parent-death signal (SIGTERM) on which it kills the whole group. So a kill -9 of the
+executor never leaves a script running on alone (a `retryOnRestart` step would otherwise run twice at once, and
+a step marked failed by the restart rule could go on and succeed). Only a process that leaves the group on
+purpose (`setsid`) escapes. A replica resuming an execution after the owner's lease ran out also kills the earlier
+attempt's group itself when it runs on the same host (`ensure_gone`), in case the owner was frozen, not dead.
 """
 
 from __future__ import annotations
@@ -14,11 +21,15 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import tempfile
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from signoff.contracts.durations import format_duration
+from signoff.devstack.process import die_with_parent
 from signoff.executor.domain.actions import RunShellScript
 
 OUTPUT_TAIL_BYTES = 64 * 1024
@@ -35,6 +46,12 @@ _WRAPPER = """__signoff_outputs() {{
 trap __signoff_outputs EXIT
 . "$SIGNOFF_STEP_SCRIPT"
 """
+_GUARD = """trap 'kill -KILL 0' TERM
+"$BASH" "$SIGNOFF_STEP_WRAPPER" &
+wait "$!"
+"""
+# The trap is set before the script starts, so a parent death at any moment leaves nothing behind; `wait` (unlike
+# a foreground command) lets the trap run at once.
 _WRITE = """    if [ -n "${{{var}+x}}" ]; then printf '%s=%s\\0' '{var}' "${{{var}}}" >> "$SIGNOFF_STEP_OUTPUTS"; fi"""
 
 
@@ -52,6 +69,70 @@ class ScriptResult:
         return self.exit_code == 0 and self.error is None
 
 
+@dataclass(frozen=True)
+class ScriptProcess:
+    """The leader of a running script's process group: enough to find it again, and never mistake a reused pid."""
+
+    host: str
+    pid: int
+    started: int
+
+
+def this_host() -> str:
+    """Hostname and boot id: pids mean the same process only on the same host since the same boot."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "unknown-boot"
+    return f"{socket.gethostname()}/{boot}"
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, process group, start time in clock ticks) of `pid`, or None when there is no such process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[2]), int(fields[19])
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group `pgid`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            state, group, _ = stat
+            if group == pgid and state not in ("Z", "X"):
+                members.append(int(entry.name))
+    return members
+
+
+def describe(pid: int) -> ScriptProcess | None:
+    """`pid` as a ScriptProcess of this host, or None when it is gone already."""
+    stat = _stat(pid)
+    return None if stat is None else ScriptProcess(this_host(), pid, stat[2])
+
+
+async def ensure_gone(process: ScriptProcess, *, timeout: float = 5.0) -> bool:
+    """Kill the process group of an earlier attempt that runs on this host and wait until none of it runs.
+
+    True when it is gone (or never was ours to kill: another host, or its pid now belongs to another process);
+    False when something of it still runs after `timeout` (a process stuck in the kernel)."""
+    if process.host != this_host():
+        return True
+    leader = _stat(process.pid)
+    if leader is not None and leader[2] != process.started:
+        return True  # the pid was reused: the earlier group is gone
+    deadline = time.monotonic() + timeout
+    while _group_members(process.pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)  # the kernel tears the group down; poll with a deadline
+    return True
+
+
 async def _kill(process: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
@@ -66,9 +147,15 @@ async def _tail(stream: asyncio.StreamReader, keep: bytearray) -> None:
             del keep[: len(keep) - OUTPUT_TAIL_BYTES]
 
 
-async def run_script(action: RunShellScript, *, bash: str | None = None) -> ScriptResult:
+async def run_script(
+    action: RunShellScript,
+    *,
+    bash: str | None = None,
+    on_started: Callable[[ScriptProcess], Awaitable[None]] | None = None,
+) -> ScriptResult:
     """Run the script of `action` to its end, or until `action.timeout` passes on the wall clock (a safety net:
-    the state machine also fails it at its deadline on the executor's clock). Cancelling the call kills it."""
+    the state machine also fails it at its deadline on the executor's clock). Cancelling the call kills it.
+    `on_started` learns its process group's leader once it runs (to record it)."""
     bash = bash or shutil.which("bash") or "/bin/bash"
     workdir = Path(tempfile.mkdtemp(prefix="signoff-step-"))
     try:
@@ -78,6 +165,8 @@ async def run_script(action: RunShellScript, *, bash: str | None = None) -> Scri
         variables = list(dict.fromkeys(action.output_variables.values()))
         wrapper = workdir / "wrapper.sh"
         wrapper.write_text(_WRAPPER.format(writes="\n".join(_WRITE.format(var=var) for var in variables)))
+        guard = workdir / "guard.sh"
+        guard.write_text(_GUARD)
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": str(workdir),
@@ -85,21 +174,26 @@ async def run_script(action: RunShellScript, *, bash: str | None = None) -> Scri
             **action.environment,  # the step may set its own PATH, LANG, …
             "SIGNOFF_STEP_SCRIPT": str(script),
             "SIGNOFF_STEP_OUTPUTS": str(outputs_file),
+            "SIGNOFF_STEP_WRAPPER": str(wrapper),
         }
+        parent = os.getpid()
         process = await asyncio.create_subprocess_exec(
             bash,
-            str(wrapper),
+            str(guard),
             cwd=workdir,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # its own process group: a kill reaches the children it started too
+            preexec_fn=lambda: die_with_parent(parent, signal.SIGTERM),  # the guard then kills the group
         )
         kept = bytearray()
         assert process.stdout is not None
         reader = asyncio.create_task(_tail(process.stdout, kept))
         try:
+            if on_started is not None and (started := describe(process.pid)) is not None:
+                await on_started(started)
             async with asyncio.timeout(action.timeout.total_seconds()):
                 await process.wait()
                 await reader

@@ -23,6 +23,7 @@ class ExecutorSettings(Settings):
     script_lease_seconds: float = Field(
         30.0,
         ge=1,
-        description="A replica running scripts renews its claim on their executions this often x3; when it stops "
+        description="A replica running scripts renews its claim on their executions every quarter of this (and kills "
+        "its scripts when it could not for three quarters); when it stops "
         "renewing (it died), another replica applies the restart rule after this long.",
     )

@@ -85,10 +85,12 @@ class NotifierHandler:
         self.repository = repository or NotifierRepository()
 
     async def apply(self, uow: UnitOfWork, batch: Sequence[Received]) -> None:
+        planned: list[tuple[str, int, int]] = []  # (gate id, deliveries, reminders scheduled) of each GateOpened
         for received in batch:
             data = received.event.data
             if isinstance(data, wire.GateOpened):
-                await self._opened(uow.conn, received.event)
+                if (done := await self._opened(uow.conn, received.event)) is not None:
+                    planned.append(done)
             elif isinstance(data, OUTCOMES):
                 await self._outcome(uow.conn, received.event)
             elif isinstance(data, wire.RequestRefused):
@@ -97,8 +99,19 @@ class NotifierHandler:
                 continue
             else:
                 raise UnsupportedEvent(f"the notifier does not consume {received.event.type}")
+        if planned:
+            # One line per batch (a burst of gates must not cost a line each); each gate at debug.
+            log.info(
+                "gate_opened_planned",
+                gates=len(planned),
+                deliveries=sum(deliveries for _, deliveries, _ in planned),
+                scheduled=sum(scheduled for _, _, scheduled in planned),
+                gate_ids=[gate_id for gate_id, _, _ in planned[:20]],
+            )
 
-    async def _opened(self, conn: asyncpg.Connection, event: wire.Event) -> None:
+    async def _opened(self, conn: asyncpg.Connection, event: wire.Event) -> tuple[str, int, int] | None:
+        """Plan a gate's deliveries and reminders; returns (gate id, deliveries, reminders) or None when the gate
+        was planned already."""
         data: wire.GateOpened = event.data
         now = self.clock.now()
         fresh = await self.repository.remember_gate(
@@ -106,7 +119,7 @@ class NotifierHandler:
         )
         if not fresh:
             log.info("gate_already_notified", gate_id=data.gate_id)
-            return
+            return None
         n = self.notifying
         view = ApprovalView.from_gate_opened(event, n.catalog, now=now, approval_page_url=n.approval_page_url)
         planned = n.routing.deliveries_for(view, data.eligible_approvers)
@@ -117,7 +130,8 @@ class NotifierHandler:
             group, when = escalation
             schedule.append((f"{ESCALATION_PREFIX}{group}", when))
         await self.repository.schedule(conn, data.gate_id, schedule)
-        log.info("gate_opened_planned", gate_id=data.gate_id, deliveries=inserted, scheduled=len(schedule))
+        log.debug("gate_opened_planned", gate_id=data.gate_id, deliveries=inserted, scheduled=len(schedule))
+        return data.gate_id, inserted, len(schedule)
 
     async def _outcome(self, conn: asyncpg.Connection, event: wire.Event) -> None:
         data = event.data

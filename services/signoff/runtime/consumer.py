@@ -4,8 +4,12 @@ per event, commit the database, then commit the offsets.
 - Duplicates (a redelivery after a crash between the two commits, a replayed event, a re-published outbox row)
   conflict on the inbox primary key and are skipped.
 - Records that fail validation are dead-lettered in the same transaction: an outbox row for the dead-letter topic
-  plus an inbox row keyed by their position, so a redelivery neither loses nor duplicates them, and the valid
-  records around them are applied.
+  plus an inbox row keyed by their position and a digest of their content (offsets are reused when a topic is
+  recreated or a dev broker restarts empty: a new record at an old position is not a duplicate), so a redelivery
+  neither loses nor duplicates them, and the valid records around them are applied.
+- The dead-letter path cannot stop the loop: keys and headers are kept as bytes, and a refused record whose dead
+  letter still cannot be written is quarantined (a row with the raw record) and consuming goes on; should even
+  that fail, the record is logged in full at critical level. The loop never exits on a record.
 - A handler error on a batch is retried one event at a time, so one poison event is dead-lettered alone instead of
   blocking its partition. Transient errors (the database or broker unreachable) retry with bounded backoff and
   never commit offsets for work that was not committed.
@@ -15,7 +19,9 @@ per event, commit the database, then commit the offsets.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +42,7 @@ from signoff.runtime.metrics import (
     EVENTS_CONSUMED,
     EVENTS_DEAD_LETTERED,
     EVENTS_DUPLICATE,
+    EVENTS_QUARANTINED,
 )
 from signoff.runtime.outbox import OutboxRecord, OutboxWriter
 
@@ -114,7 +121,7 @@ class _Refused:
 
     @property
     def inbox_id(self) -> str:
-        return f"dlq:{self.record.topic}:{self.record.partition}:{self.record.offset}"
+        return dead_letter_id(self.record)
 
 
 @dataclass
@@ -143,7 +150,8 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class ConsumerLoop:
-    """Consumes `topics` as consumer group `name` into `handler`, writing inbox and outbox rows in `schema`."""
+    """Consumes `topics` as consumer group `name` into `handler`, writing inbox and outbox rows in `schema` (inbox
+    rows under `inbox_name`, the group's name unless told)."""
 
     def __init__(
         self,
@@ -157,8 +165,11 @@ class ConsumerLoop:
         max_batch: int = 1000,
         max_event_bytes: int = 512 * 1024,
         dead_letter_topic: str = DEAD_LETTER_TOPIC,
+        inbox_name: str | None = None,
     ) -> None:
         self.name = name
+        # Whose inbox rows these are: the loop's name unless several loops of one role share one inbox (lanes).
+        self.inbox_name = inbox_name or name
         self.topics = list(topics)
         self.consumer = consumer
         self.pool = pool
@@ -229,14 +240,78 @@ class ConsumerLoop:
         self._report(valid, fresh, new_refusals)
 
     async def _apply_one_by_one(self, valid: Sequence[Received], refused: Sequence[_Refused]) -> None:
-        await self._retrying(lambda: self._apply_batch([], refused))
+        if refused:
+            try:
+                await self._retrying(lambda: self._apply_batch([], refused))
+            except Exception:
+                for refusal in refused:  # find the one(s) whose dead letter cannot be written
+                    await self._dead_letter_or_quarantine(refusal)
         for received in valid:
             try:
                 await self._retrying(lambda r=received: self._apply_batch([r], []))
             except Exception as exc:
                 refusal = _Refused(received.record, "handler_error", f"{type(exc).__name__}: {exc}")
                 log.error("event_failed", consumer=self.name, **received.log_context(), error=repr(exc))
-                await self._retrying(lambda f=refusal: self._apply_batch([], [f]))
+                await self._dead_letter_or_quarantine(refusal)
+
+    async def _dead_letter_or_quarantine(self, refusal: _Refused) -> None:
+        """Dead-letter one refused record; if the database refuses even that, quarantine it; if that fails too,
+        log it in full. Returns normally in every case: the loop moves on, and the record is never dropped
+        without a trace."""
+        try:
+            await self._retrying(lambda: self._apply_batch([], [refusal]))
+            return
+        except Exception as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+            log.error("dead_letter_failed_quarantining", consumer=self.name, **_position(refusal.record), error=failure)
+        try:
+            await self._retrying(lambda: self._quarantine(refusal, failure))
+        except Exception as exc:
+            EVENTS_QUARANTINED.labels(self.name, "failed").inc()
+            log.critical(
+                "event_quarantine_failed",
+                consumer=self.name,
+                **_position(refusal.record),
+                reason=refusal.reason,
+                error=refusal.error[:500],
+                quarantine_error=repr(exc),
+                record=_raw(refusal.record),
+            )
+
+    async def _quarantine(self, refusal: _Refused, failure: str) -> None:
+        record = refusal.record
+        headers = list(record.headers or ())
+        async with self.pool.acquire() as conn, conn.transaction():
+            claimed = await conn.fetchval(
+                f"""INSERT INTO "{self.schema}".inbox (consumer, event_id, topic, partition, "offset")
+                    VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING event_id""",  # noqa: S608
+                self.inbox_name,
+                refusal.inbox_id,
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+            if claimed is None:
+                return  # dead-lettered or quarantined already (a redelivery)
+            await conn.execute(
+                f"""INSERT INTO "{self.schema}".quarantine (consumer, id, topic, partition, "offset", "timestamp",
+                        key, value, header_names, header_values, reason, error)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",  # noqa: S608
+                self.name,
+                refusal.inbox_id,
+                record.topic,
+                record.partition,
+                record.offset,
+                record.timestamp,
+                record.key,
+                record.value,
+                [name.encode() for name, _ in headers],
+                [value for _, value in headers],
+                _text(refusal.reason),
+                _text(f"{refusal.error}\n(dead letter failed: {failure})"),
+            )
+        EVENTS_QUARANTINED.labels(self.name, refusal.reason).inc()
+        log.error("event_quarantined", consumer=self.name, **_position(record), reason=refusal.reason)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[None]]) -> None:
         """Run `attempt` until it succeeds or fails for a reason other than a transient one (which it raises).
@@ -271,7 +346,7 @@ class ConsumerLoop:
             f"""INSERT INTO "{self.schema}".inbox (consumer, event_id, topic, partition, "offset")
                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int[], $5::bigint[])
                 ON CONFLICT DO NOTHING RETURNING event_id""",  # noqa: S608
-            self.name,
+            self.inbox_name,
             ids,
             [p[0] for p in positions],
             [p[1] for p in positions],
@@ -292,16 +367,25 @@ class ConsumerLoop:
     def _report(self, valid: Sequence[Received], fresh: set[str], refusals: Sequence[_Refused]) -> None:
         # One info line per batch (a burst of 50k requests must not cost 50k log lines); each event, with its
         # ids, at debug.
-        applied = duplicates = 0
+        applied = 0
+        duplicate_ids: list[str] = []
         for received in valid:
             if received.event.id in fresh:
                 applied += 1
                 EVENTS_APPLIED.labels(self.name, received.event.type).inc()
                 log.debug("event_applied", consumer=self.name, **received.log_context())
             else:
-                duplicates += 1
+                duplicate_ids.append(received.event.id)
                 EVENTS_DUPLICATE.labels(self.name).inc()
-                log.info("event_duplicate_skipped", consumer=self.name, **received.log_context())
+                log.debug("event_duplicate_skipped", consumer=self.name, **received.log_context())
+        duplicates = len(duplicate_ids)
+        if duplicates:
+            log.info(
+                "event_duplicate_skipped",
+                consumer=self.name,
+                count=duplicates,
+                event_ids=duplicate_ids[:_IDS_LOGGED],
+            )
         if valid or refusals:
             positions: dict[str, list[int]] = {}
             for received in valid:
@@ -349,6 +433,65 @@ class ConsumerLoop:
             CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
 
+_IDS_LOGGED = 20
+"""How many event ids a once-per-batch log line lists (the rest are counted)."""
+
+_NONE = (2**64 - 1).to_bytes(8, "big")  # a length no field can have: None differs from b""
+
+
+def record_digest(record: ConsumerRecord) -> str:
+    """SHA-256 (hex) of what identifies a record besides its position: key, value, headers and timestamp, each
+    length-prefixed so no two different records share an encoding."""
+    digest = hashlib.sha256()
+
+    def part(data: bytes | None) -> None:
+        if data is None:
+            digest.update(_NONE)
+        else:
+            digest.update(len(data).to_bytes(8, "big"))
+            digest.update(data)
+
+    part(record.key)
+    part(record.value)
+    headers = list(record.headers or ())
+    digest.update(len(headers).to_bytes(8, "big"))
+    for name, value in headers:
+        part(name.encode())
+        part(value)
+    digest.update(int(record.timestamp if record.timestamp is not None else -1).to_bytes(8, "big", signed=True))
+    return digest.hexdigest()
+
+
+def dead_letter_id(record: ConsumerRecord) -> str:
+    """The inbox and outbox id of `record`'s dead letter: its position plus a digest of its content. Offsets are
+    reused (a recreated topic, a dev broker that keeps nothing while PostgreSQL keeps its inbox), so the position
+    alone would take a new bad record at an old offset for a duplicate and drop it."""
+    return f"dlq:{record.topic}:{record.partition}:{record.offset}:{record_digest(record)[:32]}"
+
+
+def _position(record: ConsumerRecord) -> dict[str, object]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+
+
+def _text(value: str) -> str:
+    """`value` storable as PostgreSQL text (which cannot hold a NUL)."""
+    return value.replace("\x00", "\\x00")
+
+
+def _raw(record: ConsumerRecord) -> dict[str, object]:
+    """The record in full, base64 where it is bytes: what a log line keeps of a record nothing else could."""
+
+    def b64(data: bytes | None) -> str | None:
+        return None if data is None else base64.b64encode(data).decode()
+
+    return {
+        "timestamp": record.timestamp,
+        "key": b64(record.key),
+        "value": b64(record.value),
+        "headers": [[b64(name.encode()), b64(value)] for name, value in record.headers or ()],
+    }
+
+
 def dead_letter_record(
     record: ConsumerRecord, *, id: str, topic: str, reason: str, error: str, consumer: str
 ) -> OutboxRecord:
@@ -358,7 +501,7 @@ def dead_letter_record(
     return OutboxRecord(
         id=id,
         topic=topic,
-        key=record.key.decode(errors="replace") if record.key else None,
+        key=record.key,
         type="dead-letter",
         value=record.value or b"",
         headers=[

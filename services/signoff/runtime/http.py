@@ -63,10 +63,14 @@ class HealthServer:
             problems.append("consumer group not joined")
         if any(state.failing_since is not None for state in self.loops):
             problems.append("batches failing (database or broker unavailable)")
-        try:
-            async with asyncio.timeout(2):
-                await self.pool.fetchval("SELECT 1")
-        except Exception as exc:  # any failure means not ready; the reason is reported, not raised
+        # Waited on, not awaited under a timeout: cancelling a query on a frozen server waits for the server (the
+        # connection's reset), and a probe must answer within its own budget.
+        check = asyncio.ensure_future(self.pool.fetchval("SELECT 1"))
+        done, _ = await asyncio.wait({check}, timeout=2)
+        if not done:
+            check.cancel()
+            problems.append("database: no answer within 2s")
+        elif (exc := check.exception()) is not None:  # any failure means not ready; reported, not raised
             problems.append(f"database: {type(exc).__name__}")
         if self.extra_ready is not None and (problem := await self.extra_ready()):
             problems.append(problem)

@@ -64,6 +64,8 @@ def make_consumer(settings: Settings, topics: Iterable[str], group_id: str, clie
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,
+        # One id serves every loop of a role: each consumes as a group of its own.
+        group_instance_id=settings.kafka_group_instance_id,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_partition_fetch_bytes=MAX_REQUEST_BYTES,
         fetch_max_bytes=8 * MAX_REQUEST_BYTES,

@@ -10,6 +10,12 @@ EVENTS_DUPLICATE = Counter("signoff_events_duplicate_total", "Events skipped as 
 EVENTS_DEAD_LETTERED = Counter(
     "signoff_events_dead_lettered_total", "Records sent to the dead-letter topic.", ["consumer", "reason"]
 )
+EVENTS_QUARANTINED = Counter(
+    "signoff_events_quarantined_total",
+    "Refused records whose dead letter could not be written, kept in the quarantine table instead (reason "
+    "`failed`: not even that, logged at critical level).",
+    ["consumer", "reason"],
+)
 BATCH_SECONDS = Histogram(
     "signoff_batch_seconds",
     "Time to apply one fetched batch, from fetch to offset commit.",

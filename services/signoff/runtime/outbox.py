@@ -29,11 +29,13 @@ def notify_channel(schema: str) -> str:
 
 @dataclass(frozen=True)
 class OutboxRecord:
-    """One Kafka record to publish: `id` is unique (the CloudEvent id, or a dead-letter id)."""
+    """One Kafka record to publish: `id` is unique (the CloudEvent id, or a dead-letter id). `key` and the header
+    names are kept as the bytes they are on the wire (a dead letter copies a foreign record's, which need not be
+    text)."""
 
     id: str
     topic: str
-    key: str | None
+    key: bytes | None
     type: str
     value: bytes
     headers: Sequence[tuple[str, bytes]] = ()
@@ -47,19 +49,37 @@ def event_record(data: EventData, *, source: str, at: datetime, traceparent: str
     return OutboxRecord(
         id=event.id,
         topic=topic_for(event.type).name,
-        key=message_key(event).decode(),
+        key=message_key(event),
         type=event.type,
         value=value,
         headers=headers,
     )
 
 
-def _headers_to_json(headers: Sequence[tuple[str, bytes]]) -> list[list[str]]:
-    return [[name, base64.b64encode(value).decode()] for name, value in headers]
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
-def _headers_from_json(headers: list[list[str]]) -> list[tuple[str, bytes]]:
-    return [(name, base64.b64decode(value)) for name, value in headers]
+def headers_to_json(headers: Sequence[tuple[str, bytes]]) -> list[list[str]]:
+    """The outbox's `headers` column: [base64 name, base64 value] pairs, so any header (a NUL in its name, which
+    jsonb cannot hold, included) survives the round trip."""
+    return [[_b64(name.encode()), _b64(value)] for name, value in headers]
+
+
+def headers_from_json(headers: list[list[str]]) -> list[tuple[str, bytes]]:
+    """The Kafka headers of an outbox row's `headers` column."""
+    return [(base64.b64decode(name).decode(), base64.b64decode(value)) for name, value in headers]
+
+
+def _as_text(key: bytes | None) -> str | None:
+    """The key as text for the `aggregateid` column, or None when it is not (UTF-8 without a NUL)."""
+    if key is None:
+        return None
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        return None
+    return None if "\x00" in text else text
 
 
 class OutboxWriter:
@@ -79,17 +99,18 @@ class OutboxWriter:
             return 0
         records, self.pending = self.pending, []
         await conn.execute(
-            f"""INSERT INTO "{self.schema}".outbox (id, aggregatetype, aggregateid, type, payload, headers)
-                SELECT id, topic, key, type, payload, headers::jsonb
-                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[])
-                    AS r(id, topic, key, type, payload, headers)""",  # noqa: S608
+            f"""INSERT INTO "{self.schema}".outbox (id, aggregatetype, aggregateid, key, type, payload, headers)
+                SELECT id, topic, aggregateid, key, type, payload, headers::jsonb
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::bytea[], $7::text[])
+                    AS r(id, topic, aggregateid, key, type, payload, headers)""",  # noqa: S608
             [r.id for r in records],
             [r.topic for r in records],
+            [_as_text(r.key) for r in records],
             [r.key for r in records],
             [r.type for r in records],
             [r.value for r in records],
             # As JSON text: a list value inside a jsonb[] parameter would be read as another array dimension.
-            [json.dumps(_headers_to_json(r.headers)) for r in records],
+            [json.dumps(headers_to_json(r.headers)) for r in records],
         )
         # Delivered at commit, and only then: a rolled-back transaction wakes nobody.
         await conn.execute("SELECT pg_notify($1, '')", notify_channel(self.schema))
@@ -136,7 +157,7 @@ class OutboxRelay:
             if not lead:
                 return 0
             rows = await conn.fetch(
-                f"""SELECT seq, id, aggregatetype, aggregateid, payload, headers FROM "{self.schema}".outbox
+                f"""SELECT seq, id, aggregatetype, key, payload, headers FROM "{self.schema}".outbox
                     WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED""",  # noqa: S608
                 self.batch_size,
             )
@@ -150,10 +171,9 @@ class OutboxRelay:
     async def _send(self, rows: Sequence[asyncpg.Record]) -> None:
         deliveries = []
         for row in rows:
-            key = row["aggregateid"].encode() if row["aggregateid"] is not None else None
             deliveries.append(
                 await self.producer.send(
-                    row["aggregatetype"], row["payload"], key=key, headers=_headers_from_json(row["headers"])
+                    row["aggregatetype"], row["payload"], key=row["key"], headers=headers_from_json(row["headers"])
                 )
             )
         await asyncio.gather(*deliveries)  # every record acknowledged before any is marked sent

@@ -35,9 +35,20 @@ class ServiceContext:
     stopping: asyncio.Event
 
 
+@dataclass(frozen=True)
+class Lane:
+    """Topics a role consumes on a loop of its own, so their events never queue behind a burst on the role's
+    other topics: its own consumer (group `<role's group>-<name>`), its own batches and database transactions
+    (a connection of the pool each), the same handler and the same inbox (consumer name: the role's group)."""
+
+    name: str
+    topics: Sequence[str]
+
+
 @dataclass
 class ServiceSpec:
-    """A role: its schema, the topics it consumes and produces, its handler and its background tasks."""
+    """A role: its schema, the topics it consumes and produces, its handler and its background tasks. `lanes`
+    are topics consumed on loops of their own (see Lane)."""
 
     name: str
     schema: str
@@ -49,10 +60,15 @@ class ServiceSpec:
     startup: Sequence[Callable[[ServiceContext], Awaitable[None]]] = field(default_factory=tuple)
     """Run once before the role consumes or reports ready (e.g. loading a file into its schema)."""
     group_id: str | None = None
+    lanes: Sequence[Lane] = ()
 
     @property
     def consumer_group(self) -> str:
         return self.group_id or f"signoff-{self.name}"
+
+    @property
+    def all_topics(self) -> set[str]:
+        return {*self.consumes, *(topic for lane in self.lanes for topic in lane.topics)}
 
 
 async def until_stopped(stopping: asyncio.Event, tasks: Sequence[asyncio.Task[None]]) -> None:
@@ -79,7 +95,8 @@ class Service:
         self.stopping = asyncio.Event()
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
-        self.loop: ConsumerLoop | None = None
+        self.loop: ConsumerLoop | None = None  # the main loop (spec.consumes)
+        self.lanes: list[ConsumerLoop] = []  # one per spec.lanes
         self.relay: OutboxRelay | None = None
         self.http: HealthServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -90,27 +107,38 @@ class Service:
         async with self.pool.acquire() as conn:
             migrations = load_migrations(spec.migrations_package, spec.schema) if spec.migrations_package else []
             await migrate(conn, spec.schema, migrations)
-        await ensure_topics(settings, {*spec.consumes, *spec.produces, DEAD_LETTER_TOPIC})
+        await ensure_topics(settings, {*spec.all_topics, *spec.produces, DEAD_LETTER_TOPIC})
         self.producer = make_producer(settings, client_id=f"signoff-{spec.name}")
         await self.producer.start()
         context = ServiceContext(settings, self.pool, self.producer, self.stopping)
         for step in spec.startup:
             await step(context)
         self.relay = OutboxRelay(self.pool, self.producer, spec.schema)
-        self.loop = ConsumerLoop(
-            name=spec.consumer_group,
-            topics=spec.consumes,
-            consumer=make_consumer(settings, spec.consumes, spec.consumer_group, f"signoff-{spec.name}"),
-            pool=self.pool,
-            schema=spec.schema,
-            handler=spec.handler(context),
-            max_batch=settings.consumer_max_batch,
+        handler = spec.handler(context)
+
+        def loop(name: str, topics: Sequence[str]) -> ConsumerLoop:
+            return ConsumerLoop(
+                name=name,
+                inbox_name=spec.consumer_group,
+                topics=topics,
+                consumer=make_consumer(settings, topics, name, f"signoff-{spec.name}"),
+                pool=self.pool,
+                schema=spec.schema,
+                handler=handler,
+                max_batch=settings.consumer_max_batch,
+            )
+
+        self.loop = loop(spec.consumer_group, spec.consumes)
+        self.lanes = [loop(f"{spec.consumer_group}-{lane.name}", lane.topics) for lane in spec.lanes]
+        for each in self.loops:
+            await each.start()
+        self.http = HealthServer(
+            settings.http_host, settings.http_port, pool=self.pool, loops=[each.state for each in self.loops]
         )
-        await self.loop.start()
-        self.http = HealthServer(settings.http_host, settings.http_port, pool=self.pool, loops=[self.loop.state])
         await self.http.start()
         self._tasks = [
             asyncio.create_task(self.loop.run(), name="consumer"),
+            *(asyncio.create_task(lane.run(), name=f"consumer-{lane.name}") for lane in self.lanes),
             asyncio.create_task(self.relay.run(), name="outbox-relay"),
             *(asyncio.create_task(task(context), name=task.__name__) for task in spec.background),
         ]
@@ -119,8 +147,13 @@ class Service:
             role=spec.name,
             group=spec.consumer_group,
             topics=list(spec.consumes),
+            lanes={lane.name: list(lane.topics) for lane in self.lanes},
             http_port=self.http.port,
         )
+
+    @property
+    def loops(self) -> list[ConsumerLoop]:
+        return [*([self.loop] if self.loop is not None else []), *self.lanes]
 
     async def wait(self) -> None:
         """Until stop is requested or a task dies (a dead task is an error: the role exits non-zero)."""
@@ -129,14 +162,14 @@ class Service:
     async def stop(self) -> None:
         """Graceful: stop fetching, let the batch in flight commit, flush the outbox, close the clients."""
         self.stopping.set()
-        if self.loop is not None:
-            self.loop.stop()
-        consumer_task = next((t for t in self._tasks if t.get_name() == "consumer"), None)
-        if consumer_task is not None:
+        for each in self.loops:
+            each.stop()
+        consumer_tasks = [t for t in self._tasks if t.get_name().startswith("consumer")]
+        if consumer_tasks:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(consumer_task, timeout=30)
-        if self.loop is not None:
-            await self.loop.consumer.stop()  # leaves the group at once, so partitions move without a timeout
+                await asyncio.wait_for(asyncio.gather(*consumer_tasks), timeout=30)
+        for each in self.loops:
+            await each.consumer.stop()  # leaves the group at once, so partitions move without a timeout
         if self.relay is not None:
             self.relay.stop()
             await self.relay.drain()

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
         10_000, ge=1_000, description="Consumer group session timeout; a group join waits about half of it."
     )
     kafka_heartbeat_interval_ms: int = Field(3_000, ge=100)
+    kafka_group_instance_id: str | None = Field(
+        None,
+        description="Static group membership (KIP-345): a stable id per replica (e.g. a StatefulSet pod name). A "
+        "replica restarted with the same id takes its partitions back at once instead of waiting for its dead "
+        "predecessor's session to time out; while it is down, nobody else takes them for the session timeout. "
+        "Needs Kafka >= 2.3 (Tansu has it); unset (the default): dynamic membership.",
+    )
     kafka_topic_partitions: int = Field(6, ge=1, description="Partitions for topics created at start-up.")
     kafka_topic_replication: int = Field(1, ge=1, description="Replication factor for topics created at start-up.")
     kafka_create_topics: bool = Field(

@@ -16,7 +16,7 @@ from signoff.approval.domain.clock import FixedClock
 from signoff.approval.service import approval_spec
 from signoff.approval.settings import ApprovalSettings
 from signoff.runtime.kafka import make_producer
-from signoff.runtime.service import Service
+from signoff.runtime.service import Lane, Service
 from tests.integration.approval.conftest import KEY, START, request
 from tests.support.waiting import eventually
 
@@ -60,7 +60,10 @@ async def test_two_replicas_share_partitions_and_expiry_without_double_transitio
     requests_topic = names.topic("signoff.approval.requests")
     decisions_topic = names.topic("signoff.approval.decisions")
     spec = dataclasses.replace(
-        approval_spec(role_settings, clock), group_id=group, consumes=(requests_topic, decisions_topic)
+        approval_spec(role_settings, clock),
+        group_id=group,
+        consumes=(requests_topic,),
+        lanes=(Lane("decisions", (decisions_topic,)),),
     )
     replicas = [Service(spec, role_settings) for _ in range(2)]
     producer = make_producer(role_settings, "test-producer")

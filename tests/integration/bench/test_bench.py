@@ -39,7 +39,7 @@ async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
     }
     args = [
         "--bootstrap", infra.kafka_bootstrap, "--database-url", infra.admin_dsn, "--json",
-        "--requests", "400", "--naive-requests", "40", "--rate", "50", "--seconds", "2",
+        "--requests", "400", "--naive-requests", "40", "--rate", "50", "--seconds", "2", "--burst", "600",
         "--pending", "2000", "--notifications", "100",
     ]  # fmt: skip
     done = await asyncio.to_thread(_bench, args, env)
@@ -47,16 +47,19 @@ async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
     report = json.loads(done.stdout)
 
     rows = report["rows"]
-    assert [row["id"] for row in rows] == ["P1", "P1", "P2", "P5", "P3", "P3", "P4", "P6"] + ["P4"] * len(ROLES), rows
+    ids = ["P1", "P1", "P2", "P5", "P2b", "P3", "P3", "P4", "P6"] + ["P4"] * len(ROLES)
+    assert [row["id"] for row in rows] == ids, rows
     for row in rows:
         assert row["measured"] and row["baseline"] and row["target"], row
         assert isinstance(row["met"], bool), row
     assert "raw produce->consume" in rows[0]["baseline"] and "naive" in rows[1]["baseline"]
     assert "broker produce->consume p99" in rows[2]["baseline"]
     assert "P2 event path p99" in rows[3]["baseline"]
-    assert "bare POST loop" in rows[4]["baseline"] and "bare POST loop" in rows[5]["baseline"]
-    assert "mine=true" in rows[7]["what"]
-    assert {row["what"].split(" role ")[0] for row in rows[8:]} == {f"RSS of the {role}" for role in ROLES}
+    assert "broker produce->consume p99" in rows[4]["baseline"]
+    assert "while a burst of 600 requests is absorbed" in rows[4]["what"]
+    assert "bare POST loop" in rows[5]["baseline"] and "bare POST loop" in rows[6]["baseline"]
+    assert "mine=true" in rows[8]["what"]
+    assert {row["what"].split(" role ")[0] for row in rows[9:]} == {f"RSS of the {role}" for role in ROLES}
     plans = [note for note in report["notes"] if note.startswith("plan ")]
     decision_plans = [plan for plan in plans if "mine=true" not in plan]
     assert len(decision_plans) == 2 and all("Index Scan" in plan for plan in decision_plans), plans
@@ -74,7 +77,7 @@ async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
 def test_bench_options_that_cannot_work_are_one_line_usage_errors():
     for args, message in (
         (["--bootstrap", "127.0.0.1:1"], "--bootstrap and --database-url go together"),
-        (["--requests", "100", "--rate", "200", "--seconds", "10"], "--requests must open at least twice"),
+        (["--requests", "100", "--rate", "200", "--seconds", "10"], "--requests must open at least three times"),
         (["--requests", "1000", "--notifications", "5000", "--seconds", "1"], "--notifications cannot exceed"),
     ):
         done = _bench(args, dict(os.environ), timeout=60)

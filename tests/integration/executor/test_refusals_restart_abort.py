@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from datetime import timedelta
 
 import pytest
@@ -12,6 +11,7 @@ from signoff import contracts as wire
 from signoff.contracts.topics import DEAD_LETTER_TOPIC
 from signoff.executor.domain.execution import RESTART_REASON
 from signoff.executor.repository import ExecutorRepository
+from signoff.runtime.outbox import headers_from_json
 from tests.integration.executor.conftest import EXAMPLE, START, execution_request, gate_approved
 from tests.support.waiting import eventually
 from tests.unit.executor.builders import approval, as_yaml, deployment, parallel, pipeline, shell, stage
@@ -25,7 +25,7 @@ async def _dead_letters(executor) -> dict[str, dict[str, str]]:
     for row in await executor.outbox():
         if row["aggregatetype"] != DEAD_LETTER_TOPIC:
             continue
-        headers = {name: base64.b64decode(value).decode() for name, value in row["headers"]}
+        headers = {name: value.decode() for name, value in headers_from_json(row["headers"])}
         event = wire.decode(bytes(row["payload"]), [("content-type", b"application/cloudevents+json")])
         letters[event.data.execution_id] = headers
     return letters

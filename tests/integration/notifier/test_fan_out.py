@@ -3,15 +3,19 @@ by name, working links, no bare expression, user content escaped per format; inv
 
 from __future__ import annotations
 
-import base64
 import json
+import logging
 import re
 
 import aiohttp
 import pytest
+import structlog
 
 from signoff import contracts as wire
+from signoff.notifier import handlers
 from signoff.notifier.repository import SCHEMA
+from signoff.runtime.kafka import ensure_topics, make_producer
+from signoff.runtime.outbox import headers_from_json
 from tests.integration.notifier.conftest import NotifierHarness, gate_opened, signature_ok
 from tests.support.waiting import eventually
 
@@ -154,11 +158,36 @@ async def test_invalid_and_foreign_events_are_dead_lettered_with_the_reason(noti
         async with notifier.pool.acquire() as conn:
             rows = await conn.fetch(f'SELECT headers FROM "{SCHEMA}".outbox WHERE type = $1', "dead-letter")  # noqa: S608
         reasons = sorted(
-            base64.b64decode(value).decode()
+            value.decode()
             for row in rows
-            for name, value in row["headers"]
+            for name, value in headers_from_json(row["headers"])
             if name == "signoff-dlq-reason"
         )
         return reasons if len(reasons) >= 2 else None
 
     assert await eventually(dead_letters, what="2 dead letters") == ["handler_error", "malformed_json"]
+
+
+async def test_gates_planned_in_one_batch_are_logged_in_one_line(notifier: NotifierHarness, monkeypatch) -> None:
+    captured = structlog.testing.LogCapture()
+    wrapper = structlog.make_filtering_bound_logger(logging.INFO)
+    monkeypatch.setattr(handlers, "log", structlog.wrap_logger(None, processors=[captured], wrapper_class=wrapper))
+    gates = [gate_opened() for _ in range(5)]
+    settings = notifier.settings()
+    await ensure_topics(settings.model_copy(update={"kafka_topic_partitions": 1}), [notifier.topic])
+    producer = make_producer(settings, "test-producer")
+    await producer.start()
+    try:  # on the topic before the notifier starts: they come in one fetch
+        for opened in gates:
+            event = wire.new_event(opened, source="urn:signoff:approval")
+            value, headers = wire.encode(event)
+            await producer.send_and_wait(notifier.topic, value, key=wire.message_key(event), headers=headers)
+    finally:
+        await producer.stop()
+    await notifier.start()
+    await notifier.wait_deliveries(None, lambda row: True, count=5, what="deliveries of every gate planned")
+
+    planned = [e for e in captured.entries if e["event"] == "gate_opened_planned"]
+    assert sum(e["gates"] for e in planned) == 5
+    assert sorted(g for e in planned for g in e["gate_ids"]) == sorted(g.gate_id for g in gates)
+    assert len(planned) < 5

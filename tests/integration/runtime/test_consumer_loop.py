@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import dataclasses
 import json
+import logging
 import os
 import signal
 
 import asyncpg
 import pytest
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from signoff.contracts import encode
 from signoff.contracts.topics import DLQ_HEADER_ORIGINAL_OFFSET, DLQ_HEADER_ORIGINAL_TOPIC, DLQ_HEADER_REASON
+from signoff.runtime import consumer as consumer_module
 from signoff.runtime.consumer import ConsumerLoop
 from signoff.runtime.db import create_pool
 from signoff.runtime.kafka import ensure_topics, make_consumer, make_producer
+from signoff.runtime.migrations import migrate, runtime_migrations
 from signoff.runtime.outbox import OutboxRecord, OutboxRelay, OutboxWriter
 from signoff.runtime.service import Service, ServiceSpec
 from tests.support.events import make_event
@@ -34,6 +41,7 @@ class Harness:
         self.topic = names.topic("signoff.test.events")
         self.dead_letters = names.topic("signoff.test.deadletter")
         self.group = names.group("signoff-test")
+        self.group_id = self.group  # the Kafka consumer group of the loops; `group` names their inbox
         self.dsn = database_url
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -58,7 +66,7 @@ class Harness:
         return loop_class(
             name=self.group,
             topics=[self.topic],
-            consumer=make_consumer(self.settings, [self.topic], self.group, "test-consumer"),
+            consumer=make_consumer(self.settings, [self.topic], self.group_id, "test-consumer"),
             pool=self.pool,
             schema=SCHEMA,
             handler=handler,
@@ -232,7 +240,7 @@ async def test_an_outbox_row_published_but_not_marked_is_published_again_and_ded
         writer = OutboxWriter(SCHEMA)
         for event in events:
             value, headers = encode(event)
-            writer.add(OutboxRecord(event.id, harness.topic, event.subject, event.type, value, headers))
+            writer.add(OutboxRecord(event.id, harness.topic, event.subject.encode(), event.type, value, headers))
         await writer.flush(conn)
 
     with pytest.raises(ConnectionResetError):
@@ -375,3 +383,164 @@ async def test_lag_series_of_revoked_partitions_are_removed(harness, names):
             )
         finally:
             await other.stop()
+
+
+async def test_a_record_with_a_nul_byte_in_its_key_or_a_header_name_is_dead_lettered_and_consuming_goes_on(harness):
+    """PostgreSQL text and jsonb cannot hold a NUL: the dead-letter row keeps the key and the header names as
+    bytes, so such a record is dead-lettered as it came, and the valid records after it are applied."""
+    before, after = make_event("gate-before"), make_event("gate-after")
+    ce_header = ("content-type", b"application/cloudevents+json")
+    await harness.send_event(before)
+    nul_key = await harness.send(b"{not json", [ce_header], key=b"gate\x00key")
+    nul_header = await harness.send(b"{not json", [ce_header, ("x-trace\x00id", b"v\x00")], key=b"k")
+    not_utf8_key = await harness.send(b"{not json", [ce_header], key=b"\xff\xfe")
+    last = await harness.send_event(after)
+
+    loop = harness.loop(LedgerHandler())
+    async with running(loop, OutboxRelay(harness.pool, harness.producer, SCHEMA)) as task:
+        await eventually(lambda: _committed_at_least(harness, last + 1), what="offsets committed")
+        dead = await harness.read_dead_letters(3)
+        assert not task.done()  # the consumer is still running
+
+    assert await applied(harness.dsn) == {before.id: 1, after.id: 1}
+    by_offset = {int(dict(r.headers)[DLQ_HEADER_ORIGINAL_OFFSET]): r for r in dead}
+    assert by_offset[nul_key].key == b"gate\x00key"
+    assert ("x-trace\x00id", b"v\x00") in by_offset[nul_header].headers
+    assert by_offset[not_utf8_key].key == b"\xff\xfe"  # the key as it came, not a lossy decoding of it
+
+
+class DeadLetterRefusedByTheDatabase(ConsumerLoop):
+    """Its dead-letter rows carry a NUL in a text column, which PostgreSQL really refuses: the dead-letter path
+    fails the way an unforeseen record would make it fail."""
+
+    def _dead_letter(self, refusal):
+        return dataclasses.replace(super()._dead_letter(refusal), type="dead-letter\x00")
+
+
+async def test_a_record_whose_dead_letter_cannot_be_written_is_quarantined_and_consuming_goes_on(harness):
+    before, after = make_event("gate-before"), make_event("gate-after")
+    await harness.send_event(before)
+    bad = await harness.send(b"{not json", [("content-type", b"application/cloudevents+json")], key=b"k\x00")
+    last = await harness.send_event(after)
+
+    async with running(harness.loop(LedgerHandler(), DeadLetterRefusedByTheDatabase)) as task:
+        await eventually(lambda: _committed_at_least(harness, last + 1), what="offsets committed")
+        assert not task.done()
+
+    assert await applied(harness.dsn) == {before.id: 1, after.id: 1}
+    async with harness.pool.acquire() as conn:
+        [row] = await conn.fetch(f'SELECT * FROM "{SCHEMA}".quarantine')  # noqa: S608
+    assert (row["topic"], row["offset"], row["reason"]) == (harness.topic, bad, "malformed_json")
+    assert (bytes(row["key"]), bytes(row["value"])) == (b"k\x00", b"{not json")
+    assert [bytes(n) for n in row["header_names"]] == [b"content-type"]
+    assert "dead letter failed" in row["error"]
+
+    # Redelivered (nothing committed, say), it is not quarantined twice.
+    loop = harness.loop(LedgerHandler(), DeadLetterRefusedByTheDatabase)
+    await loop.process(await _fetch_all(harness, last + 1))
+    async with harness.pool.acquire() as conn:
+        assert await conn.fetchval(f'SELECT count(*) FROM "{SCHEMA}".quarantine') == 1  # noqa: S608
+
+
+async def _fetch_all(harness, count: int) -> list:
+    consumer = AIOKafkaConsumer(
+        harness.topic,
+        bootstrap_servers=harness.settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list = []
+    try:
+        async with asyncio.timeout(30):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_a_new_bad_record_at_a_reused_offset_is_dead_lettered_not_taken_for_a_duplicate(harness):
+    """A topic deleted and created again (or a dev broker restarted empty) reuses offsets while PostgreSQL keeps
+    the inbox: the dead-letter dedupe key is the record's content as well as its position."""
+    ce_header = [("content-type", b"application/cloudevents+json")]
+    first = await harness.send(b"{first bad record", ce_header)
+    relay = OutboxRelay(harness.pool, harness.producer, SCHEMA)
+    async with running(harness.loop(LedgerHandler()), relay):
+        await eventually(lambda: _committed_at_least(harness, first + 1), what="first record consumed")
+        await harness.read_dead_letters(1)
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=harness.settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([harness.topic])
+    finally:
+        await admin.close()
+    await ensure_topics(harness.settings.model_copy(update={"kafka_topic_partitions": 1}), [harness.topic])
+    second = await harness.send(b"{second bad record", ce_header)
+    assert second == first  # the offset is reused
+
+    # A new group, as on a broker that kept nothing; the same consumer name, so the same inbox.
+    harness.group_id = harness.group + "-after"
+    async with running(harness.loop(LedgerHandler()), OutboxRelay(harness.pool, harness.producer, SCHEMA)):
+        dead = await harness.read_dead_letters(2)
+    assert sorted(r.value for r in dead) == [b"{first bad record", b"{second bad record"]
+
+
+async def test_outbox_rows_written_before_the_bytes_migration_are_published_unchanged(harness):
+    """Rows left unsent by the previous version (text key, header names as text) are converted by the migration
+    and published with the same key and headers."""
+    [first, *_] = runtime_migrations()
+    event = make_event("gate-upgraded")
+    value, headers = encode(event)
+    async with harness.pool.acquire() as conn:
+        await conn.execute("CREATE SCHEMA old_outbox")
+        await conn.execute(first.sql.replace("{schema}", "old_outbox"))
+        await conn.execute(
+            """CREATE TABLE old_outbox.schema_migrations (component text, version int, name text, checksum text,
+                   applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (component, version))"""
+        )
+        await conn.execute(
+            "INSERT INTO old_outbox.schema_migrations VALUES ($1, $2, $3, $4)",
+            first.component,
+            first.version,
+            first.name,
+            first.checksum,
+        )
+        await conn.execute(
+            """INSERT INTO old_outbox.outbox (id, aggregatetype, aggregateid, type, payload, headers)
+               VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)""",
+            event.id,
+            harness.topic,
+            "gate-upgraded",
+            event.type,
+            value,
+            json.dumps([[name, base64.b64encode(v).decode()] for name, v in headers]),
+        )
+        await migrate(conn, "old_outbox", [])
+    assert await OutboxRelay(harness.pool, harness.producer, "old_outbox").publish_pending() == 1
+    [record] = await _fetch_all(harness, 1)
+    assert (record.key, record.value, list(record.headers)) == (b"gate-upgraded", value, list(headers))
+
+
+def capture(monkeypatch, module) -> structlog.testing.LogCapture:
+    """What `module` logs at info and above, as event dicts."""
+    captured = structlog.testing.LogCapture()
+    wrapper = structlog.make_filtering_bound_logger(logging.INFO)
+    monkeypatch.setattr(module, "log", structlog.wrap_logger(None, processors=[captured], wrapper_class=wrapper))
+    return captured
+
+
+async def test_duplicates_are_logged_once_per_batch(harness, monkeypatch):
+    events = [make_event(f"gate-{i}") for i in range(5)]
+    for event in events:
+        last = await harness.send_event(event)
+    records = await _fetch_all(harness, last + 1)
+    loop = harness.loop(LedgerHandler())
+    await loop.process(records)
+    logged = capture(monkeypatch, consumer_module)
+    await loop.process(records)  # the same batch again: every event a duplicate
+    skipped = [e for e in logged.entries if e["event"] == "event_duplicate_skipped"]
+    assert [(e["count"], sorted(e["event_ids"])) for e in skipped] == [(5, sorted(e.id for e in events))]
+    assert await applied(harness.dsn) == {e.id: 1 for e in events}

@@ -1,0 +1,105 @@
+"""Decisions never queue behind requests: the approval role consumes them on a loop of their own (own consumer
+group, own transactions), so a decision is applied while a batch of requests is still being absorbed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from pathlib import Path
+
+import pytest
+
+from signoff import contracts as wire
+from signoff.approval.domain.clock import FixedClock
+from signoff.approval.service import approval_spec
+from signoff.approval.settings import ApprovalSettings
+from signoff.runtime.kafka import make_producer
+from signoff.runtime.service import Lane, Service
+from tests.integration.approval.conftest import KEY, START, decision, request
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+
+class HoldsRequests:
+    """The real handler, except that once armed, a batch with a request waits until released: a burst of requests
+    the role is in the middle of absorbing, for as long as the test needs."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.armed = False
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def apply(self, uow, batch) -> None:
+        if self.armed and any(isinstance(r.event.data, wire.ApprovalRequested) for r in batch):
+            self.holding.set()
+            await self.release.wait()
+        await self.inner.apply(uow, batch)
+
+
+async def test_a_decision_is_applied_while_a_batch_of_requests_is_still_in_flight(settings, names, tmp_path: Path):
+    directory = tmp_path / "directory.yaml"
+    directory.write_text("groups:\n  sre:\n    - bob\n")
+    role_settings = ApprovalSettings(
+        **{**settings.model_dump(), "decision_keys": {"cli": KEY.decode()}, "directory_file": directory}
+    )
+    requests_topic = names.topic("signoff.approval.requests")
+    decisions_topic = names.topic("signoff.approval.decisions")
+    spec = approval_spec(role_settings, FixedClock(START))
+    real_handler = spec.handler
+    holder: list[HoldsRequests] = []
+
+    def handler(context):
+        holder.append(HoldsRequests(real_handler(context)))
+        return holder[0]
+
+    spec = dataclasses.replace(
+        spec,
+        handler=handler,
+        group_id=names.group("signoff-approval"),
+        consumes=(requests_topic,),
+        lanes=(Lane("decisions", (decisions_topic,)),),
+    )
+    service = Service(spec, role_settings)
+    producer = make_producer(role_settings, "test-producer")
+    await service.start()
+    await producer.start()
+    [held] = holder
+    try:
+
+        async def send(data: wire.EventData, topic: str) -> None:
+            event = wire.new_event(data, source="urn:signoff:test")
+            value, headers = wire.encode(event)
+            await producer.send_and_wait(topic, value, key=wire.message_key(event), headers=headers)
+
+        async def gate(pipeline: str):
+            async with service.pool.acquire() as conn:
+                return await conn.fetchrow(
+                    "SELECT id, token, status FROM approval.gates WHERE pipeline_id = $1", pipeline
+                )
+
+        first, second = f"lane_{uuid.uuid4().hex[:8]}", f"lane_{uuid.uuid4().hex[:8]}"
+        await send(request(pipeline=first), requests_topic)
+        opened = await eventually(lambda: gate(first), what="the first gate open")
+
+        held.armed = True
+        await send(request(pipeline=second), requests_topic)
+        await asyncio.wait_for(held.holding.wait(), 30)  # the requests loop is now in the middle of a batch
+
+        await send(decision(approver="bob", token=opened["token"], gate_id=opened["id"]), decisions_topic)
+
+        async def approved():
+            row = await gate(first)
+            return row["status"] == "approved"
+
+        await eventually(approved, what="the decision applied while the requests batch is held")
+        assert await gate(second) is None  # that batch has indeed not committed yet
+
+        held.release.set()
+        await eventually(lambda: gate(second), what="the held request applied once released")
+    finally:
+        held.release.set()
+        await producer.stop()
+        await service.stop()
