@@ -42,6 +42,7 @@ from signoff.contracts.topics import (
     DLQ_HEADER_ORIGINAL_TOPIC,
     DLQ_HEADER_REASON,
 )
+from signoff.devstack.stack import KEYS_FILE
 from signoff.runtime.kafka import make_producer
 from signoff.runtime.settings import Settings
 
@@ -94,7 +95,9 @@ class Suite:
             kafka_enable_idempotence=False,
             database_url=env["SIGNOFF_DATABASE_URL"],
         )
-        self.key = env["SIGNOFF_CLI_DECISION_KEY"].encode()
+        # The suite publishes decisions as the api role would (an approver's client holds no key): it signs with
+        # the stack's own api key, kept owner-only in the state folder.
+        self.key = json.loads((stack.state_dir / KEYS_FILE).read_text())["api"].encode()
         self.run_id = f"{int(time.time()) % 100_000:05d}"
         self.producer: AIOKafkaProducer | None = None
         self.pool: asyncpg.Pool | None = None
@@ -161,7 +164,7 @@ class Suite:
         return [(row["id"], row["token"]) for row in rows]
 
     def decisions(self, gates: Sequence[tuple[str, str]]) -> list[workload.Message]:
-        return [workload.decision(gate_id, token, self.key, source="cli") for gate_id, token in gates]
+        return [workload.decision(gate_id, token, self.key, source="api") for gate_id, token in gates]
 
     async def drained(self) -> bool:
         """Every outbox published (what the roles wrote is on the broker)."""
