@@ -27,6 +27,8 @@ from signoff.api import audit, gates, metrics, models
 from signoff.api.decisions import DecisionDesk
 from signoff.api.executions import ExecutionDesk
 from signoff.api.identity import AuthenticationFailed, Authenticator, IdentityProviderUnavailable, Principal
+from signoff.api.pages import PageSettings
+from signoff.api.pages import router as pages_router
 from signoff.api.problems import PROBLEM_TYPE, ApiProblem
 from signoff.api.repository import ApiRepository
 from signoff.approval.domain.model import user_key
@@ -53,6 +55,7 @@ class ApiContext:
     base_url: str
     max_body_bytes: int
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    pages: PageSettings | None = None
     approval: ApprovalRepository = field(default_factory=ApprovalRepository)
     api: ApiRepository = field(default_factory=ApiRepository)
 
@@ -382,6 +385,7 @@ def create_app(context: ApiContext | None) -> FastAPI:
         waiting approval)."""
         return await context.executions.pipeline_state(name)
 
+    app.include_router(pages_router)  # the approval pages (/, /gates/{id}, sign-in): signoff.api.pages
     return app
 
 

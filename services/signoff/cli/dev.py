@@ -24,6 +24,7 @@ from signoff.devstack.stack import (
     KEYS_FILE,
     PID_FILE,
     default_state_dir,
+    read_env_file,
     supervisor_pid,
 )
 
@@ -137,6 +138,9 @@ def _detach(state_dir: Path, kafka_port: int | None, postgres_port: int | None) 
     click.echo(f"dev stack running (pid {proc.pid}); logs in {log_path}; stop it with `signoff dev down`")
     # The env file holds no secret (the api's decision key stays with the roles), so it can be shown as it is.
     click.echo((state_dir / ENV_FILE).read_text(), nl=False)
+    pages = read_env_file(state_dir / ENV_FILE).get("SIGNOFF_API_URL")
+    if pages:
+        click.echo(f"# approval pages: {pages}/ (sign in as any directory user)")
 
 
 def _example_env(variable: str, example: str) -> dict[str, str]:
@@ -181,6 +185,7 @@ class Supervisor:
             self.say("dev", f"broker     {self.stack.broker.bootstrap}  (log {self.stack.broker.log_path})")
             self.say("dev", f"postgres   {self.stack.postgres.dsn('signoff')}  (log {self.stack.postgres.log_path})")
             self.say("dev", f"api        {self.stack.api_url}")
+            self.say("dev", f"pages      {self.stack.api_url}/  (approval pages; sign in as any directory user)")
             if self.stack.postgres.relocated:
                 self.say(
                     "dev",
