@@ -33,7 +33,7 @@ from signoff.api import gates, models
 from signoff.api.identity import AuthenticationFailed, IdentityProviderUnavailable, OidcVerifier, Principal
 from signoff.api.problems import ApiProblem
 from signoff.approval.domain.model import user_key
-from signoff.contracts.base import format_utc
+from signoff.contracts.base import format_utc, parse_utc
 from signoff.contracts.events import DecisionStatus
 from signoff.notifier.domain.view import expression_parts
 
@@ -99,7 +99,8 @@ def message_parts(text: str) -> list[tuple[str, bool]]:
 
 
 _templates.filters["safe_url"] = safe_url
-_templates.filters["utc"] = lambda moment: format_utc(moment) if moment else ""
+_templates.filters["iso"] = lambda moment: format_utc(moment) if moment else ""
+_templates.filters["utc"] = lambda moment: parse_utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
 _templates.globals["message_parts"] = message_parts
 _templates.globals["css_path"] = CSS_PATH
 
@@ -211,6 +212,8 @@ class Session:
     issued: float = 0.0
     login: dict[str, str] | None = None
     changed: bool = False
+    ended: bool = False
+    """The request came with a signed-in session that had run out (the sign-in page says so)."""
 
 
 def _context(request: Request) -> ApiContext:
@@ -253,7 +256,7 @@ def _read_session(request: Request) -> Session:
             lifetime = _page_settings(request).session_lifetime
             if session.user is not None and _now(request).timestamp() - session.issued > lifetime.total_seconds():
                 log.info("page_session_expired", user=session.user)
-                return Session(csrf=secrets.token_urlsafe(32), changed=True)
+                return Session(csrf=secrets.token_urlsafe(32), changed=True, ended=True)
             return session
     return Session(csrf=secrets.token_urlsafe(32), changed=True)
 
@@ -341,7 +344,9 @@ def _redirect(request: Request, session: Session, to: str) -> Response:
 
 
 def _to_sign_in(request: Request, session: Session, back_to: str) -> Response:
-    return _redirect(request, session, "/sign-in?" + urlencode({"next": back_to}))
+    return _redirect(
+        request, session, "/sign-in?" + urlencode({"next": back_to} | ({"ended": "1"} if session.ended else {}))
+    )
 
 
 def _problem_page(request: Request, session: Session, status: int, title: str, detail: str) -> HTMLResponse:
@@ -495,7 +500,7 @@ async def decide(request: Request, gate_id: str) -> Response:
 
 
 @router.get("/sign-in", response_class=HTMLResponse)
-async def sign_in(request: Request, next: str | None = None) -> Response:
+async def sign_in(request: Request, next: str | None = None, ended: str | None = None) -> Response:
     """How to sign in: the identity provider, and in a dev stack the directory's users."""
     session = _read_session(request)
     back_to = _local_path(next)
@@ -513,7 +518,7 @@ async def sign_in(request: Request, next: str | None = None) -> Response:
         users=users,
         oidc=settings.oidc is not None and bool(settings.session_secret),
         configured=bool(settings.session_secret) and (settings.oidc is not None or settings.dev_mode),
-        expired=request.cookies.get(COOKIE) is not None and session.changed,
+        expired=ended is not None,
     )
 
 
