@@ -8,7 +8,7 @@ from pathlib import Path
 
 from signoff.cli.dev import _example_env
 from signoff.devstack import DevStack
-from signoff.devstack.stack import KEYS_FILE
+from signoff.devstack.stack import KEYS_FILE, SESSION_SECRET_FILE
 
 
 def test_keys_are_random_per_stack_and_stable(tmp_path: Path) -> None:
@@ -34,3 +34,13 @@ def test_the_example_directory_is_used_when_none_is_set(monkeypatch) -> None:
     assert path.name == "directory.yaml" and "docs:" in path.read_text()
     monkeypatch.setenv("SIGNOFF_DIRECTORY_FILE", "/elsewhere.yaml")
     assert _example_env("SIGNOFF_DIRECTORY_FILE", "directory.yaml") == {}
+
+
+def test_the_pages_session_key_is_random_per_stack_kept_owner_only_and_only_the_roles_get_it(tmp_path: Path) -> None:
+    stack = DevStack(tmp_path / "a")
+    secret = stack.role_env["SIGNOFF_API_SESSION_SECRET"]
+    assert len(secret) >= 32 and stack.role_env["SIGNOFF_API_DEV_MODE"] == "true"
+    assert DevStack(tmp_path / "a").session_secret() == secret
+    assert DevStack(tmp_path / "b").session_secret() != secret
+    assert stat.S_IMODE((tmp_path / "a" / SESSION_SECRET_FILE).stat().st_mode) == 0o600
+    assert secret not in "".join(stack.env.values())
