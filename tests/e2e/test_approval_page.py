@@ -139,7 +139,7 @@ def test_the_notification_link_signs_dana_in_and_her_approval_with_an_input_reac
     page.context.close()
 
 
-def test_a_rejection_with_a_comment_fails_the_pipeline_and_bob_sees_no_form_and_is_refused(
+def test_a_rejection_typed_with_the_keyboard_alone_fails_the_pipeline_and_bob_sees_no_form_and_is_refused(
     system: System, browser: Browser
 ):
     path = system.pipeline("page_reject", renames={"checkout_blue_green": "page_reject"})
@@ -178,8 +178,16 @@ def test_a_rejection_with_a_comment_fails_the_pipeline_and_bob_sees_no_form_and_
         assert answer.status == 403 and "Nothing was recorded" in answer.text()
     assert _gate(system, gate_id)["votes"] == []
 
-    dana.get_by_label("Comment").fill("Not today: the <b>freeze</b> is on.")
-    dana.get_by_role("button", name="Reject").click()
+    # Keyboard only: from the focused Reject back to the comment, type it, forward to Reject, Enter.
+    dana.keyboard.press("Shift+Tab")
+    expect(dana.get_by_role("button", name="Approve")).to_be_focused()
+    dana.keyboard.press("Shift+Tab")
+    expect(dana.get_by_label("Comment")).to_be_focused()
+    dana.keyboard.type("Not today: the <b>freeze</b> is on.")
+    dana.keyboard.press("Tab")
+    dana.keyboard.press("Tab")
+    expect(dana.get_by_role("button", name="Reject")).to_be_focused()
+    dana.keyboard.press("Enter")
     expect(dana.locator("#answer")).to_contain_text("rejected gate")
     expect(dana.locator("#gate-status")).to_contain_text("rejected")
     expect(dana.locator(".votes")).to_contain_text("Not today: the <b>freeze</b> is on.")

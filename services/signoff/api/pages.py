@@ -465,9 +465,12 @@ async def decide(request: Request, gate_id: str) -> Response:
         async with context.pool.acquire() as conn:
             row = await context.approval.find_gate(conn, gate_id)
             votes = await context.approval.votes_of(conn, [gate_id]) if row is not None else []
-        if row is not None:
-            errors = gates.load(row, votes).gate.input_errors(session.user, inputs)
-            if errors and gates.your_turn(gates.load(row, votes), session.user).may_decide:
+        stored = gates.load(row, votes) if row is not None else None
+        # Only a vote the approval service would otherwise weigh is stopped here: who may not decide at all hears
+        # that (its refusal), not about a field.
+        if stored is not None and gates.your_turn(stored, session.user).may_decide:
+            errors = stored.gate.input_errors(session.user, inputs)
+            if errors:
                 return await _gate_page(
                     request, session, gate_id, status=422, values=values, errors=errors, comment=comment
                 )

@@ -150,7 +150,12 @@ async def test_an_expired_session_goes_back_to_sign_in_and_then_to_the_same_gate
             assert back_to == link
             signed = await dana.post("/sign-in/dev", data={"csrf": _csrf(again.text), "user": "dana", "next": back_to})
             assert signed.headers["location"] == link
-            assert "Signed in as <strong>dana</strong>" in (await dana.get(link)).text
+            page = await dana.get(link)
+            assert "Signed in as <strong>dana</strong>" in page.text
+            refused = await dana.post("/sign-out", data={"csrf": "forged"})
+            out = await dana.post("/sign-out", data={"csrf": _csrf(page.text)})
+            assert refused.status_code == 403 and out.headers["location"] == "/sign-in"
+            assert (await dana.get(link)).status_code == 303  # signed out: back to the sign-in
         finally:
             context.clock = real_clock
 
