@@ -56,6 +56,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+COMMENT_MAX = models.DecisionRequest.model_fields["comment"].metadata[0].max_length
 LOGIN_LIFETIME = timedelta(minutes=10)  # from the redirect to the identity provider until its answer comes back
 
 # The approval service's refusal reasons in words, for a person (the detail follows).
@@ -476,12 +477,12 @@ async def decide(request: Request, gate_id: str) -> Response:
                 )
     else:
         inputs = {}  # a rejection carries no inputs (the approval service ignores them)
-    try:
-        decision = models.DecisionRequest(
-            status=status, comment=comment, inputs=inputs, token=str(form.get("token") or "") or None
-        )
-    except ValueError as exc:
-        return _problem_page(request, session, 422, "Not sent", f"{exc}. Nothing was recorded.")
+    if len(comment) > COMMENT_MAX:
+        errors = {"comment": f"at most {COMMENT_MAX} characters (this one has {len(comment)})"}
+        return await _gate_page(request, session, gate_id, status=422, values=values, errors=errors, comment=comment)
+    decision = models.DecisionRequest(
+        status=status, comment=comment, inputs=inputs, token=str(form.get("token") or "")[:256] or None
+    )
     nonce = str(form.get("nonce") or "")[:64] or None  # a double submit of one form is one vote
     try:
         code, answer = await context.decisions.decide(

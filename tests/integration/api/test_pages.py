@@ -152,12 +152,34 @@ async def test_an_expired_session_goes_back_to_sign_in_and_then_to_the_same_gate
             assert signed.headers["location"] == link
             page = await dana.get(link)
             assert "Signed in as <strong>dana</strong>" in page.text
+            # A form posted once the session has run out: back to the sign-in (then the gate), nothing recorded.
+            much_later = later + timedelta(minutes=61)
+            context.clock = lambda: much_later
+            posted = await dana.post(f"/gates/{gate_id}", data={"csrf": _csrf(page.text), "decision": "Approved"})
+            assert posted.status_code == 303
+            assert posted.headers["location"] == f"/sign-in?next=%2Fgates%2F{gate_id}&ended=1"
+            assert await _votes(page_door, gate_id) == []
+            page = await dana.get(posted.headers["location"])
+            await dana.post("/sign-in/dev", data={"csrf": _csrf(page.text), "user": "dana", "next": "/"})
+            page = await dana.get("/")
             refused = await dana.post("/sign-out", data={"csrf": "forged"})
             out = await dana.post("/sign-out", data={"csrf": _csrf(page.text)})
             assert refused.status_code == 403 and out.headers["location"] == "/sign-in"
             assert (await dana.get(link)).status_code == 303  # signed out: back to the sign-in
         finally:
             context.clock = real_clock
+
+
+async def test_a_comment_over_the_limit_comes_back_by_its_field_and_nothing_is_recorded(page_door: FrontDoor) -> None:
+    gate_id, _ = await page_door.open_gate(request(pipeline=pipeline_name(), groups=("docs",), timeout="1d"))
+    async with _sign_in(page_door, "dana") as dana:
+        form = await dana.get(f"/gates/{gate_id}")
+        data = {"csrf": _csrf(form.text), "decision": "Rejected", "comment": "x" * 5000}
+        again = await dana.post(f"/gates/{gate_id}", data=data)
+    assert again.status_code == 422
+    assert 'id="comment-error">at most 4096 characters (this one has 5000)' in again.text
+    assert "x" * 5000 in again.text  # what was typed is kept
+    assert await _votes(page_door, gate_id) == []
 
 
 async def test_bob_sees_the_gate_without_a_form_and_a_forced_post_is_refused_not_eligible(
