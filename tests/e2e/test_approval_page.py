@@ -69,11 +69,14 @@ def _gate(system: System, gate_id: str) -> dict:
     return json.loads(system.signoff("show", gate_id, "--json", user="eli").stdout)
 
 
-def _sign_in(browser: Browser, url: str, user: str, width: int = 1024) -> Page:
-    """A new browser context at `url`: sent to the sign-in page, signs in as `user`, back at `url`."""
+def _sign_in(browser: Browser, url: str, user: str, width: int = 1024, audit: bool = False) -> Page:
+    """A new browser context at `url`: sent to the sign-in page, signs in as `user`, back at `url` (`audit`: axe
+    checks the sign-in page first)."""
     page = browser.new_context(viewport={"width": width, "height": 900}).new_page()
     page.goto(url)
     expect(page).to_have_title(re.compile("Sign in"))
+    if audit:
+        assert _serious_violations(page) == []
     page.get_by_role("button", name=user, exact=True).click()
     page.wait_for_url(url)
     return page
@@ -104,7 +107,7 @@ def test_the_notification_link_signs_dana_in_and_her_approval_with_an_input_reac
     # A mail scanner fetches the link first: it gets the sign-in page, and nothing is decided.
     with urllib.request.urlopen(link, timeout=30) as scanned:  # noqa: S310 (the test's own http URL)
         assert scanned.status == 200 and "Sign in" in scanned.read().decode()
-    page = _sign_in(browser, link, "dana")
+    page = _sign_in(browser, link, "dana", audit=True)
     assert _gate(system, gate_id)["status"] == "pending" and _gate(system, gate_id)["votes"] == []
 
     expect(page.locator("#message")).to_have_text("Test")
