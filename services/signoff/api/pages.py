@@ -172,6 +172,11 @@ class PageSettings:
     dev_mode: bool = False
     oidc: OidcClient | None = None
 
+    async def aclose(self) -> None:
+        """Release the ID-token verifier's HTTP client."""
+        if self.oidc is not None:
+            await self.oidc.verifier.aclose()
+
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> PageSettings:
         oidc = None

@@ -167,6 +167,11 @@ class ApiRole:
                 await client.stop()
         if getattr(self, "http", None) is not None:
             await self.http.stop()
+        context = getattr(self, "context", None)
+        if context is not None:  # the identity provider's HTTP clients (OIDC keys)
+            await context.authenticator.aclose()
+            if context.pages is not None:
+                await context.pages.aclose()
         if getattr(self, "pool", None) is not None:
             await self.pool.close()
         log.info("service_stopped", role="api")
