@@ -86,6 +86,17 @@ async def test_a_page_sets_a_strict_csp_refuses_framing_and_its_cookie_is_httpon
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
 
 
+async def test_the_index_lists_my_gates_first_and_the_ones_waiting_on_others_apart(page_door: FrontDoor) -> None:
+    mine, _ = await page_door.open_gate(request(pipeline=pipeline_name(), groups=("docs",), timeout="1d"))
+    theirs, _ = await page_door.open_gate(request(pipeline=pipeline_name(), groups=("sre",), timeout="1d"))
+    async with _sign_in(page_door, "dana") as dana:
+        index = (await dana.get("/")).text
+    yours, _, others = index.partition('id="others"')
+    assert f'href="/gates/{mine}"' in yours and f'href="/gates/{theirs}"' not in yours
+    assert f'href="/gates/{theirs}"' in others and f'href="/gates/{mine}"' not in others
+    assert re.search(r"2[0-3]h \d+m left", yours) and "started by alice" in yours
+
+
 async def test_a_get_of_the_approve_link_decides_nothing_and_focuses_approve(page_door: FrontDoor) -> None:
     gate_id, _ = await page_door.open_gate(request(pipeline=pipeline_name(), groups=("docs",), timeout="1d"))
     async with _sign_in(page_door, "dana") as dana:
