@@ -51,12 +51,13 @@ def test_signoffw_reads_the_callers_files_and_uses_the_clones_stack(checkout: Ch
     text = (checkout.root / "examples" / "pipelines" / "blue-green.yaml").read_text()
     (elsewhere / "p.yaml").write_text(text.replace("checkout_blue_green", pipeline))
 
-    started = checkout.run("../x/signoffw run ./p.yaml --var tag=2.0.0 --as alice", cwd=elsewhere)
+    alice = 'SIGNOFF_TOKEN="$(../x/signoffw dev token alice 2>/dev/null)"'
+    started = checkout.run(f"{alice} ../x/signoffw run ./p.yaml --var tag=2.0.0", cwd=elsewhere)
     assert started.returncode == 0, started.stdout
     execution_id = started.stdout.strip().splitlines()[-1]
 
     def waiting_token() -> str | None:
-        state = checkout.run(f"../x/signoffw get-pipeline-state --name {pipeline} --json", cwd=elsewhere)
+        state = checkout.run(f"{alice} ../x/signoffw get-pipeline-state --name {pipeline} --json", cwd=elsewhere)
         if state.returncode != 0:
             return None
         document = json.loads(state.stdout)
@@ -71,7 +72,8 @@ def test_signoffw_reads_the_callers_files_and_uses_the_clones_stack(checkout: Ch
     decision = json.loads((checkout.root / "examples" / "decisions" / "approvalstage-approved.json").read_text())
     decision |= {"pipelineName": pipeline, "token": token}
     (elsewhere / "d.json").write_text(json.dumps(decision))
-    answer = "../x/signoffw put-approval-result --cli-input-json file://./d.json --as dana"
+    dana = 'SIGNOFF_TOKEN="$(../x/signoffw dev token dana 2>/dev/null)"'
+    answer = f"{dana} ../x/signoffw put-approval-result --cli-input-json file://./d.json"
     answered = checkout.run(answer, cwd=elsewhere)
     assert answered.returncode == 0, answered.stdout
     assert "gate is now approved" in answered.stdout

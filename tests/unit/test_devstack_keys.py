@@ -6,9 +6,10 @@ import json
 import stat
 from pathlib import Path
 
+from signoff.api.access_keys import SecretBox
 from signoff.cli.dev import _example_env
 from signoff.devstack import DevStack
-from signoff.devstack.stack import KEYS_FILE, SESSION_SECRET_FILE
+from signoff.devstack.stack import CREDENTIALS_KEY_FILE, KEYS_FILE, SESSION_SECRET_FILE
 
 
 def test_keys_are_random_per_stack_and_stable(tmp_path: Path) -> None:
@@ -34,6 +35,16 @@ def test_the_example_directory_is_used_when_none_is_set(monkeypatch) -> None:
     assert path.name == "directory.yaml" and "docs:" in path.read_text()
     monkeypatch.setenv("SIGNOFF_DIRECTORY_FILE", "/elsewhere.yaml")
     assert _example_env("SIGNOFF_DIRECTORY_FILE", "directory.yaml") == {}
+
+
+def test_the_credentials_key_is_a_random_fernet_key_per_stack_for_the_api_only(tmp_path: Path) -> None:
+    stack = DevStack(tmp_path / "a")
+    key = stack.role_env["SIGNOFF_API_CREDENTIALS_KEY"]
+    box = SecretBox.from_key(key)
+    assert box.open(box.seal("secret")) == "secret"
+    assert DevStack(tmp_path / "a").credentials_key() == key != DevStack(tmp_path / "b").credentials_key()
+    assert stat.S_IMODE((tmp_path / "a" / CREDENTIALS_KEY_FILE).stat().st_mode) == 0o600
+    assert key not in "".join(stack.env.values())
 
 
 def test_the_pages_session_key_is_random_per_stack_kept_owner_only_and_only_the_roles_get_it(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signoff import __version__
-from signoff.api import audit, gates, metrics, models
+from signoff.api import audit, codepipeline, gates, harness, metrics, models
 from signoff.api.decisions import DecisionDesk
 from signoff.api.executions import ExecutionDesk
 from signoff.api.identity import AuthenticationFailed, Authenticator, IdentityProviderUnavailable, Principal
@@ -248,7 +248,7 @@ def create_app(context: ApiContext | None) -> FastAPI:
                     row
                     for row in rows
                     if (pipeline is None or row["pipeline_id"] == pipeline)
-                    and (group is None or group in (row["members_by_group"] or {}))
+                    and (group is None or group in gates.groups_of(row["policy"]))
                 ]
             else:
                 rows = await context.approval.list_gates(
@@ -385,6 +385,8 @@ def create_app(context: ApiContext | None) -> FastAPI:
         waiting approval)."""
         return await context.executions.pipeline_state(name)
 
+    app.include_router(codepipeline.router)  # CodePipeline's wire API (POST /, SigV4): docs/codepipeline.md
+    app.include_router(harness.router)  # Harness's approval API (x-api-key): docs/harness-api.md
     app.include_router(pages_router)  # the approval pages (/, /gates/{id}, sign-in): signoff.api.pages
     return app
 

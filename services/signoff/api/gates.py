@@ -37,31 +37,33 @@ def links(base_url: str, gate_id: str) -> models.Links:
     )
 
 
-def summary(row: Mapping[str, Any], *, now: datetime, base_url: str) -> models.GateSummary:
-    """A gate row as one line of a list (no votes needed)."""
-    request = row["request"]
-    policy = request.get("policy") or {}
+def groups_of(policy: dict[str, Any]) -> list[str]:
+    """The user groups a stored policy (the wire model's JSON) names, in any rule."""
     groups = set(policy.get("user_groups") or [])
     for rule in policy.get("rules") or []:
         groups.update(rule.get("user_groups") or [])
-    environments = [env.get("ref", "") for env in (request.get("current_stage") or {}).get("environments") or []]
+    return sorted(groups)
+
+
+def summary(row: Mapping[str, Any], *, now: datetime, base_url: str) -> models.GateSummary:
+    """A gate row as one line of a list (its summary columns: no request document, no votes)."""
     return models.GateSummary(
         gate_id=row["id"],
         pipeline_id=row["pipeline_id"],
-        pipeline_name=request.get("pipeline_name", row["pipeline_id"]),
+        pipeline_name=row["pipeline_name"] or row["pipeline_id"],
         execution_id=row["execution_id"],
         stage_id=row["stage_id"],
-        stage_name=request.get("stage_name", row["stage_id"]),
+        stage_name=row["stage_name"] or row["stage_id"],
         step_id=row["step_id"],
-        step_name=request.get("step_name", row["step_id"]),
+        step_name=row["step_name"] or row["step_id"],
         attempt=row["attempt"],
         status=row["status"],
-        triggered_by=(request.get("triggered_by") or {}).get("user", row["pipeline_executor"] or ""),
+        triggered_by=row["pipeline_executor"] or "",
         opened_at=row["opened_at"],
         expires_at=row["expires_at"],
         time_left=humanize_time_left(row["expires_at"], now) if row["status"] == "pending" else row["status"],
-        environments=environments,
-        groups=sorted(groups),
+        environments=list(row["environments"]),
+        groups=groups_of(row["policy"]),
         links=links(base_url, row["id"]),
     )
 

@@ -33,6 +33,8 @@ from joserfc.errors import (
 )
 from joserfc.jwk import Key, KeySet
 
+from signoff.api import sigv4
+from signoff.api.access_keys import CredentialsKeyError, SecretBox
 from signoff.api.repository import TOUCH_INTERVAL, ApiRepository, ApiToken
 
 if TYPE_CHECKING:
@@ -410,12 +412,14 @@ class Authenticator:
         admins: frozenset[str] = frozenset(),
         clock: Clock | None = None,
         repository: ApiRepository | None = None,
+        access_key_box: SecretBox | None = None,
     ) -> None:
         self.pool = pool
         self.oidc = oidc
         self.admins = admins
         self._clock = clock or _system_clock
         self.repository = repository or ApiRepository()
+        self.access_key_box = access_key_box
 
     @classmethod
     def from_settings(cls, settings: ApiSettings, pool: asyncpg.Pool) -> Authenticator:
@@ -432,7 +436,10 @@ class Authenticator:
                 jwks_url=settings.oidc_jwks_url,
                 leeway_seconds=settings.oidc_leeway_seconds,
             )
-        return cls(pool, oidc=oidc, admins=settings.admin_users())
+        box = None
+        if settings.api_credentials_key is not None:
+            box = SecretBox.from_key(settings.api_credentials_key.get_secret_value())
+        return cls(pool, oidc=oidc, admins=settings.admin_users(), access_key_box=box)
 
     async def aclose(self) -> None:
         """Release the OIDC verifier's HTTP client (the pool is the caller's)."""
@@ -451,6 +458,47 @@ class Authenticator:
             raise AuthenticationFailed("invalid_token", "not an API token (sgf_…), and OIDC is not configured")
         if principal.user in self.admins:
             principal = replace(principal, permissions=principal.permissions | {ADMIN})
+        return principal
+
+    async def authenticate_signed(
+        self, *, method: str, raw_path: str, query_string: str, headers: list[tuple[str, str]], body: bytes
+    ) -> Principal:
+        """The principal of a request signed with an access key (AWS Signature Version 4, service
+        `codepipeline`): the key's user. Raises sigv4.SignatureRefused with CodePipeline's error name."""
+        authorization = sigv4.parse_authorization(headers)
+        unknown = sigv4.SignatureRefused(
+            sigv4.UNRECOGNIZED,
+            "The security token included in the request is invalid.",
+            access_key_id=authorization.access_key_id,
+        )
+        if self.access_key_box is None:
+            log.warning("access_keys_disabled", why="SIGNOFF_API_CREDENTIALS_KEY is not set")
+            raise unknown
+        async with self.pool.acquire() as conn:
+            key = await self.repository.access_key_with_secret(conn, authorization.access_key_id)
+        if key is None or key.revoked_at is not None or key.secret_ciphertext is None:
+            raise unknown
+        try:
+            secret = self.access_key_box.open(key.secret_ciphertext)
+        except CredentialsKeyError:
+            log.error("access_key_undecryptable", access_key_id=key.id)  # the credentials key changed
+            raise unknown from None
+        now = self._clock()
+        sigv4.verify(
+            authorization,
+            secret=secret,
+            method=method,
+            raw_path=raw_path,
+            query_string=query_string,
+            headers=headers,
+            body=body,
+            now=now,
+        )
+        async with self.pool.acquire() as conn:
+            await self.repository.touch_access_key(conn, key.id, now)
+        principal = Principal(user=key.user_id, credential="access_key", credential_id=key.id)
+        if principal.user in self.admins:
+            principal = replace(principal, permissions=frozenset({ADMIN}))
         return principal
 
     async def _api_token(self, text: str) -> Principal:

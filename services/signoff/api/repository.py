@@ -1,5 +1,5 @@
-"""All SQL of the api role's own `api` schema: API tokens, idempotency keys, and the requests it refused before
-they reached the approval service. (The approval and executor schemas are read through their services'
+"""All SQL of the api role's own `api` schema: API tokens, access keys, idempotency keys, and the requests it refused
+before they reached the approval service. (The approval and executor schemas are read through their services'
 repositories, read-only.) Methods take the connection of the caller's transaction."""
 
 from __future__ import annotations
@@ -39,6 +39,37 @@ class ApiToken:
         if self.expires_at <= now:
             return "expired"
         return "active"
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    """An access key as stored: its id, its user and its state; the encrypted secret only where a caller asked
+    for it (to verify a signature)."""
+
+    id: str
+    user_id: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    secret_ciphertext: bytes | None = None
+
+    def state(self) -> str:
+        """`active` or `revoked` (access keys do not expire; revoke one to end it)."""
+        return "revoked" if self.revoked_at is not None else "active"
+
+
+_ACCESS_KEY_COLUMNS = "id, user_id, created_at, last_used_at, revoked_at"
+
+
+def _access_key(row: asyncpg.Record, *, with_secret: bool = False) -> AccessKey:
+    return AccessKey(
+        id=row["id"],
+        user_id=row["user_id"],
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+        revoked_at=row["revoked_at"],
+        secret_ciphertext=bytes(row["secret_ciphertext"]) if with_secret else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -151,6 +182,62 @@ class ApiRepository:
             now,
         )
         return _token(row) if row is not None else None
+
+    # ------------------------------------------------------------------------------------------------ access keys
+
+    async def create_access_key(
+        self, conn: asyncpg.Connection, *, key_id: str, user_id: str, secret_ciphertext: bytes, created_at: datetime
+    ) -> AccessKey:
+        """Store a new access key with its secret already encrypted (never the secret itself)."""
+        row = await conn.fetchrow(
+            f"""INSERT INTO {self._t("access_keys")} (id, user_id, secret_ciphertext, created_at)
+                VALUES ($1, $2, $3, $4) RETURNING {_ACCESS_KEY_COLUMNS}""",  # noqa: S608
+            key_id,
+            user_id,
+            secret_ciphertext,
+            created_at,
+        )
+        assert row is not None
+        return _access_key(row)
+
+    async def access_key_with_secret(self, conn: asyncpg.Connection, key_id: str) -> AccessKey | None:
+        """The access key `key_id` with its encrypted secret, whatever its state."""
+        row = await conn.fetchrow(
+            f"""SELECT {_ACCESS_KEY_COLUMNS}, secret_ciphertext FROM {self._t("access_keys")}
+                WHERE id = $1""",  # noqa: S608
+            key_id,
+        )
+        return _access_key(row, with_secret=True) if row is not None else None
+
+    async def touch_access_key(self, conn: asyncpg.Connection, key_id: str, now: datetime) -> bool:
+        """Record a use at `now`, at most once per TOUCH_INTERVAL (as for tokens). True when it wrote."""
+        status = await conn.execute(
+            f"""UPDATE {self._t("access_keys")} SET last_used_at = $2
+                WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $2::timestamptz - $3::interval)""",  # noqa: S608
+            key_id,
+            now,
+            TOUCH_INTERVAL,
+        )
+        return status == "UPDATE 1"
+
+    async def list_access_keys(self, conn: asyncpg.Connection, user_id: str | None = None) -> list[AccessKey]:
+        """Every access key (of `user_id` when given), oldest first; never a secret."""
+        rows = await conn.fetch(
+            f"""SELECT {_ACCESS_KEY_COLUMNS} FROM {self._t("access_keys")}
+                WHERE $1::text IS NULL OR user_id = $1 ORDER BY created_at, id""",  # noqa: S608
+            user_id,
+        )
+        return [_access_key(row) for row in rows]
+
+    async def revoke_access_key(self, conn: asyncpg.Connection, key_id: str, now: datetime) -> AccessKey | None:
+        """Revoke `key_id` at `now` (an earlier revocation keeps its time); None when there is no such key."""
+        row = await conn.fetchrow(
+            f"""UPDATE {self._t("access_keys")} SET revoked_at = coalesce(revoked_at, $2)
+                WHERE id = $1 RETURNING {_ACCESS_KEY_COLUMNS}""",  # noqa: S608
+            key_id,
+            now,
+        )
+        return _access_key(row) if row is not None else None
 
     # ------------------------------------------------------------------------------------ idempotency, denials
 

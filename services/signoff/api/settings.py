@@ -1,4 +1,5 @@
-"""Settings of the api role: the shared ones plus the HTTP listener, identity providers and the decision key."""
+"""Settings of the api role: the shared ones plus the HTTP listener, identity providers, the decision key and the
+access keys' credentials key."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ class ApiSettings(Settings):
         None,
         description="HMAC key the api signs decisions with (source `api`; the approval role's "
         "SIGNOFF_DECISION_KEYS['api']). A secret; without it the api refuses to decide.",
+    )
+    api_credentials_key: SecretStr | None = Field(
+        None,
+        description="Fernet key (`signoff access-keys new-credentials-key`) encrypting the access keys' secrets at "
+        "rest (the CodePipeline wire API verifies their signatures). A secret; without it access keys are refused.",
     )
     api_decision_wait_seconds: float = Field(
         10.0,

@@ -255,6 +255,10 @@ class ApprovalHandler:
                     expires_at=gate.expires_at,
                     timeout_action=gate.timeout_action.value,
                     request=request.model_dump_json(),
+                    pipeline_name=request.pipeline_name,
+                    stage_name=request.stage_name,
+                    step_name=request.step_name,
+                    environments=tuple(environment.ref for environment in request.current_stage.environments),
                 )
             )
         inserted = await self.repository.insert_gates(uow.conn, rows)

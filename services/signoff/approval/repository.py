@@ -12,7 +12,11 @@ import asyncpg
 
 SCHEMA = "approval"
 _GATE_COLUMNS = """id, pipeline_id, execution_id, stage_id, step_id, attempt, status, token, policy, inputs,
-    pipeline_executor, members_by_group, opened_at, expires_at, closed_at, timeout_action, request"""
+    pipeline_executor, members_by_group, opened_at, expires_at, closed_at, timeout_action, request, pipeline_name,
+    stage_name, step_name, environments"""
+# A gate as a list shows it: no request document, no directory.
+_SUMMARY_COLUMNS = """id, pipeline_id, execution_id, stage_id, step_id, attempt, status, policy, pipeline_executor,
+    opened_at, expires_at, closed_at, pipeline_name, stage_name, step_name, environments"""
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,10 @@ class NewGate:
     expires_at: datetime
     timeout_action: str
     request: str
+    pipeline_name: str = ""
+    stage_name: str = ""
+    step_name: str = ""
+    environments: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,15 +93,17 @@ class ApprovalRepository:
         rows = await conn.fetch(
             f"""INSERT INTO {self._t("gates")} (id, pipeline_id, execution_id, stage_id, step_id, attempt, token,
                     policy, inputs, pipeline_executor, members_by_group, opened_at, expires_at, timeout_action,
-                    request)
+                    request, pipeline_name, stage_name, step_name, environments)
                 SELECT id, pipeline_id, execution_id, stage_id, step_id, attempt, token, policy::jsonb,
                     inputs::jsonb, pipeline_executor, members_by_group::jsonb, opened_at, expires_at,
-                    timeout_action, request::jsonb
+                    timeout_action, request::jsonb, pipeline_name, stage_name, step_name,
+                    string_to_array(environments, E'\\x1f')
                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
                     $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::timestamptz[],
-                    $14::text[], $15::text[])
+                    $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])
                     AS g(id, pipeline_id, execution_id, stage_id, step_id, attempt, token, policy, inputs,
-                         pipeline_executor, members_by_group, opened_at, expires_at, timeout_action, request)
+                         pipeline_executor, members_by_group, opened_at, expires_at, timeout_action, request,
+                         pipeline_name, stage_name, step_name, environments)
                 ON CONFLICT ON CONSTRAINT gates_natural_key DO NOTHING
                 RETURNING id""",  # noqa: S608
             [g.id for g in gates],
@@ -112,6 +122,11 @@ class ApprovalRepository:
             [g.expires_at for g in gates],
             [g.timeout_action for g in gates],
             [g.request for g in gates],
+            [g.pipeline_name for g in gates],
+            [g.stage_name for g in gates],
+            [g.step_name for g in gates],
+            # A text[] per gate inside a text[][] parameter would need equal lengths: joined by the unit separator.
+            ["\x1f".join(g.environments) for g in gates],
         )
         return [row["id"] for row in rows]
 
@@ -261,7 +276,7 @@ class ApprovalRepository:
         """Gates newest first, filtered by status, user group (in the resolved directory) and pipeline; `before`
         (opened at, id) continues a page (keyset pagination)."""
         return await conn.fetch(
-            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+            f"""SELECT {_SUMMARY_COLUMNS} FROM {self._t("gates")}
                 WHERE ($1::text IS NULL OR status = $1)
                   AND ($2::text IS NULL OR members_by_group ? $2)
                   AND ($3::text IS NULL OR pipeline_id = $3)
@@ -277,7 +292,7 @@ class ApprovalRepository:
         )
 
     def _decidable_sql(self) -> str:
-        return f"""SELECT {", ".join(f"g.{c.strip()}" for c in _GATE_COLUMNS.split(","))}
+        return f"""SELECT {", ".join(f"g.{c.strip()}" for c in _SUMMARY_COLUMNS.split(","))}
             FROM {self._t("gate_approvers")} a JOIN {self._t("gates")} g ON g.id = a.gate_id
             WHERE a.user_key = $1 AND g.status = 'pending'
               AND ($3::timestamptz IS NULL OR (a.opened_at, a.gate_id) < ($3, $4))
@@ -309,6 +324,27 @@ class ApprovalRepository:
             stage_id,
             step_id,
             token,
+        )
+
+    async def latest_gate_of_step(
+        self, conn: asyncpg.Connection, pipeline_id: str, stage_id: str, step_id: str
+    ) -> asyncpg.Record | None:
+        """The most recently opened gate of that pipeline / stage / step, whatever its status and token."""
+        return await conn.fetchrow(
+            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+                WHERE pipeline_id = $1 AND stage_id = $2 AND step_id = $3
+                ORDER BY opened_at DESC, id DESC LIMIT 1""",  # noqa: S608
+            pipeline_id,
+            stage_id,
+            step_id,
+        )
+
+    async def gates_of_execution(self, conn: asyncpg.Connection, execution_id: str) -> list[asyncpg.Record]:
+        """Every gate of one execution, oldest first."""
+        return await conn.fetch(
+            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")} WHERE execution_id = $1
+                ORDER BY opened_at, id""",  # noqa: S608
+            execution_id,
         )
 
     async def gate_status(self, conn: asyncpg.Connection, gate_id: str) -> str | None:

@@ -71,10 +71,11 @@ async def add_filler_gates(pool: asyncpg.Pool, template_gate: str, count: int, c
             await conn.execute(
                 """INSERT INTO approval.gates (id, pipeline_id, execution_id, stage_id, step_id, attempt, token,
                        policy, inputs, pipeline_executor, members_by_group, opened_at, expires_at, timeout_action,
-                       request)
+                       request, pipeline_name, stage_name, step_name, environments)
                    SELECT 'filler-' || i, 'filler-' || (i % 1000), 'exec-' || i, stage_id, step_id, attempt,
                        md5(random()::text) || md5(random()::text), policy, inputs, pipeline_executor,
-                       members_by_group, opened_at, expires_at, timeout_action, request
+                       members_by_group, opened_at, expires_at, timeout_action, request, pipeline_name,
+                       stage_name, step_name, environments
                    FROM approval.gates t, generate_series($2::bigint, $3::bigint) AS i
                    WHERE t.id = $1""",
                 template_gate,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from signoff.cli.access_keys import dev_access_key
 from signoff.cli.errors import CliError
 from signoff.cli.roles import ROLES
 from signoff.cli.tokens import dev_token
@@ -94,6 +95,7 @@ def _stop_supervisor(state_dir: Path, pid: int, timeout: float) -> None:
 
 
 dev.add_command(dev_token)
+dev.add_command(dev_access_key)
 
 
 @dev.command()

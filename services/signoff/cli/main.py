@@ -7,6 +7,7 @@ import click
 from signoff import __version__
 from signoff.api.service import api
 from signoff.approval.service import approval
+from signoff.cli.access_keys import access_keys
 from signoff.cli.approver import COMMANDS as APPROVER_COMMANDS
 from signoff.cli.bench import bench
 from signoff.cli.deliveries import deliveries
@@ -32,6 +33,7 @@ cli.add_command(approval)
 cli.add_command(notifier)
 cli.add_command(deliveries)
 cli.add_command(tokens)
+cli.add_command(access_keys)
 cli.add_command(bench)
 for command in APPROVER_COMMANDS:
     cli.add_command(command)

@@ -9,6 +9,8 @@ import secrets
 import shutil
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 from signoff.devstack.broker import EmbeddedBroker
 from signoff.devstack.postgres import EmbeddedPostgres
 from signoff.devstack.process import free_port
@@ -16,6 +18,7 @@ from signoff.devstack.process import free_port
 ENV_FILE = "env"
 PID_FILE = "supervisor.pid"
 KEYS_FILE = "decision-keys.json"
+CREDENTIALS_KEY_FILE = "api-credentials.key"
 SESSION_SECRET_FILE = "session-secret"  # noqa: S105 (a file name, not a secret)
 
 
@@ -119,6 +122,18 @@ class DevStack:
         tmp.write_text(text)
         tmp.replace(path)
 
+    def credentials_key(self) -> str:
+        """The Fernet key the api encrypts access keys' secrets with: random, made at the stack's first start and
+        kept in the state dir (owner-only), like the decision keys. `signoff dev access-key` reads it there."""
+        path = self.state_dir / CREDENTIALS_KEY_FILE
+        with contextlib.suppress(FileNotFoundError):
+            key = path.read_text().strip()
+            if key:
+                return key
+        key = Fernet.generate_key().decode()
+        self._keep(path, key)
+        return key
+
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
@@ -138,12 +153,13 @@ class DevStack:
     @property
     def role_env(self) -> dict[str, str]:
         """What the service roles get besides `env`: the api's decision key (the approval role verifies what the
-        api signs with it), its session key, the api's port, and the dev conveniences (`signoff dev token`, the
-        pages' dev sign-in)."""
+        api signs with it), its credentials key (access keys' secrets), its session key, the api's port, and the dev
+        conveniences (`signoff dev token`, the pages' dev sign-in)."""
         keys = self.decision_keys()
         return {
             "SIGNOFF_DECISION_KEYS": json.dumps(keys),
             "SIGNOFF_API_DECISION_KEY": keys["api"],
+            "SIGNOFF_API_CREDENTIALS_KEY": self.credentials_key(),
             "SIGNOFF_API_PORT": str(self.api_port),
             "SIGNOFF_API_HOST": "127.0.0.1",
             "SIGNOFF_API_DEV_MODE": "true",

@@ -305,6 +305,31 @@ class ExecutorRepository:
             pipeline_id,
         )
 
+    async def pipelines_page(self, conn: asyncpg.Connection, after: str | None, limit: int) -> list[asyncpg.Record]:
+        """Pipelines that have run, by identifier, after `after`: identifier, name, first start, last change."""
+        return await conn.fetch(
+            f"""SELECT p.identifier, p.name, p.updated_at,
+                       (SELECT min(e.started_at) FROM {self._t("executions")} e WHERE e.pipeline_id = p.identifier)
+                           AS created_at
+                FROM {self._t("pipelines")} p WHERE $1::text IS NULL OR p.identifier > $1
+                ORDER BY p.identifier LIMIT $2""",  # noqa: S608
+            after,
+            limit,
+        )
+
+    async def executions_page(
+        self, conn: asyncpg.Connection, pipeline_id: str, before_sequence: int | None, limit: int
+    ) -> list[asyncpg.Record]:
+        """Executions of one pipeline, newest first, with a sequence number below `before_sequence`."""
+        return await conn.fetch(
+            f"""SELECT {_EXECUTION_COLUMNS} FROM {self._t("executions")}
+                WHERE pipeline_id = $1 AND ($2::bigint IS NULL OR sequence_id < $2)
+                ORDER BY sequence_id DESC LIMIT $3""",  # noqa: S608
+            pipeline_id,
+            before_sequence,
+            limit,
+        )
+
     async def list_executions(
         self, conn: asyncpg.Connection, pipeline_id: str | None = None, limit: int = 50
     ) -> list[asyncpg.Record]:

@@ -10,3 +10,10 @@ CREATE TABLE "{schema}".gate_approvers (
 CREATE INDEX gate_approvers_gate ON "{schema}".gate_approvers (gate_id);
 -- The api lists gates newest first, by status.
 CREATE INDEX gates_status_opened ON "{schema}".gates (status, opened_at DESC, id);
+
+-- What a list of gates shows, as plain columns: a list never reads (nor detoasts) the ~3 KB request document.
+ALTER TABLE "{schema}".gates
+    ADD COLUMN pipeline_name text NOT NULL DEFAULT '',
+    ADD COLUMN stage_name    text NOT NULL DEFAULT '',
+    ADD COLUMN step_name     text NOT NULL DEFAULT '',
+    ADD COLUMN environments  text[] NOT NULL DEFAULT '{}';
