@@ -206,8 +206,11 @@ def test_dev_up_detach_then_down():
     up = _signoff("dev", "up", "--detach", "--state-dir", str(state))
     assert up.returncode == 0, up.stderr
     assert "SIGNOFF_DATABASE_URL=postgresql://" in up.stdout
-    key = json.loads((state / "decision-keys.json").read_text())["cli"]
-    assert key not in up.stdout and "SIGNOFF_CLI_DECISION_KEY is in" in up.stdout  # said where, not shown
+    # The roles' secrets stay with the roles: neither the api's decision key nor the pages' session key is shown.
+    key = json.loads((state / "decision-keys.json").read_text())["api"]
+    session_secret = (state / "session-secret").read_text()
+    assert key not in up.stdout and session_secret not in up.stdout
+    assert "# approval pages: http://127.0.0.1:" in up.stdout
     again = _signoff("dev", "up", "--state-dir", str(state))
     assert again.returncode == 1 and "already running" in again.stderr
     down = _signoff("dev", "down", "--state-dir", str(state))

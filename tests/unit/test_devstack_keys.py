@@ -9,7 +9,7 @@ from pathlib import Path
 from signoff.api.access_keys import SecretBox
 from signoff.cli.dev import _example_env
 from signoff.devstack import DevStack
-from signoff.devstack.stack import CREDENTIALS_KEY_FILE, KEYS_FILE
+from signoff.devstack.stack import CREDENTIALS_KEY_FILE, KEYS_FILE, SESSION_SECRET_FILE
 
 
 def test_keys_are_random_per_stack_and_stable(tmp_path: Path) -> None:
@@ -45,3 +45,13 @@ def test_the_credentials_key_is_a_random_fernet_key_per_stack_for_the_api_only(t
     assert DevStack(tmp_path / "a").credentials_key() == key != DevStack(tmp_path / "b").credentials_key()
     assert stat.S_IMODE((tmp_path / "a" / CREDENTIALS_KEY_FILE).stat().st_mode) == 0o600
     assert key not in "".join(stack.env.values())
+
+
+def test_the_pages_session_key_is_random_per_stack_kept_owner_only_and_only_the_roles_get_it(tmp_path: Path) -> None:
+    stack = DevStack(tmp_path / "a")
+    secret = stack.role_env["SIGNOFF_API_SESSION_SECRET"]
+    assert len(secret) >= 32 and stack.role_env["SIGNOFF_API_DEV_MODE"] == "true"
+    assert DevStack(tmp_path / "a").session_secret() == secret
+    assert DevStack(tmp_path / "b").session_secret() != secret
+    assert stat.S_IMODE((tmp_path / "a" / SESSION_SECRET_FILE).stat().st_mode) == 0o600
+    assert secret not in "".join(stack.env.values())

@@ -27,6 +27,8 @@ from signoff.api import audit, codepipeline, gates, harness, metrics, models
 from signoff.api.decisions import DecisionDesk
 from signoff.api.executions import ExecutionDesk
 from signoff.api.identity import AuthenticationFailed, Authenticator, IdentityProviderUnavailable, Principal
+from signoff.api.pages import PageSettings
+from signoff.api.pages import router as pages_router
 from signoff.api.problems import PROBLEM_TYPE, ApiProblem
 from signoff.api.repository import ApiRepository
 from signoff.approval.domain.model import user_key
@@ -53,6 +55,7 @@ class ApiContext:
     base_url: str
     max_body_bytes: int
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    pages: PageSettings | None = None
     approval: ApprovalRepository = field(default_factory=ApprovalRepository)
     api: ApiRepository = field(default_factory=ApiRepository)
 
@@ -384,6 +387,7 @@ def create_app(context: ApiContext | None) -> FastAPI:
 
     app.include_router(codepipeline.router)  # CodePipeline's wire API (POST /, SigV4): docs/codepipeline.md
     app.include_router(harness.router)  # Harness's approval API (x-api-key): docs/harness-api.md
+    app.include_router(pages_router)  # the approval pages (/, /gates/{id}, sign-in): signoff.api.pages
     return app
 
 

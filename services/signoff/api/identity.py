@@ -216,6 +216,18 @@ class OidcVerifier:
     async def verify(self, token: str) -> Principal:
         """The principal `token` proves. Raises AuthenticationFailed (IdentityProviderUnavailable when the keys
         cannot be fetched at all)."""
+        return self._principal(await self._verified_claims(token))
+
+    async def verify_id_token(self, token: str, nonce: str) -> Principal:
+        """The principal an ID token of a sign-in proves (this verifier's audience is the client id): as `verify`,
+        and its `nonce` must be the one the sign-in sent (a replayed ID token of another sign-in proves nothing)."""
+        claims = await self._verified_claims(token)
+        principal = self._principal(claims)
+        if not isinstance(claims.get("nonce"), str) or not secrets.compare_digest(claims["nonce"], nonce):
+            raise AuthenticationFailed("invalid_token", "the ID token is not of this sign-in (nonce)")
+        return principal
+
+    async def _verified_claims(self, token: str) -> dict[str, Any]:
         try:
             compact = jws.extract_compact(token.encode())
             header = compact.headers()
@@ -236,7 +248,7 @@ class OidcVerifier:
             raise AuthenticationFailed("invalid_token", "the JWT's signature does not verify") from None
         except (JoseError, ValueError, TypeError) as exc:
             raise AuthenticationFailed("invalid_token", f"the JWT cannot be verified: {_error_text(exc)}") from None
-        return self._principal(verified.claims)
+        return verified.claims
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         registry = jwt.JWTClaimsRegistry(

@@ -23,6 +23,7 @@ from signoff.api.decisions import DecisionDesk
 from signoff.api.executions import ExecutionDesk
 from signoff.api.identity import Authenticator
 from signoff.api.outcomes import GateEventListener, OutcomeWaiters
+from signoff.api.pages import PageSettings
 from signoff.api.repository import SCHEMA
 from signoff.api.settings import ApiSettings
 from signoff.catalog import Catalog
@@ -122,6 +123,7 @@ class ApiRole:
             base_url="",
             max_body_bytes=settings.api_max_body_bytes,
             clock=self.clock,
+            pages=PageSettings.from_settings(settings),
         )
         self._server.config.app = create_app(self.context)
         self._server.config.load()
@@ -165,6 +167,11 @@ class ApiRole:
                 await client.stop()
         if getattr(self, "http", None) is not None:
             await self.http.stop()
+        context = getattr(self, "context", None)
+        if context is not None:  # the identity provider's HTTP clients (OIDC keys)
+            await context.authenticator.aclose()
+            if context.pages is not None:
+                await context.pages.aclose()
         if getattr(self, "pool", None) is not None:
             await self.pool.close()
         log.info("service_stopped", role="api")

@@ -44,7 +44,17 @@ class ApiSettings(Settings):
     )
     api_dev_mode: bool = Field(
         False,
-        description="A dev stack's conveniences (`signoff dev token`): never set it in production.",
+        description="A dev stack's conveniences (`signoff dev token`, the pages' sign-in as any directory user): "
+        "never set it in production.",
+    )
+    api_session_secret: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description="Key that signs the approval pages' session cookies (32 characters or more, random). A secret; "
+        "without it nobody can sign in to the pages (the JSON API is unaffected).",
+    )
+    api_session_minutes: int = Field(
+        480, ge=5, le=1440, description="How long a sign-in to the pages lasts; then the page asks to sign in again."
     )
     oidc_issuer: str | None = Field(
         None,
@@ -58,6 +68,15 @@ class ApiSettings(Settings):
     oidc_jwks_url: str | None = Field(
         None, pattern=r"^https?://", description="JWKS URL; default: the issuer's discovery document's `jwks_uri`."
     )
+    oidc_client_id: str | None = Field(
+        None,
+        description="The pages' OIDC client id (authorization-code flow with PKCE against SIGNOFF_OIDC_ISSUER; "
+        "redirect URI `<api url>/auth/callback`). Unset: no OIDC sign-in to the pages.",
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        None, description="The pages' OIDC client secret, for a confidential client (a public client needs none)."
+    )
+    oidc_scopes: str = Field("openid profile email", description="Scopes the pages' OIDC sign-in asks for.")
     oidc_leeway_seconds: int = Field(30, ge=0, le=300, description="Clock skew allowed on `exp` / `nbf` / `iat`.")
     catalog_file: Path | None = Field(
         None, description="Catalog YAML (docs/catalog.md): names and links of a gate's services and environments."

@@ -476,6 +476,13 @@ class ApprovalRepository:
         )
         return [row["group_name"] for row in rows]
 
+    async def directory_users(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
+        """Every user of the directory (`user_id`, `groups`), by user id."""
+        return await conn.fetch(
+            f"""SELECT user_id, array_agg(group_name ORDER BY group_name) AS groups
+                FROM {self._t("directory_members")} GROUP BY user_id ORDER BY user_id"""  # noqa: S608
+        )
+
     async def directory_groups(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
         """Every user group of the directory with its member count."""
         return await conn.fetch(

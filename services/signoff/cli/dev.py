@@ -26,6 +26,7 @@ from signoff.devstack.stack import (
     KEYS_FILE,
     PID_FILE,
     default_state_dir,
+    read_env_file,
     supervisor_pid,
 )
 
@@ -140,6 +141,9 @@ def _detach(state_dir: Path, kafka_port: int | None, postgres_port: int | None) 
     click.echo(f"dev stack running (pid {proc.pid}); logs in {log_path}; stop it with `signoff dev down`")
     # The env file holds no secret (the api's decision key stays with the roles), so it can be shown as it is.
     click.echo((state_dir / ENV_FILE).read_text(), nl=False)
+    pages = read_env_file(state_dir / ENV_FILE).get("SIGNOFF_API_URL")
+    if pages:
+        click.echo(f"# approval pages: {pages}/ (sign in as any directory user)")
 
 
 def _example_env(variable: str, example: str) -> dict[str, str]:
@@ -209,6 +213,7 @@ class Supervisor:
             self.say("dev", f"broker     {broker.bootstrap}  (pid {broker.proc.pid}, log {broker.log_path})")
             self.say("dev", f"postgres   {postgres.dsn('signoff')}  (pid {postgres.proc.pid}, log {postgres.log_path})")
             self.say("dev", f"api        {self.stack.api_url}")
+            self.say("dev", f"pages      {self.stack.api_url}/  (approval pages; sign in as any directory user)")
             if postgres.relocated:
                 self.say(
                     "dev",

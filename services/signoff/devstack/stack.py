@@ -19,6 +19,7 @@ ENV_FILE = "env"
 PID_FILE = "supervisor.pid"
 KEYS_FILE = "decision-keys.json"
 CREDENTIALS_KEY_FILE = "api-credentials.key"
+SESSION_SECRET_FILE = "session-secret"  # noqa: S105 (a file name, not a secret)
 
 
 def default_state_dir() -> Path:
@@ -97,14 +98,29 @@ class DevStack:
             keys = json.loads(path.read_text())
             if isinstance(keys, dict) and isinstance(keys.get("api"), str) and keys["api"]:
                 return {"api": keys["api"]}
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         keys = {"api": secrets.token_urlsafe(32)}
+        self._keep(path, json.dumps(keys))
+        return keys
+
+    def session_secret(self) -> str:
+        """The key the api signs the pages' session cookies with: random, made at the stack's first start and kept
+        in the state dir (owner-only) like the decision keys, so a sign-in survives a restart of the stack."""
+        path = self.state_dir / SESSION_SECRET_FILE
+        with contextlib.suppress(FileNotFoundError):
+            kept = path.read_text().strip()
+            if len(kept) >= 32:
+                return kept
+        secret = secrets.token_urlsafe(48)
+        self._keep(path, secret)
+        return secret
+
+    def _keep(self, path: Path, text: str) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.touch(mode=0o600)
         tmp.chmod(0o600)
-        tmp.write_text(json.dumps(keys))
+        tmp.write_text(text)
         tmp.replace(path)
-        return keys
 
     def credentials_key(self) -> str:
         """The Fernet key the api encrypts access keys' secrets with: random, made at the stack's first start and
@@ -114,13 +130,8 @@ class DevStack:
             key = path.read_text().strip()
             if key:
                 return key
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         key = Fernet.generate_key().decode()
-        tmp = path.with_suffix(".tmp")
-        tmp.touch(mode=0o600)
-        tmp.chmod(0o600)
-        tmp.write_text(key)
-        tmp.replace(path)
+        self._keep(path, key)
         return key
 
     @property
@@ -142,8 +153,8 @@ class DevStack:
     @property
     def role_env(self) -> dict[str, str]:
         """What the service roles get besides `env`: the api's decision key (the approval role verifies what the
-        api signs with it), its credentials key (access keys' secrets), the api's port, and the dev conveniences
-        (`signoff dev token`)."""
+        api signs with it), its credentials key (access keys' secrets), its session key, the api's port, and the dev
+        conveniences (`signoff dev token`, the pages' dev sign-in)."""
         keys = self.decision_keys()
         return {
             "SIGNOFF_DECISION_KEYS": json.dumps(keys),
@@ -152,6 +163,7 @@ class DevStack:
             "SIGNOFF_API_PORT": str(self.api_port),
             "SIGNOFF_API_HOST": "127.0.0.1",
             "SIGNOFF_API_DEV_MODE": "true",
+            "SIGNOFF_API_SESSION_SECRET": self.session_secret(),
             "SIGNOFF_APPROVAL_PAGE_URL": self.api_url,
         }
 

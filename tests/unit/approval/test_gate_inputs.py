@@ -138,3 +138,30 @@ class TestRequired:
         refusal = refused(vote(gate, ALICE, inputs={"env": "dev", "x": "1"}))
         assert refusal.offending_inputs == ("x", "env", "t")
         assert refusal.detail.count(";") == 2
+
+
+class TestInputErrorsByField:
+    """`Gate.input_errors`: what `decide` would refuse for the inputs, per input name (for a form's fields)."""
+
+    def test_each_offending_input_has_its_problem_and_acceptable_inputs_none(self):
+        gate = open_gate(
+            inputs=(
+                ApproverInput("region", default_value="eu", allowed_values=("eu", "us")),
+                ApproverInput("ticket", required=True),
+                ApproverInput("note"),
+            )
+        )
+        errors = gate.input_errors("alice", {"region": "mars", "color": "red"})
+        assert errors == {
+            "color": "this gate has no such input",
+            "region": "'mars' is not one of: eu, us",
+            "ticket": "required: give it a value",
+        }
+        assert gate.input_errors("alice", {"region": "us", "ticket": "CHG-1"}) == {}
+
+    def test_it_agrees_with_decide(self):
+        gate = open_gate(inputs=(ApproverInput("ticket", required=True),))
+        assert set(gate.input_errors("alice", {})) == {"ticket"}
+        refused(vote(gate, ALICE))
+        assert gate.input_errors("alice", {"ticket": "CHG-1"}) == {}
+        assert vote(gate, ALICE, inputs={"ticket": "CHG-1"})[-1].inputs == {"ticket": "CHG-1"}

@@ -9,6 +9,7 @@ import pytest
 from signoff.contracts.envelope import new_event
 from signoff.contracts.events import EnvironmentRef, GateApproved, GateCancelled, GateExpired, GateRejected
 from signoff.notifier.domain import ApprovalView, OutcomeView, humanize_time_left, mark_expressions
+from signoff.notifier.domain.view import expression_parts
 
 from .builders import NOW, PAGE, catalog, example_data, opened
 
@@ -129,6 +130,11 @@ def test_policy_with_rules_and_executor_constraint() -> None:
 def test_humanize_time_left(left: timedelta, text: str) -> None:
     now = datetime(2025, 1, 1, tzinfo=UTC)
     assert humanize_time_left(now + left, now) == text
+
+
+def test_expression_parts_cut_prose_from_expressions() -> None:
+    assert expression_parts("a <+x.<+y>> b <+z") == [("a ", False), ("<+x.<+y>>", True), (" b ", False), ("<+z", True)]
+    assert expression_parts("") == [] and expression_parts("plain") == [("plain", False)]
 
 
 def test_mark_expressions_handles_nesting_and_unterminated() -> None:

@@ -483,6 +483,23 @@ class Gate:
                 return vote
         return None
 
+    def input_errors(self, user_id: str, given: Mapping[str, str]) -> dict[str, str]:
+        """Per input name, why an approving vote of `user_id` with the inputs `given` would be refused for its
+        inputs (empty: they would pass). The rules `decide` applies, for a form that shows each problem by its field
+        before anything is sent."""
+        _, offending = self._input_problems(Member(user_id=user_id), given)
+        definitions = {definition.name: definition for definition in self._inputs}
+        errors: dict[str, str] = {}
+        for name in offending:
+            definition = definitions.get(name)
+            if definition is None:
+                errors[name] = "this gate has no such input"
+            elif name in given and not definition.allows(given[name]):
+                errors[name] = f"{given[name]!r} is not one of: {', '.join(definition.allowed_values or ())}"
+            else:
+                errors[name] = "required: give it a value"
+        return errors
+
     def _input_problems(self, approver: Approver, given: Mapping[str, str]) -> tuple[list[str], list[str]]:
         """Why an approving vote's inputs are unacceptable (human-readable problems, offending input names)."""
         definitions = {definition.name: definition for definition in self._inputs}

@@ -438,14 +438,22 @@ def humanize_time_left(expires_at: datetime, now: datetime) -> str:
 def mark_expressions(text: str) -> str:
     """`text` with every `<+...>` expression (nesting allowed) shown as `(unresolved: <+...>)`, so prose never
     carries a bare expression. An unterminated `<+` is marked up to the end of the text."""
-    out: list[str] = []
+    return "".join(f"(unresolved: {part})" if expression else part for part, expression in expression_parts(text))
+
+
+def expression_parts(text: str) -> list[tuple[str, bool]]:
+    """`text` cut into prose and `<+...>` expressions (nesting allowed; an unterminated `<+` runs to the end), in
+    order: (part, is an expression). For views that mark expressions their own way (the approval page)."""
+    out: list[tuple[str, bool]] = []
     i = 0
     while True:
         start = text.find("<+", i)
         if start < 0:
-            out.append(text[i:])
-            return "".join(out)
-        out.append(text[i:start])
+            if text[i:]:
+                out.append((text[i:], False))
+            return out
+        if start > i:
+            out.append((text[i:start], False))
         depth, j = 0, start
         while j < len(text):
             if text.startswith("<+", j):
@@ -458,7 +466,7 @@ def mark_expressions(text: str) -> str:
                     break
             j += 1
         end = min(j + 1, len(text))
-        out.append(f"(unresolved: {text[start:end]})")
+        out.append((text[start:end], True))
         i = end
 
 
