@@ -10,7 +10,7 @@ import sys
 import click
 
 from signoff.bench.roles import BenchError
-from signoff.bench.runner import BenchOptions, run
+from signoff.bench.runner import API_RATE, BenchOptions, run
 from signoff.cli.errors import CliError, CliUsageError
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.settings import load_settings
@@ -50,9 +50,10 @@ def bench(
             "--requests, --naive-requests, --burst, --pending and --notifications must be at least 2, --rate and "
             "--seconds positive"
         )
-    if requests < rate * seconds * 3:
+    if requests <= rate * seconds * 3 + API_RATE * seconds:
         raise CliUsageError(
-            "--requests must open at least three times --rate x --seconds gates (P2, P2b and P4 decide them)"
+            "--requests must open at least three times --rate x --seconds gates (P2, P2b and P4 decide them), "
+            f"plus {API_RATE:g} x --seconds (P5) and one left for the plans"
         )
     if notifications > requests:
         raise CliUsageError("--notifications cannot exceed --requests (each opened gate is one delivery)")

@@ -39,7 +39,7 @@ async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
     }
     args = [
         "--bootstrap", infra.kafka_bootstrap, "--database-url", infra.admin_dsn, "--json",
-        "--requests", "400", "--naive-requests", "40", "--rate", "50", "--seconds", "2", "--burst", "600",
+        "--requests", "600", "--naive-requests", "40", "--rate", "50", "--seconds", "2", "--burst", "600",
         "--pending", "2000", "--notifications", "100",
     ]  # fmt: skip
     done = await asyncio.to_thread(_bench, args, env)
