@@ -236,7 +236,11 @@ async def test_a_request_the_approval_role_cannot_serve_fails_the_pipeline_at_on
         )
         assert row["reason"] == f"step release.approve failed: {reason}"
         assert (await executor.step(request.execution_id, "release.approve"))["reason"] == reason
-        (failed,) = await executor.published(wire.ExecutionFailed.event_type, request.execution_id)
+        (failed,) = await eventually(
+            lambda: executor.published(wire.ExecutionFailed.event_type, request.execution_id),
+            timeout=30,
+            what="the ExecutionFailed of the refused run",
+        )
         assert reason in failed.error
 
         # `signoff logs` (the api's logs of the execution) says why the step that ran no script failed.
