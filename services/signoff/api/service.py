@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Callable, Generator
 from datetime import UTC, datetime
 
@@ -33,7 +32,7 @@ from signoff.runtime.http import HealthServer
 from signoff.runtime.kafka import ensure_topics, make_producer
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.migrations import load_migrations, migrate
-from signoff.runtime.service import until_stopped
+from signoff.runtime.service import run_until_signalled, until_stopped
 from signoff.runtime.settings import load_settings
 
 log = structlog.get_logger(__name__)
@@ -177,16 +176,8 @@ class ApiRole:
         log.info("service_stopped", role="api")
 
     async def run(self) -> None:
-        running = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            running.add_signal_handler(sig, self.stopping.set)
-        try:
-            await self.start()
-            await self.wait()
-        finally:
-            await self.stop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                running.remove_signal_handler(sig)
+        """Start, serve until SIGTERM / SIGINT, stop."""
+        await run_until_signalled(self)
 
 
 @click.command()

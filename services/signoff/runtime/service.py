@@ -8,6 +8,7 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncpg
 import structlog
@@ -80,6 +81,30 @@ async def until_stopped(stopping: asyncio.Event, tasks: Sequence[asyncio.Task[No
     for task in done:
         if task is not stop_wait and not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
+
+
+class Role(Protocol):
+    """What `run_until_signalled` runs: a role process's lifespan."""
+
+    stopping: asyncio.Event
+
+    async def start(self) -> None: ...
+    async def wait(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+async def run_until_signalled(role: Role) -> None:
+    """Start `role`, serve until SIGTERM / SIGINT (or until one of its tasks fails), then stop it gracefully."""
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(sig, role.stopping.set)
+    try:
+        await role.start()
+        await role.wait()
+    finally:
+        await role.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            running.remove_signal_handler(sig)
 
 
 BACKGROUND_GRACE_SECONDS = 15.0
@@ -196,13 +221,4 @@ class Service:
 
     async def run(self) -> None:
         """Start, serve until SIGTERM / SIGINT, stop."""
-        running = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            running.add_signal_handler(sig, self.stopping.set)
-        try:
-            await self.start()
-            await self.wait()
-        finally:
-            await self.stop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                running.remove_signal_handler(sig)
+        await run_until_signalled(self)
