@@ -50,7 +50,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -301,8 +301,3 @@ def fixed_to(channel: Channel) -> str:
     whoever the approvers are), lower-cased; `` for the other channels."""
     to = channel.settings.get("to") if channel.type == "email" else None
     return ", ".join(part.strip().lower() for part in to.split(",") if part.strip()) if isinstance(to, str) else ""
-
-
-def reminder_delay(text: str) -> timedelta:
-    """The span of a reminder or escalation duration (`1h`, `10m`, `PT1H`)."""
-    return parse_positive_duration(text)
