@@ -13,9 +13,9 @@ import contextlib
 import asyncpg
 import structlog
 
-from signoff.approval.domain.clock import Clock
 from signoff.approval.handlers import load_gates, persist_events
 from signoff.approval.repository import ApprovalRepository
+from signoff.runtime.clock import Clock
 from signoff.runtime.outbox import OutboxWriter
 
 log = structlog.get_logger(__name__)

@@ -19,7 +19,6 @@ from datetime import datetime
 import structlog
 
 from signoff import contracts as wire
-from signoff.approval.domain.clock import Clock, SystemClock
 from signoff.catalog import Catalog
 from signoff.catalog.yamldoc import YamlDocumentError, parse_yaml
 from signoff.contracts.events import DecisionStatus, FailureCause, RejectionCause
@@ -31,6 +30,7 @@ from signoff.executor.mapping import outbox_record
 from signoff.executor.metrics import REQUESTS_REFUSED
 from signoff.executor.repository import ExecutorRepository, NewExecution
 from signoff.executor.store import Loaded, load, save
+from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.consumer import Received, UnitOfWork, dead_letter_id, dead_letter_record
 
 log = structlog.get_logger(__name__)

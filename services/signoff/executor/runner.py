@@ -33,7 +33,6 @@ import asyncpg
 import structlog
 
 from signoff import contracts as wire
-from signoff.approval.domain.clock import Clock
 from signoff.catalog import Catalog
 from signoff.contracts.events import FailureCause
 from signoff.executor.domain.actions import (
@@ -49,6 +48,7 @@ from signoff.executor.metrics import EXECUTIONS_FINISHED, RUNNER_PASS_SECONDS, S
 from signoff.executor.repository import ExecutorRepository, runner_channel
 from signoff.executor.scripts import ScriptProcess, ScriptResult, ensure_gone, run_script
 from signoff.executor.store import Loaded, load, running_scripts, save
+from signoff.runtime.clock import Clock
 from signoff.runtime.consumer import TRANSIENT_ERRORS
 from signoff.runtime.outbox import OutboxWriter
 

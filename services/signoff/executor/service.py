@@ -7,13 +7,13 @@ import asyncio
 
 import click
 
-from signoff.approval.domain.clock import Clock, SystemClock
 from signoff.catalog import Catalog
 from signoff.contracts.topics import APPROVAL_GATES, APPROVAL_REQUESTS, EXECUTION_EVENTS, EXECUTION_REQUESTS
 from signoff.executor.handlers import ExecutorHandler
 from signoff.executor.repository import SCHEMA, ExecutorRepository
 from signoff.executor.runner import Runner
 from signoff.executor.settings import ExecutorSettings
+from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.service import Service, ServiceContext, ServiceSpec
 from signoff.runtime.settings import load_settings

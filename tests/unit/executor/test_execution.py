@@ -29,13 +29,14 @@ from signoff.executor.domain.execution import (
     UnknownStep,
 )
 from signoff.executor.domain.expressions import render
-from signoff.executor.domain.pipeline import Pipeline, load_pipeline, parse_pipeline
+from signoff.executor.domain.pipeline import Pipeline, parse_pipeline
 from signoff.executor.domain.plan import ParallelBlock, PlannedStep
 from tests.unit.executor.builders import (
     EXAMPLES,
     approval,
     deployment,
     group,
+    load_pipeline,
     parallel,
     pipeline,
     seed_pipeline_yaml,

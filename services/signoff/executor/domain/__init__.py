@@ -27,7 +27,6 @@ from signoff.executor.domain.expressions import Context, Rendered, Unknown, rend
 from signoff.executor.domain.pipeline import (
     Pipeline,
     PipelineError,
-    load_pipeline,
     parse_pipeline,
     validate_pipeline,
 )
@@ -58,7 +57,6 @@ __all__ = [
     "Unknown",
     "UnknownStep",
     "build_plan",
-    "load_pipeline",
     "parse_pipeline",
     "render",
     "render_marked",

@@ -106,6 +106,8 @@ NO_APPROVAL_ANSWER = "no answer from the approval service"
 
 
 class StepStatus(StrEnum):
+    """Where one step of an execution is (Harness's step statuses, as `signoff status` prints them)."""
+
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
@@ -118,6 +120,8 @@ class StepStatus(StrEnum):
 
 
 class ExecutionStatus(StrEnum):
+    """Where a whole execution is: running until every stage is done, then how it ended."""
+
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"

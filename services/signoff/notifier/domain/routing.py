@@ -42,7 +42,7 @@ one delivery per event x channel (`recipient` is the channel name). E-mail gets 
 (one per event when `settings.to` fixes the addresses).
 The idempotency key of a delivery is a stable hash of (event id, channel, recipient[, purpose]).
 
-`Routing.load` reads the file (the one I/O here, done once at start-up); everything else is pure.
+No I/O here: the service reads the routing file once at start-up and hands its YAML to `Routing.from_mapping`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -60,7 +59,6 @@ from signoff.catalog.yamldoc import (
     DocumentError,
     Issue,
     join_path,
-    read_document,
     validate_document,
 )
 from signoff.contracts.base import parse_utc
@@ -199,11 +197,6 @@ class Routing:
         """Build from parsed YAML/JSON; raises `RoutingError` naming every bad path."""
         expected = "expected a mapping with channels and routes"
         return cls(validate_document(RoutingDocument, data, source, RoutingError, expected), source)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Routing:
-        """Read a routing YAML file; raises `RoutingError` (unreadable file, bad YAML, or invalid content)."""
-        return cls.from_mapping(read_document(path, RoutingError), str(path))
 
     @property
     def channels(self) -> Mapping[str, Channel]:
