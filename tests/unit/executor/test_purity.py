@@ -21,6 +21,8 @@ ALLOWED_IMPORTS = {
     "dataclasses",
     "datetime",
     "enum",
+    "hashlib",
+    "json",
     "pydantic",
     "re",
     "typing",

@@ -14,15 +14,7 @@ from signoff.executor.domain.actions import (
     StartWait,
     TriggeredBy,
 )
-from signoff.executor.domain.execution import (
-    Execution,
-    ExecutionStatus,
-    InvalidStart,
-    InvalidTransition,
-    StepState,
-    StepStatus,
-    UnknownStep,
-)
+from signoff.executor.domain.execution import Execution, InvalidStart, InvalidTransition, UnknownStep
 from signoff.executor.domain.expressions import Context, Rendered, Unknown, render, render_marked
 from signoff.executor.domain.pipeline import (
     Pipeline,
@@ -31,6 +23,7 @@ from signoff.executor.domain.pipeline import (
     validate_pipeline,
 )
 from signoff.executor.domain.plan import Plan, build_plan
+from signoff.executor.domain.state import ExecutionStatus, StepState, StepStatus
 
 __all__ = [
     "Action",
