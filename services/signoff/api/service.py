@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import click
 import structlog
 import uvicorn
+from slack_sdk.web.async_client import AsyncWebClient
 
 from signoff.api.app import ApiContext, create_app
 from signoff.api.decisions import DecisionDesk
@@ -25,6 +26,8 @@ from signoff.api.outcomes import GateEventListener, OutcomeWaiters
 from signoff.api.pages import PageSettings
 from signoff.api.repository import SCHEMA
 from signoff.api.settings import ApiSettings
+from signoff.api.slack import SOURCE as SLACK_SOURCE
+from signoff.api.slack import SlackDesk
 from signoff.catalog import Catalog
 from signoff.contracts.topics import APPROVAL_DECISIONS, APPROVAL_GATES, EXECUTION_REQUESTS
 from signoff.runtime.db import pool_from_settings
@@ -85,6 +88,20 @@ class ApiRole:
         key = settings.api_decision_key.get_secret_value().encode() if settings.api_decision_key else None
         if key is None:
             log.warning("api_decisions_disabled", why="SIGNOFF_API_DECISION_KEY is not set")
+        slack_keys = {}
+        if settings.slack_signing_secret is not None:
+            missing = [
+                name
+                for name, value in (
+                    ("SIGNOFF_SLACK_BOT_TOKEN", settings.slack_bot_token),
+                    ("SIGNOFF_SLACK_DECISION_KEY", settings.slack_decision_key),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"SIGNOFF_SLACK_SIGNING_SECRET is set but {' and '.join(missing)} is not")
+            assert settings.slack_decision_key is not None
+            slack_keys[SLACK_SOURCE] = settings.slack_decision_key.get_secret_value().encode()
         self._server = _Server(
             uvicorn.Config(
                 None,  # set below, once the base URL (with the bound port) is known
@@ -109,6 +126,7 @@ class ApiRole:
                 base_url="",
                 clock=self.clock,
                 decisions_topic=self.decisions_topic,
+                source_keys=slack_keys,
             ),
             executions=ExecutionDesk(
                 pool=self.pool,
@@ -124,6 +142,17 @@ class ApiRole:
             clock=self.clock,
             pages=PageSettings.from_settings(settings),
         )
+        if settings.slack_signing_secret is not None:
+            assert settings.slack_bot_token is not None
+            self.context.slack = SlackDesk(
+                pool=self.pool,
+                decisions=self.context.decisions,
+                signing_secret=settings.slack_signing_secret.get_secret_value(),
+                client=AsyncWebClient(
+                    token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url, timeout=5
+                ),
+                clock=self.clock,
+            )
         self._server.config.app = create_app(self.context)
         self._server.config.load()
         self._server.lifespan = self._server.config.lifespan_class(self._server.config)
@@ -157,6 +186,10 @@ class ApiRole:
         if server is not None and getattr(server, "servers", None):
             server.should_exit = True
             await server.shutdown()
+        context = getattr(self, "context", None)
+        if context is not None and context.slack is not None:
+            # Slack interactions acknowledged but not finished: they need the producer and the listener.
+            await context.slack.drain(timeout=self.settings.api_decision_wait_seconds)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -166,7 +199,6 @@ class ApiRole:
                 await client.stop()
         if getattr(self, "http", None) is not None:
             await self.http.stop()
-        context = getattr(self, "context", None)
         if context is not None:  # the identity provider's HTTP clients (OIDC keys)
             await context.authenticator.aclose()
             if context.pages is not None:
