@@ -38,6 +38,8 @@ class SlackSink:
 
     calls: list[Call] = field(default_factory=list)
     url: str = ""
+    error: str | None = None
+    """When set, Web API calls answer `{"ok": false, "error": <error>}` (HTTP 200, as Slack does)."""
     _ts: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     async def start(self) -> None:
@@ -71,7 +73,9 @@ class SlackSink:
         method = request.match_info["method"]
         body = await self._body(request)
         answer: dict[str, Any] = {"ok": True}
-        if method in ("chat.postMessage", "chat.update"):
+        if self.error is not None:
+            answer = {"ok": False, "error": self.error}
+        elif method in ("chat.postMessage", "chat.update"):
             ts = body.get("ts") or f"{1700000000 + next(self._ts)}.000100"
             answer |= {"channel": body.get("channel"), "ts": ts, "message": {"text": body.get("text"), "ts": ts}}
         elif method == "views.open":
