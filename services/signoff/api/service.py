@@ -75,6 +75,11 @@ class ApiRole:
 
     async def start(self) -> None:
         settings = self.settings
+        if problem := settings.slack_problem():  # checked first: a half-configured Slack opens nothing
+            raise ValueError(problem)
+        slack_keys = {}
+        if settings.slack_decision_key is not None:
+            slack_keys[SLACK_SOURCE] = settings.slack_decision_key.get_secret_value().encode()
         catalog = Catalog.load(settings.catalog_file) if settings.catalog_file else Catalog.empty()
         self.pool = await pool_from_settings(settings)
         async with self.pool.acquire() as conn:
@@ -88,20 +93,6 @@ class ApiRole:
         key = settings.api_decision_key.get_secret_value().encode() if settings.api_decision_key else None
         if key is None:
             log.warning("api_decisions_disabled", why="SIGNOFF_API_DECISION_KEY is not set")
-        slack_keys = {}
-        if settings.slack_signing_secret is not None:
-            missing = [
-                name
-                for name, value in (
-                    ("SIGNOFF_SLACK_BOT_TOKEN", settings.slack_bot_token),
-                    ("SIGNOFF_SLACK_DECISION_KEY", settings.slack_decision_key),
-                )
-                if value is None
-            ]
-            if missing:
-                raise ValueError(f"SIGNOFF_SLACK_SIGNING_SECRET is set but {' and '.join(missing)} is not")
-            assert settings.slack_decision_key is not None
-            slack_keys[SLACK_SOURCE] = settings.slack_decision_key.get_secret_value().encode()
         self._server = _Server(
             uvicorn.Config(
                 None,  # set below, once the base URL (with the bound port) is known
@@ -217,4 +208,6 @@ def api() -> None:
     """Run the api role (the REST API /api/v1 for approvers and pipelines) until SIGTERM."""
     settings = load_settings(ApiSettings)
     configure_logging(settings.log_level, settings.log_format, role="api")
+    if problem := settings.slack_problem():
+        raise click.ClickException(problem)
     asyncio.run(ApiRole(settings).run())

@@ -101,6 +101,23 @@ class ApiSettings(Settings):
         None, description="Catalog YAML (docs/catalog.md): names and links of a gate's services and environments."
     )
 
+    def slack_problem(self) -> str | None:
+        """What is missing for Slack's interactivity when its signing secret is set (None: nothing, or Slack off)."""
+        if self.slack_signing_secret is None:
+            return None
+        missing = [
+            name
+            for name, value in (
+                ("SIGNOFF_SLACK_BOT_TOKEN", self.slack_bot_token),
+                ("SIGNOFF_SLACK_DECISION_KEY", self.slack_decision_key),
+            )
+            if value is None
+        ]
+        if not missing:
+            return None
+        verb = "is" if len(missing) == 1 else "are"
+        return f"SIGNOFF_SLACK_SIGNING_SECRET is set but {' and '.join(missing)} {verb} not"
+
     def admin_users(self) -> frozenset[str]:
         """The user ids of `api_admins`."""
         return frozenset(user.strip() for user in self.api_admins.split(",") if user.strip())

@@ -294,3 +294,20 @@ async def test_a_replayed_submission_is_no_second_vote(world: SlackWorld) -> Non
     assert any(block["type"] == "actions" for block in shown["blocks"])
     votes = [entry for entry in await world.audit(gate_id) if entry["kind"] in ("vote", "refused")]
     assert [(v["kind"], v["actor"], v["source"]) for v in votes] == [("vote", "dana", "slack")]
+
+
+async def test_a_signed_request_without_signoffs_payload_is_refused_naming_the_field(world: SlackWorld) -> None:
+    missing = await world.post(b"text=hello", slack.sign(SIGNING_SECRET, b"text=hello"))
+    assert missing.status_code == 400 and missing.headers["content-type"] == "application/problem+json"
+    assert missing.json()["errors"][0]["field"] == "payload"
+    other = {"type": "block_actions", "user": slack.user(DANA, "dana"), "actions": [{"action_id": "x", "value": "1"}]}
+    unknown = await world.send(other)
+    assert (unknown.status_code, unknown.json()["code"]) == (422, "invalid_interaction")
+    assert world.sink.of("/api/views.open") == []
+
+
+async def test_without_slack_settings_the_endpoint_says_so(front_door: FrontDoor) -> None:
+    body, headers = slack.signed(SIGNING_SECRET, {"type": "block_actions"})
+    async with httpx.AsyncClient(base_url=front_door.url) as client:
+        answer = await client.post("/slack/interactions", content=body, headers=headers)
+    assert (answer.status_code, answer.json()["code"]) == (503, "slack_disabled")
