@@ -68,10 +68,12 @@ class Notifying:
         for delivery in planned:
             rendering = "slack-bot" if self.is_bot(delivery.channel) else delivery.channel_type
             if rendering not in rendered:
-                if rendering == "slack-bot" and (bot_payload is not None or isinstance(view, ApprovalView)):
-                    payload = bot_payload if bot_payload is not None else render_slack_bot(view)  # type: ignore[arg-type]
+                payload = bot_payload
+                if rendering == "slack-bot" and payload is None and isinstance(view, ApprovalView):
+                    payload = render_slack_bot(view)
+                if rendering == "slack-bot" and payload is not None:
                     rendered[rendering] = RenderedMessage("slack", "application/json", to_json(payload))
-                else:
+                else:  # other channels; and a refused request, which bot mode posts as a message of its own
                     rendered[rendering] = render(view, delivery.channel_type)
             message = rendered[rendering]
             rows.append(
@@ -170,11 +172,13 @@ class NotifierHandler:
         n = self.notifying
         view = OutcomeView.from_event(event, approval_page_url=n.approval_page_url, opened=opened)
         planned = n.routing.deliveries_for(view, opened.eligible_approvers)
-        request = ApprovalView.from_gate_opened(
-            opened, n.catalog, now=now, approval_page_url=n.approval_page_url, event_id=row["event_id"]
-        )
-        # Bot-mode Slack channels update the request's message: the outcome line replaces the buttons.
-        update = render_update(request, [], data)
+        update = None
+        if any(n.is_bot(delivery.channel) for delivery in planned):
+            # Bot-mode Slack channels update the request's message: the outcome line replaces the buttons.
+            request = ApprovalView.from_gate_opened(
+                opened, n.catalog, now=now, approval_page_url=n.approval_page_url, event_id=row["event_id"]
+            )
+            update = render_update(request, [], data)
         rows = n.rows(view, planned, view.kind, bot_payload=update)
         inserted = await self.repository.insert_deliveries(conn, rows, now)
         await self.repository.close_gate(conn, data.gate_id, view.kind, now)

@@ -224,7 +224,14 @@ async def test_dana_approves_from_slack_and_the_message_says_so(world: SlackWorl
     votes = [entry for entry in await world.audit(gate_id) if entry["kind"] == "vote"]
     assert [(v["actor"], v["source"]) for v in votes] == [("dana", "slack")]
 
-    updates = await eventually(lambda: _async(world.sink.updates_for(gate_id)), what="chat.update")
+    def closed_updates():
+        return [
+            call
+            for call in world.sink.updates_for(gate_id)
+            if all(block["type"] != "actions" for block in call.body["blocks"])
+        ]
+
+    updates = await eventually(lambda: _async(closed_updates()), what="chat.update with the outcome")
     update = updates[-1].body
     assert (update["channel"], update["ts"]) == (CHANNEL, posted_ts(world, gate_id))
     slack.assert_blocks_valid(update["blocks"])
