@@ -43,6 +43,7 @@ from signoff.api.identity import Principal
 from signoff.api.problems import PROBLEM_TYPE, ApiProblem
 from signoff.api.repository import ApiRepository
 from signoff.approval.domain.model import DecisionStatus as DomainStatus
+from signoff.approval.mapping import StoredGate
 from signoff.approval.repository import ApprovalRepository
 
 log = structlog.get_logger(__name__)
@@ -202,7 +203,7 @@ class SlackDesk:
             return
         log.info("slack_modal_opened", gate_id=click.gate_id, user=user, action=click.action)
 
-    def _closed(self, row: asyncpg.Record, stored: Any) -> str:
+    def _closed(self, row: asyncpg.Record, stored: StoredGate) -> str:
         status = row["status"]
         current = stored.gate.current_votes()
         wanted = DomainStatus.APPROVE if status == "approved" else DomainStatus.REJECT
