@@ -83,6 +83,9 @@ class SlackDesk:
         self.approval = approval or ApprovalRepository()
         self.api = api or ApiRepository()
         self._tasks: set[asyncio.Task[None]] = set()
+        # One decision at a time per modal: a repeat waits for the first and gets its stored answer, instead of
+        # racing it to the approval service (where it would be a `duplicate`).
+        self._deciding: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------------------------------------ lifecycle
 
@@ -233,14 +236,20 @@ class SlackDesk:
             comment=submission.comment,
             inputs={name: value for name, value in submission.inputs.items() if value},
         )
+        lock = self._deciding.setdefault(submission.view_id, asyncio.Lock())
         try:
-            status, answer = await self.decisions.decide(
-                principal, submission.gate_id, request, f"slack:{submission.view_id}", source=SOURCE
-            )
+            async with lock:
+                status, answer = await self.decisions.decide(
+                    principal, submission.gate_id, request, f"slack:{submission.view_id}", source=SOURCE
+                )
         except ApiProblem as problem:
             log.info("slack_decision_refused", gate_id=submission.gate_id, user=user, reason=problem.code)
-            await self._ephemeral(submission.response_url, views.refusal_text(problem.code, problem.detail))
+            if problem.code != "duplicate":  # the same decision again: the first one's answer stands
+                await self._ephemeral(submission.response_url, views.refusal_text(problem.code, problem.detail))
             return
+        finally:
+            if not lock.locked() and self._deciding.get(submission.view_id) is lock:
+                del self._deciding[submission.view_id]
         log.info("slack_decision_done", gate_id=submission.gate_id, user=user, outcome=answer.outcome, status=status)
         if status == 202:
             await self._ephemeral(submission.response_url, f"Your vote was sent; no answer yet ({answer.message})")
