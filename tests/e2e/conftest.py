@@ -5,6 +5,7 @@ token of their own (`signoff dev token USER`) and nothing else but the API's URL
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ groups:
     - {user: eli, email: eli@example.com}
   sre:
     - {user: alice, email: alice@example.com}
-    - {user: bob, email: bob@example.com}
+    - {user: bob, email: bob@example.com, slack: U0BOB}
     - {user: carol, email: carol@example.com, teams: carol@example.com}
 """
 
@@ -190,8 +191,10 @@ class System:
         return path
 
 
-@pytest.fixture(scope="module")
-def system() -> Iterator[System]:
+@contextlib.contextmanager
+def running_system(*, channels: str = "", routes: str = "", env: dict[str, str] | None = None) -> Iterator[System]:
+    """A dev stack routed to the webhook sink (and to `channels` / `routes`, routing YAML lines), with `env` on top
+    of the operator's settings; torn down when the block ends."""
     # A private (0700) folder: as root, the stack keeps PostgreSQL's files where its account can reach them.
     work = Path(tempfile.mkdtemp(prefix="signoff-e2e-"))
     state = work / "dev"
@@ -205,22 +208,28 @@ def system() -> Iterator[System]:
         "    type: webhook\n"
         f"    settings: {{url: 'http://127.0.0.1:{server.server_port}/hook'}}\n"
         "    secret_ref: team-hook\n"
+        f"{channels}"
         "routes:\n"
         "  - groups: ['*']\n"
         "    channels: [team-hook]\n"
+        f"{routes}"
     )
     # What an operator's shell would have: no settings of the test session, the stack's env file gives the rest.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")} | {
-        "SIGNOFF_HOME": str(work),
-        "SIGNOFF_LOG_FORMAT": "json",
-        "SIGNOFF_DIRECTORY_FILE": str(work / "directory.yaml"),
-        "SIGNOFF_ROUTING_FILE": str(work / "routing.yaml"),
-        "SIGNOFF_CHANNEL_SECRET_TEAM_HOOK": "e2e-hmac-key",
-        "SIGNOFF_CATALOG_FILE": str(CATALOG),
-        "SIGNOFF_APPROVAL_PAGE_URL": "http://127.0.0.1:9/approvals",
-        "SIGNOFF_EXPIRY_INTERVAL_SECONDS": "0.5",
-        "SIGNOFF_API_DECISION_WAIT_SECONDS": "60",
-    }
+    env = (
+        {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")}
+        | {
+            "SIGNOFF_HOME": str(work),
+            "SIGNOFF_LOG_FORMAT": "json",
+            "SIGNOFF_DIRECTORY_FILE": str(work / "directory.yaml"),
+            "SIGNOFF_ROUTING_FILE": str(work / "routing.yaml"),
+            "SIGNOFF_CHANNEL_SECRET_TEAM_HOOK": "e2e-hmac-key",
+            "SIGNOFF_CATALOG_FILE": str(CATALOG),
+            "SIGNOFF_APPROVAL_PAGE_URL": "http://127.0.0.1:9/approvals",
+            "SIGNOFF_EXPIRY_INTERVAL_SECONDS": "0.5",
+            "SIGNOFF_API_DECISION_WAIT_SECONDS": "60",
+        }
+        | (env or {})
+    )
     up = subprocess.run(
         [sys.executable, "-m", "signoff", "dev", "up", "--detach", "--state-dir", str(state)],
         capture_output=True,
@@ -243,3 +252,9 @@ def system() -> Iterator[System]:
         )
         server.shutdown()
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def system() -> Iterator[System]:
+    with running_system() as running:
+        yield running

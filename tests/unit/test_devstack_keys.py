@@ -24,9 +24,18 @@ def test_keys_are_random_per_stack_and_stable(tmp_path: Path) -> None:
 def test_the_api_and_the_approval_role_share_the_key_and_clients_get_none(tmp_path: Path) -> None:
     stack = DevStack(tmp_path)
     api_key = stack.role_env["SIGNOFF_API_DECISION_KEY"]
-    assert json.loads(stack.role_env["SIGNOFF_DECISION_KEYS"]) == {"api": api_key}
-    assert api_key not in "".join(stack.env.values())
+    slack_key = stack.role_env["SIGNOFF_SLACK_DECISION_KEY"]
+    assert json.loads(stack.role_env["SIGNOFF_DECISION_KEYS"]) == {"api": api_key, "slack": slack_key}
+    assert api_key != slack_key and len(slack_key) >= 32
+    assert api_key not in "".join(stack.env.values()) and slack_key not in "".join(stack.env.values())
     assert stack.env["SIGNOFF_API_URL"] == f"http://127.0.0.1:{stack.api_port}"
+
+
+def test_a_stack_made_before_slack_keeps_its_api_key_and_gets_a_slack_key(tmp_path: Path) -> None:
+    (tmp_path / KEYS_FILE).write_text(json.dumps({"api": "an-older-stacks-api-key-of-enough-length"}))
+    keys = DevStack(tmp_path).decision_keys()
+    assert keys["api"] == "an-older-stacks-api-key-of-enough-length" and len(keys["slack"]) >= 32
+    assert DevStack(tmp_path).decision_keys() == keys
 
 
 def test_the_example_directory_is_used_when_none_is_set(monkeypatch) -> None:

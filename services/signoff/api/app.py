@@ -31,6 +31,8 @@ from signoff.api.pages import PageSettings
 from signoff.api.pages import router as pages_router
 from signoff.api.problems import PROBLEM_TYPE, ApiProblem
 from signoff.api.repository import ApiRepository
+from signoff.api.slack import SlackDesk
+from signoff.api.slack import router as slack_router
 from signoff.approval.domain.model import user_key
 from signoff.approval.repository import ApprovalRepository
 from signoff.catalog import Catalog
@@ -56,6 +58,8 @@ class ApiContext:
     max_body_bytes: int
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     pages: PageSettings | None = None
+    slack: SlackDesk | None = None
+    """Slack's interactivity (`POST /slack/interactions`), when configured."""
     approval: ApprovalRepository = field(default_factory=ApprovalRepository)
     api: ApiRepository = field(default_factory=ApiRepository)
 
@@ -387,6 +391,7 @@ def create_app(context: ApiContext | None) -> FastAPI:
 
     app.include_router(codepipeline.router)  # CodePipeline's wire API (POST /, SigV4): docs/codepipeline.md
     app.include_router(harness.router)  # Harness's approval API (x-api-key): docs/harness-api.md
+    app.include_router(slack_router)  # Slack's interactivity request URL: signoff.api.slack
     app.include_router(pages_router)  # the approval pages (/, /gates/{id}, sign-in): signoff.api.pages
     return app
 

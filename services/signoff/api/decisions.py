@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -68,17 +68,28 @@ class DecisionDesk:
         decisions_topic: str = APPROVAL_DECISIONS.name,
         approval: ApprovalRepository | None = None,
         api: ApiRepository | None = None,
+        source_keys: Mapping[str, bytes] | None = None,
     ) -> None:
+        """`key`: the key of source `api`; `source_keys`: those of the other sources the api decides for (`slack`:
+        decisions made in Slack, docs/notifications.md)."""
         self.pool, self.producer, self.waiters = pool, producer, waiters
+        self.source_keys = {**(source_keys or {}), SOURCE: key} if key is not None else dict(source_keys or {})
         self.key, self.wait_seconds, self.base_url, self.clock = key, wait_seconds, base_url, clock
         self.decisions_topic = decisions_topic
         self.approval = approval or ApprovalRepository()
         self.api = api or ApiRepository()
 
     async def decide(
-        self, principal: Principal, gate_id: str, request: models.DecisionRequest, idempotency_key: str | None
+        self,
+        principal: Principal,
+        gate_id: str,
+        request: models.DecisionRequest,
+        idempotency_key: str | None,
+        *,
+        source: str = SOURCE,
     ) -> tuple[int, models.DecisionAnswer]:
-        """(HTTP status, answer) for a vote by `principal` (or by the user it acts for); ApiProblem when refused."""
+        """(HTTP status, answer) for a vote by `principal` (or by the user it acts for), published as a decision of
+        `source` (`api`, or `slack` for a vote made in Slack); ApiProblem when refused."""
         approver, submitted_by = self._approver(principal, request)
         digest = hashlib.sha256(
             json.dumps([gate_id, request.model_dump(mode="json")], sort_keys=True).encode()
@@ -92,7 +103,13 @@ class DecisionDesk:
             decision_id = str(uuid.uuid4())
         try:
             status, answer = await self._decide(
-                decision_id, approver, submitted_by, gate_id, request, repeatable=idempotency_key is not None
+                decision_id,
+                approver,
+                submitted_by,
+                gate_id,
+                request,
+                repeatable=idempotency_key is not None,
+                source=source,
             )
         except ApiProblem as problem:
             if idempotency_key is not None and problem.status < 500:
@@ -138,17 +155,20 @@ class DecisionDesk:
         request: models.DecisionRequest,
         *,
         repeatable: bool,
+        source: str = SOURCE,
     ) -> tuple[int, models.DecisionAnswer]:
         """`repeatable`: the decision id comes from an Idempotency-Key, so an earlier request may have sent it."""
-        if self.key is None:
-            raise ApiProblem(503, "decisions_disabled", "the api has no decision key (SIGNOFF_API_DECISION_KEY)")
+        key = self.source_keys.get(source)
+        if key is None:
+            setting = "SIGNOFF_API_DECISION_KEY" if source == SOURCE else f"SIGNOFF_{source.upper()}_DECISION_KEY"
+            raise ApiProblem(503, "decisions_disabled", f"the api has no decision key ({setting})")
         async with self.pool.acquire() as conn:
             row = await self.approval.find_gate(conn, gate_id)
             earlier = await self._verdict(conn, decision_id) if repeatable else None
         if row is None:
             raise ApiProblem(404, "unknown_gate", f"no gate {gate_id}")
         if earlier is None:
-            decision = self._decision(decision_id, approver, submitted_by, row, request)
+            decision = self._decision(decision_id, approver, submitted_by, row, request, source, key)
             verdict = await self._publish_and_wait(decision)
         else:
             verdict = earlier  # an idempotent repeat whose first answer was not stored: the first verdict stands
@@ -174,11 +194,13 @@ class DecisionDesk:
         submitted_by: str | None,
         row: asyncpg.Record,
         request: models.DecisionRequest,
+        source: str,
+        key: bytes,
     ) -> wire.ApprovalDecision:
         try:
             decision = wire.ApprovalDecision(
                 decision_id=decision_id,
-                source=SOURCE,
+                source=source,
                 gate_id=row["id"],
                 token=request.token or row["token"],
                 status=request.status,
@@ -194,8 +216,7 @@ class DecisionDesk:
             ]
             first = errors[0]
             raise ApiProblem(422, "invalid_decision", f"{first['field']}: {first['message']}", errors=errors) from None
-        assert self.key is not None
-        return decision.signed(self.key)
+        return decision.signed(key)
 
     async def _publish_and_wait(self, decision: wire.ApprovalDecision) -> Verdict | None:
         ring = self.waiters.register(decision.decision_id)

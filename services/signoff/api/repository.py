@@ -1,6 +1,6 @@
-"""All SQL of the api role's own `api` schema: API tokens, access keys, idempotency keys, and the requests it refused
-before they reached the approval service. (The approval and executor schemas are read through their services'
-repositories, read-only.) Methods take the connection of the caller's transaction."""
+"""All SQL of the api role's own `api` schema: API tokens, access keys, idempotency keys, Slack interactions seen,
+and the requests it refused before they reached the approval service. (The approval and executor schemas are read
+through their services' repositories, read-only.) Methods take the connection of the caller's transaction."""
 
 from __future__ import annotations
 
@@ -289,6 +289,23 @@ class ApiRepository:
             dict(detail),
             at,
         )
+
+    async def remember_slack_interaction(
+        self, conn: asyncpg.Connection, digest: bytes, at: datetime, keep: timedelta
+    ) -> bool:
+        """Record a Slack interaction by its digest; False when it was seen before (a replay). Entries older than
+        `keep` are dropped on the way."""
+        await conn.execute(
+            f"DELETE FROM {self._t('slack_interactions')} WHERE received_at < $1",  # noqa: S608
+            at - keep,
+        )
+        row = await conn.fetchrow(
+            f"""INSERT INTO {self._t("slack_interactions")} (digest, received_at) VALUES ($1, $2)
+                ON CONFLICT DO NOTHING RETURNING digest""",  # noqa: S608
+            digest,
+            at,
+        )
+        return row is not None
 
     async def denials_of_gate(self, conn: asyncpg.Connection, gate_id: str) -> list[asyncpg.Record]:
         return await conn.fetch(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import click
 import structlog
 import uvicorn
+from slack_sdk.web.async_client import AsyncWebClient
 
 from signoff.api.app import ApiContext, create_app
 from signoff.api.decisions import DecisionDesk
@@ -25,6 +26,8 @@ from signoff.api.outcomes import GateEventListener, OutcomeWaiters
 from signoff.api.pages import PageSettings
 from signoff.api.repository import SCHEMA
 from signoff.api.settings import ApiSettings
+from signoff.api.slack import SOURCE as SLACK_SOURCE
+from signoff.api.slack import SlackDesk
 from signoff.catalog import Catalog
 from signoff.contracts.topics import APPROVAL_DECISIONS, APPROVAL_GATES, EXECUTION_REQUESTS
 from signoff.runtime.db import pool_from_settings
@@ -72,6 +75,11 @@ class ApiRole:
 
     async def start(self) -> None:
         settings = self.settings
+        if problem := settings.slack_problem():  # checked first: a half-configured Slack opens nothing
+            raise ValueError(problem)
+        slack_keys = {}
+        if settings.slack_decision_key is not None:
+            slack_keys[SLACK_SOURCE] = settings.slack_decision_key.get_secret_value().encode()
         catalog = Catalog.load(settings.catalog_file) if settings.catalog_file else Catalog.empty()
         self.pool = await pool_from_settings(settings)
         async with self.pool.acquire() as conn:
@@ -109,6 +117,7 @@ class ApiRole:
                 base_url="",
                 clock=self.clock,
                 decisions_topic=self.decisions_topic,
+                source_keys=slack_keys,
             ),
             executions=ExecutionDesk(
                 pool=self.pool,
@@ -124,6 +133,17 @@ class ApiRole:
             clock=self.clock,
             pages=PageSettings.from_settings(settings),
         )
+        if settings.slack_signing_secret is not None:
+            assert settings.slack_bot_token is not None
+            self.context.slack = SlackDesk(
+                pool=self.pool,
+                decisions=self.context.decisions,
+                signing_secret=settings.slack_signing_secret.get_secret_value(),
+                client=AsyncWebClient(
+                    token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url, timeout=5
+                ),
+                clock=self.clock,
+            )
         self._server.config.app = create_app(self.context)
         self._server.config.load()
         self._server.lifespan = self._server.config.lifespan_class(self._server.config)
@@ -157,6 +177,10 @@ class ApiRole:
         if server is not None and getattr(server, "servers", None):
             server.should_exit = True
             await server.shutdown()
+        context = getattr(self, "context", None)
+        if context is not None and context.slack is not None:
+            # Slack interactions acknowledged but not finished: they need the producer and the listener.
+            await context.slack.drain(timeout=self.settings.api_decision_wait_seconds)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -166,7 +190,6 @@ class ApiRole:
                 await client.stop()
         if getattr(self, "http", None) is not None:
             await self.http.stop()
-        context = getattr(self, "context", None)
         if context is not None:  # the identity provider's HTTP clients (OIDC keys)
             await context.authenticator.aclose()
             if context.pages is not None:
@@ -185,4 +208,6 @@ def api() -> None:
     """Run the api role (the REST API /api/v1 for approvers and pipelines) until SIGTERM."""
     settings = load_settings(ApiSettings)
     configure_logging(settings.log_level, settings.log_format, role="api")
+    if problem := settings.slack_problem():
+        raise click.ClickException(problem)
     asyncio.run(ApiRole(settings).run())

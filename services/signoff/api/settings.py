@@ -1,5 +1,5 @@
 """Settings of the api role: the shared ones plus the HTTP listener, identity providers, the decision key and the
-access keys' credentials key."""
+access keys' credentials key, and Slack's interactivity (signing secret, bot token, decision key)."""
 
 from __future__ import annotations
 
@@ -78,9 +78,45 @@ class ApiSettings(Settings):
     )
     oidc_scopes: str = Field("openid profile email", description="Scopes the pages' OIDC sign-in asks for.")
     oidc_leeway_seconds: int = Field(30, ge=0, le=300, description="Clock skew allowed on `exp` / `nbf` / `iat`.")
+    slack_signing_secret: SecretStr | None = Field(
+        None,
+        description="The Slack app's signing secret: `POST /slack/interactions` verifies every request's "
+        "`X-Slack-Signature` with it (docs/notifications.md, Slack bot mode). A secret; without it the endpoint "
+        "answers 503.",
+    )
+    slack_bot_token: SecretStr | None = Field(
+        None,
+        description="The Slack app's bot token (`xoxb-…`): the api opens the decision modal (`views.open`). "
+        "A secret; required with SIGNOFF_SLACK_SIGNING_SECRET.",
+    )
+    slack_decision_key: SecretStr | None = Field(
+        None,
+        description="HMAC key the api signs decisions made in Slack with (source `slack`; the approval role's "
+        "SIGNOFF_DECISION_KEYS['slack']). A secret; required with SIGNOFF_SLACK_SIGNING_SECRET.",
+    )
+    slack_api_url: str = Field(
+        "https://slack.com/api/", pattern=r"^https?://", description="Base URL of Slack's Web API."
+    )
     catalog_file: Path | None = Field(
         None, description="Catalog YAML (docs/catalog.md): names and links of a gate's services and environments."
     )
+
+    def slack_problem(self) -> str | None:
+        """What is missing for Slack's interactivity when its signing secret is set (None: nothing, or Slack off)."""
+        if self.slack_signing_secret is None:
+            return None
+        missing = [
+            name
+            for name, value in (
+                ("SIGNOFF_SLACK_BOT_TOKEN", self.slack_bot_token),
+                ("SIGNOFF_SLACK_DECISION_KEY", self.slack_decision_key),
+            )
+            if value is None
+        ]
+        if not missing:
+            return None
+        verb = "is" if len(missing) == 1 else "are"
+        return f"SIGNOFF_SLACK_SIGNING_SECRET is set but {' and '.join(missing)} {verb} not"
 
     def admin_users(self) -> frozenset[str]:
         """The user ids of `api_admins`."""

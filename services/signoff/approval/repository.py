@@ -470,6 +470,15 @@ class ApprovalRepository:
         )
         return [row["group_name"] for row in rows]
 
+    async def users_of_slack_id(self, conn: asyncpg.Connection, slack_id: str) -> list[str]:
+        """The directory users whose `slack` handle is `slack_id` (one, unless the directory maps it twice)."""
+        rows = await conn.fetch(
+            f"""SELECT DISTINCT user_id FROM {self._t("directory_members")}
+                WHERE chat_handles->>'slack' = $1 ORDER BY user_id""",  # noqa: S608
+            slack_id,
+        )
+        return [row["user_id"] for row in rows]
+
     async def directory_users(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
         """Every user of the directory (`user_id`, `groups`), by user id."""
         return await conn.fetch(

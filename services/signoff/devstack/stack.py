@@ -17,6 +17,8 @@ from signoff.devstack.process import free_port
 from signoff.runtime.devenv import ENV_FILE
 
 KEYS_FILE = "decision-keys.json"
+DECISION_SOURCES = ("api", "slack")
+"""The decision sources the api role signs for: the JSON API and the pages (`api`), Slack's buttons (`slack`)."""
 CREDENTIALS_KEY_FILE = "api-credentials.key"
 SESSION_SECRET_FILE = "session-secret"  # noqa: S105 (a file name, not a secret)
 
@@ -45,15 +47,18 @@ class DevStack:
         self.api_port = api_port or free_port()
 
     def decision_keys(self) -> dict[str, str]:
-        """Decision source -> HMAC key of this stack: a random key for the api role, made at the stack's first start
-        and kept in the state dir (owner-only), never in code. Only the roles get it: clients hold none."""
+        """Decision source -> HMAC key of this stack: a random key for each source the api role signs for (`api`,
+        and `slack` for decisions made in Slack), made at the stack's first start and kept in the state dir
+        (owner-only), never in code. Only the roles get them: clients hold none."""
         path = self.state_dir / KEYS_FILE
+        kept: dict[str, str] = {}
         with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-            keys = json.loads(path.read_text())
-            if isinstance(keys, dict) and isinstance(keys.get("api"), str) and keys["api"]:
-                return {"api": keys["api"]}
-        keys = {"api": secrets.token_urlsafe(32)}
-        self._keep(path, json.dumps(keys))
+            loaded = json.loads(path.read_text())
+            if isinstance(loaded, dict):
+                kept = {k: v for k, v in loaded.items() if k in DECISION_SOURCES and isinstance(v, str) and v}
+        keys = {source: kept.get(source) or secrets.token_urlsafe(32) for source in DECISION_SOURCES}
+        if keys != kept:
+            self._keep(path, json.dumps(keys))
         return keys
 
     def session_secret(self) -> str:
@@ -113,6 +118,8 @@ class DevStack:
         return {
             "SIGNOFF_DECISION_KEYS": json.dumps(keys),
             "SIGNOFF_API_DECISION_KEY": keys["api"],
+            # Slack's buttons stay off until the operator gives the api a signing secret and a bot token.
+            "SIGNOFF_SLACK_DECISION_KEY": keys["slack"],
             "SIGNOFF_API_CREDENTIALS_KEY": self.credentials_key(),
             "SIGNOFF_API_PORT": str(self.api_port),
             "SIGNOFF_API_HOST": "127.0.0.1",

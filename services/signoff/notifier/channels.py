@@ -5,6 +5,9 @@
   `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`), so a receiver can refuse a replay
   (docs/notifications.md, "Verifying a webhook").
 - slack / teams: HTTP POST of the Block Kit / Adaptive Card payload to the incoming-webhook URL (a secret).
+- slack in bot mode (`settings.channel`): Slack's Web API under a bot token (a secret) with slack_sdk's
+  AsyncWebClient: the gate's request is posted once (`chat.postMessage`, its channel and `ts` stored), every later
+  event of the gate updates that message (`chat.update`), in order (an older update arriving late is skipped).
 - email: SMTP (aiosmtplib), multipart/alternative text + HTML; `Message-ID` derives from the idempotency key.
 - log: the text message as a log line, and appended as a JSON line to `settings.path` when set (development).
 
@@ -27,14 +30,20 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import aiosmtplib
+import asyncpg
 import structlog
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
 from standardwebhooks.webhooks import Webhook
 
 from signoff.notifier.domain import Channel, Routing
+from signoff.notifier.domain.routing import slack_bot
+from signoff.notifier.domain.slack import UPDATE_KINDS
+from signoff.notifier.repository import NotifierRepository
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +65,9 @@ class Outgoing:
     body: str
     html: str | None
     headers: tuple[tuple[str, str], ...]
+    gate_id: str = ""
+    kind: str = ""
+    """What the delivery tells: `opened`, `vote`, `reminder`, an outcome (`approved`, ...)."""
 
 
 class DeliveryFailed(Exception):
@@ -170,6 +182,73 @@ class HttpTransport:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
+class SlackBotTransport:
+    """Slack's Web API under a bot token: posts a gate's request once, then updates that message in place."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        client: AsyncWebClient,
+        channel: str,
+        slack_channel: str,
+        *,
+        repository: NotifierRepository | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.pool, self.client, self.channel, self.slack_channel = pool, client, channel, slack_channel
+        self.repository = repository or NotifierRepository()
+        self.now = now
+
+    async def send(self, outgoing: Outgoing) -> None:
+        payload = json.loads(outgoing.body)
+        try:
+            if outgoing.kind in UPDATE_KINDS:
+                await self._update(outgoing, payload)
+            elif outgoing.kind == "opened":
+                await self._post_request(outgoing, payload)
+            else:  # reminders, escalations, refused requests: a message of their own
+                await self.client.chat_postMessage(channel=self.slack_channel, **payload)
+        except SlackApiError as exc:
+            raise _slack_error(exc) from None
+        except (SlackClientError, aiohttp.ClientError) as exc:
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _post_request(self, outgoing: Outgoing, payload: dict[str, Any]) -> None:
+        async with self.pool.acquire() as conn:
+            if await self.repository.slack_message(conn, outgoing.gate_id, self.channel) is not None:
+                return  # posted by an earlier try whose success was not recorded: never post twice
+        answer = await self.client.chat_postMessage(channel=self.slack_channel, **payload)
+        async with self.pool.acquire() as conn:
+            await self.repository.remember_slack_message(
+                conn, outgoing.gate_id, self.channel, str(answer["channel"]), str(answer["ts"]), self.now()
+            )
+
+    async def _update(self, outgoing: Outgoing, payload: dict[str, Any]) -> None:
+        # The row lock serialises one gate's updates across replicas and lanes; `updated_by` keeps a late, older
+        # update (a retry of the vote after the outcome went out) from undoing a newer one.
+        async with self.pool.acquire() as conn, conn.transaction():
+            message = await self.repository.lock_slack_message(conn, outgoing.gate_id, self.channel)
+            if message is None:
+                raise DeliveryFailed("the gate's request message is not posted yet")
+            if message["updated_by"] is not None and message["updated_by"] > outgoing.delivery_id:
+                return
+            await self.client.chat_update(channel=message["slack_channel"], ts=message["ts"], **payload)
+            await self.repository.slack_message_updated(
+                conn, outgoing.gate_id, self.channel, outgoing.delivery_id, self.now()
+            )
+
+
+def _slack_error(exc: SlackApiError) -> DeliveryFailed:
+    """A Web API refusal: rate limits and Slack's own trouble are retried, the rest (a bad token, an unknown
+    channel, an invalid block) cannot get better."""
+    response = exc.response
+    error = str(response.get("error", "")) if response is not None else ""
+    status = response.status_code if response is not None else 0
+    wait = retry_after(response.headers.get("Retry-After"), datetime.now(UTC)) if response is not None else None
+    transient = status in (429, 500, 502, 503, 504) or error in ("ratelimited", "internal_error", "fatal_error")
+    return DeliveryFailed(f"Slack {status} {error}", permanent=not transient, retry_after=wait)
+
+
 class SmtpTransport:
     """E-mail through an SMTP server (`settings`: from, smtp_host, smtp_port, starttls, use_tls, username)."""
 
@@ -249,14 +328,31 @@ def _append(path: Path, text: str) -> None:
 
 
 def build_transports(
-    routing: Routing, secrets: Secrets, session: aiohttp.ClientSession, *, default_timeout: float
+    routing: Routing,
+    secrets: Secrets,
+    session: aiohttp.ClientSession,
+    *,
+    default_timeout: float,
+    pool: asyncpg.Pool | None = None,
 ) -> dict[str, Transport]:
     """A transport per routing channel; raises `SecretMissing` / `ValueError` naming the channel at start-up,
-    so a misconfigured channel stops the role instead of dead-lettering every delivery."""
+    so a misconfigured channel stops the role instead of dead-lettering every delivery. `pool`: where Slack
+    channels in bot mode keep their messages' ids (required when one is routed)."""
     transports: dict[str, Transport] = {}
     for name, channel in routing.channels.items():
         try:
-            if channel.type in ("slack", "teams"):
+            if slack_bot(channel):
+                assert channel.secret_ref is not None
+                if pool is None:
+                    raise ValueError("a slack channel in bot mode needs the notifier's database")
+                client = AsyncWebClient(
+                    token=secrets.get(channel.secret_ref),
+                    base_url=str(channel.settings.get("api_url", "https://slack.com/api/")),
+                    session=session,
+                    timeout=int(float(channel.settings.get("timeout_seconds", default_timeout))),
+                )
+                transports[name] = SlackBotTransport(pool, client, name, str(channel.settings["channel"]))
+            elif channel.type in ("slack", "teams"):
                 assert channel.secret_ref is not None  # the routing model requires it
                 transports[name] = HttpTransport(session, secrets.get(channel.secret_ref))
             elif channel.type == "webhook":

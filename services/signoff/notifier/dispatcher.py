@@ -286,4 +286,6 @@ def _outgoing(row: asyncpg.Record) -> Outgoing:
         body=row["body"],
         html=row["html"],
         headers=tuple((name, value) for name, value in row["headers"] or ()),
+        gate_id=row["gate_id"],
+        kind=row["kind"],
     )

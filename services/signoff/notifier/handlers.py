@@ -8,15 +8,19 @@ leaves nothing half-written. Sending is the dispatcher's job (`dispatcher.py`), 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import asyncpg
 import structlog
 
 from signoff import contracts as wire
 from signoff.catalog import Catalog
-from signoff.contracts.events import EligibleApprover
-from signoff.notifier.domain import ApprovalView, OutcomeView, PlannedDelivery, Routing, render
+from signoff.contracts.events import EligibleApprover, Vote
+from signoff.notifier.domain import ApprovalView, OutcomeView, PlannedDelivery, Routing, render, to_json
+from signoff.notifier.domain.render import RenderedMessage
+from signoff.notifier.domain.routing import slack_bot
+from signoff.notifier.domain.slack import render_slack_bot, render_update
 from signoff.notifier.domain.view import NotificationView
 from signoff.notifier.repository import NewDelivery, NotifierRepository
 from signoff.runtime.clock import Clock, SystemClock
@@ -25,8 +29,9 @@ from signoff.runtime.consumer import Received, UnitOfWork
 log = structlog.get_logger(__name__)
 
 OUTCOMES = (wire.GateApproved, wire.GateRejected, wire.GateExpired, wire.GateCancelled)
-IGNORED = (wire.VoteRecorded, wire.DecisionRefused)
-"""Gate-topic events the notifier reads and deliberately does not notify about."""
+IGNORED = (wire.DecisionRefused,)
+"""Gate-topic events the notifier reads and deliberately does not notify about (votes only update the messages of
+Slack channels in bot mode)."""
 
 ESCALATION_PREFIX = "escalation:"
 
@@ -44,14 +49,33 @@ class Notifying:
     approval_page_url: str
     max_attempts: int
 
-    def rows(self, view: NotificationView, planned: Sequence[PlannedDelivery], kind: str) -> list[NewDelivery]:
-        """Delivery rows of `planned`, each with its channel's rendering of `view` (rendered once per type)."""
+    def is_bot(self, channel: str) -> bool:
+        """Whether routing channel `channel` is a Slack channel in bot mode."""
+        return slack_bot(self.routing.channels[channel])
+
+    def rows(
+        self,
+        view: NotificationView,
+        planned: Sequence[PlannedDelivery],
+        kind: str,
+        *,
+        bot_payload: dict[str, Any] | None = None,
+    ) -> list[NewDelivery]:
+        """Delivery rows of `planned`, each with its channel's rendering of `view` (rendered once per type).
+        Slack channels in bot mode get `bot_payload` (default: the request with its Approve / Reject buttons)."""
         rendered = {}
         rows = []
         for delivery in planned:
-            if delivery.channel_type not in rendered:
-                rendered[delivery.channel_type] = render(view, delivery.channel_type)
-            message = rendered[delivery.channel_type]
+            rendering = "slack-bot" if self.is_bot(delivery.channel) else delivery.channel_type
+            if rendering not in rendered:
+                payload = bot_payload
+                if rendering == "slack-bot" and payload is None and isinstance(view, ApprovalView):
+                    payload = render_slack_bot(view)
+                if rendering == "slack-bot" and payload is not None:
+                    rendered[rendering] = RenderedMessage("slack", "application/json", to_json(payload))
+                else:  # other channels; and a refused request, which bot mode posts as a message of its own
+                    rendered[rendering] = render(view, delivery.channel_type)
+            message = rendered[rendering]
             rows.append(
                 NewDelivery(
                     idempotency_key=delivery.idempotency_key,
@@ -93,6 +117,8 @@ class NotifierHandler:
                     planned.append(done)
             elif isinstance(data, OUTCOMES):
                 await self._outcome(uow.conn, received.event)
+            elif isinstance(data, wire.VoteRecorded):
+                await self._vote(uow.conn, received.event)
             elif isinstance(data, wire.RequestRefused):
                 await self._request_refused(uow.conn, received.event)
             elif isinstance(data, IGNORED):
@@ -146,9 +172,39 @@ class NotifierHandler:
         n = self.notifying
         view = OutcomeView.from_event(event, approval_page_url=n.approval_page_url, opened=opened)
         planned = n.routing.deliveries_for(view, opened.eligible_approvers)
-        inserted = await self.repository.insert_deliveries(conn, n.rows(view, planned, view.kind), now)
+        update = None
+        if any(n.is_bot(delivery.channel) for delivery in planned):
+            # Bot-mode Slack channels update the request's message: the outcome line replaces the buttons.
+            request = ApprovalView.from_gate_opened(
+                opened, n.catalog, now=now, approval_page_url=n.approval_page_url, event_id=row["event_id"]
+            )
+            update = render_update(request, [], data)
+        rows = n.rows(view, planned, view.kind, bot_payload=update)
+        inserted = await self.repository.insert_deliveries(conn, rows, now)
         await self.repository.close_gate(conn, data.gate_id, view.kind, now)
         log.info("gate_outcome_planned", gate_id=data.gate_id, outcome=view.kind, deliveries=inserted)
+
+    async def _vote(self, conn: asyncpg.Connection, event: wire.Event) -> None:
+        """A counted vote on a pending gate: the bot-mode Slack messages show the votes so far (other channels are
+        told only the outcome)."""
+        data: wire.VoteRecorded = event.data
+        n = self.notifying
+        if not any(slack_bot(channel) for channel in n.routing.channels.values()):
+            return
+        row = await self.repository.gate(conn, data.gate_id)
+        if row is None or row["status"] != "pending":
+            return
+        votes = await self.repository.record_vote(conn, data.gate_id, data.vote.model_dump(mode="json"))
+        opened = wire.GateOpened.model_validate(row["opened"])
+        now = self.clock.now()
+        request = ApprovalView.from_gate_opened(
+            opened, n.catalog, now=now, approval_page_url=n.approval_page_url, event_id=row["event_id"]
+        )
+        update = render_update(request, [Vote.model_validate(vote) for vote in votes])
+        view = replace(request, event_id=event.id)  # the vote's own idempotency keys
+        planned = [p for p in n.routing.deliveries_for(view, opened.eligible_approvers) if n.is_bot(p.channel)]
+        inserted = await self.repository.insert_deliveries(conn, n.rows(view, planned, "vote", bot_payload=update), now)
+        log.info("vote_update_planned", gate_id=data.gate_id, deliveries=inserted)
 
     async def _request_refused(self, conn: asyncpg.Connection, event: wire.Event) -> None:
         """No gate was opened, so no approver was told: tell the pipeline's triggerer why it fails, on the channels

@@ -85,6 +85,62 @@ class NotifierRepository:
             at,
         )
 
+    async def record_vote(self, conn: asyncpg.Connection, gate_id: str, vote: dict[str, Any]) -> list[Any]:
+        """Set the approver's current vote on a pending gate (replacing their earlier one); returns the votes,
+        in the order cast (empty when the gate is unknown or closed)."""
+        row = await conn.fetchrow(
+            f"""UPDATE {self._t("gates")} SET votes = (
+                    SELECT coalesce(jsonb_agg(v), '[]'::jsonb) FROM jsonb_array_elements(votes) v
+                    WHERE lower(v->>'approver') <> lower($2::jsonb->>'approver')) || jsonb_build_array($2::jsonb)
+                WHERE gate_id = $1 AND status = 'pending' RETURNING votes""",  # noqa: S608
+            gate_id,
+            vote,
+        )
+        return list(row["votes"]) if row is not None else []
+
+    # ------------------------------------------------------------------------------------------------ slack messages
+
+    async def slack_message(self, conn: asyncpg.Connection, gate_id: str, channel: str) -> asyncpg.Record | None:
+        """The bot-mode message posted for the gate on `channel` (`slack_channel`, `ts`, `updated_by`), if any."""
+        return await conn.fetchrow(
+            f"SELECT * FROM {self._t('slack_messages')} WHERE gate_id = $1 AND channel = $2",  # noqa: S608
+            gate_id,
+            channel,
+        )
+
+    async def lock_slack_message(self, conn: asyncpg.Connection, gate_id: str, channel: str) -> asyncpg.Record | None:
+        """`slack_message`, locked until the transaction ends: replicas apply one gate's updates one at a time."""
+        return await conn.fetchrow(
+            f"SELECT * FROM {self._t('slack_messages')} WHERE gate_id = $1 AND channel = $2 FOR UPDATE",  # noqa: S608
+            gate_id,
+            channel,
+        )
+
+    async def remember_slack_message(
+        self, conn: asyncpg.Connection, gate_id: str, channel: str, slack_channel: str, ts: str, at: datetime
+    ) -> None:
+        await conn.execute(
+            f"""INSERT INTO {self._t("slack_messages")} (gate_id, channel, slack_channel, ts, posted_at)
+                VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",  # noqa: S608
+            gate_id,
+            channel,
+            slack_channel,
+            ts,
+            at,
+        )
+
+    async def slack_message_updated(
+        self, conn: asyncpg.Connection, gate_id: str, channel: str, delivery_id: int, at: datetime
+    ) -> None:
+        await conn.execute(
+            f"""UPDATE {self._t("slack_messages")} SET updated_by = $3, updated_at = $4
+                WHERE gate_id = $1 AND channel = $2""",  # noqa: S608
+            gate_id,
+            channel,
+            delivery_id,
+            at,
+        )
+
     # ------------------------------------------------------------------------------------------------ schedule
 
     async def schedule(self, conn: asyncpg.Connection, gate_id: str, items: Sequence[tuple[str, datetime]]) -> None:

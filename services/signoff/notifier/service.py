@@ -89,7 +89,9 @@ def notifier_spec(
         # each lane's concurrency is the limit.
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
-            transports = build_transports(routing, secrets, session, default_timeout=settings.channel_timeout_seconds)
+            transports = build_transports(
+                routing, secrets, session, default_timeout=settings.channel_timeout_seconds, pool=context.pool
+            )
             lanes = {
                 name: Lane(
                     channel=name,

@@ -32,13 +32,14 @@ from signoff.runtime.service import Service
 from tests.support.waiting import eventually
 
 API_KEY = "api-decision-key-for-tests"
+SLACK_KEY = "slack-decision-key-for-tests"
 DIRECTORY = """groups:
   docs:
-    - {user: dana, email: dana@example.com}
-    - {user: eli, email: eli@example.com}
+    - {user: dana, email: dana@example.com, slack: UDANA0001}
+    - {user: eli, email: eli@example.com, slack: UELI00001}
   sre:
     - {user: alice, email: alice@example.com}
-    - {user: bob, email: bob@example.com}
+    - {user: bob, email: bob@example.com, slack: UBOB00001}
     - carol
 """
 
@@ -115,7 +116,11 @@ async def running_front_door(settings, names, tmp_path: Path, **api_settings: ob
     directory = tmp_path / "directory.yaml"
     directory.write_text(DIRECTORY)
     approval_settings = ApprovalSettings(
-        **{**settings.model_dump(), "decision_keys": json.dumps({"api": API_KEY}), "directory_file": directory}
+        **{
+            **settings.model_dump(),
+            "decision_keys": json.dumps({"api": API_KEY, "slack": SLACK_KEY}),
+            "directory_file": directory,
+        }
     )
     spec = dataclasses.replace(approval_spec(approval_settings), group_id=names.group("approval"))
     approval = Service(spec, approval_settings)

@@ -7,6 +7,12 @@ channels:                       # every place a notification can go; names are u
   - name: sre-slack             # letters, digits, '_', '-', '.'; used in routes and in delivery rows
     type: slack                 # slack | teams | email | webhook
     secret_ref: slack-sre-hook  # name of the secret holding the incoming-webhook URL (never the URL itself)
+  - name: release-slack         # Slack bot mode: Approve / Reject buttons, the message updated in place
+    type: slack
+    settings:
+      channel: C0123ABCD        # the Slack channel id the bot posts to (the bot must be a member)
+      # api_url: https://slack.com/api/   # optional: Slack's Web API base URL
+    secret_ref: slack-bot-token # the bot token (xoxb-...)
   - name: release-teams
     type: teams
     secret_ref: teams-release-hook
@@ -98,7 +104,16 @@ class Channel(_Model):
     @model_validator(mode="after")
     def _check(self) -> Channel:
         if self.type in ("slack", "teams") and not self.secret_ref:
-            raise ValueError(f"a {self.type} channel needs secret_ref: the secret holding its incoming-webhook URL")
+            raise ValueError(
+                f"a {self.type} channel needs secret_ref: the secret holding its incoming-webhook URL"
+                + (" (or, with settings.channel, its bot token)" if self.type == "slack" else "")
+            )
+        if self.type == "slack" and "channel" in self.settings:
+            if not isinstance(self.settings["channel"], str) or not self.settings["channel"].strip():
+                raise ValueError("settings.channel of a slack channel is a Slack channel id (e.g. C0123ABCD)")
+            api_url = self.settings.get("api_url", "https://slack.com/api/")
+            if not isinstance(api_url, str) or not api_url.startswith(("http://", "https://")):
+                raise ValueError("settings.api_url of a slack channel must be an http(s) URL")
         if self.type == "email" and not isinstance(self.settings.get("from"), str):
             raise ValueError("an email channel needs settings.from (the From address)")
         if self.type == "webhook":
@@ -111,6 +126,12 @@ class Channel(_Model):
             if key in self.settings:
                 raise ValueError(f"settings.{key} looks like a secret: name it with secret_ref instead")
         return self
+
+
+def slack_bot(channel: Channel) -> bool:
+    """A Slack channel in bot mode (`settings.channel` set): posts with `chat.postMessage` under a bot token, with
+    Approve / Reject buttons, and updates its message as the gate moves on (docs/notifications.md)."""
+    return channel.type == "slack" and "channel" in channel.settings
 
 
 class Route(_Model):
