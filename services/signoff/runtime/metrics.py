@@ -17,14 +17,16 @@ EVENTS_QUARANTINED = Counter(
     ["consumer", "reason"],
 )
 BATCH_SECONDS = Histogram(
-    "signoff_batch_seconds",
+    "signoff_batch_duration_seconds",
     "Time to apply one fetched batch, from fetch to offset commit.",
     ["consumer"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 BATCH_RETRIES = Counter("signoff_batch_retries_total", "Batches retried after a transient error.", ["consumer"])
 CONSUMER_LAG = Gauge(
-    "signoff_consumer_lag", "Highwater minus position, per partition.", ["consumer", "topic", "partition"]
+    "signoff_consumer_lag_records",
+    "Records not yet consumed: highwater minus position, per partition.",
+    ["consumer", "topic", "partition"],
 )
-OUTBOX_BACKLOG = Gauge("signoff_outbox_backlog", "Outbox rows not yet published.", ["schema"])
+OUTBOX_BACKLOG = Gauge("signoff_outbox_backlog_rows", "Outbox rows not yet published.", ["schema"])
 OUTBOX_PUBLISHED = Counter("signoff_outbox_published_total", "Outbox rows published to Kafka.", ["schema"])

@@ -185,7 +185,7 @@ class OutboxRelay:
         )
 
     async def backlog(self) -> int:
-        """Unsent rows (also exported as signoff_outbox_backlog)."""
+        """Unsent rows (also exported as signoff_outbox_backlog_rows)."""
         async with self.pool.acquire() as conn:
             count = await conn.fetchval(
                 f'SELECT count(*) FROM "{self.schema}".outbox WHERE sent_at IS NULL'  # noqa: S608

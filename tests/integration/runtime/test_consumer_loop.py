@@ -328,7 +328,7 @@ async def test_health_readiness_and_metrics_endpoints(harness):
             async with http.get(base + "/metrics") as response:
                 metrics = await response.text()
         assert f'signoff_events_applied_total{{consumer="{harness.group}",type="{event.type}"}}' in metrics
-        assert "signoff_batch_seconds_bucket" in metrics
+        assert "signoff_batch_duration_seconds_bucket" in metrics
     finally:
         await service.stop()
     assert await applied(harness.dsn) == {event.id: 1}
@@ -339,7 +339,7 @@ async def _equals(awaitable, expected) -> bool:
 
 
 def _lag_partitions(name: str, topic: str) -> set[int]:
-    """Partitions with a `signoff_consumer_lag` series of consumer `name` on `topic` in this process."""
+    """Partitions with a `signoff_consumer_lag_records` series of consumer `name` on `topic` in this process."""
     from signoff.runtime.metrics import CONSUMER_LAG
 
     return {
