@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from signoff.runtime.metrics import role_metrics
+
 REQUESTS = Counter(
     "signoff_api_requests_total", "HTTP requests answered, by route template and status.", ["method", "route", "status"]
 )
@@ -28,3 +30,5 @@ DECISIONS_REFUSED = Counter(
 AUTHENTICATION_FAILURES = Counter(
     "signoff_api_authentication_failures_total", "Requests refused for their credentials, by reason.", ["reason"]
 )
+
+role_metrics("api", REQUESTS, REQUEST_SECONDS, DECISIONS, DECISIONS_REFUSED, AUTHENTICATION_FAILURES)

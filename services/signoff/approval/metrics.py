@@ -30,6 +30,7 @@ from signoff.approval.domain.model import DecisionStatus
 from signoff.approval.mapping import StoredGate
 from signoff.approval.repository import ApprovalRepository
 from signoff.contracts.events import EnvironmentType
+from signoff.runtime.metrics import role_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,17 @@ GATES_PENDING = Gauge(
 GATES_EXPIRING = Gauge(
     "signoff_gates_expiring_soon",
     "Pending gates whose deadline is within SIGNOFF_METRICS_EXPIRING_WITHIN, counted in the database.",
+)
+
+role_metrics(
+    "approval",
+    GATES_OPENED,
+    GATE_OUTCOMES,
+    DECISIONS,
+    DECISIONS_REFUSED,
+    GATE_WAIT_SECONDS,
+    GATES_PENDING,
+    GATES_EXPIRING,
 )
 
 OTHER = "other"

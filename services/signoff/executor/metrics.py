@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from signoff.runtime.metrics import role_metrics
+
 SCRIPTS_RUNNING = Gauge("signoff_executor_scripts_running", "ShellScript processes this replica runs now.")
 SCRIPT_SECONDS = Histogram(
     "signoff_executor_script_duration_seconds",
@@ -22,3 +24,5 @@ RUNNER_PASS_SECONDS = Histogram(
     "Time of one runner pass (claim, move on, commit).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+
+role_metrics("executor", SCRIPTS_RUNNING, SCRIPT_SECONDS, EXECUTIONS_FINISHED, REQUESTS_REFUSED, RUNNER_PASS_SECONDS)
