@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from signoff.devstack.stack import ENV_FILE, read_env_file
+from signoff.runtime.devenv import ENV_FILE, read_env_file
 from tests.support.seeds import CODEPIPELINE_DECISION
 from tests.support.waiting import eventually_sync
 

@@ -17,7 +17,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from signoff.devstack.stack import ENV_FILE, read_env_file
+from signoff.runtime.devenv import ENV_FILE, read_env_file
 from tests.e2e.conftest import SEED_DECISION, System
 from tests.support.waiting import eventually_sync
 

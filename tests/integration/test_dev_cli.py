@@ -17,7 +17,8 @@ import pytest
 
 from signoff import contracts as wire
 from signoff.approval.service import REQUESTS_TOPIC
-from signoff.devstack.stack import ENV_FILE, KEYS_FILE, read_env_file
+from signoff.devstack.stack import KEYS_FILE
+from signoff.runtime.devenv import ENV_FILE, read_env_file
 from signoff.runtime.kafka import make_producer
 from signoff.runtime.settings import Settings
 from tests.integration.approval.conftest import request

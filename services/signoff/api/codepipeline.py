@@ -26,7 +26,8 @@ from signoff.api import gates, metrics, models, sigv4
 from signoff.api.identity import Principal
 from signoff.api.problems import ApiProblem
 from signoff.contracts.events import DecisionStatus
-from signoff.executor.domain.execution import Execution, ExecutionStatus
+from signoff.executor.domain.execution import Execution
+from signoff.executor.domain.state import ExecutionStatus
 from signoff.executor.views import epoch, pipeline_state
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from signoff.api.identity import Principal
 from signoff.api.problems import ApiProblem
 from signoff.catalog import Catalog
 from signoff.contracts.topics import EXECUTION_REQUESTS
-from signoff.executor.domain.execution import ExecutionStatus
+from signoff.executor.domain.state import ExecutionStatus
 from signoff.executor.repository import ExecutorRepository
 from signoff.executor.validation import StartRefused, check_start
 from signoff.executor.views import execution_summary, pipeline_state

@@ -14,10 +14,10 @@ import contextlib
 import asyncpg
 import structlog
 
-from signoff.approval.domain.clock import Clock
 from signoff.approval.handlers import load_gates, persist_events
 from signoff.approval.metrics import GateMetrics
 from signoff.approval.repository import ApprovalRepository
+from signoff.runtime.clock import Clock
 from signoff.runtime.outbox import OutboxWriter
 
 log = structlog.get_logger(__name__)

@@ -18,7 +18,6 @@ import structlog
 
 from signoff import contracts as wire
 from signoff.approval.domain import events as domain_events
-from signoff.approval.domain.clock import Clock, SystemClock
 from signoff.approval.domain.gate import Gate, TokenFactory, new_token
 from signoff.approval.domain.model import Member, TimeoutAction
 from signoff.approval.domain.requests import refusal_reasons
@@ -43,6 +42,7 @@ from signoff.approval.settings import ApprovalSettings
 from signoff.contracts.base import format_utc
 from signoff.contracts.durations import format_duration
 from signoff.contracts.events import RefusalReason as WireRefusal
+from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.consumer import Received, UnitOfWork
 from signoff.runtime.outbox import OutboxRecord, OutboxWriter, event_record
 

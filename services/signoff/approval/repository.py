@@ -197,12 +197,6 @@ class ApprovalRepository:
             plans[name] = "\n".join(row[0] for row in rows)
         return plans
 
-    async def gates_by_ids(self, conn: asyncpg.Connection, gate_ids: Sequence[str]) -> list[asyncpg.Record]:
-        return await conn.fetch(
-            f"SELECT {_GATE_COLUMNS} FROM {self._t('gates')} WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",  # noqa: S608
-            list(gate_ids),
-        )
-
     async def pending_of_step(
         self,
         conn: asyncpg.Connection,

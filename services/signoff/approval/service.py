@@ -10,13 +10,13 @@ import click
 import structlog
 import yaml
 
-from signoff.approval.domain.clock import Clock, SystemClock
 from signoff.approval.expiry import run_expiry
 from signoff.approval.handlers import ApprovalHandler
 from signoff.approval.metrics import GateMetrics, run_gate_gauges
 from signoff.approval.repository import SCHEMA, ApprovalRepository
 from signoff.approval.settings import ApprovalSettings
 from signoff.contracts.topics import TOPICS
+from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.service import Lane, Service, ServiceContext, ServiceSpec
 from signoff.runtime.settings import load_settings

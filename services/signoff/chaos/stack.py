@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from signoff.cli.roles import ROLES
-from signoff.devstack.stack import ENV_FILE, read_env_file
+from signoff.runtime.devenv import ENV_FILE, read_env_file
 
 
 class ChaosError(RuntimeError):

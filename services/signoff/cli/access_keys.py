@@ -22,14 +22,8 @@ from signoff.api.settings import ApiSettings
 from signoff.approval.repository import ApprovalRepository
 from signoff.cli.errors import CliError, CliUsageError
 from signoff.cli.plumbing import cli_settings, echo_json, run_with_connection
-from signoff.devstack.stack import (
-    CREDENTIALS_KEY_FILE,
-    ENV_FILE,
-    default_state_dir,
-    find_env_file,
-    read_env_file,
-    supervisor_pid,
-)
+from signoff.devstack.stack import CREDENTIALS_KEY_FILE, default_state_dir
+from signoff.runtime.devenv import ENV_FILE, find_env_file, read_env_file, supervisor_pid
 from signoff.runtime.settings import Settings
 
 

@@ -18,7 +18,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from signoff.cli.errors import CliError
-from signoff.devstack.stack import find_env_file, read_env_file, supervisor_alive
+from signoff.runtime.devenv import find_env_file, read_env_file, supervisor_alive
 
 START_HINT = "start a local stack with `./signoffw dev up`, then `export SIGNOFF_TOKEN=$(./signoffw dev token USER)`"
 

@@ -22,14 +22,8 @@ from signoff.cli.roles import ROLES
 from signoff.cli.tokens import dev_token
 from signoff.devstack import DevStack, DevStackError
 from signoff.devstack.process import die_with_parent, free_port
-from signoff.devstack.stack import (
-    ENV_FILE,
-    KEYS_FILE,
-    PID_FILE,
-    default_state_dir,
-    read_env_file,
-    supervisor_pid,
-)
+from signoff.devstack.stack import KEYS_FILE, default_state_dir
+from signoff.runtime.devenv import ENV_FILE, PID_FILE, read_env_file, supervisor_pid
 
 READY_TIMEOUT_SECONDS = 120.0
 

@@ -21,7 +21,8 @@ from signoff.approval.repository import ApprovalRepository
 from signoff.cli.errors import CliError, CliUsageError
 from signoff.cli.plumbing import cli_settings, echo_json, run_with_connection
 from signoff.contracts.durations import DurationError, parse_duration
-from signoff.devstack.stack import ENV_FILE, default_state_dir, find_env_file, read_env_file, supervisor_pid
+from signoff.devstack.stack import default_state_dir
+from signoff.runtime.devenv import ENV_FILE, find_env_file, read_env_file, supervisor_pid
 from signoff.runtime.settings import Settings
 
 DEV_TOKEN_LIFETIME = timedelta(days=7)

@@ -14,9 +14,8 @@ from cryptography.fernet import Fernet
 from signoff.devstack.broker import EmbeddedBroker
 from signoff.devstack.postgres import EmbeddedPostgres
 from signoff.devstack.process import free_port
+from signoff.runtime.devenv import ENV_FILE
 
-ENV_FILE = "env"
-PID_FILE = "supervisor.pid"
 KEYS_FILE = "decision-keys.json"
 CREDENTIALS_KEY_FILE = "api-credentials.key"
 SESSION_SECRET_FILE = "session-secret"  # noqa: S105 (a file name, not a secret)
@@ -26,51 +25,6 @@ def default_state_dir() -> Path:
     """Where `signoff dev up` keeps its data: $SIGNOFF_HOME, else ./.signoff/dev (git-ignored)."""
     home = os.environ.get("SIGNOFF_HOME")
     return Path(home) / "dev" if home else Path.cwd() / ".signoff" / "dev"
-
-
-def find_env_file(start: Path | None = None) -> Path | None:
-    """The env file of a running dev stack in `start` or one of its parents (so commands run from a
-    sub-folder find it too)."""
-    if home := os.environ.get("SIGNOFF_HOME"):
-        candidate = Path(home) / "dev" / ENV_FILE
-        return candidate if candidate.is_file() else None
-    here = (start or Path.cwd()).resolve()
-    for folder in [here, *here.parents]:
-        candidate = folder / ".signoff" / "dev" / ENV_FILE
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def supervisor_pid(state_dir: Path) -> int | None:
-    """The pid of the `signoff dev up` that owns `state_dir`, if it is still running."""
-    try:
-        pid = int((state_dir / PID_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, owned by another user
-    return pid
-
-
-def supervisor_alive(state_dir: Path) -> bool:
-    return supervisor_pid(state_dir) is not None
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("export "):
-            line = line[len("export ") :]
-        if "=" in line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip().strip("'\"")
-    return values
 
 
 class DevStack:

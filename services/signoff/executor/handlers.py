@@ -19,18 +19,20 @@ from datetime import datetime
 import structlog
 
 from signoff import contracts as wire
-from signoff.approval.domain.clock import Clock, SystemClock
 from signoff.catalog import Catalog
 from signoff.catalog.yamldoc import YamlDocumentError, parse_yaml
 from signoff.contracts.events import DecisionStatus, FailureCause, RejectionCause
 from signoff.contracts.topics import DEAD_LETTER_TOPIC
 from signoff.executor.domain.actions import Approver, TriggeredBy
-from signoff.executor.domain.execution import Execution, InvalidStart, StepStatus
+from signoff.executor.domain.definitions import Definitions
+from signoff.executor.domain.execution import Execution, InvalidStart
 from signoff.executor.domain.pipeline import Pipeline, PipelineError, parse_pipeline
+from signoff.executor.domain.state import StepStatus
 from signoff.executor.mapping import outbox_record
 from signoff.executor.metrics import REQUESTS_REFUSED
 from signoff.executor.repository import ExecutorRepository, NewExecution
 from signoff.executor.store import Loaded, load, save
+from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.consumer import Received, UnitOfWork, dead_letter_id, dead_letter_record
 
 log = structlog.get_logger(__name__)
@@ -65,8 +67,10 @@ class ExecutorHandler:
         repository: ExecutorRepository | None = None,
         consumer_name: str = "signoff-executor",
         dead_letter_topic: str = DEAD_LETTER_TOPIC,
+        definitions: Definitions | None = None,
     ) -> None:
         self.catalog = catalog
+        self.definitions = definitions if definitions is not None else Definitions()
         self.clock = clock or SystemClock()
         self.repository = repository or ExecutorRepository()
         self.consumer_name = consumer_name
@@ -186,7 +190,7 @@ class ExecutorHandler:
         row = await self.repository.lock_execution(uow.conn, data.execution_id)
         if row is None:
             raise Refused("unknown_execution", f"no execution {data.execution_id!r}")
-        loaded = load(row, self.catalog)
+        loaded = load(row, self.catalog, self.definitions)
         who = data.requested_by.name or data.requested_by.user
         reason = f"aborted by {who}" + (f": {data.reason}" if data.reason else "")
         if not loaded.execution.abort(reason, now=now):
@@ -212,7 +216,7 @@ class ExecutorHandler:
         row = await self.repository.lock_execution(uow.conn, key.execution_id)
         if row is None or row["pipeline_id"] != key.pipeline_id:
             return None
-        loaded = load(row, self.catalog)
+        loaded = load(row, self.catalog, self.definitions)
         for state in loaded.execution.steps():
             if state.stage == key.stage_id and state.identifier == key.step_id and state.type == "HarnessApproval":
                 return (loaded, state.path) if state.attempt == key.attempt else None

@@ -28,7 +28,8 @@ from signoff.contracts.events import (
 )
 from signoff.executor.domain.actions import ApprovalRequest, ExecutionFinished, FilterMetadata
 from signoff.executor.domain.actions import StageMetadata as DomainStageMetadata
-from signoff.executor.domain.execution import Execution, StepState, StepStatus
+from signoff.executor.domain.execution import Execution
+from signoff.executor.domain.state import StepState, StepStatus
 from signoff.runtime.outbox import OutboxRecord, event_record
 
 EVENT_SOURCE = "urn:signoff:executor"

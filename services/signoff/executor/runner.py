@@ -33,7 +33,6 @@ import asyncpg
 import structlog
 
 from signoff import contracts as wire
-from signoff.approval.domain.clock import Clock
 from signoff.catalog import Catalog
 from signoff.contracts.events import FailureCause
 from signoff.executor.domain.actions import (
@@ -44,11 +43,13 @@ from signoff.executor.domain.actions import (
     RunShellScript,
     StartWait,
 )
+from signoff.executor.domain.definitions import Definitions
 from signoff.executor.mapping import approval_requested, finished, outbox_record
 from signoff.executor.metrics import EXECUTIONS_FINISHED, RUNNER_PASS_SECONDS, SCRIPT_SECONDS, SCRIPTS_RUNNING
 from signoff.executor.repository import ExecutorRepository, runner_channel
 from signoff.executor.scripts import ScriptProcess, ScriptResult, ensure_gone, run_script
 from signoff.executor.store import Loaded, load, running_scripts, save
+from signoff.runtime.clock import Clock
 from signoff.runtime.consumer import TRANSIENT_ERRORS
 from signoff.runtime.outbox import OutboxWriter
 
@@ -75,10 +76,12 @@ class Runner:
         lease_seconds: float = 30.0,
         batch_size: int = 20,
         instance: str | None = None,
+        definitions: Definitions | None = None,
     ) -> None:
         self.pool = pool
         self.clock = clock
         self.catalog = catalog
+        self.definitions = definitions if definitions is not None else Definitions()
         self.repository = repository or ExecutorRepository()
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
@@ -105,7 +108,9 @@ class Runner:
                 try:
                     # A savepoint per execution: one that cannot be moved on must not hold up the others.
                     async with conn.transaction():
-                        started, cancelled, finish = await self._advance(conn, outbox, load(row, self.catalog), now)
+                        started, cancelled, finish = await self._advance(
+                            conn, outbox, load(row, self.catalog, self.definitions), now
+                        )
                         await outbox.flush(conn)
                 except TRANSIENT_ERRORS:
                     raise
@@ -286,7 +291,7 @@ class Runner:
             row = await self.repository.lock_execution(conn, action.execution_id)
             if row is None:
                 return
-            loaded = load(row, self.catalog)
+            loaded = load(row, self.catalog, self.definitions)
             execution = loaded.execution
             if result.succeeded:
                 changed = execution.step_succeeded(action.step_path, result.outputs, now=now, attempt=action.attempt)

@@ -7,13 +7,14 @@ import asyncio
 
 import click
 
-from signoff.approval.domain.clock import Clock, SystemClock
 from signoff.catalog import Catalog
 from signoff.contracts.topics import APPROVAL_GATES, APPROVAL_REQUESTS, EXECUTION_EVENTS, EXECUTION_REQUESTS
+from signoff.executor.domain.definitions import Definitions
 from signoff.executor.handlers import ExecutorHandler
 from signoff.executor.repository import SCHEMA, ExecutorRepository
 from signoff.executor.runner import Runner
 from signoff.executor.settings import ExecutorSettings
+from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.service import Service, ServiceContext, ServiceSpec
 from signoff.runtime.settings import load_settings
@@ -32,9 +33,10 @@ def executor_spec(settings: ExecutorSettings, clock: Clock | None = None) -> Ser
     clock = clock or SystemClock()
     catalog = load_catalog(settings)
     repository = ExecutorRepository(SCHEMA)
+    definitions = Definitions()  # the consumer and the runner load the same executions: one parse serves both
 
     def handler(context: ServiceContext) -> ExecutorHandler:
-        return ExecutorHandler(catalog=catalog, clock=clock, repository=repository)
+        return ExecutorHandler(catalog=catalog, clock=clock, repository=repository, definitions=definitions)
 
     async def run_executions(context: ServiceContext) -> None:
         runner = Runner(
@@ -42,6 +44,7 @@ def executor_spec(settings: ExecutorSettings, clock: Clock | None = None) -> Ser
             clock,
             catalog=catalog,
             repository=repository,
+            definitions=definitions,
             poll_interval=settings.runner_poll_seconds,
             lease_seconds=settings.script_lease_seconds,
         )

@@ -15,7 +15,9 @@ import asyncpg
 
 from signoff import contracts as wire
 from signoff.catalog import Catalog
-from signoff.executor.domain.execution import Execution, ExecutionStatus, StepStatus
+from signoff.executor.domain.definitions import Definitions
+from signoff.executor.domain.execution import Execution
+from signoff.executor.domain.state import ExecutionStatus, StepStatus
 from signoff.executor.mapping import outbox_record, step_changed
 from signoff.executor.repository import ExecutorRepository, SavedExecution
 from signoff.runtime.outbox import OutboxWriter
@@ -34,9 +36,10 @@ class Loaded:
         return wire.Person.model_validate(self.row["triggered_by"])
 
 
-def load(row: Mapping[str, Any], catalog: Catalog | None) -> Loaded:
-    """The execution of a row (the pipeline document it started with, re-parsed without catalog checks)."""
-    execution = Execution.from_dict(row["state"], catalog=catalog)
+def load(row: Mapping[str, Any], catalog: Catalog | None, definitions: Definitions) -> Loaded:
+    """The execution of a row (the pipeline document it started with, parsed once per definition without catalog
+    checks: `definitions` keeps it and its plan)."""
+    execution = Execution.from_dict(row["state"], catalog=catalog, definitions=definitions)
     return Loaded(row, execution, {s.path: (s.status, s.attempt) for s in execution.steps()})
 
 

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from signoff.executor.domain.execution import Execution, StepStatus
+from signoff.executor.domain.execution import Execution
+from signoff.executor.domain.state import StepStatus
 
 # CodePipeline's words for our statuses (get-pipeline-state).
 ACTION_STATUS = {

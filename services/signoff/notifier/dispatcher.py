@@ -30,7 +30,6 @@ import asyncpg
 import structlog
 
 from signoff.notifier.channels import DeliveryFailed, Outgoing, Transport
-from signoff.notifier.clock import Clock
 from signoff.notifier.domain import next_attempt
 from signoff.notifier.metrics import (
     DELIVERIES_DEAD_LETTERED,
@@ -39,6 +38,7 @@ from signoff.notifier.metrics import (
     DELIVERIES_SENT,
 )
 from signoff.notifier.repository import WAKE_CHANNEL, NotifierRepository
+from signoff.runtime.clock import Clock
 
 log = structlog.get_logger(__name__)
 

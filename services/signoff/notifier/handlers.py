@@ -16,10 +16,10 @@ import structlog
 from signoff import contracts as wire
 from signoff.catalog import Catalog
 from signoff.contracts.events import EligibleApprover
-from signoff.notifier.clock import Clock, SystemClock
 from signoff.notifier.domain import ApprovalView, OutcomeView, PlannedDelivery, Routing, render
 from signoff.notifier.domain.view import NotificationView
 from signoff.notifier.repository import NewDelivery, NotifierRepository
+from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.consumer import Received, UnitOfWork
 
 log = structlog.get_logger(__name__)

@@ -12,14 +12,15 @@ import click
 import structlog
 
 from signoff.catalog import Catalog
+from signoff.catalog.yamldoc import read_document
 from signoff.contracts.topics import TOPICS
 from signoff.notifier.channels import Secrets, build_transports
-from signoff.notifier.clock import Clock, SystemClock
 from signoff.notifier.dispatcher import Dispatcher, Lane, RetryPolicy
-from signoff.notifier.domain import Routing
+from signoff.notifier.domain import Routing, RoutingError
 from signoff.notifier.handlers import NotifierHandler, Notifying, send_due_reminders
 from signoff.notifier.repository import SCHEMA, NotifierRepository
 from signoff.notifier.settings import NotifierSettings
+from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.service import Service, ServiceContext, ServiceSpec
 from signoff.runtime.settings import load_settings
@@ -41,7 +42,12 @@ def load_routing(settings: NotifierSettings) -> Routing:
     if settings.routing_file is None:
         log.warning("no_routing_file", using="dev-log: notifications are logged, not sent")
         return Routing.from_mapping(DEV_ROUTING, "<default dev routing>")
-    return Routing.load(settings.routing_file)
+    return read_routing(settings.routing_file)
+
+
+def read_routing(path: str | Path) -> Routing:
+    """Read a routing YAML file; raises `RoutingError` (unreadable file, bad YAML, or invalid content)."""
+    return Routing.from_mapping(read_document(path, RoutingError), str(path))
 
 
 def notifier_spec(

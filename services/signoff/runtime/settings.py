@@ -14,7 +14,7 @@ from typing import Literal, TypeVar
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from signoff.devstack.stack import find_env_file, supervisor_alive
+from signoff.runtime.devenv import find_env_file, supervisor_alive
 
 
 class Settings(BaseSettings):

@@ -18,8 +18,8 @@ from signoff.api.identity import AuthenticationFailed, Authenticator
 from signoff.api.repository import SCHEMA
 from signoff.approval.repository import ApprovalRepository
 from signoff.cli.main import cli
-from signoff.devstack.stack import ENV_FILE, PID_FILE
 from signoff.runtime.db import create_pool
+from signoff.runtime.devenv import ENV_FILE, PID_FILE
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from signoff import contracts as wire
-from signoff.approval.domain.clock import FixedClock
 from signoff.approval.handlers import ApprovalHandler
 from signoff.approval.repository import SCHEMA, ApprovalRepository
 from signoff.approval.settings import ApprovalSettings
 from signoff.contracts.events import StageMetadata
+from signoff.runtime.clock import FixedClock
 from signoff.runtime.consumer import ConsumerLoop
 from signoff.runtime.db import create_pool
 from signoff.runtime.kafka import ensure_topics, make_consumer, make_producer

@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from signoff import contracts as wire
-from signoff.approval.domain.clock import FixedClock
 from signoff.approval.repository import SCHEMA
 from signoff.approval.service import REQUESTS_TOPIC, approval_spec
 from signoff.approval.settings import ApprovalSettings
 from signoff.cli.main import cli
+from signoff.runtime.clock import FixedClock
 from signoff.runtime.db import create_pool
 from signoff.runtime.kafka import make_producer
 from signoff.runtime.service import Service

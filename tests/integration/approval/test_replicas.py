@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 
 from signoff import contracts as wire
-from signoff.approval.domain.clock import FixedClock
 from signoff.approval.service import approval_spec
 from signoff.approval.settings import ApprovalSettings
+from signoff.runtime.clock import FixedClock
 from signoff.runtime.kafka import make_producer
 from signoff.runtime.service import Lane, Service
 from tests.integration.approval.conftest import KEY, START, request

@@ -13,9 +13,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from signoff import contracts as wire
-from signoff.approval.domain.clock import FixedClock
 from signoff.approval.service import DECISIONS_TOPIC, GATES_TOPIC, REQUESTS_TOPIC, approval_spec
 from signoff.approval.settings import ApprovalSettings
+from signoff.runtime.clock import FixedClock
 from signoff.runtime.kafka import make_producer
 from signoff.runtime.service import Service
 from tests.integration.approval.conftest import KEY, START, decision, request

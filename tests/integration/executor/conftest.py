@@ -14,11 +14,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from signoff import contracts as wire
-from signoff.approval.domain.clock import FixedClock
 from signoff.contracts.events import ApprovalCause, DecisionStatus, Vote
 from signoff.executor.repository import SCHEMA
 from signoff.executor.service import executor_spec
 from signoff.executor.settings import ExecutorSettings
+from signoff.runtime.clock import FixedClock
 from signoff.runtime.db import create_pool
 from signoff.runtime.kafka import make_producer
 from signoff.runtime.service import Service

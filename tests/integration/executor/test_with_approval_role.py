@@ -20,11 +20,11 @@ from signoff.api.identity import issue_token
 from signoff.api.repository import ApiRepository
 from signoff.api.service import ApiRole
 from signoff.api.settings import ApiSettings
-from signoff.approval.domain.clock import FixedClock
 from signoff.approval.service import approval_spec
 from signoff.approval.settings import ApprovalSettings
 from signoff.cli.main import cli
 from signoff.executor.service import GATES_TOPIC, executor_spec
+from signoff.runtime.clock import FixedClock
 from signoff.runtime.service import Service
 from tests.integration.executor.conftest import EXAMPLE, REPO, START, ExecutorRole, execution_request
 from tests.support.waiting import eventually

@@ -30,11 +30,11 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from signoff import contracts as wire
 from signoff.catalog import Catalog
-from signoff.notifier.clock import Clock, SystemClock
 from signoff.notifier.domain import Routing
 from signoff.notifier.repository import SCHEMA
 from signoff.notifier.service import notifier_spec
 from signoff.notifier.settings import NotifierSettings
+from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.db import create_pool
 from signoff.runtime.kafka import ensure_topics, make_producer
 from signoff.runtime.service import Service

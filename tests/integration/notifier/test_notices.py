@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from signoff import contracts as wire
-from signoff.notifier.clock import FixedClock
+from signoff.runtime.clock import FixedClock
 from tests.integration.notifier.conftest import NotifierHarness, gate_opened
 from tests.support.waiting import eventually
 

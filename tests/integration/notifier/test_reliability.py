@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from signoff.notifier.clock import FixedClock
 from signoff.notifier.domain import Routing
 from signoff.notifier.repository import NewDelivery, NotifierRepository
+from signoff.runtime.clock import FixedClock
 from tests.integration.notifier.conftest import START, NotifierHarness, gate_opened, signature_ok
 from tests.support.waiting import eventually
 

@@ -77,7 +77,9 @@ class TestAllowedValues:
         assert gate.votes == ()
 
     def test_allowed_values_are_case_sensitive(self):
-        assert refused(vote(open_gate(inputs=self.INPUTS), ALICE, inputs={"env": "PROD"}))
+        refusal = refused(vote(open_gate(inputs=self.INPUTS), ALICE, inputs={"env": "PROD"}))
+        assert refusal.offending_inputs == ("env",)
+        assert "'PROD' is not one of: prod, staging" in refusal.detail
 
 
 class TestUnknownInputs:
@@ -88,7 +90,11 @@ class TestUnknownInputs:
         assert refusal.detail == "unknown input(s): alpha, zeta"
 
     def test_gate_without_inputs_refuses_any(self):
-        refused(vote(open_gate(), ALICE, inputs={"env": "prod"}))
+        gate = open_gate()
+        refusal = refused(vote(gate, ALICE, inputs={"env": "prod"}))
+        assert refusal.offending_inputs == ("env",)
+        assert refusal.detail == "unknown input(s): env"
+        assert gate.votes == ()
 
 
 class TestRequired:

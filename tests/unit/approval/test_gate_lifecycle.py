@@ -8,7 +8,6 @@ from signoff.approval.domain import (
     ApproverInput,
     Comment,
     DecisionStatus,
-    FixedClock,
     GateApproved,
     GateCancelled,
     GateExpired,
@@ -21,6 +20,7 @@ from signoff.approval.domain import (
     RefusalReason,
     TimeoutAction,
 )
+from signoff.runtime.clock import FixedClock
 from tests.unit.approval.builders import ALICE, BOB, KEY, T0, kinds, open_gate, vote
 
 HOUR = timedelta(hours=1)

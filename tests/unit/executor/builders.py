@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from signoff.catalog import Catalog
+from signoff.executor.domain.pipeline import Pipeline, parse_pipeline
 from tests.support.seeds import HARNESS_APPROVAL_STEP_YAML
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -104,3 +106,8 @@ def pipeline(*stages: dict, variables: list[dict] | None = None, name: str = "Te
 
 def as_yaml(document: dict) -> str:
     return yaml.safe_dump(document, sort_keys=False)
+
+
+def load_pipeline(path: Path, *, catalog: Catalog | None = None) -> Pipeline:
+    """A pipeline file of the examples, parsed as the executor's CLI and handlers parse what they read."""
+    return parse_pipeline(path.read_text(), catalog=catalog, source=str(path))

@@ -22,20 +22,20 @@ from signoff.executor.domain.execution import (
     NO_APPROVAL_ANSWER,
     RESTART_REASON,
     Execution,
-    ExecutionStatus,
     InvalidStart,
     InvalidTransition,
-    StepStatus,
     UnknownStep,
 )
 from signoff.executor.domain.expressions import render
-from signoff.executor.domain.pipeline import Pipeline, load_pipeline, parse_pipeline
+from signoff.executor.domain.pipeline import Pipeline, parse_pipeline
 from signoff.executor.domain.plan import ParallelBlock, PlannedStep
+from signoff.executor.domain.state import ExecutionStatus, StepStatus
 from tests.unit.executor.builders import (
     EXAMPLES,
     approval,
     deployment,
     group,
+    load_pipeline,
     parallel,
     pipeline,
     seed_pipeline_yaml,

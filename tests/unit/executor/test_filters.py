@@ -10,9 +10,10 @@ import pytest
 
 from signoff.catalog import Catalog, Resolved, Unresolved
 from signoff.executor.domain.actions import RequestApproval, StageMetadata, TriggeredBy
-from signoff.executor.domain.execution import Execution, ExecutionStatus, StepStatus
-from signoff.executor.domain.pipeline import load_pipeline, parse_pipeline, validate_pipeline
-from tests.unit.executor.builders import EXAMPLES, approval, pipeline, shell, stage
+from signoff.executor.domain.execution import Execution
+from signoff.executor.domain.pipeline import parse_pipeline, validate_pipeline
+from signoff.executor.domain.state import ExecutionStatus, StepStatus
+from tests.unit.executor.builders import EXAMPLES, approval, load_pipeline, pipeline, shell, stage
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 

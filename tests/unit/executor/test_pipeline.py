@@ -14,7 +14,6 @@ from signoff.executor.domain.pipeline import (
     ShellScriptSpec,
     Step,
     iter_steps,
-    load_pipeline,
     parse_pipeline,
     validate_pipeline,
 )
@@ -24,6 +23,7 @@ from tests.unit.executor.builders import (
     approval,
     deployment,
     group,
+    load_pipeline,
     parallel,
     pipeline,
     seed_pipeline_yaml,

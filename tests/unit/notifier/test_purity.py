@@ -21,7 +21,6 @@ ALLOWED_IMPORTS = {
     "hashlib",
     "html",
     "json",
-    "pathlib",  # Routing.load takes a path; read through signoff.catalog.yamldoc at start-up
     "pydantic",
     "re",
     "typing",

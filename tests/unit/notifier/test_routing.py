@@ -9,6 +9,7 @@ import pytest
 
 from signoff.contracts.events import EligibleApprover, GateRejected
 from signoff.notifier.domain import ApprovalView, OutcomeView, Routing, RoutingError, idempotency_key
+from signoff.notifier.service import read_routing
 
 from .builders import NOW, PAGE, catalog, example_data, opened
 
@@ -47,7 +48,7 @@ escalation:
 def routing(tmp_path: Path) -> Routing:
     path = tmp_path / "routing.yaml"
     path.write_text(ROUTING)
-    return Routing.load(path)
+    return read_routing(path)
 
 
 @pytest.fixture(scope="module")
@@ -165,11 +166,11 @@ def test_channel_settings_are_checked(channel: dict, message: str) -> None:
 
 def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
     with pytest.raises(RoutingError, match="cannot read"):
-        Routing.load(tmp_path / "absent.yaml")
+        read_routing(tmp_path / "absent.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("channels: [\n")
     with pytest.raises(RoutingError, match=r"bad\.yaml"):
-        Routing.load(bad)
+        read_routing(bad)
     assert problems(["a"]) == ["(root): expected a mapping with channels and routes"]
     assert (
         Routing.from_mapping(None).deliveries_for(

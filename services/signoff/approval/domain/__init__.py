@@ -1,12 +1,11 @@
 """The approval service's pure domain: gates, policies, votes and timeouts (decision
 signatures are checked against the wire model: `signoff.contracts.ApprovalDecision.signature_valid`).
 
-No I/O here: no database, no broker, no wall clock (time is passed in, or read from an injected ``Clock``), no
+No I/O here: no database, no broker, no wall clock (callers pass the time in; the clock is the runtime's), no
 imports from ``signoff.runtime`` or ``signoff.contracts``. The service layer maps wire models to these types and the
 returned domain events to outbox rows.
 """
 
-from signoff.approval.domain.clock import Clock, FixedClock, SystemClock
 from signoff.approval.domain.errors import InvalidDefinition, InvalidTimeout
 from signoff.approval.domain.events import (
     DecisionRefused,
@@ -45,12 +44,10 @@ __all__ = [
     "ApprovalRule",
     "Approver",
     "ApproverInput",
-    "Clock",
     "Comment",
     "DecisionRefused",
     "DecisionStatus",
     "Directory",
-    "FixedClock",
     "Gate",
     "GateApproved",
     "GateCancelled",
@@ -68,7 +65,6 @@ __all__ = [
     "Policy",
     "RefusalReason",
     "RuleProgress",
-    "SystemClock",
     "TimeoutAction",
     "TokenFactory",
     "Vote",

@@ -14,24 +14,16 @@ from signoff.executor.domain.actions import (
     StartWait,
     TriggeredBy,
 )
-from signoff.executor.domain.execution import (
-    Execution,
-    ExecutionStatus,
-    InvalidStart,
-    InvalidTransition,
-    StepState,
-    StepStatus,
-    UnknownStep,
-)
+from signoff.executor.domain.execution import Execution, InvalidStart, InvalidTransition, UnknownStep
 from signoff.executor.domain.expressions import Context, Rendered, Unknown, render, render_marked
 from signoff.executor.domain.pipeline import (
     Pipeline,
     PipelineError,
-    load_pipeline,
     parse_pipeline,
     validate_pipeline,
 )
 from signoff.executor.domain.plan import Plan, build_plan
+from signoff.executor.domain.state import ExecutionStatus, StepState, StepStatus
 
 __all__ = [
     "Action",
@@ -58,7 +50,6 @@ __all__ = [
     "Unknown",
     "UnknownStep",
     "build_plan",
-    "load_pipeline",
     "parse_pipeline",
     "render",
     "render_marked",

@@ -32,13 +32,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import TypeAdapter
 
-from signoff.catalog import Catalog, Resolved, ResolvedRef, Unresolved, is_expression
-from signoff.catalog.filters import parse_tags_text
+from signoff.catalog import Catalog
 from signoff.contracts.durations import format_duration, parse_positive_duration
 from signoff.executor.domain.actions import (
     Action,
@@ -49,11 +47,9 @@ from signoff.executor.domain.actions import (
     ApprovalPolicy,
     ApprovalRequest,
     Approver,
-    ArtifactMetadata,
     CancelApproval,
     CancelStep,
     ExecutionFinished,
-    FilterMetadata,
     HistoryStage,
     HistoryStep,
     PipelineInfo,
@@ -64,11 +60,9 @@ from signoff.executor.domain.actions import (
     StepInfo,
     TriggeredBy,
 )
+from signoff.executor.domain.definitions import Definitions
 from signoff.executor.domain.expressions import (
-    EXPRESSION,
     Context,
-    Rendered,
-    Unknown,
     bind_script,
     render,
     render_marked,
@@ -78,10 +72,7 @@ from signoff.executor.domain.pipeline import (
     Pipeline,
     ShellScriptSpec,
     Stage,
-    TargetFilter,
-    Variable,
     WaitSpec,
-    parse_pipeline,
 )
 from signoff.executor.domain.plan import (
     Block,
@@ -92,9 +83,15 @@ from signoff.executor.domain.plan import (
     PlannedStep,
     build_plan,
 )
-from signoff.executor.domain.targets import choose_targets, filter_metadata
+from signoff.executor.domain.scope import base_context, stage_context
+from signoff.executor.domain.state import (
+    ACTIVE,
+    ExecutionState,
+    ExecutionStatus,
+    StepState,
+    StepStatus,
+)
 
-SCHEMA_VERSION = 1
 MAX_ATTEMPTS = 3
 """Attempts of a `retryOnRestart` script across executor restarts, the first included."""
 RESTART_REASON = "executor restarted while the step was running"
@@ -103,29 +100,6 @@ APPROVAL_ANSWER_GRACE = timedelta(minutes=15)
 """How long past a gate's expiry a step waits for the approval service's outcome before it fails."""
 NO_APPROVAL_ANSWER = "no answer from the approval service"
 """The reason a step fails with when no outcome (nor refusal) arrived by its deadline."""
-
-
-class StepStatus(StrEnum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    WAITING_APPROVAL = "WAITING_APPROVAL"
-    APPROVAL_REJECTED = "APPROVAL_REJECTED"
-    EXPIRED = "EXPIRED"
-    ABORTED = "ABORTED"
-    SKIPPED = "SKIPPED"
-
-
-class ExecutionStatus(StrEnum):
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    ABORTED = "ABORTED"
-
-
-ACTIVE = frozenset({StepStatus.RUNNING, StepStatus.WAITING_APPROVAL})
-FAILED_STATUSES = frozenset({StepStatus.FAILED, StepStatus.APPROVAL_REJECTED, StepStatus.EXPIRED})
 
 
 class InvalidStart(ValueError):
@@ -153,47 +127,6 @@ class _DispatchFailed(Exception):
         self.reason = reason
 
 
-class StepState(BaseModel):
-    """One step's state; `outputs` are a script's output variables, `approval` an approval step's outcome."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
-
-    path: str
-    stage: str
-    identifier: str
-    name: str
-    type: str
-    status: StepStatus = StepStatus.QUEUED
-    attempt: int = 1
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    deadline: datetime | None = Field(None, description="Script timeout, wait end, or approval expiry.")
-    reason: str | None = None
-    outputs: dict[str, str] = Field(default_factory=dict)
-    approval: ApprovalOutcome | None = None
-
-
-class ExecutionState(BaseModel):
-    """Everything an execution is, as persisted (`Execution.to_dict`). The pipeline document is kept so an
-    execution resumes with the definition it started with."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    schema_version: Literal[1] = SCHEMA_VERSION
-    execution_id: str
-    sequence_id: int
-    pipeline_identifier: str
-    pipeline_document: dict[str, Any]
-    triggered_by: TriggeredBy
-    variables: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
-    status: ExecutionStatus = ExecutionStatus.RUNNING
-    reason: str | None = None
-    started_at: datetime
-    finished_at: datetime | None = None
-    steps: list[StepState]
-    pending_actions: list[Action] = Field(default_factory=list)
-
-
 _ACTIONS = TypeAdapter(list[Action])
 
 
@@ -205,10 +138,12 @@ def _check_now(now: datetime) -> None:
 class Execution:
     """One run of a pipeline. Not thread-safe; one handler owns it at a time (the execution's Kafka key)."""
 
-    def __init__(self, state: ExecutionState, pipeline: Pipeline, catalog: Catalog | None = None) -> None:
+    def __init__(
+        self, state: ExecutionState, pipeline: Pipeline, catalog: Catalog | None = None, plan: Plan | None = None
+    ) -> None:
         self._state = state
         self.pipeline = pipeline
-        self.plan: Plan = build_plan(pipeline)
+        self.plan: Plan = plan if plan is not None else build_plan(pipeline)
         self.catalog = catalog
         self._steps = {step.path: step for step in state.steps}
         planned = [step.path for step in self.plan.steps()]
@@ -250,19 +185,25 @@ class Execution:
             started_at=now,
             steps=steps,
         )
-        return cls(state, pipeline, catalog)
+        return cls(state, pipeline, catalog, plan)
 
     def to_dict(self) -> dict[str, Any]:
         """The state as a JSON-ready dict."""
         return self._state.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, catalog: Catalog | None = None) -> Execution:
-        """Restore from `to_dict()` output. The pipeline is re-parsed from the stored document without catalog
-        checks: a catalog edited since the start must not strand a running execution."""
+    def from_dict(
+        cls, data: Mapping[str, Any], *, catalog: Catalog | None = None, definitions: Definitions | None = None
+    ) -> Execution:
+        """Restore from `to_dict()` output. The pipeline comes from the stored document without catalog checks
+        (a catalog edited since the start must not strand a running execution), through `definitions` when given:
+        parsed and planned once per distinct document, not on every load."""
         state = ExecutionState.model_validate(data)
-        pipeline = parse_pipeline(state.pipeline_document, source=f"execution {state.execution_id}")
-        return cls(state, pipeline, catalog)
+        source = f"execution {state.execution_id}"
+        pipeline, plan = (definitions if definitions is not None else Definitions(capacity=1)).get(
+            state.pipeline_document, source=source
+        )
+        return cls(state, pipeline, catalog, plan)
 
     # -- reading -----------------------------------------------------------------------------------------------
 
@@ -548,7 +489,7 @@ class Execution:
                 self._finish_step(state, StepStatus.FAILED, now, reason)
                 self._fail(now, f"step {state.path} failed: {reason}", ExecutionStatus.FAILED)
 
-    # -- expressions and metadata ------------------------------------------------------------------------------
+    # -- expressions and metadata (signoff.executor.domain.scope) -------------------------------------------------
 
     def context_for(self, path: str) -> Context:
         """The expression context of a step: pipeline, outputs of steps that ran, its stage and the stage's
@@ -567,142 +508,10 @@ class Execution:
         return metadata
 
     def _base_context(self) -> Context:
-        triggered = self._state.triggered_by
-        ctx = Context.for_pipeline(
-            name=self.pipeline.name,
-            identifier=self.pipeline.identifier,
-            execution_id=self.execution_id,
-            sequence_id=self._state.sequence_id,
-            triggered_by_name=triggered.name,
-            triggered_by_email=triggered.email,
-            start_ts=int(self._state.started_at.timestamp() * 1000),
-            variables=self._variable_values(),
-            tags=self.pipeline.tags,
-        ).with_stage_names({stage.identifier: (stage.name, stage.stage.type) for stage in self.plan.stages()})
-        for planned in self.plan.steps():
-            state = self._steps[planned.path]
-            if state.status in (StepStatus.QUEUED, StepStatus.SKIPPED):
-                continue
-            output: dict[str, Any] | Unknown = {}
-            if state.status in ACTIVE:
-                output = Unknown(f"step {planned.identifier!r} has not finished")
-            elif state.type == "ShellScript":
-                output["outputVariables"] = dict(state.outputs)
-            elif state.approval is not None:
-                output["approverInputs"] = dict(state.approval.inputs)
-                output["approvalActivities"] = [
-                    {
-                        "user": {
-                            "name": activity.approver.name,
-                            "email": activity.approver.email or Unknown("the approver has no e-mail"),
-                        },
-                        "action": activity.action,
-                        "comments": activity.comments or "",
-                        "approvedAt": activity.decided_at.isoformat(),
-                    }
-                    for activity in state.approval.activities
-                ]
-                output["action"] = state.approval.action
-            ctx = ctx.with_step(
-                stage=planned.stage,
-                identifier=planned.identifier,
-                groups=planned.groups,
-                name=planned.name,
-                status=state.status.value,
-                output=output,
-            )
-        return ctx
-
-    def _variable_values(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for variable in self.pipeline.variables:
-            if variable.type == "Secret":
-                values[variable.name] = Unknown("secret variables are not rendered")
-                continue
-            value = self._state.variables.get(variable.name)
-            values[variable.name] = value if value is not None else Unknown(f"variable {variable.name!r} has no value")
-        return values
+        return base_context(self.pipeline, self.plan, self._state)
 
     def _stage_context(self, base: Context, stage: Stage) -> tuple[Context, StageMetadata]:
-        ctx = base.with_stage(
-            identifier=stage.identifier, name=stage.name, type=stage.type, variables=_stage_variables(stage.variables)
-        )
-        status = self.stage_status(stage.identifier).value
-        md = stage.deployment
-        if md is None:
-            return ctx, StageMetadata(identifier=stage.identifier, name=stage.name, type=stage.type, status=status)
-        unresolved: list[str] = []
-
-        def resolve(kind: Any, ref: str, environment: str | None = None) -> ResolvedRef:
-            result, rendered = self._resolve(kind, ref, ctx, environment)
-            unresolved.extend(raw for raw in rendered.unresolved if raw not in unresolved)
-            return result
-
-        services = tuple(resolve("service", ref) for ref in md.service_refs)
-        group = resolve("environmentGroup", md.environment_group.env_group_ref) if md.environment_group else None
-        filter_ctx = _with_service_scope(ctx, services)
-
-        def resolve_filter(target_filter: TargetFilter) -> FilterMetadata:
-            result = _render_filter(target_filter, filter_ctx)
-            for raw in _filter_expressions(result):
-                if raw not in unresolved:
-                    unresolved.append(raw)
-            return result
-
-        targets = choose_targets(
-            md, group, self.catalog, lambda kind, ref, env: resolve(kind, ref, env), resolve_filter
-        )
-        environments = list(targets.environments)
-        problems = [problem.message for problem in targets.problems]
-        for chosen_by in (targets.environment_filters, *(env.filters for env in environments)):
-            problems += [f"{f.description}: {f.unresolved}" for f in chosen_by if f.unresolved]
-        artifacts: list[ArtifactMetadata] = []
-        for artifact in (md.primary_artifact, *md.sidecars):
-            if artifact is None:
-                continue
-            image, tag = render(artifact.image, ctx), render(artifact.tag, ctx)
-            missing = tuple(dict.fromkeys([*image.unresolved, *tag.unresolved]))
-            unresolved.extend(raw for raw in missing if raw not in unresolved)
-            artifacts.append(
-                ArtifactMetadata(identifier=artifact.identifier, image=image.text, tag=tag.text, unresolved=missing)
-            )
-        custom: dict[str, str] = {}
-        for key, value in md.custom_metadata.items():
-            rendered = render(value, ctx)
-            unresolved.extend(raw for raw in rendered.unresolved if raw not in unresolved)
-            custom[key] = rendered.text
-        metadata = StageMetadata(
-            identifier=stage.identifier,
-            name=stage.name,
-            type=stage.type,
-            status=status,
-            deployment_type=md.deployment_type,
-            gitops_enabled=md.gitops_enabled,
-            services=services,
-            environments=tuple(environments),
-            environment_filters=targets.environment_filters,
-            environment_group=group,
-            artifacts=tuple(artifacts),
-            custom_metadata=custom,
-            unresolved=tuple(unresolved),
-            target_problems=tuple(dict.fromkeys(problems)),
-        )
-        return _with_scopes(ctx, metadata), metadata
-
-    def _resolve(
-        self, kind: Any, ref: str, ctx: Context, environment: str | None = None
-    ) -> tuple[ResolvedRef, Rendered]:
-        rendered = render(ref, ctx)
-        if rendered.unresolved:
-            return Unresolved(kind=kind, raw=ref, reason=rendered.describe_unresolved()), rendered
-        text = rendered.text
-        origin = f" (from {ref})" if text != ref else ""
-        if self.catalog is None:
-            return Unresolved(kind=kind, raw=text, reason=f"no catalog configured{origin}"), rendered
-        result = self.catalog.resolve_ref(kind, text, environment=environment)
-        if isinstance(result, Unresolved) and origin:
-            result = result.model_copy(update={"reason": result.reason + origin})
-        return result, rendered
+        return stage_context(base, stage, self.stage_status(stage.identifier), self.catalog)
 
     # -- dispatch ----------------------------------------------------------------------------------------------
 
@@ -972,129 +781,6 @@ def _activities(
     )
 
 
-def _stage_variables(variables: tuple[Variable, ...]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for variable in variables:
-        if variable.type == "Secret":
-            values[variable.name] = Unknown("secret variables are not rendered")
-        elif variable.runtime_input is not None:
-            values[variable.name] = Unknown("runtime inputs (<+input>) are only supported for pipeline variables")
-        elif variable.value is None:
-            values[variable.name] = Unknown(f"stage variable {variable.name!r} has no value")
-        else:
-            values[variable.name] = variable.value
-    return values
-
-
-def _ref_scope(ref: ResolvedRef, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    if isinstance(ref, Resolved):
-        scope: dict[str, Any] = {"identifier": ref.identifier, "name": ref.name}
-        description = getattr(ref.entity, "description", "")
-        scope["description"] = description
-        scope.update(extra or {})
-        return scope
-    unknown = Unknown(ref.reason)
-    scope = {
-        "identifier": ref.raw if not is_expression(ref.raw) else unknown,
-        "name": unknown,
-        "description": unknown,
-    }
-    for key in extra or {}:
-        scope[key] = unknown
-    return scope
-
-
-def _with_service_scope(ctx: Context, services: tuple[ResolvedRef, ...]) -> Context:
-    """`<+service.*>` for a stage with one service (with its catalog tags: `<+service.tags>`)."""
-    if len(services) == 1:
-        service = services[0]
-        tags = dict(getattr(service.entity, "tags", {})) if isinstance(service, Resolved) else Unknown(service.reason)  # type: ignore[union-attr]
-        return ctx.with_scope("service", {**_ref_scope(service), "tags": tags})
-    if services:
-        return ctx.with_scope("service", Unknown(f"stage deploys {len(services)} services"))
-    return ctx
-
-
-def _render_filter(target_filter: TargetFilter, ctx: Context) -> FilterMetadata:
-    """The filter with its tags rendered; unresolved (with the reason) when an expression is not known yet."""
-    if target_filter.tags_expression is not None:
-        raw = target_filter.tags_expression
-        value = ctx.lookup(raw)
-        if isinstance(value, Unknown):
-            return filter_metadata(target_filter, {}, raw, value.reason)
-        try:
-            if isinstance(value, Mapping):
-                tags = {str(k): _tag_text(v) for k, v in value.items()}
-                if not tags:
-                    raise ValueError("an empty tag set")
-            else:
-                tags = parse_tags_text(str(value))
-        except ValueError as exc:
-            # Matching against no tags would keep everything (any) or nothing (all): neither was asked for.
-            return filter_metadata(target_filter, {}, raw, f"{raw} gives no tags: {exc}")
-        return filter_metadata(target_filter, tags, None)
-    tags: dict[str, str] = {}
-    missing: list[str] = []
-    for key, value in target_filter.tags.items():
-        rendered_key, rendered_value = render(key, ctx), render(value, ctx)
-        tags[rendered_key.text] = rendered_value.text
-        # The expressions stay visible in the tags; the reason says why they are not known yet.
-        missing += [item.reasons[raw] for item in (rendered_key, rendered_value) for raw in item.unresolved]
-    return filter_metadata(target_filter, tags, None, "; ".join(dict.fromkeys(missing)) or None)
-
-
-def _tag_text(value: Any) -> str:
-    return "true" if value is True else "false" if value is False else "" if value is None else str(value)
-
-
-def _filter_expressions(metadata: FilterMetadata) -> list[str]:
-    if not metadata.unresolved:
-        return []
-    texts = [metadata.tags_expression or "", *metadata.tags, *metadata.tags.values()]
-    return [match.group(0) for text in texts for match in EXPRESSION.finditer(text)]
-
-
-def _with_scopes(ctx: Context, metadata: StageMetadata) -> Context:
-    """`<+service.*>`, `<+env.*>`, `<+infra.*>` and `<+artifact.*>` for a stage with one service / environment /
-    infrastructure; with several, each is unknown with the reason (e.g. `stage deploys 2 services`)."""
-    ctx = _with_service_scope(ctx, metadata.services)
-    if len(metadata.environments) == 1:
-        target = metadata.environments[0]
-        env = target.environment
-        extra: dict[str, Any] = {"type": env.entity.type if isinstance(env, Resolved) else None}  # type: ignore[union-attr]
-        scope = _ref_scope(env, extra)
-        group = metadata.environment_group
-        if group is not None:
-            scope["envGroupRef"] = group.identifier if isinstance(group, Resolved) else Unknown(group.reason)
-            scope["envGroupName"] = group.name if isinstance(group, Resolved) else Unknown(group.reason)
-        ctx = ctx.with_scope("env", scope)
-        if len(target.infrastructures) == 1:
-            infra = target.infrastructures[0]
-            if isinstance(infra, Resolved):
-                entity = infra.entity
-                details = dict(entity.details.fields())  # type: ignore[union-attr]
-                details.setdefault("namespace", Unknown("the infrastructure has no namespace in the catalog"))
-                infra_scope = {**details, **_ref_scope(infra, {"type": entity.type})}  # type: ignore[union-attr]
-            else:
-                infra_scope = _ref_scope(infra, {"type": None, "namespace": None})
-            ctx = ctx.with_scope("infra", infra_scope)
-        elif target.infrastructures:
-            ctx = ctx.with_scope("infra", Unknown(f"stage deploys to {len(target.infrastructures)} infrastructures"))
-    elif metadata.environments:
-        ctx = ctx.with_scope("env", Unknown(f"stage deploys to {len(metadata.environments)} environments"))
-        ctx = ctx.with_scope("infra", Unknown(f"stage deploys to {len(metadata.environments)} environments"))
-    for artifact in metadata.artifacts:
-        values = {
-            "image": artifact.image if "<+" not in artifact.image else Unknown(f"unresolved: {artifact.image}"),
-            "tag": artifact.tag if "<+" not in artifact.tag else Unknown(f"unresolved: {artifact.tag}"),
-        }
-        if artifact.identifier == "primary":
-            ctx = ctx.with_scope("artifact", values)
-        else:
-            ctx = ctx.with_sidecar(artifact.identifier, values)
-    return ctx
-
-
 def _start_variables(pipeline: Pipeline, supplied: dict[str, Any]) -> dict[str, Any]:
     problems: list[str] = []
     declared = {variable.name: variable for variable in pipeline.variables}
@@ -1151,15 +837,10 @@ def _number(value: Any) -> int | float | None:
 
 
 __all__ = [
-    "ACTIVE",
     "MAX_ATTEMPTS",
     "RESTART_REASON",
     "Execution",
-    "ExecutionState",
-    "ExecutionStatus",
     "InvalidStart",
     "InvalidTransition",
-    "StepState",
-    "StepStatus",
     "UnknownStep",
 ]

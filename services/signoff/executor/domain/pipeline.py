@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
@@ -47,7 +46,6 @@ from signoff.catalog.yamldoc import (
     issues_from_validation_error,
     join_path,
     parse_yaml,
-    read_document,
 )
 from signoff.contracts.durations import parse_positive_duration
 
@@ -512,12 +510,14 @@ class Pipeline:
         return tuple(out)
 
     def stage(self, identifier: str) -> Stage:
+        """The stage `identifier`; KeyError when the pipeline has none."""
         for stage in self.stages():
             if stage.identifier == identifier:
                 return stage
         raise KeyError(f"no stage {identifier!r} in pipeline {self.identifier!r}")
 
     def variable(self, name: str) -> Variable:
+        """The pipeline variable `name`; KeyError when it is not declared."""
         for variable in self.variables:
             if variable.name == name:
                 return variable
@@ -1176,8 +1176,3 @@ def parse_pipeline(
     if parser.issues or pipeline is None:
         raise PipelineError(source, parser.issues or [Issue("(root)", "not a pipeline")])
     return pipeline
-
-
-def load_pipeline(path: str | Path, *, catalog: Catalog | None = None) -> Pipeline:
-    """Read a pipeline YAML file; raises `PipelineError` (unreadable, bad YAML, or invalid)."""
-    return parse_pipeline(read_document(path, PipelineError), catalog=catalog, source=str(path))

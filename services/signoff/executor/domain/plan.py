@@ -70,6 +70,7 @@ class PlannedStage:
         return self.stage.name
 
     def steps(self) -> tuple[PlannedStep, ...]:
+        """The stage's steps in document order (groups and parallel blocks flattened)."""
         return tuple(_steps(self.blocks))
 
 
@@ -98,12 +99,14 @@ class Plan:
         return tuple(step for stage in self.stages() for step in stage.steps())
 
     def step(self, path: str) -> PlannedStep:
+        """The step at `path` (`stage.group.step`); KeyError when the plan has none."""
         for step in self.steps():
             if step.path == path:
                 return step
         raise KeyError(path)
 
     def stage(self, identifier: str) -> PlannedStage:
+        """The planned stage `identifier`; KeyError when the plan has none."""
         for stage in self.stages():
             if stage.identifier == identifier:
                 return stage

@@ -42,7 +42,7 @@ one delivery per event x channel (`recipient` is the channel name). E-mail gets 
 (one per event when `settings.to` fixes the addresses).
 The idempotency key of a delivery is a stable hash of (event id, channel, recipient[, purpose]).
 
-`Routing.load` reads the file (the one I/O here, done once at start-up); everything else is pure.
+No I/O here: the service reads the routing file once at start-up and hands its YAML to `Routing.from_mapping`.
 """
 
 from __future__ import annotations
@@ -50,8 +50,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -60,7 +59,6 @@ from signoff.catalog.yamldoc import (
     DocumentError,
     Issue,
     join_path,
-    read_document,
     validate_document,
 )
 from signoff.contracts.base import parse_utc
@@ -200,11 +198,6 @@ class Routing:
         expected = "expected a mapping with channels and routes"
         return cls(validate_document(RoutingDocument, data, source, RoutingError, expected), source)
 
-    @classmethod
-    def load(cls, path: str | Path) -> Routing:
-        """Read a routing YAML file; raises `RoutingError` (unreadable file, bad YAML, or invalid content)."""
-        return cls.from_mapping(read_document(path, RoutingError), str(path))
-
     @property
     def channels(self) -> Mapping[str, Channel]:
         """Channels by name."""
@@ -301,8 +294,3 @@ def fixed_to(channel: Channel) -> str:
     whoever the approvers are), lower-cased; `` for the other channels."""
     to = channel.settings.get("to") if channel.type == "email" else None
     return ", ".join(part.strip().lower() for part in to.split(",") if part.strip()) if isinstance(to, str) else ""
-
-
-def reminder_delay(text: str) -> timedelta:
-    """The span of a reminder or escalation duration (`1h`, `10m`, `PT1H`)."""
-    return parse_positive_duration(text)

@@ -156,17 +156,6 @@ class StageView:
     environment_filter: FilterView | None = None
     """How the environments were chosen, when by filter."""
 
-    def is_empty(self) -> bool:
-        """Whether the stage carries no CD metadata at all."""
-        return not (
-            self.services
-            or self.environment_group
-            or self.environments
-            or self.artifacts
-            or self.custom_metadata
-            or self.environment_filter
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class PolicyView:

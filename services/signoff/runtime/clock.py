@@ -1,13 +1,11 @@
-"""Where the approval service gets the time from. Domain rules never read the wall clock; callers pass ``at``.
+"""Where the roles get the time from. Domain rules never read the wall clock; callers pass ``at``.
 
-Handlers take a ``Clock``; production wires ``SystemClock``, tests a ``FixedClock`` they move by hand, so timeouts
-are tested without sleeping.
+Handlers, loops and dispatchers take a ``Clock``; production wires ``SystemClock``, tests a ``FixedClock`` they move
+by hand, so timeouts, expiries and reminders are tested without sleeping.
 """
 
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
-
-from signoff.approval.domain.model import require_aware
 
 
 class Clock(Protocol):
@@ -19,7 +17,7 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real time. The only place in the approval service that reads the wall clock."""
+    """The real time: what production wires in."""
 
     def now(self) -> datetime:
         """The current UTC time."""
@@ -49,3 +47,9 @@ class FixedClock:
 
     def __repr__(self) -> str:
         return f"FixedClock({self._at.isoformat()})"
+
+
+def require_aware(at: datetime, what: str) -> None:
+    """Refuse naive datetimes: a clock set to a naive local time would be off by the UTC offset."""
+    if not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"{what} must be a timezone-aware datetime, got {at!r}")
