@@ -25,11 +25,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from signoff import contracts as wire
 from signoff.approval.domain import events as domain_events
-from signoff.approval.domain.clock import Clock
 from signoff.approval.domain.model import DecisionStatus
 from signoff.approval.mapping import StoredGate
 from signoff.approval.repository import ApprovalRepository
 from signoff.contracts.events import EnvironmentType
+from signoff.runtime.clock import Clock
 from signoff.runtime.metrics import role_metrics
 
 log = structlog.get_logger(__name__)
