@@ -226,6 +226,7 @@ def running_system(*, channels: str = "", routes: str = "", env: dict[str, str] 
             "SIGNOFF_CATALOG_FILE": str(CATALOG),
             "SIGNOFF_APPROVAL_PAGE_URL": "http://127.0.0.1:9/approvals",
             "SIGNOFF_EXPIRY_INTERVAL_SECONDS": "0.5",
+            "SIGNOFF_METRICS_GAUGE_INTERVAL_SECONDS": "0.5",
             "SIGNOFF_API_DECISION_WAIT_SECONDS": "60",
         }
         | (env or {})

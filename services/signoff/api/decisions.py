@@ -52,6 +52,14 @@ class Verdict:
     detail: str
 
 
+def _count(decision: wire.ApprovalDecision, verdict: Verdict | None) -> None:
+    """Count a decision sent, by the verdict it got (the approval role counts the votes themselves)."""
+    answered = "pending" if verdict is None else "refused" if verdict.kind == "refused" else "counted"
+    metrics.DECISIONS.labels(decision.source, decision.status.value.lower(), answered).inc()
+    if verdict is not None and verdict.kind == "refused":
+        metrics.DECISIONS_REFUSED.labels(verdict.reason or "refused").inc()
+
+
 class DecisionDesk:
     """Publishes decisions and waits for their verdicts."""
 
@@ -170,9 +178,9 @@ class DecisionDesk:
         if earlier is None:
             decision = self._decision(decision_id, approver, submitted_by, row, request, source, key)
             verdict = await self._publish_and_wait(decision)
+            _count(decision, verdict)
         else:
             verdict = earlier  # an idempotent repeat whose first answer was not stored: the first verdict stands
-        metrics.DECISIONS.labels("pending" if verdict is None else verdict.reason or "counted").inc()
         if verdict is None:
             return 202, models.DecisionAnswer(
                 decision_id=decision_id,

@@ -153,7 +153,7 @@ class ApiRole:
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
         self.context.base_url = self.context.decisions.base_url = self.url
         self.http = HealthServer(
-            settings.http_host, settings.http_port, pool=self.pool, loops=[], extra_ready=self._not_ready
+            settings.http_host, settings.http_port, pool=self.pool, loops=[], extra_ready=self._not_ready, role="api"
         )
         await self.http.start()
         self._tasks = [

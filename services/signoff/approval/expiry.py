@@ -2,7 +2,8 @@
 
 Each pass claims due gates with FOR UPDATE SKIP LOCKED in one transaction, applies `gate.expire(now)`, stores the
 outcome and writes its events to the outbox in that same transaction: several replicas can run it at once, each
-gate is expired exactly once, and nothing is published unless the new status is committed.
+gate is expired exactly once, and nothing is published (or counted in the metrics) unless the new status is
+committed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncpg
 import structlog
 
 from signoff.approval.handlers import load_gates, persist_events
+from signoff.approval.metrics import GateMetrics
 from signoff.approval.repository import ApprovalRepository
 from signoff.runtime.clock import Clock
 from signoff.runtime.outbox import OutboxWriter
@@ -22,10 +24,16 @@ log = structlog.get_logger(__name__)
 
 
 async def expire_due(
-    pool: asyncpg.Pool, clock: Clock, *, repository: ApprovalRepository | None = None, limit: int = 500
+    pool: asyncpg.Pool,
+    clock: Clock,
+    *,
+    repository: ApprovalRepository | None = None,
+    metrics: GateMetrics | None = None,
+    limit: int = 500,
 ) -> int:
     """One pass: expire up to `limit` due gates; returns how many were closed."""
     repository = repository or ApprovalRepository()
+    tally = (metrics or GateMetrics()).tally()
     now = clock.now()
     async with pool.acquire() as conn, conn.transaction():
         rows = await repository.claim_due(conn, now, limit)
@@ -36,9 +44,10 @@ async def expire_due(
         for stored in await load_gates(repository, conn, rows):
             events = stored.gate.expire(now)
             if events:
-                await persist_events(repository, conn, outbox, stored, events)
+                await persist_events(repository, conn, outbox, stored, events, tally=tally)
                 closed += 1
         await outbox.flush(conn)
+    tally.commit()
     log.info("gates_expired", count=closed)
     return closed
 
@@ -50,12 +59,13 @@ async def run_expiry(
     *,
     interval: float = 5.0,
     repository: ApprovalRepository | None = None,
+    metrics: GateMetrics | None = None,
 ) -> None:
     """Expire due gates every `interval` seconds until `stopping` is set; transient failures are logged and retried
     at the next tick (a gate not expired now is expired later: outcomes use the deadline, not the sweep time)."""
     while not stopping.is_set():
         try:
-            while await expire_due(pool, clock, repository=repository) and not stopping.is_set():
+            while await expire_due(pool, clock, repository=repository, metrics=metrics) and not stopping.is_set():
                 pass
         except Exception as exc:
             log.warning("expiry_pass_failed", error=repr(exc))

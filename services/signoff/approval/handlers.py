@@ -1,7 +1,8 @@
 """The approval service's consumer handler: requests open gates, cancels cancel them, decisions vote on them.
 
 Everything happens inside the consumer loop's transaction (`uow.conn`); every published event is an outbox row
-(`uow.outbox`), written in that same transaction. Time comes from the injected clock.
+(`uow.outbox`), written in that same transaction, and every metric is tallied there and counted once it committed
+(`uow.after_commit`). Time comes from the injected clock.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from signoff.approval.mapping import (
     requested_rules,
     to_wire,
 )
+from signoff.approval.metrics import GateMetrics, Tally
 from signoff.approval.repository import ApprovalRepository, AuditRow, NewGate, NewVote
 from signoff.approval.settings import ApprovalSettings
 from signoff.contracts.base import format_utc
@@ -75,18 +77,20 @@ async def persist_events(
     stored: StoredGate,
     events: Sequence[domain_events.GateEvent],
     *,
+    tally: Tally,
     traceparent: str | None = None,
     source: str | None = None,
     superseded_by: str | None = None,
     submitted_by: str | None = None,
 ) -> None:
-    """Store what `events` (already applied to `stored.gate`) changed, audit them and publish them."""
+    """Store what `events` (already applied to `stored.gate`) changed, audit them, publish them and tally them."""
     audit = await record_events(
         repository,
         conn,
         outbox,
         stored,
         events,
+        tally=tally,
         traceparent=traceparent,
         source=source,
         superseded_by=superseded_by,
@@ -105,13 +109,15 @@ async def record_events(
     stored: StoredGate,
     events: Sequence[domain_events.GateEvent],
     *,
+    tally: Tally,
     traceparent: str | None = None,
     source: str | None = None,
     superseded_by: str | None = None,
     submitted_by: str | None = None,
 ) -> list[AuditRow]:
-    """Store the votes among `events` and publish all of them; returns their audit rows for the caller to write
-    (a batch of opened gates writes the audit rows of all of them in one statement)."""
+    """Store the votes among `events`, publish and tally all of them; returns their audit rows for the caller to
+    write (a batch of opened gates writes the audit rows of all of them in one statement)."""
+    tally.events(stored, events)
     audit: list[AuditRow] = []
     for event in events:
         if isinstance(event, domain_events.VoteRecorded):
@@ -175,37 +181,42 @@ class ApprovalHandler:
         repository: ApprovalRepository | None = None,
         token_factory: TokenFactory = new_token,
         directory: Sequence[tuple[str, str, str | None, dict[str, str]]] | None = None,
+        metrics: GateMetrics | None = None,
     ) -> None:
         """`directory`: members (group, user id, e-mail, chat handles) to load into the directory table before the
-        first batch is applied (the service also loads them at start-up; loading is idempotent)."""
+        first batch is applied (the service also loads them at start-up; loading is idempotent). `metrics`: the
+        process's (its bounded pipeline labels), shared with the expiry loop."""
         self.settings = settings
         self._keys = {source: key.get_secret_value().encode() for source, key in settings.decision_key_map().items()}
         self._directory = list(directory) if directory is not None else None
         self.clock = clock or SystemClock()
         self.repository = repository or ApprovalRepository()
         self.token_factory = token_factory
+        self.metrics = metrics or GateMetrics(settings.metrics_pipeline_ids, settings.metrics_pipeline_limit)
 
     async def apply(self, uow: UnitOfWork, batch: Sequence[Received]) -> None:
+        tally = self.metrics.tally()
+        uow.after_commit.append(tally.commit)
         if self._directory is not None:
             await self.repository.load_directory_file(uow.conn, self._directory)
             self._directory = None
         requests = [r for r in batch if isinstance(r.event.data, wire.ApprovalRequested)]
         if requests:
-            await self._open(uow, requests)
+            await self._open(uow, tally, requests)
         for received in batch:
             data = received.event.data
             if isinstance(data, wire.ApprovalRequested):
                 continue
             if isinstance(data, wire.ApprovalCancelRequested):
-                await self._cancel(uow, received, data)
+                await self._cancel(uow, tally, received, data)
             elif isinstance(data, wire.ApprovalDecision):
-                await self._decide(uow, received, data)
+                await self._decide(uow, tally, received, data)
             else:
                 raise UnsupportedEvent(f"the approval service does not consume {received.event.type}")
 
     # ------------------------------------------------------------------------------------------------ requests
 
-    async def _open(self, uow: UnitOfWork, requests: Sequence[Received]) -> None:
+    async def _open(self, uow: UnitOfWork, tally: Tally, requests: Sequence[Received]) -> None:
         """Open a gate per new natural key, set-based; a key already present is the same gate (nothing published)."""
         now = self.clock.now()
         unique: dict[str, Received] = {}
@@ -300,7 +311,13 @@ class ApprovalHandler:
         for gate_id in inserted:
             stored, events, received = candidates[gate_id]
             audit += await record_events(
-                self.repository, uow.conn, uow.outbox, stored, events, traceparent=received.event.traceparent
+                self.repository,
+                uow.conn,
+                uow.outbox,
+                stored,
+                events,
+                tally=tally,
+                traceparent=received.event.traceparent,
             )
         for received, reasons in refused:
             audit.append(self._refuse_request(uow, received, reasons, now))
@@ -308,7 +325,7 @@ class ApprovalHandler:
         for gate_id in inserted:
             stored, _, received = candidates[gate_id]
             if stored.request.auto_reject_previous_approvals:
-                await self._supersede_older(uow, stored, inserted, received, now)
+                await self._supersede_older(uow, tally, stored, inserted, received, now)
 
     def _refuse_request(self, uow: UnitOfWork, received: Received, reasons: dict[str, str], now: datetime) -> AuditRow:
         """Publish a request the service cannot serve as RequestRefused; returns its audit row."""
@@ -333,7 +350,13 @@ class ApprovalHandler:
         )
 
     async def _supersede_older(
-        self, uow: UnitOfWork, newer: StoredGate, new_ids: Sequence[str], received: Received, now: datetime
+        self,
+        uow: UnitOfWork,
+        tally: Tally,
+        newer: StoredGate,
+        new_ids: Sequence[str],
+        received: Received,
+        now: datetime,
     ) -> None:
         key = newer.request.key
         rows = await self.repository.pending_of_step(
@@ -347,13 +370,16 @@ class ApprovalHandler:
                 uow.outbox,
                 older,
                 events,
+                tally=tally,
                 traceparent=received.event.traceparent,
                 superseded_by=newer.id,
             )
 
     # ------------------------------------------------------------------------------------------------ cancels
 
-    async def _cancel(self, uow: UnitOfWork, received: Received, data: wire.ApprovalCancelRequested) -> None:
+    async def _cancel(
+        self, uow: UnitOfWork, tally: Tally, received: Received, data: wire.ApprovalCancelRequested
+    ) -> None:
         now = self.clock.now()
         row = await self.repository.gate_by_id(uow.conn, data.gate_id) if data.gate_id else None
         if row is None:
@@ -389,24 +415,26 @@ class ApprovalHandler:
             )
             return
         await persist_events(
-            self.repository, uow.conn, uow.outbox, stored, events, traceparent=received.event.traceparent
+            self.repository, uow.conn, uow.outbox, stored, events, tally=tally, traceparent=received.event.traceparent
         )
 
     # ------------------------------------------------------------------------------------------------ decisions
 
-    async def _decide(self, uow: UnitOfWork, received: Received, decision: wire.ApprovalDecision) -> None:
+    async def _decide(self, uow: UnitOfWork, tally: Tally, received: Received, decision: wire.ApprovalDecision) -> None:
         now = self.clock.now()
         key = self._keys.get(decision.source)
         if key is None:
             return await self._refuse(
-                uow, received, decision, WireRefusal.UNKNOWN_SOURCE, "no key for this source", now
+                uow, tally, received, decision, WireRefusal.UNKNOWN_SOURCE, "no key for this source", now
             )
         if decision.signature is None:
-            return await self._refuse(uow, received, decision, WireRefusal.UNSIGNED, "the decision is unsigned", now)
+            return await self._refuse(
+                uow, tally, received, decision, WireRefusal.UNSIGNED, "the decision is unsigned", now
+            )
         # The signature covers the data object as the sender wrote it (ApprovalDecision.signing_input).
         if not decision.signature_valid(key, received.event.received):
             return await self._refuse(
-                uow, received, decision, WireRefusal.BAD_SIGNATURE, "signature does not match", now
+                uow, tally, received, decision, WireRefusal.BAD_SIGNATURE, "signature does not match", now
             )
         if decision.gate_id is not None:
             row = await self.repository.gate_by_id(uow.conn, decision.gate_id)
@@ -422,17 +450,21 @@ class ApprovalHandler:
         )
         if not first:
             detail = f"decision {decision.decision_id} was already seen"
-            return await self._refuse(uow, received, decision, WireRefusal.DUPLICATE, detail, now, gate_id=seen_on)
+            return await self._refuse(
+                uow, tally, received, decision, WireRefusal.DUPLICATE, detail, now, gate_id=seen_on
+            )
         max_age = self.settings.decision_max_age_span
         if abs(now - decision.decided_at) > max_age:
             detail = (
                 f"decided_at {format_utc(decision.decided_at)} is more than {format_duration(max_age)}"
                 f" from its arrival at {format_utc(now)}"
             )
-            return await self._refuse(uow, received, decision, WireRefusal.STALE_DECISION, detail, now, gate_id=gate_id)
+            return await self._refuse(
+                uow, tally, received, decision, WireRefusal.STALE_DECISION, detail, now, gate_id=gate_id
+            )
         if row is None:
             return await self._refuse(
-                uow, received, decision, WireRefusal.UNKNOWN_GATE, f"no gate {decision.default_subject()}", now
+                uow, tally, received, decision, WireRefusal.UNKNOWN_GATE, f"no gate {decision.default_subject()}", now
             )
         (stored,) = await load_gates(self.repository, uow.conn, [row])
         stored.vote_meta[decision.decision_id] = (decision.source, decision.decided_at)
@@ -451,6 +483,7 @@ class ApprovalHandler:
             uow.outbox,
             stored,
             events,
+            tally=tally,
             traceparent=received.event.traceparent,
             source=decision.source,
             submitted_by=decision.submitted_by,
@@ -460,6 +493,7 @@ class ApprovalHandler:
     async def _refuse(
         self,
         uow: UnitOfWork,
+        tally: Tally,
         received: Received,
         decision: wire.ApprovalDecision,
         reason: WireRefusal,
@@ -471,6 +505,7 @@ class ApprovalHandler:
         """Refuse a decision before the gate judged it: audited and published (keyed by the gate id when known,
         else by the decision id)."""
         log.info("decision_refused", decision_id=decision.decision_id, reason=reason.value, detail=detail)
+        tally.refused(reason.value)
         await self.repository.audit(
             uow.conn,
             [

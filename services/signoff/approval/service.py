@@ -12,6 +12,7 @@ import yaml
 
 from signoff.approval.expiry import run_expiry
 from signoff.approval.handlers import ApprovalHandler
+from signoff.approval.metrics import GateMetrics, run_gate_gauges
 from signoff.approval.repository import SCHEMA, ApprovalRepository
 from signoff.approval.settings import ApprovalSettings
 from signoff.contracts.topics import TOPICS
@@ -61,9 +62,11 @@ def approval_spec(settings: ApprovalSettings, clock: Clock | None = None) -> Ser
     clock = clock or SystemClock()
     settings.decision_key_map()  # a malformed SIGNOFF_DECISION_KEYS stops the role at start, not at the first decision
     repository = ApprovalRepository(SCHEMA)
+    # One per process: the decisions lane, the requests loop and the expiry loop label the same pipelines.
+    metrics = GateMetrics(settings.metrics_pipeline_ids, settings.metrics_pipeline_limit)
 
     def handler(context: ServiceContext) -> ApprovalHandler:
-        return ApprovalHandler(settings, clock=clock, repository=repository)
+        return ApprovalHandler(settings, clock=clock, repository=repository, metrics=metrics)
 
     async def directory(context: ServiceContext) -> None:
         if settings.directory_file is not None:
@@ -76,9 +79,21 @@ def approval_spec(settings: ApprovalSettings, clock: Clock | None = None) -> Ser
             context.stopping,
             interval=settings.expiry_interval_seconds,
             repository=repository,
+            metrics=metrics,
+        )
+
+    async def gauges(context: ServiceContext) -> None:
+        await run_gate_gauges(
+            context.pool,
+            clock,
+            context.stopping,
+            interval=settings.metrics_gauge_interval_seconds,
+            within=settings.metrics_expiring_within_span,
+            repository=repository,
         )
 
     expiry.__name__ = "approval-expiry"
+    gauges.__name__ = "approval-gate-gauges"
     return ServiceSpec(
         name="approval",
         schema=SCHEMA,
@@ -88,7 +103,7 @@ def approval_spec(settings: ApprovalSettings, clock: Clock | None = None) -> Ser
         lanes=(Lane("decisions", (DECISIONS_TOPIC,)),),
         produces=(GATES_TOPIC,),
         handler=handler,
-        background=(expiry,),
+        background=(expiry, gauges),
         # Loaded before the role reports ready, so nothing (a request, `signoff dev token`) meets an empty directory.
         startup=(directory,),
     )

@@ -31,8 +31,22 @@ class ApprovalSettings(Settings):
         description="A decision whose decided_at is further than this from its arrival is refused (stale_decision).",
     )
     expiry_interval_seconds: float = Field(5.0, gt=0, description="How often the expiry loop looks for due gates.")
+    metrics_pipelines: str = Field(
+        "",
+        description="Pipeline ids, comma-separated, that label signoff_gate_wait_seconds by name (every other is "
+        "`other`); empty: the first SIGNOFF_METRICS_PIPELINE_LIMIT pipelines each replica sees.",
+    )
+    metrics_pipeline_limit: int = Field(
+        50, ge=0, description="Without SIGNOFF_METRICS_PIPELINES: how many pipelines get a label of their own."
+    )
+    metrics_expiring_within: str = Field(
+        "1h", description="signoff_gates_expiring_soon counts pending gates due within this (Harness syntax)."
+    )
+    metrics_gauge_interval_seconds: float = Field(
+        15.0, gt=0, description="How often signoff_gates_pending and signoff_gates_expiring_soon are counted."
+    )
 
-    @field_validator("default_timeout", "max_timeout", "decision_max_age")
+    @field_validator("default_timeout", "max_timeout", "decision_max_age", "metrics_expiring_within")
     @classmethod
     def _check_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -49,6 +63,14 @@ class ApprovalSettings(Settings):
     @property
     def decision_max_age_span(self) -> timedelta:
         return parse_duration(self.decision_max_age)
+
+    @property
+    def metrics_expiring_within_span(self) -> timedelta:
+        return parse_duration(self.metrics_expiring_within)
+
+    @property
+    def metrics_pipeline_ids(self) -> list[str]:
+        return [pipeline.strip() for pipeline in self.metrics_pipelines.split(",") if pipeline.strip()]
 
     @field_validator("decision_keys", mode="before")
     @classmethod

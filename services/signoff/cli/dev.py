@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -152,6 +153,8 @@ def _example_env(variable: str, example: str) -> dict[str, str]:
     return {}
 
 
+SCRAPE_TARGETS_FILE = "prometheus-targets.json"
+"""In the state dir: every role's /metrics address while the stack runs."""
 RESTART_BACKOFF_FIRST = 1.0
 RESTART_BACKOFF_CAP = 30.0
 TERMINATE_GRACE_SECONDS = 30.0
@@ -221,6 +224,7 @@ class Supervisor:
             # The env file is what `dev up --detach` and other commands wait for: write it once every role
             # answers /readyz, so the first command after `dev up` finds the API listening.
             self._wait_until_ready()
+            self._write_scrape_targets()
             self.stack.write_env_file()
             self.say(
                 "dev",
@@ -333,6 +337,19 @@ class Supervisor:
         role.proc, role.started_at, role.terminating_since = proc, time.monotonic(), None
         self.say("dev", f"role {role.name} {'restarted' if role.restarts else 'started'} (pid {proc.pid})")
         threading.Thread(target=self._pump, args=(role.name, proc), daemon=True).start()
+
+    def _write_scrape_targets(self) -> None:
+        """Every role's /metrics address, as a Prometheus `file_sd_configs` file (a local Prometheus, or a test, scrapes
+        the dev stack with it): one target per role, labelled `role`."""
+        targets = [
+            {"targets": [f"127.0.0.1:{role.health_port}"], "labels": {"role": role.name}}
+            for role in self.roles.values()
+        ]
+        path = self.state_dir / SCRAPE_TARGETS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(targets, indent=2) + "\n")
+        tmp.replace(path)
+        self.say("dev", f"metrics    {path} (Prometheus file_sd targets of every role's /metrics)")
 
     def _wait_until_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Until every role's /readyz answers 200; CliError when a role exits or the deadline passes."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from signoff.runtime.metrics import role_metrics
+
 SCRIPTS_RUNNING = Gauge("signoff_executor_scripts_running", "ShellScript processes this replica runs now.")
 SCRIPT_SECONDS = Histogram(
-    "signoff_executor_script_seconds",
+    "signoff_executor_script_duration_seconds",
     "Wall time of ShellScript steps, by how they ended.",
     ["outcome"],
     buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
@@ -18,7 +20,9 @@ REQUESTS_REFUSED = Counter(
     "signoff_executor_requests_refused_total", "Execution requests dead-lettered by the executor.", ["reason"]
 )
 RUNNER_PASS_SECONDS = Histogram(
-    "signoff_executor_runner_pass_seconds",
+    "signoff_executor_runner_pass_duration_seconds",
     "Time of one runner pass (claim, move on, commit).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+
+role_metrics("executor", SCRIPTS_RUNNING, SCRIPT_SECONDS, EXECUTIONS_FINISHED, REQUESTS_REFUSED, RUNNER_PASS_SECONDS)

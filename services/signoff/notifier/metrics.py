@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
+from signoff.runtime.metrics import role_metrics
+
 DELIVERIES_SENT = Counter("signoff_notifier_deliveries_sent_total", "Deliveries sent.", ["channel"])
 DELIVERIES_RETRIED = Counter(
     "signoff_notifier_deliveries_retried_total", "Failed tries scheduled for another try.", ["channel"]
@@ -14,3 +16,5 @@ DELIVERIES_DEAD_LETTERED = Counter(
     ["channel"],
 )
 DELIVERIES_IN_FLIGHT = Gauge("signoff_notifier_deliveries_in_flight", "Sends in progress.", ["channel"])
+
+role_metrics("notifier", DELIVERIES_SENT, DELIVERIES_RETRIED, DELIVERIES_DEAD_LETTERED, DELIVERIES_IN_FLIGHT)

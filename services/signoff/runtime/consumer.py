@@ -97,10 +97,13 @@ class Received:
 
 @dataclass
 class UnitOfWork:
-    """One database transaction: `conn` for the handler's SQL, `outbox` for the events it publishes."""
+    """One database transaction: `conn` for the handler's SQL, `outbox` for the events it publishes, and
+    `after_commit` for what must happen only once the transaction committed (counting metrics: a batch that rolls
+    back and is retried, or isolated one event at a time, must not count twice)."""
 
     conn: asyncpg.Connection
     outbox: OutboxWriter
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
 class BatchHandler(Protocol):
@@ -229,14 +232,16 @@ class ConsumerLoop:
     async def _apply_batch(self, valid: Sequence[Received], refused: Sequence[_Refused]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await self._claim(conn, valid, refused)
-            outbox = OutboxWriter(self.schema)
+            uow = UnitOfWork(conn, OutboxWriter(self.schema))
             new_events = [r for r in valid if r.event.id in fresh]
             if new_events:
-                await self.handler.apply(UnitOfWork(conn, outbox), new_events)
+                await self.handler.apply(uow, new_events)
             new_refusals = [r for r in refused if r.inbox_id in fresh]
             for refusal in new_refusals:
-                outbox.add(self._dead_letter(refusal))
-            await outbox.flush(conn)
+                uow.outbox.add(self._dead_letter(refusal))
+            await uow.outbox.flush(conn)
+        for callback in uow.after_commit:
+            callback()
         self._report(valid, fresh, new_refusals)
 
     async def _apply_one_by_one(self, valid: Sequence[Received], refused: Sequence[_Refused]) -> None:

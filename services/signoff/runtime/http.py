@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from signoff.runtime.consumer import LoopState
+from signoff.runtime.metrics import RoleView
 
 STALL_SECONDS = 60.0
 
@@ -27,8 +28,11 @@ class HealthServer:
         pool: asyncpg.Pool,
         loops: list[LoopState],
         extra_ready: Callable[[], Awaitable[str | None]] | None = None,
+        role: str | None = None,
     ) -> None:
+        """`role`: /metrics serves the runtime's metrics and this role's (`role_metrics`), not other roles'."""
         self.host, self.port = host, port
+        self.view = RoleView(role)
         self.pool = pool
         self.loops = loops
         self.extra_ready = extra_ready
@@ -79,4 +83,4 @@ class HealthServer:
         return web.json_response({"status": "ready"})
 
     async def metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=generate_latest(self.view), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -185,7 +185,7 @@ class OutboxRelay:
         )
 
     async def backlog(self) -> int:
-        """Unsent rows (also exported as signoff_outbox_backlog)."""
+        """Unsent rows (also exported as signoff_outbox_backlog_rows)."""
         async with self.pool.acquire() as conn:
             count = await conn.fetchval(
                 f'SELECT count(*) FROM "{self.schema}".outbox WHERE sent_at IS NULL'  # noqa: S608
@@ -231,7 +231,7 @@ class OutboxRelay:
                     while await self.publish_pending() and not self._stopping.is_set():
                         pass
                     loops += 1
-                    if loops % 60 == 0:
+                    if loops % 60 == 1:  # at the first round too, so the backlog gauge exists from the start
                         await self._prune()
                         await self.backlog()
                     self.healthy = True
@@ -241,6 +241,9 @@ class OutboxRelay:
                     # the rows stay unsent and are retried; nothing is lost.
                     self.healthy = False
                     log.warning("outbox_publish_failed", schema=self.schema, error=repr(exc), retry_in=delay)
+                    # The backlog grows while the broker is away: the gauge (and its alert) must see it.
+                    with contextlib.suppress(Exception):  # the database may be what failed
+                        await self.backlog()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
                     continue

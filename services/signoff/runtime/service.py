@@ -158,7 +158,11 @@ class Service:
         for each in self.loops:
             await each.start()
         self.http = HealthServer(
-            settings.http_host, settings.http_port, pool=self.pool, loops=[each.state for each in self.loops]
+            settings.http_host,
+            settings.http_port,
+            pool=self.pool,
+            loops=[each.state for each in self.loops],
+            role=spec.name,
         )
         await self.http.start()
         self._tasks = [

@@ -255,6 +255,37 @@ async def test_an_outbox_row_published_but_not_marked_is_published_again_and_ded
     assert await applied(harness.dsn) == {e.id: 1 for e in events}
 
 
+async def test_the_backlog_gauge_follows_the_outbox_while_publishing_fails(harness):
+    """The broker unreachable (here: the relay's producer closed, so every send fails): rows pile up, and
+    signoff_outbox_backlog_rows says how many, which is what the SignoffOutboxBacklog alert watches."""
+    from prometheus_client import REGISTRY
+
+    from signoff.runtime.metrics import OUTBOX_BACKLOG
+
+    async with harness.pool.acquire() as conn, conn.transaction():
+        writer = OutboxWriter(SCHEMA)
+        for event in [make_event(f"gate-stuck-{i}") for i in range(4)]:
+            value, headers = encode(event)
+            writer.add(OutboxRecord(event.id, harness.topic, event.subject.encode(), event.type, value, headers))
+        await writer.flush(conn)
+    closed = make_producer(harness.settings, "closed-producer")
+    await closed.start()
+    await closed.stop()
+    OUTBOX_BACKLOG.labels(SCHEMA).set(-1)  # whatever an earlier test left: this relay must set it
+    relay = OutboxRelay(harness.pool, closed, SCHEMA, poll_interval=0.05)
+
+    async def backlog_is_four() -> bool:
+        return REGISTRY.get_sample_value("signoff_outbox_backlog_rows", {"schema": SCHEMA}) == 4
+
+    task = asyncio.create_task(relay.run())
+    try:
+        await eventually(backlog_is_four, what="the backlog gauge at 4 while every publish fails")
+        assert not relay.healthy
+    finally:
+        relay.stop()
+        await task
+
+
 async def test_sigterm_during_a_batch_lets_it_commit_fully(harness):
     """A real SIGTERM to this process while the handler is in the middle of a batch: the service stops fetching,
     the batch commits with its offsets, and a restart neither loses nor re-applies anything."""
@@ -328,7 +359,7 @@ async def test_health_readiness_and_metrics_endpoints(harness):
             async with http.get(base + "/metrics") as response:
                 metrics = await response.text()
         assert f'signoff_events_applied_total{{consumer="{harness.group}",type="{event.type}"}}' in metrics
-        assert "signoff_batch_seconds_bucket" in metrics
+        assert "signoff_batch_duration_seconds_bucket" in metrics
     finally:
         await service.stop()
     assert await applied(harness.dsn) == {event.id: 1}
@@ -339,7 +370,7 @@ async def _equals(awaitable, expected) -> bool:
 
 
 def _lag_partitions(name: str, topic: str) -> set[int]:
-    """Partitions with a `signoff_consumer_lag` series of consumer `name` on `topic` in this process."""
+    """Partitions with a `signoff_consumer_lag_records` series of consumer `name` on `topic` in this process."""
     from signoff.runtime.metrics import CONSUMER_LAG
 
     return {

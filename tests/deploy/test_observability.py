@@ -1,0 +1,106 @@
+"""The operations pack (deploy/observability): the PrometheusRule passes `promtool check rules`, and the rules and
+the Grafana dashboard only use metrics the code exports; the metrics table of docs/deploying.md lists them all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from tests.deploy.manifests import DEPLOY, REPO
+from tests.support.promtool import PROMQL_NAME, check_metrics, exported_families, exported_series_names, promtool
+
+OBSERVABILITY = DEPLOY / "observability"
+RULE = OBSERVABILITY / "prometheusrule.yaml"
+DASHBOARD = OBSERVABILITY / "dashboard.json"
+# What the issue asks the dashboard to show, as the series its panels must query.
+DASHBOARD_MUST_USE = {
+    "signoff_gates_pending",  # pending gates
+    "signoff_gate_wait_seconds_bucket",  # time to decide, by pipeline
+    "signoff_decisions_refused_total",  # refusals by reason
+    "signoff_consumer_lag_records",
+    "signoff_outbox_backlog_rows",
+    "signoff_events_dead_lettered_total",
+    "signoff_notifier_deliveries_retried_total",  # notification failures by channel
+    "signoff_notifier_deliveries_dead_lettered_total",
+}
+ALERTS = {
+    "SignoffConsumerLagGrowing",
+    "SignoffOutboxBacklog",
+    "SignoffDeadLetters",
+    "SignoffEventsQuarantined",
+    "SignoffGatesAboutToExpireUnanswered",
+    "SignoffNotifierChannelFailing",
+    "SignoffNotificationsGivenUp",
+}
+
+
+def rule() -> dict:
+    return yaml.safe_load(RULE.read_text())
+
+
+def dashboard_expressions() -> list[str]:
+    def targets(panels: list[dict]) -> list[str]:
+        found = []
+        for panel in panels:
+            found += [target["expr"] for target in panel.get("targets", [])]
+            found += targets(panel.get("panels", []))
+        return found
+
+    return targets(json.loads(DASHBOARD.read_text())["panels"])
+
+
+def rule_expressions() -> dict[str, str]:
+    return {r["alert"]: r["expr"] for group in rule()["spec"]["groups"] for r in group["rules"]}
+
+
+def test_the_prometheus_rule_passes_promtool(tmp_path: Path) -> None:
+    document = rule()
+    assert (document["apiVersion"], document["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    groups = tmp_path / "rules.yaml"
+    groups.write_text(yaml.safe_dump(document["spec"]))  # promtool reads a rule file: the groups alone
+    done = promtool("check", "rules", str(groups))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(ALERTS)} rules found" in done.stdout, done.stdout
+    assert set(rule_expressions()) == ALERTS
+
+
+def test_promtool_would_catch_a_broken_rule(tmp_path: Path) -> None:
+    """The check above can fail: promtool refuses a rule whose PromQL does not parse."""
+    broken = rule()["spec"]
+    broken["groups"][0]["rules"][0]["expr"] = "sum by (consumer (signoff_consumer_lag_records)"
+    groups = tmp_path / "rules.yaml"
+    groups.write_text(yaml.safe_dump(broken))
+    assert promtool("check", "rules", str(groups)).returncode != 0
+
+
+def test_the_rules_and_the_dashboard_use_only_exported_metrics() -> None:
+    exported = exported_series_names()
+    used = {
+        where: set(PROMQL_NAME.findall(expr))
+        for where, expr in [*rule_expressions().items(), *enumerate(dashboard_expressions())]
+    }
+    unknown = {where: names - exported for where, names in used.items() if names - exported}
+    assert not unknown, f"metrics no role exports: {unknown}"
+    assert all(used.values()), "an expression that names no signoff metric"
+    dashboard = set().union(*(PROMQL_NAME.findall(expr) for expr in dashboard_expressions()))
+    assert dashboard >= DASHBOARD_MUST_USE, DASHBOARD_MUST_USE - dashboard
+
+
+def test_the_exported_metrics_pass_promtools_lint() -> None:
+    from prometheus_client import REGISTRY, generate_latest
+
+    exported_families()  # every metrics module imported
+    assert check_metrics(generate_latest(REGISTRY).decode()) == ""
+    assert "counter metrics should have" in check_metrics("# HELP x_c A counter.\n# TYPE x_c counter\nx_c 1\n")
+
+
+def test_every_exported_metric_is_documented() -> None:
+    documented = (REPO / "docs" / "deploying.md").read_text()
+    missing = [
+        name + ("_total" if kind == "counter" else "")
+        for name, kind in exported_families().items()
+        if f"`{name}{'_total' if kind == 'counter' else ''}`" not in documented
+    ]
+    assert not missing, f"docs/deploying.md, Metrics: {missing}"
