@@ -117,10 +117,17 @@ def test_a_rejection_fails_the_pipeline_and_is_announced(system: System):
 def test_a_gate_that_times_out_fails_the_pipeline(system: System):
     path = system.pipeline("timeout", renames={"checkout_blue_green": "e2e_timeout"}, timeout="3s")
     execution_id = _start(system, path)
-    gate_id = system.waiting_approval("e2e_timeout")["externalExecutionId"]
+    # The gate lives 3 s: it is found by its expiry notice, not caught while it is pending (a loaded machine can
+    # take longer than that to answer a poll).
     failed = system.wait_status(execution_id, "FAILED")
     assert "expire" in (failed["reason"] or "").lower(), failed
-    assert _notice(system, gate_id, EXPIRED).body["gate_id"] == gate_id
+    (expired,) = eventually_sync(
+        lambda: [r for r in system.sink.received if r.event_type == EXPIRED and execution_id in r.raw],
+        timeout=90,
+        what=f"the expiry notice of {execution_id}'s gate",
+    )
+    shown = json.loads(system.signoff("show", expired.body["gate_id"], "--json", user="dana").stdout)
+    assert shown["status"] == "expired" and shown["execution_id"] == execution_id, shown
 
 
 def test_aborting_the_execution_cancels_its_gate(system: System):
