@@ -13,6 +13,7 @@ import contextlib
 import asyncpg
 import structlog
 
+from signoff.approval.cdevents import ApprovalLinks
 from signoff.approval.handlers import load_gates, persist_events
 from signoff.approval.repository import ApprovalRepository
 from signoff.runtime.clock import Clock
@@ -22,9 +23,15 @@ log = structlog.get_logger(__name__)
 
 
 async def expire_due(
-    pool: asyncpg.Pool, clock: Clock, *, repository: ApprovalRepository | None = None, limit: int = 500
+    pool: asyncpg.Pool,
+    clock: Clock,
+    *,
+    links: ApprovalLinks,
+    repository: ApprovalRepository | None = None,
+    limit: int = 500,
 ) -> int:
-    """One pass: expire up to `limit` due gates; returns how many were closed."""
+    """One pass: expire up to `limit` due gates; returns how many were closed. `links`: where the CDEvents of
+    the outcomes point."""
     repository = repository or ApprovalRepository()
     now = clock.now()
     async with pool.acquire() as conn, conn.transaction():
@@ -36,7 +43,7 @@ async def expire_due(
         for stored in await load_gates(repository, conn, rows):
             events = stored.gate.expire(now)
             if events:
-                await persist_events(repository, conn, outbox, stored, events)
+                await persist_events(repository, conn, outbox, stored, events, links=links)
                 closed += 1
         await outbox.flush(conn)
     log.info("gates_expired", count=closed)
@@ -48,6 +55,7 @@ async def run_expiry(
     clock: Clock,
     stopping: asyncio.Event,
     *,
+    links: ApprovalLinks,
     interval: float = 5.0,
     repository: ApprovalRepository | None = None,
 ) -> None:
@@ -55,7 +63,7 @@ async def run_expiry(
     at the next tick (a gate not expired now is expired later: outcomes use the deadline, not the sweep time)."""
     while not stopping.is_set():
         try:
-            while await expire_due(pool, clock, repository=repository) and not stopping.is_set():
+            while await expire_due(pool, clock, links=links, repository=repository) and not stopping.is_set():
                 pass
         except Exception as exc:
             log.warning("expiry_pass_failed", error=repr(exc))

@@ -16,6 +16,7 @@ import asyncpg
 import structlog
 
 from signoff import contracts as wire
+from signoff.approval.cdevents import ApprovalLinks, to_cdevent
 from signoff.approval.domain import events as domain_events
 from signoff.approval.domain.gate import Gate, TokenFactory, new_token
 from signoff.approval.domain.model import Member, TimeoutAction
@@ -38,8 +39,10 @@ from signoff.approval.mapping import (
 from signoff.approval.repository import ApprovalRepository, AuditRow, NewGate, NewVote
 from signoff.approval.settings import ApprovalSettings
 from signoff.contracts.base import format_utc
+from signoff.contracts.cdevents import ApprovalCDEvent, encode_cdevent
 from signoff.contracts.durations import format_duration
 from signoff.contracts.events import RefusalReason as WireRefusal
+from signoff.contracts.topics import CDEVENTS
 from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.consumer import Received, UnitOfWork
 from signoff.runtime.outbox import OutboxRecord, OutboxWriter, event_record
@@ -54,6 +57,19 @@ class UnsupportedEvent(ValueError):
 def outbox_record(data: wire.EventData, *, at: datetime, traceparent: str | None = None) -> OutboxRecord:
     """The outbox row publishing `data` from this service."""
     return event_record(data, source=EVENT_SOURCE, at=at, traceparent=traceparent)
+
+
+def cdevent_record(cdevent: ApprovalCDEvent, *, traceparent: str | None = None) -> OutboxRecord:
+    """The outbox row publishing `cdevent` on `signoff.cdevents.v1`, keyed by the gate id (its subject)."""
+    value, headers = encode_cdevent(cdevent, traceparent=traceparent)
+    return OutboxRecord(
+        id=cdevent.context.id,
+        topic=CDEVENTS.name,
+        key=cdevent.subject.id.encode(),
+        type=cdevent.type,
+        value=value,
+        headers=headers,
+    )
 
 
 async def load_gates(
@@ -75,18 +91,21 @@ async def persist_events(
     stored: StoredGate,
     events: Sequence[domain_events.GateEvent],
     *,
+    links: ApprovalLinks,
     traceparent: str | None = None,
     source: str | None = None,
     superseded_by: str | None = None,
     submitted_by: str | None = None,
 ) -> None:
-    """Store what `events` (already applied to `stored.gate`) changed, audit them and publish them."""
+    """Store what `events` (already applied to `stored.gate`) changed, audit them and publish them (as gate events
+    and as CDEvents, whose URLs start with `links`)."""
     audit = await record_events(
         repository,
         conn,
         outbox,
         stored,
         events,
+        links=links,
         traceparent=traceparent,
         source=source,
         superseded_by=superseded_by,
@@ -105,13 +124,15 @@ async def record_events(
     stored: StoredGate,
     events: Sequence[domain_events.GateEvent],
     *,
+    links: ApprovalLinks,
     traceparent: str | None = None,
     source: str | None = None,
     superseded_by: str | None = None,
     submitted_by: str | None = None,
 ) -> list[AuditRow]:
-    """Store the votes among `events` and publish all of them; returns their audit rows for the caller to write
-    (a batch of opened gates writes the audit rows of all of them in one statement)."""
+    """Store the votes among `events` and publish all of them, each gate event followed by the CDEvent mirroring
+    it (same transaction: one exists exactly when the other does); returns their audit rows for the caller to
+    write (a batch of opened gates writes the audit rows of all of them in one statement)."""
     audit: list[AuditRow] = []
     for event in events:
         if isinstance(event, domain_events.VoteRecorded):
@@ -151,6 +172,9 @@ async def record_events(
             )
         )
         outbox.add(outbox_record(data, at=event.at, traceparent=traceparent))
+        cdevent = to_cdevent(event, stored, links)
+        if cdevent is not None:
+            outbox.add(cdevent_record(cdevent, traceparent=traceparent))
     return audit
 
 
@@ -184,6 +208,7 @@ class ApprovalHandler:
         self.clock = clock or SystemClock()
         self.repository = repository or ApprovalRepository()
         self.token_factory = token_factory
+        self.links = ApprovalLinks(settings.approval_page_url)
 
     async def apply(self, uow: UnitOfWork, batch: Sequence[Received]) -> None:
         if self._directory is not None:
@@ -300,7 +325,13 @@ class ApprovalHandler:
         for gate_id in inserted:
             stored, events, received = candidates[gate_id]
             audit += await record_events(
-                self.repository, uow.conn, uow.outbox, stored, events, traceparent=received.event.traceparent
+                self.repository,
+                uow.conn,
+                uow.outbox,
+                stored,
+                events,
+                links=self.links,
+                traceparent=received.event.traceparent,
             )
         for received, reasons in refused:
             audit.append(self._refuse_request(uow, received, reasons, now))
@@ -347,6 +378,7 @@ class ApprovalHandler:
                 uow.outbox,
                 older,
                 events,
+                links=self.links,
                 traceparent=received.event.traceparent,
                 superseded_by=newer.id,
             )
@@ -389,7 +421,13 @@ class ApprovalHandler:
             )
             return
         await persist_events(
-            self.repository, uow.conn, uow.outbox, stored, events, traceparent=received.event.traceparent
+            self.repository,
+            uow.conn,
+            uow.outbox,
+            stored,
+            events,
+            links=self.links,
+            traceparent=received.event.traceparent,
         )
 
     # ------------------------------------------------------------------------------------------------ decisions
@@ -451,6 +489,7 @@ class ApprovalHandler:
             uow.outbox,
             stored,
             events,
+            links=self.links,
             traceparent=received.event.traceparent,
             source=decision.source,
             submitted_by=decision.submitted_by,
