@@ -19,9 +19,10 @@ TOPICS = {
     "signoff.cdevents.v1",
     "signoff.deadletter.v1",
 }
-# topic -> the KafkaUsers allowed to write it. Only the approval service writes gate events (and their CDEvents); only decision sources
-# (the api, outside ones) write decisions; the executor writes approval requests and execution events; every
-# service that consumes with a group dead-letters (the api, reading every partition in every replica, does not).
+# topic -> the KafkaUsers allowed to write it. Only the approval service writes gate events (and their CDEvents);
+# only decision sources (the api, outside ones) write decisions; the executor writes approval requests and execution
+# events; every service that consumes with a group dead-letters (the api, reading every partition in every replica,
+# does not).
 WRITERS = {
     "signoff.approval.requests.v1": {"signoff-executor", "signoff-pipeline-client"},
     "signoff.approval.decisions.v1": {"signoff-api", "signoff-decision-source"},

@@ -4,8 +4,10 @@ and its CloudEvent (as the outbox row carries it) parses with the CloudEvents SD
 from __future__ import annotations
 
 import copy
+import re
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -222,3 +224,11 @@ def test_the_outbox_record_is_a_cloudevent_the_sdk_parses() -> None:
     assert event.get_datacontenttype() == "application/json"
     assert event.get_time().isoformat() == "2025-03-01T12:00:00+00:00"
     assert data == cdevent.document()
+
+
+def test_the_documented_example_validates() -> None:
+    """docs/events.md's example record: a CloudEvent the SDK parses, its data valid against the official schema."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "events.md").read_text()
+    (example,) = re.findall(r"```json\n(.*?)```", text, re.S)
+    event, data = parse_record(example.encode(), [("content-type", b"application/cloudevents+json")], None)
+    assert event.get_type() == data["context"]["type"] == APPROVAL_CLOSED
