@@ -135,12 +135,12 @@ def asyncapi_document() -> dict[str, Any]:
 
 def _operation(role: str, action: str, topic: Topic, names: list[str]) -> dict[str, Any]:
     verb = "publishes to" if action == "send" else "consumes"
-    others = " (and outside systems, see the channel)" if action == "send" else ""
     return {
         "action": action,
         "channel": {"$ref": f"#/channels/{topic.name}"},
         "title": f"The {role} role {verb} {topic.name}",
-        "summary": f"The signoff {role} role{others} {verb} {topic.name}.",
+        # Outside systems that publish or consume too are named in the channel's description.
+        "summary": f"The signoff {role} role {verb} {topic.name}.",
         "tags": [{"name": f"role:{role}", "description": f"An operation of the signoff {role} role."}],
         "messages": [{"$ref": f"#/channels/{topic.name}/messages/{name}"} for name in names],
     }
