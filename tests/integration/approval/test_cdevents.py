@@ -16,10 +16,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from signoff import contracts as wire
-from signoff.approval.domain.clock import FixedClock
 from signoff.approval.service import CDEVENTS_TOPIC, DECISIONS_TOPIC, REQUESTS_TOPIC, approval_spec
 from signoff.approval.settings import ApprovalSettings
 from signoff.contracts.cdevents import chain_id
+from signoff.runtime.clock import FixedClock
 from signoff.runtime.kafka import make_producer
 from signoff.runtime.service import Service
 from tests.integration.approval.conftest import KEY, START, decision, request
