@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer
 
 from signoff.contracts.cdevents import chain_id
 from signoff.contracts.topics import CDEVENTS
-from signoff.devstack.stack import ENV_FILE, read_env_file
+from signoff.runtime.devenv import ENV_FILE, read_env_file
 from tests.e2e.conftest import SEED_DECISION, System
 from tests.support.cdevents import parse_record
 from tests.support.waiting import eventually, eventually_sync
