@@ -132,10 +132,11 @@ def ingress_problems(objects: list[Manifest]) -> list[str]:
     public = urlsplit(env["SIGNOFF_API_PUBLIC_URL"])
     if public.scheme != "https" or {public.hostname} != hosts:
         problems.append(f"SIGNOFF_API_PUBLIC_URL {env['SIGNOFF_API_PUBLIC_URL']} is not https://<the Ingress host>")
-    (notifier,) = pod_spec(one(objects, "Deployment", "signoff-notifier"))["containers"]
-    page = container_env(objects, notifier)["SIGNOFF_APPROVAL_PAGE_URL"]
-    if urlsplit(page).hostname not in hosts:
-        problems.append(f"the notifier's links ({page}) do not lead to the Ingress host")
+    for role in ("notifier", "approval"):  # the notifications' links, the CDEvents' URLs
+        (container,) = pod_spec(one(objects, "Deployment", f"signoff-{role}"))["containers"]
+        page = container_env(objects, container)["SIGNOFF_APPROVAL_PAGE_URL"]
+        if urlsplit(page).hostname not in hosts:
+            problems.append(f"the {role}'s links ({page}) do not lead to the Ingress host")
 
     # The api itself answers an oversized body (413, problem+json) and a decision that waits for its outcome.
     max_body = ApiSettings.model_fields["api_max_body_bytes"].default
@@ -157,9 +158,20 @@ def _set_api_env(objects: list[Manifest], url: str) -> None:
     var["value"] = url
 
 
+def _set_page_url(objects: list[Manifest], role: str, url: str) -> None:
+    (container,) = pod_spec(one(objects, "Deployment", f"signoff-{role}"))["containers"]
+    (var,) = [v for v in container["env"] if v["name"] == "SIGNOFF_APPROVAL_PAGE_URL"]
+    var["value"] = url
+
+
 @pytest.mark.parametrize(
     ("what", "mutate", "problem"),
     [
+        (
+            "CDEvents linking elsewhere",
+            lambda o: _set_page_url(o, "approval", "https://approvals.example.com/"),
+            "the approval's links",
+        ),
         (
             "metrics exposed",
             lambda o: by_kind(o, "Ingress")[API]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"].update(
@@ -229,7 +241,7 @@ def prod_with(tmp_path: Path, patches: list[Manifest]) -> list[Manifest]:
     return objects
 
 
-def test_the_documented_host_change_moves_all_three_places(tmp_path: Path) -> None:
+def test_the_documented_host_change_moves_all_four_places(tmp_path: Path) -> None:
     objects = prod_with(tmp_path, documented_patches()[0])
     assert ingress_problems(objects) == []
     assert one(objects, "Ingress", API)["spec"]["rules"][0]["host"] == "signoff.corp.example"

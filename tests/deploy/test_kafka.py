@@ -16,17 +16,20 @@ TOPICS = {
     "signoff.approval.gates.v1",
     "signoff.execution.requests.v1",
     "signoff.execution.events.v1",
+    "signoff.cdevents.v1",
     "signoff.deadletter.v1",
 }
-# topic -> the KafkaUsers allowed to write it. Only the approval service writes gate events; only decision sources
-# (the api, outside ones) write decisions; the executor writes approval requests and execution events; every
-# service that consumes with a group dead-letters (the api, reading every partition in every replica, does not).
+# topic -> the KafkaUsers allowed to write it. Only the approval service writes gate events (and their CDEvents);
+# only decision sources (the api, outside ones) write decisions; the executor writes approval requests and execution
+# events; every service that consumes with a group dead-letters (the api, reading every partition in every replica,
+# does not).
 WRITERS = {
     "signoff.approval.requests.v1": {"signoff-executor", "signoff-pipeline-client"},
     "signoff.approval.decisions.v1": {"signoff-api", "signoff-decision-source"},
     "signoff.approval.gates.v1": {"signoff-approval"},
     "signoff.execution.requests.v1": {"signoff-api", "signoff-pipeline-client"},
     "signoff.execution.events.v1": {"signoff-executor"},
+    "signoff.cdevents.v1": {"signoff-approval"},
     "signoff.deadletter.v1": {"signoff-approval", "signoff-executor", "signoff-notifier"},
 }
 # user -> {topic: consumer group (a literal name, or a prefix ending in *), or None: no group, partitions assigned}.
@@ -42,6 +45,7 @@ READERS: dict[str, dict[str, str | None]] = {
     "signoff-notifier": {"signoff.approval.gates.v1": "signoff-notifier"},
     "signoff-decision-source": {"signoff.approval.gates.v1": "signoff-decision-source*"},
     "signoff-pipeline-client": {"signoff.approval.gates.v1": "signoff-pipeline-client*"},
+    "signoff-cdevents-consumer": {"signoff.cdevents.v1": "signoff-cdevents-consumer*"},
     # Every replica reads every partition, committing nothing: any of them may hold the request waiting on an event.
     "signoff-api": {"signoff.approval.gates.v1": None},
 }

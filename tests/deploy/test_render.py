@@ -31,8 +31,8 @@ BASE_KINDS = Counter(
         "PodDisruptionBudget": 4,
         "Job": 1,
         "ConfigMap": 1,
-        "KafkaTopic": 6,
-        "KafkaUser": 6,
+        "KafkaTopic": 7,
+        "KafkaUser": 7,
     }
 )
 # KEDA: a ScaledObject per service; a TriggerAuthentication per lag-scaled one (the api scales on CPU).
@@ -177,4 +177,4 @@ def test_migrations_can_be_applied_first(objects: list[Manifest]) -> None:
 def test_kafka_resources_can_be_applied_first(objects: list[Manifest]) -> None:
     """docs/deploying.md applies `-l app.kubernetes.io/component=kafka` first: the topics and users, only."""
     selected = Counter(o["kind"] for o in objects if o["metadata"]["labels"]["app.kubernetes.io/component"] == "kafka")
-    assert selected == Counter({"KafkaTopic": 6, "KafkaUser": 6})
+    assert selected == Counter({"KafkaTopic": 7, "KafkaUser": 7})

@@ -4,13 +4,20 @@ an operator and approvers would."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import urllib.request
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from signoff.contracts.cdevents import chain_id
+from signoff.contracts.topics import CDEVENTS
+from signoff.runtime.devenv import ENV_FILE, read_env_file
 from tests.e2e.conftest import SEED_DECISION, System
-from tests.support.waiting import eventually_sync
+from tests.support.cdevents import parse_record
+from tests.support.waiting import eventually, eventually_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -162,3 +169,79 @@ def test_a_quorum_of_two_refuses_the_pipeline_executor_and_needs_two_others(syst
     assert "foo is quorum" in system.signoff("logs", execution_id).stdout  # the last approver's value wins
     approved = _notice(system, gate_id, APPROVED)
     assert sorted(vote["approver"] for vote in approved.body["votes"]) == ["bob", "carol"]
+
+
+def _read_cdevents(bootstrap: str, done) -> list[tuple]:
+    """Every record of signoff.cdevents.v1 from the start, read until `done(records)` holds and the consumer has
+    reached the end offsets (so nothing written before is left unread)."""
+
+    async def read() -> list[tuple]:
+        consumer = AIOKafkaConsumer(
+            CDEVENTS.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        )
+        await consumer.start()
+        records: list[tuple] = []
+        try:
+
+            async def caught_up():
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend((r.key, r.value, r.headers or ()) for r in batch)
+                if not done(records) or not consumer.assignment():
+                    return False
+                ends = await consumer.end_offsets(list(consumer.assignment()))
+                return all([await consumer.position(tp) >= end for tp, end in ends.items()])
+
+            await eventually(caught_up, timeout=90, what="the journeys' CDEvents on signoff.cdevents.v1")
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(read())
+
+
+@pytest.mark.timeout(300)  # a whole journey, then the topic read to its end (and, run alone, the stack's start)
+def test_every_cdevent_of_the_journeys_validates_and_parses(system: System):
+    """The seed journey (run, approval request, gate, a refused and a counted decision, outcome) as CDEvents: each
+    record on signoff.cdevents.v1 (this journey's and those of the journeys before it in this module) parses with
+    the CloudEvents SDK and validates against the official schemas; this gate's tell its story."""
+    path = system.pipeline("cdevents", renames={"checkout_blue_green": "e2e_cdevents"})
+    execution_id = _start(system, path)
+    waiting = system.waiting_approval("e2e_cdevents")
+    gate_id, token = waiting["externalExecutionId"], waiting["token"]
+    refused = system.signoff("approve", gate_id, "--token", token, user="bob", check=False)
+    assert refused.returncode == 1 and "not_eligible" in refused.stderr
+    system.signoff("approve", gate_id, "--token", token, user="dana")
+    system.wait_status(execution_id, "SUCCEEDED")
+
+    def ours(records) -> list[dict]:
+        return [json.loads(value)["data"] for key, value, _ in records if key == gate_id.encode()]
+
+    records = _read_cdevents(
+        read_env_file(system.work / "dev" / ENV_FILE)["SIGNOFF_KAFKA_BOOTSTRAP"],
+        lambda records: any(d["context"]["type"].endswith(".closed.0.1.0") for d in ours(records)),
+    )
+    for key, value, headers in records:
+        event, data = parse_record(value, headers, key)  # the SDK parses it; its data passes the official schema
+        assert key.decode() == event.get_subject() == data["subject"]["id"]
+    created, updated, closed = ours(records)
+    assert [d["context"]["type"] for d in (created, updated, closed)] == [
+        "dev.cdevents.approval.created.0.1.0",
+        "dev.cdevents.approval.updated.0.1.0",
+        "dev.cdevents.approval.closed.0.1.0",
+    ]
+    assert {d["context"]["chainId"] for d in (created, updated, closed)} == {chain_id(execution_id)}
+    assert created["subject"]["content"]["requestor"] == "urn:signoff:user:alice"
+    assert (updated["subject"]["content"]["responder"], updated["subject"]["content"]["decision"]) == (
+        "urn:signoff:user:dana",
+        "approved",
+    )
+    assert closed["subject"]["content"]["status"] == "approved"
+    content = created["subject"]["content"]
+    api_url = read_env_file(system.work / "dev" / ENV_FILE)["SIGNOFF_API_URL"]
+    assert content["approvalDetailsUrl"] == f"{api_url}/gates/{gate_id}"
+    # The resource URL is the api's answer about this very execution.
+    request = urllib.request.Request(  # noqa: S310 (the stack's own http://127.0.0.1 URL)
+        content["resourceTargetUrl"], headers={"Authorization": f"Bearer {system.token('alice')}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+        assert json.loads(answer.read())["execution_id"] == execution_id

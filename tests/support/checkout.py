@@ -19,7 +19,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # What a clone does not have (or has only after `./signoffw` made it).
 _NOT_IN_A_CLONE = shutil.ignore_patterns(
-    ".git", ".venv", ".signoff", "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info", "build", "dist"
+    ".git",
+    ".venv",
+    ".signoff",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    "*.egg-info",
+    "build",
+    "dist",
+    "node_modules",
 )
 
 

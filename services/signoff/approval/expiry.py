@@ -14,6 +14,7 @@ import contextlib
 import asyncpg
 import structlog
 
+from signoff.approval.cdevents import ApprovalLinks
 from signoff.approval.handlers import load_gates, persist_events
 from signoff.approval.metrics import GateMetrics
 from signoff.approval.repository import ApprovalRepository
@@ -27,11 +28,13 @@ async def expire_due(
     pool: asyncpg.Pool,
     clock: Clock,
     *,
+    links: ApprovalLinks,
     repository: ApprovalRepository | None = None,
     metrics: GateMetrics | None = None,
     limit: int = 500,
 ) -> int:
-    """One pass: expire up to `limit` due gates; returns how many were closed."""
+    """One pass: expire up to `limit` due gates; returns how many were closed. `links`: where the CDEvents of
+    the outcomes point."""
     repository = repository or ApprovalRepository()
     tally = (metrics or GateMetrics()).tally()
     now = clock.now()
@@ -44,7 +47,7 @@ async def expire_due(
         for stored in await load_gates(repository, conn, rows):
             events = stored.gate.expire(now)
             if events:
-                await persist_events(repository, conn, outbox, stored, events, tally=tally)
+                await persist_events(repository, conn, outbox, stored, events, links=links, tally=tally)
                 closed += 1
         await outbox.flush(conn)
     tally.commit()
@@ -57,6 +60,7 @@ async def run_expiry(
     clock: Clock,
     stopping: asyncio.Event,
     *,
+    links: ApprovalLinks,
     interval: float = 5.0,
     repository: ApprovalRepository | None = None,
     metrics: GateMetrics | None = None,
@@ -65,7 +69,10 @@ async def run_expiry(
     at the next tick (a gate not expired now is expired later: outcomes use the deadline, not the sweep time)."""
     while not stopping.is_set():
         try:
-            while await expire_due(pool, clock, repository=repository, metrics=metrics) and not stopping.is_set():
+            while (
+                await expire_due(pool, clock, links=links, repository=repository, metrics=metrics)
+                and not stopping.is_set()
+            ):
                 pass
         except Exception as exc:
             log.warning("expiry_pass_failed", error=repr(exc))

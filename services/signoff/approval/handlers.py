@@ -17,6 +17,7 @@ import asyncpg
 import structlog
 
 from signoff import contracts as wire
+from signoff.approval.cdevents import ApprovalLinks, to_cdevent
 from signoff.approval.domain import events as domain_events
 from signoff.approval.domain.gate import Gate, TokenFactory, new_token
 from signoff.approval.domain.model import Member, TimeoutAction
@@ -40,8 +41,10 @@ from signoff.approval.metrics import GateMetrics, Tally
 from signoff.approval.repository import ApprovalRepository, AuditRow, NewGate, NewVote
 from signoff.approval.settings import ApprovalSettings
 from signoff.contracts.base import format_utc
+from signoff.contracts.cdevents import ApprovalCDEvent, encode_cdevent
 from signoff.contracts.durations import format_duration
 from signoff.contracts.events import RefusalReason as WireRefusal
+from signoff.contracts.topics import CDEVENTS
 from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.consumer import Received, UnitOfWork
 from signoff.runtime.outbox import OutboxRecord, OutboxWriter, event_record
@@ -56,6 +59,19 @@ class UnsupportedEvent(ValueError):
 def outbox_record(data: wire.EventData, *, at: datetime, traceparent: str | None = None) -> OutboxRecord:
     """The outbox row publishing `data` from this service."""
     return event_record(data, source=EVENT_SOURCE, at=at, traceparent=traceparent)
+
+
+def cdevent_record(cdevent: ApprovalCDEvent, *, traceparent: str | None = None) -> OutboxRecord:
+    """The outbox row publishing `cdevent` on `signoff.cdevents.v1`, keyed by the gate id (its subject)."""
+    value, headers = encode_cdevent(cdevent, traceparent=traceparent)
+    return OutboxRecord(
+        id=cdevent.context.id,
+        topic=CDEVENTS.name,
+        key=cdevent.subject.id.encode(),
+        type=cdevent.type,
+        value=value,
+        headers=headers,
+    )
 
 
 async def load_gates(
@@ -77,13 +93,15 @@ async def persist_events(
     stored: StoredGate,
     events: Sequence[domain_events.GateEvent],
     *,
+    links: ApprovalLinks,
     tally: Tally,
     traceparent: str | None = None,
     source: str | None = None,
     superseded_by: str | None = None,
     submitted_by: str | None = None,
 ) -> None:
-    """Store what `events` (already applied to `stored.gate`) changed, audit them, publish them and tally them."""
+    """Store what `events` (already applied to `stored.gate`) changed, audit them, publish them (as gate events
+    and as CDEvents, whose URLs start with `links`) and tally them."""
     audit = await record_events(
         repository,
         conn,
@@ -91,6 +109,7 @@ async def persist_events(
         stored,
         events,
         tally=tally,
+        links=links,
         traceparent=traceparent,
         source=source,
         superseded_by=superseded_by,
@@ -109,14 +128,16 @@ async def record_events(
     stored: StoredGate,
     events: Sequence[domain_events.GateEvent],
     *,
+    links: ApprovalLinks,
     tally: Tally,
     traceparent: str | None = None,
     source: str | None = None,
     superseded_by: str | None = None,
     submitted_by: str | None = None,
 ) -> list[AuditRow]:
-    """Store the votes among `events`, publish and tally all of them; returns their audit rows for the caller to
-    write (a batch of opened gates writes the audit rows of all of them in one statement)."""
+    """Store the votes among `events`, publish and tally all of them, each gate event followed by the CDEvent
+    mirroring it (same transaction: one exists exactly when the other does); returns their audit rows for the
+    caller to write (a batch of opened gates writes the audit rows of all of them in one statement)."""
     tally.events(stored, events)
     audit: list[AuditRow] = []
     for event in events:
@@ -157,6 +178,9 @@ async def record_events(
             )
         )
         outbox.add(outbox_record(data, at=event.at, traceparent=traceparent))
+        cdevent = to_cdevent(event, stored, links)
+        if cdevent is not None:
+            outbox.add(cdevent_record(cdevent, traceparent=traceparent))
     return audit
 
 
@@ -193,6 +217,7 @@ class ApprovalHandler:
         self.repository = repository or ApprovalRepository()
         self.token_factory = token_factory
         self.metrics = metrics or GateMetrics(settings.metrics_pipeline_ids, settings.metrics_pipeline_limit)
+        self.links = ApprovalLinks(settings.approval_page_url)
 
     async def apply(self, uow: UnitOfWork, batch: Sequence[Received]) -> None:
         tally = self.metrics.tally()
@@ -317,6 +342,7 @@ class ApprovalHandler:
                 stored,
                 events,
                 tally=tally,
+                links=self.links,
                 traceparent=received.event.traceparent,
             )
         for received, reasons in refused:
@@ -371,6 +397,7 @@ class ApprovalHandler:
                 older,
                 events,
                 tally=tally,
+                links=self.links,
                 traceparent=received.event.traceparent,
                 superseded_by=newer.id,
             )
@@ -415,7 +442,14 @@ class ApprovalHandler:
             )
             return
         await persist_events(
-            self.repository, uow.conn, uow.outbox, stored, events, tally=tally, traceparent=received.event.traceparent
+            self.repository,
+            uow.conn,
+            uow.outbox,
+            stored,
+            events,
+            links=self.links,
+            tally=tally,
+            traceparent=received.event.traceparent,
         )
 
     # ------------------------------------------------------------------------------------------------ decisions
@@ -484,6 +518,7 @@ class ApprovalHandler:
             stored,
             events,
             tally=tally,
+            links=self.links,
             traceparent=received.event.traceparent,
             source=decision.source,
             submitted_by=decision.submitted_by,

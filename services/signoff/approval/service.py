@@ -10,6 +10,7 @@ import click
 import structlog
 import yaml
 
+from signoff.approval.cdevents import ApprovalLinks
 from signoff.approval.expiry import run_expiry
 from signoff.approval.handlers import ApprovalHandler
 from signoff.approval.metrics import GateMetrics, run_gate_gauges
@@ -24,8 +25,9 @@ from signoff.runtime.settings import load_settings
 REQUESTS_TOPIC = "signoff.approval.requests.v1"
 DECISIONS_TOPIC = "signoff.approval.decisions.v1"
 GATES_TOPIC = "signoff.approval.gates.v1"
+CDEVENTS_TOPIC = "signoff.cdevents.v1"
 log = structlog.get_logger(__name__)
-assert {REQUESTS_TOPIC, DECISIONS_TOPIC, GATES_TOPIC} <= {topic.name for topic in TOPICS}
+assert {REQUESTS_TOPIC, DECISIONS_TOPIC, GATES_TOPIC, CDEVENTS_TOPIC} <= {topic.name for topic in TOPICS}
 
 
 def read_directory(path: Path) -> list[tuple[str, str, str | None, dict[str, str]]]:
@@ -77,6 +79,7 @@ def approval_spec(settings: ApprovalSettings, clock: Clock | None = None) -> Ser
             context.pool,
             clock,
             context.stopping,
+            links=ApprovalLinks(settings.approval_page_url),
             interval=settings.expiry_interval_seconds,
             repository=repository,
             metrics=metrics,
@@ -101,7 +104,7 @@ def approval_spec(settings: ApprovalSettings, clock: Clock | None = None) -> Ser
         consumes=(REQUESTS_TOPIC,),
         # Decisions on a loop of their own: a person's approval never waits behind a burst of requests.
         lanes=(Lane("decisions", (DECISIONS_TOPIC,)),),
-        produces=(GATES_TOPIC,),
+        produces=(GATES_TOPIC, CDEVENTS_TOPIC),
         handler=handler,
         background=(expiry, gauges),
         # Loaded before the role reports ready, so nothing (a request, `signoff dev token`) meets an empty directory.

@@ -30,6 +30,12 @@ class ApprovalSettings(Settings):
         "10m",
         description="A decision whose decided_at is further than this from its arrival is refused (stale_decision).",
     )
+    approval_page_url: str = Field(
+        "http://127.0.0.1:8080/",
+        pattern=r"^https?://",
+        description="The api's public URL, as the notifier's: the CDEvents link to <base>/gates/<gate id> and "
+        "<base>/api/v1/executions/<execution id>.",
+    )
     expiry_interval_seconds: float = Field(5.0, gt=0, description="How often the expiry loop looks for due gates.")
     metrics_pipelines: str = Field(
         "",

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from signoff.contracts.base import EventData
+from signoff.contracts.cdevents import CDEVENT_TYPES, CDEVENTS_SPECVERSION
 from signoff.contracts.envelope import (
     CONTENT_TYPE_HEADER,
     DATA_CONTENT_TYPE,
@@ -79,12 +80,27 @@ def event_schema(model: type[EventData]) -> dict[str, Any]:
     }
 
 
+def message_name(event_type: str) -> str:
+    """The AsyncAPI message name of `event_type`: its model's name, or for a CDEvent `ApprovalCreatedCDEvent` ..."""
+    if event_type in CDEVENT_TYPES:
+        subject, predicate = event_type.split(".")[2:4]
+        return f"{subject.title()}{predicate.title()}CDEvent"
+    return EVENT_TYPES[event_type].__name__
+
+
+def operation_id(role: str, action: str, topic: Topic) -> str:
+    """The AsyncAPI operation id of `role` sending to / receiving from `topic`: `approval-send-signoff.approval...`."""
+    return f"{role}-{action}-{topic.name}"
+
+
 def asyncapi_document() -> dict[str, Any]:
-    """The AsyncAPI 3.0 document: one channel per topic, one message per event type."""
+    """The AsyncAPI 3.0 document: one channel per topic, one message per event type, and one operation per role
+    that sends to or receives from a channel (`Topic.senders`, `Topic.receivers`)."""
     channels: dict[str, Any] = {}
     messages: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
     for topic in TOPICS:
-        names = [EVENT_TYPES[event_type].__name__ for event_type in topic.event_types] or ["DeadLetter"]
+        names = [message_name(event_type) for event_type in topic.event_types] or ["DeadLetter"]
         channels[topic.name] = {
             "address": topic.name,
             "description": f"{topic.description}\n\nMessage key: {topic.key}",
@@ -92,8 +108,14 @@ def asyncapi_document() -> dict[str, Any]:
             "bindings": {"kafka": {"topic": topic.name, "bindingVersion": _KAFKA_BINDING_VERSION}},
         }
         for event_type in topic.event_types:
-            model = EVENT_TYPES[event_type]
-            messages[model.__name__] = _event_message(model, topic)
+            if event_type in CDEVENT_TYPES:
+                messages[message_name(event_type)] = _cdevent_message(event_type, topic)
+            else:
+                model = EVENT_TYPES[event_type]
+                messages[model.__name__] = _event_message(model, topic)
+        for action, roles in (("send", topic.senders), ("receive", topic.receivers)):
+            for role in roles:
+                operations[operation_id(role, action, topic)] = _operation(role, action, topic, names)
     messages["DeadLetter"] = _dead_letter_message()
     return {
         "asyncapi": "3.0.0",
@@ -106,7 +128,21 @@ def asyncapi_document() -> dict[str, Any]:
         },
         "defaultContentType": STRUCTURED_CONTENT_TYPE,
         "channels": channels,
+        "operations": operations,
         "components": {"messages": messages},
+    }
+
+
+def _operation(role: str, action: str, topic: Topic, names: list[str]) -> dict[str, Any]:
+    verb = "publishes to" if action == "send" else "consumes"
+    return {
+        "action": action,
+        "channel": {"$ref": f"#/channels/{topic.name}"},
+        "title": f"The {role} role {verb} {topic.name}",
+        # Outside systems that publish or consume too are named in the channel's description.
+        "summary": f"The signoff {role} role {verb} {topic.name}.",
+        "tags": [{"name": f"role:{role}", "description": f"An operation of the signoff {role} role."}],
+        "messages": [{"$ref": f"#/channels/{topic.name}/messages/{name}"} for name in names],
     }
 
 
@@ -160,23 +196,70 @@ def _event_message(model: type[EventData], topic: Topic) -> dict[str, Any]:
         "summary": doc.split("\n\n", 1)[0].replace("\n", " "),
         "description": doc,
         "contentType": STRUCTURED_CONTENT_TYPE,
-        "headers": {
-            "type": "object",
-            "properties": {
-                CONTENT_TYPE_HEADER: {"const": STRUCTURED_CONTENT_TYPE, "description": "Structured mode."},
-                TRACEPARENT_HEADER: {
-                    "type": "string",
-                    "pattern": _TRACEPARENT_PATTERN,
-                    "description": "W3C Trace Context of the trace the event belongs to.",
-                },
-            },
-        },
+        "headers": _event_message_headers(),
         "payload": {"$ref": f"./{schema_file(model.event_type)}"},
         "bindings": {
             "kafka": {
                 "key": {"type": "string", "description": topic.key},
                 "bindingVersion": _KAFKA_BINDING_VERSION,
             }
+        },
+    }
+
+
+def _cdevent_message(event_type: str, topic: Topic) -> dict[str, Any]:
+    schema = "approval" + event_type.split(".")[3] + ".json"
+    description = (
+        f"The CDEvents (spec {CDEVENTS_SPECVERSION}) event `{event_type}` as a CloudEvents {SPECVERSION} event in "
+        f"structured mode: `type` is the CDEvents type, `id` / `source` / `time` are the CDEvent's context id / "
+        "source / timestamp, `subject` is the gate id, and `data` is the whole CDEvent (`context` + `subject`), "
+        f"valid against the official JSON Schema `schemas/cdevents/schemas/{schema}` (copied unchanged from the "
+        "CDEvents specification, Apache-2.0). docs/events.md has the mapping from gate events."
+    )
+    return {
+        "name": event_type,
+        "title": message_name(event_type),
+        "summary": f"CDEvents {event_type} about one gate.",
+        "description": description,
+        "contentType": STRUCTURED_CONTENT_TYPE,
+        "headers": _event_message_headers(),
+        "payload": {
+            "type": "object",
+            "required": ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data"],
+            "properties": {
+                "specversion": {"const": SPECVERSION, "description": "CloudEvents version."},
+                "id": {"type": "string", "minLength": 1, "description": "The CDEvent's context.id."},
+                "source": {"type": "string", "minLength": 1, "description": "The CDEvent's context.source."},
+                "type": {"const": event_type, "description": "The CDEvents type."},
+                "subject": {"type": "string", "minLength": 1, "description": "The gate id (subject.id)."},
+                "time": {"type": "string", "format": "date-time", "description": "The CDEvent's timestamp."},
+                "datacontenttype": {"const": DATA_CONTENT_TYPE, "description": "Media type of data."},
+                "data": {
+                    "type": "object",
+                    "required": ["context", "subject"],
+                    "description": f"The CDEvent; valid against `schemas/cdevents/schemas/{schema}`.",
+                },
+            },
+        },
+        "bindings": {
+            "kafka": {
+                "key": {"type": "string", "description": topic.key},
+                "bindingVersion": _KAFKA_BINDING_VERSION,
+            }
+        },
+    }
+
+
+def _event_message_headers() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            CONTENT_TYPE_HEADER: {"const": STRUCTURED_CONTENT_TYPE, "description": "Structured mode."},
+            TRACEPARENT_HEADER: {
+                "type": "string",
+                "pattern": _TRACEPARENT_PATTERN,
+                "description": "W3C Trace Context of the trace the event belongs to.",
+            },
         },
     }
 

@@ -10,6 +10,7 @@ Keys keep related events in order on one partition:
   key and one gate's votes (e.g. an approver changing their vote) stay in order. The digest, not the token, is the
   key because keys surface in logs and tooling.
 - Execution requests and events are keyed by the execution id.
+- CDEvents are keyed by the gate id (the approval's `subject.id`), like the gate events they mirror.
 
 A topic name ends in its major version: an incompatible change to a topic's events is a new topic, written in
 parallel while consumers move.
@@ -24,6 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from signoff.contracts.base import format_utc
+from signoff.contracts.cdevents import CDEVENT_TYPES
 from signoff.contracts.envelope import ContractError, ContractErrorReason, Event
 from signoff.contracts.events import (
     ApprovalCancelRequested,
@@ -59,6 +61,10 @@ class Topic:
     """The CloudEvents types it carries (empty for the dead-letter topic, which carries any message)."""
     description: str
     """What flows through it, who produces and who consumes."""
+    senders: tuple[str, ...] = ()
+    """The signoff roles that publish to it (outside systems named in `description` may too)."""
+    receivers: tuple[str, ...] = ()
+    """The signoff roles that consume it (outside systems named in `description` may too)."""
 
 
 APPROVAL_REQUESTS = Topic(
@@ -68,6 +74,8 @@ APPROVAL_REQUESTS = Topic(
     event_types=(ApprovalRequested.event_type, ApprovalCancelRequested.event_type),
     description="Requests to open or cancel approval gates. Produced by the executor or any pipeline system; "
     "consumed by the approval service.",
+    senders=("executor",),
+    receivers=("approval",),
 )
 APPROVAL_DECISIONS = Topic(
     name="signoff.approval.decisions.v1",
@@ -77,6 +85,8 @@ APPROVAL_DECISIONS = Topic(
     event_types=(ApprovalDecision.event_type,),
     description="Signed approver decisions. Produced by decision sources (CLI, web, Slack, other systems); consumed "
     "by the approval service.",
+    senders=("api",),
+    receivers=("approval",),
 )
 APPROVAL_GATES = Topic(
     name="signoff.approval.gates.v1",
@@ -94,12 +104,16 @@ APPROVAL_GATES = Topic(
     ),
     description="What happened to gates, and refused decisions. Produced by the approval service only; consumed by "
     "the executor (outcomes), the notifier, and audit or dashboard systems.",
+    senders=("approval",),
+    receivers=("executor", "notifier", "api"),
 )
 EXECUTION_REQUESTS = Topic(
     name="signoff.execution.requests.v1",
     key="The execution id (chosen by the requester), so an abort follows its start request.",
     event_types=(ExecutionRequested.event_type, ExecutionAbortRequested.event_type),
     description="Requests to start or abort pipeline executions. Produced by any system; consumed by the executor.",
+    senders=("api",),
+    receivers=("executor",),
 )
 EXECUTION_EVENTS = Topic(
     name="signoff.execution.events.v1",
@@ -112,6 +126,18 @@ EXECUTION_EVENTS = Topic(
         ExecutionAborted.event_type,
     ),
     description="Execution lifecycle. Produced by the executor; consumed by dashboards and other systems.",
+    senders=("executor",),
+)
+CDEVENTS = Topic(
+    name="signoff.cdevents.v1",
+    key="The gate id (the CDEvent's `subject.id`), so one gate's created / updated / closed events are read in the "
+    "order written.",
+    event_types=CDEVENT_TYPES,
+    description="Each gate's lifecycle as CDEvents approval events (spec 0.6.0-draft; CloudEvents whose type is the "
+    "CDEvents type and whose data is the CDEvent, docs/events.md). Produced by the approval service only, in the "
+    "same transaction as the gate events; consumed by the rest of the delivery toolchain (dashboards, DORA "
+    "metrics, other CD tools).",
+    senders=("approval",),
 )
 DEAD_LETTER = Topic(
     name="signoff.deadletter.v1",
@@ -120,6 +146,7 @@ DEAD_LETTER = Topic(
     description="Messages a consumer could not process: the original value and headers, unchanged, plus the "
     "`signoff-dlq-*` headers saying where it came from and why. Produced by every service's consumer loop; read "
     "by operators, and replayable to the original topic.",
+    senders=("approval", "executor", "notifier"),
 )
 
 TOPICS: tuple[Topic, ...] = (
@@ -128,6 +155,7 @@ TOPICS: tuple[Topic, ...] = (
     APPROVAL_GATES,
     EXECUTION_REQUESTS,
     EXECUTION_EVENTS,
+    CDEVENTS,
     DEAD_LETTER,
 )
 """Every topic of the contract."""

@@ -16,6 +16,7 @@ from signoff.approval.handlers import ApprovalHandler
 from signoff.approval.repository import SCHEMA, ApprovalRepository
 from signoff.approval.settings import ApprovalSettings
 from signoff.contracts.events import StageMetadata
+from signoff.contracts.topics import CDEVENTS
 from signoff.runtime.clock import FixedClock
 from signoff.runtime.consumer import ConsumerLoop
 from signoff.runtime.db import create_pool
@@ -150,9 +151,13 @@ class ApprovalHarness:
         return event
 
     async def published(self, event_type: str | None = None) -> list[wire.Event]:
-        """Events the service wrote to its outbox (what the relay publishes), oldest first."""
+        """Events the service wrote to its outbox (what the relay publishes), oldest first; the CDEvents (another
+        contract, see `cdevents`) left out."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(f'SELECT payload, headers FROM "{SCHEMA}".outbox ORDER BY seq')  # noqa: S608
+            rows = await conn.fetch(
+                f'SELECT payload, headers FROM "{SCHEMA}".outbox WHERE aggregatetype <> $1 ORDER BY seq',  # noqa: S608
+                CDEVENTS.name,
+            )
         events = [
             wire.decode(bytes(row["payload"]), [("content-type", b"application/cloudevents+json")]) for row in rows
         ]

@@ -136,18 +136,18 @@ async def test_cancel(approval: ApprovalHarness) -> None:
 async def test_timeout_fail_and_auto_approve_via_expiry(approval: ApprovalHarness) -> None:
     failing = await approval.open_gate(request(timeout="1h", timeout_action="fail"))
     approving = await approval.open_gate(request(timeout="2h", timeout_action="approve"))
-    assert await expire_due(approval.pool, approval.clock) == 0
+    assert await expire_due(approval.pool, approval.clock, links=approval.handler.links) == 0
     approval.clock.advance(timedelta(hours=1))
-    assert await expire_due(approval.pool, approval.clock) == 1
+    assert await expire_due(approval.pool, approval.clock, links=approval.handler.links) == 1
     (expired,) = await approval.wait_for(EXPIRED, where=lambda d: d.gate_id == failing.gate_id)
     assert expired.expired_at == approval.clock.now()
     approval.clock.advance(timedelta(hours=1))
-    assert await expire_due(approval.pool, approval.clock) == 1
+    assert await expire_due(approval.pool, approval.clock, links=approval.handler.links) == 1
     (approved,) = await approval.wait_for(APPROVED, where=lambda d: d.gate_id == approving.gate_id)
     assert approved.cause == "timeout_action"
     assert await approval.gate_status(failing.gate_id) == "expired"
     assert await approval.gate_status(approving.gate_id) == "approved"
-    assert await expire_due(approval.pool, approval.clock) == 0
+    assert await expire_due(approval.pool, approval.clock, links=approval.handler.links) == 0
 
 
 async def test_codepipeline_decision_by_pipeline_stage_action(approval: ApprovalHarness) -> None:

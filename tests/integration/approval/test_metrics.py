@@ -101,7 +101,10 @@ async def test_expired_gates_are_counted_by_the_expiry_loop(approval: ApprovalHa
     await approval.open_gate(request(pipeline=pipeline, timeout="1h"))
     before = value("signoff_gate_outcomes_total", outcome="expired")
     approval.clock.advance(timedelta(hours=2))
-    assert await expire_due(approval.pool, approval.clock, repository=approval.repository) == 1
+    assert (
+        await expire_due(approval.pool, approval.clock, links=approval.handler.links, repository=approval.repository)
+        == 1
+    )
     assert value("signoff_gate_outcomes_total", outcome="expired") - before == 1
     assert value("signoff_gate_wait_seconds_count", outcome="expired", pipeline=pipeline, environment_type="none") == 1
 

@@ -8,10 +8,13 @@ from jsonschema import Draft202012Validator
 
 from signoff.cli.main import cli
 from signoff.contracts import EVENT_TYPES, TOPICS, decode
-from signoff.contracts.schemagen import ASYNCAPI_FILE, OPENAPI_FILE, render, schema_file
+from signoff.contracts.cdevents import CDEVENT_TYPES
+from signoff.contracts.schemagen import ASYNCAPI_FILE, OPENAPI_FILE, message_name, operation_id, render, schema_file
+from signoff.contracts.topics import DEAD_LETTER
 from tests.unit.contracts.conftest import EXAMPLES, SCHEMAS
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.json"))
+TOPIC_BY_NAME = {topic.name: topic for topic in TOPICS}
 
 
 def test_committed_schemas_match_the_contracts() -> None:
@@ -70,6 +73,62 @@ def test_asyncapi_document_lists_topics_and_messages() -> None:
         message = messages[model.__name__]
         assert message["name"] == event_type
         assert (SCHEMAS / message["payload"]["$ref"]).is_file()
+
+
+def test_asyncapi_operations_say_which_role_sends_and_which_receives() -> None:
+    document = yaml.safe_load((SCHEMAS / ASYNCAPI_FILE).read_text())
+    operations = document["operations"]
+    expected = {
+        (role, action, topic.name)
+        for topic in TOPICS
+        for action, roles in (("send", topic.senders), ("receive", topic.receivers))
+        for role in roles
+    }
+    found = set()
+    for op_id, operation in operations.items():
+        channel = operation["channel"]["$ref"].removeprefix("#/channels/")
+        (tag,) = operation["tags"]
+        role = tag["name"].removeprefix("role:")
+        found.add((role, operation["action"], channel))
+        assert op_id == operation_id(role, operation["action"], TOPIC_BY_NAME[channel])
+        listed = {ref["$ref"].rsplit("/", 1)[1] for ref in operation["messages"]}
+        assert listed == set(document["channels"][channel]["messages"])
+    assert found == expected
+    assert ("approval", "send", "signoff.cdevents.v1") in found
+    assert ("executor", "receive", "signoff.approval.gates.v1") in found
+    assert ("api", "send", "signoff.approval.decisions.v1") in found
+
+
+def test_the_roles_publish_and_consume_what_the_topics_say() -> None:
+    """Topic.senders / receivers (the AsyncAPI operations) agree with the roles' service specs."""
+    from signoff.approval.service import approval_spec
+    from signoff.approval.settings import ApprovalSettings
+    from signoff.executor.service import executor_spec
+    from signoff.executor.settings import ExecutorSettings
+
+    specs = {
+        "approval": approval_spec(ApprovalSettings(database_url="postgresql://x@127.0.0.1/x")),
+        "executor": executor_spec(ExecutorSettings(database_url="postgresql://x@127.0.0.1/x")),
+    }
+    for role, spec in specs.items():
+        sent = {topic.name for topic in TOPICS if role in topic.senders} - {DEAD_LETTER.name}
+        received = {topic.name for topic in TOPICS if role in topic.receivers}
+        assert set(spec.produces) == sent, role
+        assert set(spec.all_topics) == received, role
+
+
+def test_asyncapi_cdevents_channel() -> None:
+    document = yaml.safe_load((SCHEMAS / ASYNCAPI_FILE).read_text())
+    channel = document["channels"]["signoff.cdevents.v1"]
+    assert sorted(channel["messages"]) == ["ApprovalClosedCDEvent", "ApprovalCreatedCDEvent", "ApprovalUpdatedCDEvent"]
+    for cdevent_type in CDEVENT_TYPES:
+        message = document["components"]["messages"][message_name(cdevent_type)]
+        assert message["name"] == cdevent_type and message["payload"]["properties"]["type"] == {
+            "const": cdevent_type,
+            "description": "The CDEvents type.",
+        }
+        official = message["description"].split("`schemas/", 1)[1].split("`", 1)[0]
+        assert (SCHEMAS / official).is_file()
 
 
 def test_cli_generate_and_check(tmp_path: Path) -> None:

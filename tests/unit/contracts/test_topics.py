@@ -4,11 +4,13 @@ from typing import Any
 import pytest
 
 from signoff.contracts import EVENT_TYPES, TOPICS, ContractError, ContractErrorReason, decode, message_key, topic_for
+from signoff.contracts.cdevents import CDEVENT_TYPES
 from signoff.contracts.events import token_digest
 from signoff.contracts.topics import (
     APPROVAL_DECISIONS,
     APPROVAL_GATES,
     APPROVAL_REQUESTS,
+    CDEVENTS,
     DEAD_LETTER,
     DEAD_LETTER_TOPIC,
     DLQ_ERROR_MAX_CHARS,
@@ -32,7 +34,7 @@ def decoded(name: str) -> Any:
 
 def test_every_event_type_travels_on_exactly_one_versioned_topic() -> None:
     carried = [event_type for topic in TOPICS for event_type in topic.event_types]
-    assert sorted(carried) == sorted(EVENT_TYPES)
+    assert sorted(carried) == sorted([*EVENT_TYPES, *CDEVENT_TYPES])  # signoff's own events and the CDEvents
     assert all(topic.name.startswith("signoff.") and topic.name.endswith(".v1") for topic in TOPICS)
     assert len({topic.name for topic in TOPICS}) == len(TOPICS)
 
@@ -45,6 +47,7 @@ def test_topic_for() -> None:
     assert topic_for("io.signoff.gate.decision_refused.v1") is APPROVAL_GATES
     assert topic_for("io.signoff.execution.abort_requested.v1") is EXECUTION_REQUESTS
     assert topic_for("io.signoff.execution.step_changed.v1") is EXECUTION_EVENTS
+    assert topic_for("dev.cdevents.approval.updated.0.1.0") is CDEVENTS
     with pytest.raises(ContractError) as caught:
         topic_for("io.signoff.nothing.v1")
     assert caught.value.reason is ContractErrorReason.UNKNOWN_TYPE
