@@ -12,7 +12,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,6 +49,7 @@ class Received:
     subject: str
     body: dict
     raw: str
+    traceparent: str = ""
 
 
 @dataclass
@@ -66,7 +68,11 @@ class WebhookSink:
                 with sink.lock:
                     sink.received.append(
                         Received(
-                            self.headers.get("ce-type", ""), self.headers.get("ce-subject", ""), json.loads(raw), raw
+                            self.headers.get("ce-type", ""),
+                            self.headers.get("ce-subject", ""),
+                            json.loads(raw),
+                            raw,
+                            self.headers.get("traceparent", ""),
                         )
                     )
                 self.send_response(200)
@@ -192,6 +198,14 @@ class System:
 
 @pytest.fixture(scope="module")
 def system() -> Iterator[System]:
+    with running_system() as running:
+        yield running
+
+
+@contextmanager
+def running_system(extra_env: Mapping[str, str] | None = None) -> Iterator[System]:
+    """A dev stack (`signoff dev up --detach`) with the walkthrough's settings, plus `extra_env` (e.g. `OTEL_*`)
+    for the stack and its roles; purged afterwards."""
     # A private (0700) folder: as root, the stack keeps PostgreSQL's files where its account can reach them.
     work = Path(tempfile.mkdtemp(prefix="signoff-e2e-"))
     state = work / "dev"
@@ -220,6 +234,7 @@ def system() -> Iterator[System]:
         "SIGNOFF_APPROVAL_PAGE_URL": "http://127.0.0.1:9/approvals",
         "SIGNOFF_EXPIRY_INTERVAL_SECONDS": "0.5",
         "SIGNOFF_API_DECISION_WAIT_SECONDS": "60",
+        **(extra_env or {}),
     }
     up = subprocess.run(
         [sys.executable, "-m", "signoff", "dev", "up", "--detach", "--state-dir", str(state)],

@@ -34,6 +34,7 @@ from signoff.runtime.logging import configure_logging
 from signoff.runtime.migrations import load_migrations, migrate
 from signoff.runtime.service import run_until_signalled, until_stopped
 from signoff.runtime.settings import load_settings
+from signoff.runtime.tracing import traced
 
 log = structlog.get_logger(__name__)
 
@@ -185,4 +186,5 @@ def api() -> None:
     """Run the api role (the REST API /api/v1 for approvers and pipelines) until SIGTERM."""
     settings = load_settings(ApiSettings)
     configure_logging(settings.log_level, settings.log_format, role="api")
-    asyncio.run(ApiRole(settings).run())
+    with traced("api"):
+        asyncio.run(ApiRole(settings).run())

@@ -2,7 +2,8 @@
 
 Each pass claims due gates with FOR UPDATE SKIP LOCKED in one transaction, applies `gate.expire(now)`, stores the
 outcome and writes its events to the outbox in that same transaction: several replicas can run it at once, each
-gate is expired exactly once, and nothing is published unless the new status is committed.
+gate is expired exactly once, and nothing is published unless the new status is committed. The outcome continues
+the trace of the run that requested the gate (stored with it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import structlog
 from signoff.approval.domain.clock import Clock
 from signoff.approval.handlers import load_gates, persist_events
 from signoff.approval.repository import ApprovalRepository
+from signoff.runtime import tracing
 from signoff.runtime.outbox import OutboxWriter
 
 log = structlog.get_logger(__name__)
@@ -34,10 +36,19 @@ async def expire_due(
         outbox = OutboxWriter(repository.schema)
         closed = 0
         for stored in await load_gates(repository, conn, rows):
-            events = stored.gate.expire(now)
-            if events:
-                await persist_events(repository, conn, outbox, stored, events)
-                closed += 1
+            # The outcome continues the run's trace (stored with the gate), under a span of this pass.
+            with tracing.span("approval expire", parent=stored.traceparent, attributes={"signoff.gate_id": stored.id}):
+                events = stored.gate.expire(now)
+                if events:
+                    await persist_events(
+                        repository,
+                        conn,
+                        outbox,
+                        stored,
+                        events,
+                        traceparent=tracing.current_traceparent(stored.traceparent),
+                    )
+                    closed += 1
         await outbox.flush(conn)
     log.info("gates_expired", count=closed)
     return closed

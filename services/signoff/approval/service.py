@@ -19,6 +19,7 @@ from signoff.contracts.topics import TOPICS
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.service import Lane, Service, ServiceContext, ServiceSpec
 from signoff.runtime.settings import load_settings
+from signoff.runtime.tracing import traced
 
 REQUESTS_TOPIC = "signoff.approval.requests.v1"
 DECISIONS_TOPIC = "signoff.approval.decisions.v1"
@@ -99,4 +100,5 @@ def approval() -> None:
     """Run the approval service (gates, votes, timeouts) until SIGTERM."""
     settings = load_settings(ApprovalSettings)
     configure_logging(settings.log_level, settings.log_format, role="approval")
-    asyncio.run(Service(approval_spec(settings), settings).run())
+    with traced("approval"):
+        asyncio.run(Service(approval_spec(settings), settings).run())

@@ -17,6 +17,7 @@ from signoff.executor.settings import ExecutorSettings
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.service import Service, ServiceContext, ServiceSpec
 from signoff.runtime.settings import load_settings
+from signoff.runtime.tracing import traced
 
 REQUESTS_TOPIC = EXECUTION_REQUESTS.name
 GATES_TOPIC = APPROVAL_GATES.name
@@ -64,4 +65,5 @@ def executor() -> None:
     """Run the executor service (pipelines, scripts, approval steps) until SIGTERM."""
     settings = load_settings(ExecutorSettings)
     configure_logging(settings.log_level, settings.log_format, role="executor")
-    asyncio.run(Service(executor_spec(settings), settings).run())
+    with traced("executor"):
+        asyncio.run(Service(executor_spec(settings), settings).run())
