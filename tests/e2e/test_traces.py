@@ -208,6 +208,12 @@ def test_the_seed_journey_is_one_trace_across_the_roles(traced_system: System, c
         callers = [s for s in collector.spans if s.service == "signoff-api" and s.trace_id in decide.linked_traces]
     assert any(s.kind == 2 for s in callers), callers  # the put-approval-result request's SERVER span
 
+    # The next step's script runs under the runner pass that started it, which continues the run's trace.
+    spans = collector.of_trace(trace_id)
+    advances = {s.span_id for s in spans if s.name == "executor advance"}
+    (script,) = [s for s in spans if s.attributes.get("signoff.step_path") == "MyApprovalStage.echo_input"]
+    assert script.name == "executor script MyApprovalStage.echo_input" and script.parent_span_id in advances
+
     # Spans of one process have parents in another: the trace crosses the roles through the events' traceparent.
     services = {span.service for span in collector.of_trace(trace_id)}
     assert services == {"signoff-api", "signoff-executor", "signoff-approval", "signoff-notifier"}, services

@@ -96,7 +96,7 @@ class Runner:
         executions were claimed."""
         now = self.clock.now()
         started_at = time.perf_counter()
-        to_start: list[tuple[RunShellScript, str | None]] = []  # with the run's traceparent
+        to_start: list[tuple[RunShellScript, str | None]] = []  # with the traceparent they continue
         to_cancel: list[ScriptKey] = []
         ended: list[str] = []
         async with self.pool.acquire() as conn, conn.transaction():
@@ -109,6 +109,8 @@ class Runner:
                     with tracing.span(
                         "executor advance", parent=row["traceparent"], attributes={"signoff.execution_id": row["id"]}
                     ):
+                        # The scripts it starts run under spans of their own, children of this one.
+                        parent = tracing.current_traceparent(row["traceparent"])
                         async with conn.transaction():
                             loaded = load(row, self.catalog)
                             started, cancelled, finish = await self._advance(conn, outbox, loaded, now)
@@ -120,7 +122,7 @@ class Runner:
                     to_cancel.extend(key for key in self.scripts if key[0] == row["id"])
                     ended.append("FAILED")
                     continue
-                to_start.extend((action, row["traceparent"]) for action in started)
+                to_start.extend((action, parent) for action in started)
                 to_cancel.extend(cancelled)
                 ended.extend(finish)
         for status in ended:
