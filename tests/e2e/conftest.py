@@ -49,6 +49,7 @@ class Received:
     subject: str
     body: dict
     raw: str
+    traceparent: str = ""
 
 
 @dataclass
@@ -67,7 +68,11 @@ class WebhookSink:
                 with sink.lock:
                     sink.received.append(
                         Received(
-                            self.headers.get("ce-type", ""), self.headers.get("ce-subject", ""), json.loads(raw), raw
+                            self.headers.get("ce-type", ""),
+                            self.headers.get("ce-subject", ""),
+                            json.loads(raw),
+                            raw,
+                            self.headers.get("traceparent", ""),
                         )
                     )
                 self.send_response(200)

@@ -31,6 +31,7 @@ from signoff.approval.domain.model import user_key
 from signoff.approval.repository import ApprovalRepository
 from signoff.contracts.events import DecisionStatus
 from signoff.contracts.topics import APPROVAL_DECISIONS
+from signoff.runtime import tracing
 
 log = structlog.get_logger(__name__)
 
@@ -177,7 +178,14 @@ class DecisionDesk:
             raise ApiProblem(404, "unknown_gate", f"no gate {gate_id}")
         if earlier is None:
             decision = self._decision(decision_id, approver, submitted_by, row, request, source, key)
-            verdict = await self._publish_and_wait(decision)
+            # The decision continues the run's trace (stored with its gate), linked to the caller's request.
+            with tracing.span(
+                "api decide",
+                parent=row["traceparent"],
+                links=(tracing.current_traceparent(),),
+                attributes={"signoff.gate_id": gate_id, "signoff.decision_id": decision_id},
+            ):
+                verdict = await self._publish_and_wait(decision, tracing.current_traceparent(row["traceparent"]))
             _count(decision, verdict)
         else:
             verdict = earlier  # an idempotent repeat whose first answer was not stored: the first verdict stands
@@ -226,9 +234,9 @@ class DecisionDesk:
             raise ApiProblem(422, "invalid_decision", f"{first['field']}: {first['message']}", errors=errors) from None
         return decision.signed(key)
 
-    async def _publish_and_wait(self, decision: wire.ApprovalDecision) -> Verdict | None:
+    async def _publish_and_wait(self, decision: wire.ApprovalDecision, traceparent: str | None) -> Verdict | None:
         ring = self.waiters.register(decision.decision_id)
-        event = wire.new_event(decision, source=EVENT_SOURCE)
+        event = wire.new_event(decision, source=EVENT_SOURCE, traceparent=traceparent)
         value, headers = wire.encode(event)
         try:
             await self.producer.send_and_wait(self.decisions_topic, value, key=wire.message_key(event), headers=headers)

@@ -28,6 +28,7 @@ from signoff.executor.domain.state import ExecutionStatus
 from signoff.executor.repository import ExecutorRepository
 from signoff.executor.validation import StartRefused, check_start
 from signoff.executor.views import execution_summary, pipeline_state
+from signoff.runtime import tracing
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +56,8 @@ class ExecutionDesk:
         self.repository = repository or ExecutorRepository()
 
     async def _publish(self, data: wire.EventData) -> None:
-        event = wire.new_event(data, source=EVENT_SOURCE)
+        # Under the request's span when tracing is on: the run's trace starts (or continues the caller's) here.
+        event = wire.new_event(data, source=EVENT_SOURCE, traceparent=tracing.current_traceparent())
         value, headers = wire.encode(event)
         try:
             await self.producer.send_and_wait(self.requests_topic, value, key=wire.message_key(event), headers=headers)

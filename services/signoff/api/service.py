@@ -37,6 +37,7 @@ from signoff.runtime.logging import configure_logging
 from signoff.runtime.migrations import load_migrations, migrate
 from signoff.runtime.service import run_until_signalled, until_stopped
 from signoff.runtime.settings import load_settings
+from signoff.runtime.tracing import traced
 
 log = structlog.get_logger(__name__)
 
@@ -210,4 +211,5 @@ def api() -> None:
     configure_logging(settings.log_level, settings.log_format, role="api")
     if problem := settings.slack_problem():
         raise click.ClickException(problem)
-    asyncio.run(ApiRole(settings).run())
+    with traced("api"):
+        asyncio.run(ApiRole(settings).run())

@@ -3,7 +3,7 @@
 Each pass claims due gates with FOR UPDATE SKIP LOCKED in one transaction, applies `gate.expire(now)`, stores the
 outcome and writes its events to the outbox in that same transaction: several replicas can run it at once, each
 gate is expired exactly once, and nothing is published (or counted in the metrics) unless the new status is
-committed.
+committed. The outcome continues the trace of the run that requested the gate (stored with it).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from signoff.approval.cdevents import ApprovalLinks
 from signoff.approval.handlers import load_gates, persist_events
 from signoff.approval.metrics import GateMetrics
 from signoff.approval.repository import ApprovalRepository
+from signoff.runtime import tracing
 from signoff.runtime.clock import Clock
 from signoff.runtime.outbox import OutboxWriter
 
@@ -45,10 +46,21 @@ async def expire_due(
         outbox = OutboxWriter(repository.schema)
         closed = 0
         for stored in await load_gates(repository, conn, rows):
-            events = stored.gate.expire(now)
-            if events:
-                await persist_events(repository, conn, outbox, stored, events, links=links, tally=tally)
-                closed += 1
+            # The outcome continues the run's trace (stored with the gate), under a span of this pass.
+            with tracing.span("approval expire", parent=stored.traceparent, attributes={"signoff.gate_id": stored.id}):
+                events = stored.gate.expire(now)
+                if events:
+                    await persist_events(
+                        repository,
+                        conn,
+                        outbox,
+                        stored,
+                        events,
+                        links=links,
+                        tally=tally,
+                        traceparent=tracing.current_traceparent(stored.traceparent),
+                    )
+                    closed += 1
         await outbox.flush(conn)
     tally.commit()
     log.info("gates_expired", count=closed)

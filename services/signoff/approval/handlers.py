@@ -317,6 +317,7 @@ class ApprovalHandler:
                     stage_name=request.stage_name,
                     step_name=request.step_name,
                     environments=tuple(environment.ref for environment in request.current_stage.environments),
+                    traceparent=received.event.traceparent,
                 )
             )
         inserted = await self.repository.insert_gates(uow.conn, rows)

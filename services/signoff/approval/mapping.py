@@ -111,6 +111,8 @@ class StoredGate:
     request: wire.ApprovalRequested
     vote_meta: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     """decision id -> (source, decided_at) of every stored vote (the domain does not keep them)."""
+    traceparent: str | None = None
+    """The trace of the run, stored with the gate (what the expiry loop's outcome continues)."""
 
     @property
     def status(self) -> GateStatus:
@@ -152,6 +154,7 @@ def gate_from_row(row: Mapping[str, Any], votes: list[Mapping[str, Any]]) -> Sto
         gate=gate,
         request=request,
         vote_meta={v["decision_id"]: (v["source"], v["decided_at"]) for v in votes},
+        traceparent=row.get("traceparent"),
     )
 
 

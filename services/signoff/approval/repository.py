@@ -14,7 +14,7 @@ import asyncpg
 SCHEMA = "approval"
 _GATE_COLUMNS = """id, pipeline_id, execution_id, stage_id, step_id, attempt, status, token, policy, inputs,
     pipeline_executor, members_by_group, opened_at, expires_at, closed_at, timeout_action, request, pipeline_name,
-    stage_name, step_name, environments"""
+    stage_name, step_name, environments, traceparent"""
 # A gate as a list shows it: no request document, no directory.
 _SUMMARY_COLUMNS = """id, pipeline_id, execution_id, stage_id, step_id, attempt, status, policy, pipeline_executor,
     opened_at, expires_at, closed_at, pipeline_name, stage_name, step_name, environments"""
@@ -44,6 +44,8 @@ class NewGate:
     stage_name: str = ""
     step_name: str = ""
     environments: tuple[str, ...] = ()
+    traceparent: str | None = None
+    """The trace of the run, continued by what the gate publishes later (sql/0005_trace_context.sql)."""
 
 
 @dataclass(frozen=True)
@@ -94,17 +96,17 @@ class ApprovalRepository:
         rows = await conn.fetch(
             f"""INSERT INTO {self._t("gates")} (id, pipeline_id, execution_id, stage_id, step_id, attempt, token,
                     policy, inputs, pipeline_executor, members_by_group, opened_at, expires_at, timeout_action,
-                    request, pipeline_name, stage_name, step_name, environments)
+                    request, pipeline_name, stage_name, step_name, environments, traceparent)
                 SELECT id, pipeline_id, execution_id, stage_id, step_id, attempt, token, policy::jsonb,
                     inputs::jsonb, pipeline_executor, members_by_group::jsonb, opened_at, expires_at,
                     timeout_action, request::jsonb, pipeline_name, stage_name, step_name,
-                    string_to_array(environments, E'\\x1f')
+                    string_to_array(environments, E'\\x1f'), traceparent
                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
                     $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::timestamptz[],
-                    $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])
+                    $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[])
                     AS g(id, pipeline_id, execution_id, stage_id, step_id, attempt, token, policy, inputs,
                          pipeline_executor, members_by_group, opened_at, expires_at, timeout_action, request,
-                         pipeline_name, stage_name, step_name, environments)
+                         pipeline_name, stage_name, step_name, environments, traceparent)
                 ON CONFLICT ON CONSTRAINT gates_natural_key DO NOTHING
                 RETURNING id""",  # noqa: S608
             [g.id for g in gates],
@@ -128,6 +130,7 @@ class ApprovalRepository:
             [g.step_name for g in gates],
             # A text[] per gate inside a text[][] parameter would need equal lengths: joined by the unit separator.
             ["\x1f".join(g.environments) for g in gates],
+            [g.traceparent for g in gates],
         )
         return [row["id"] for row in rows]
 

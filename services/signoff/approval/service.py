@@ -21,6 +21,7 @@ from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.service import Lane, Service, ServiceContext, ServiceSpec
 from signoff.runtime.settings import load_settings
+from signoff.runtime.tracing import traced
 
 REQUESTS_TOPIC = "signoff.approval.requests.v1"
 DECISIONS_TOPIC = "signoff.approval.decisions.v1"
@@ -117,4 +118,5 @@ def approval() -> None:
     """Run the approval service (gates, votes, timeouts) until SIGTERM."""
     settings = load_settings(ApprovalSettings)
     configure_logging(settings.log_level, settings.log_format, role="approval")
-    asyncio.run(Service(approval_spec(settings), settings).run())
+    with traced("approval"):
+        asyncio.run(Service(approval_spec(settings), settings).run())

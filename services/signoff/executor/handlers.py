@@ -170,6 +170,7 @@ class ExecutorHandler:
                 triggered_by=person.model_dump(mode="json"),
                 state=execution.to_dict(),
                 started_at=now,
+                traceparent=received.event.traceparent,
             ),
         )
         await repo.notify_runner(uow.conn)

@@ -12,7 +12,7 @@ from signoff.executor.scripts import ScriptProcess
 
 SCHEMA = "executor"
 _EXECUTION_COLUMNS = """id, pipeline_id, pipeline_name, sequence_id, status, reason, triggered_by, state, runnable,
-    wake_at, owner, lease_until, started_at, finished_at, updated_at"""
+    wake_at, owner, lease_until, started_at, finished_at, updated_at, traceparent"""
 
 
 def runner_channel(schema: str) -> str:
@@ -32,6 +32,8 @@ class NewExecution:
     triggered_by: Any
     state: Any
     started_at: datetime
+    traceparent: str | None = None
+    """The trace the execution's later events continue (see sql/0003_trace_context.sql)."""
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,9 @@ class ExecutorRepository:
         """Insert a new execution (runnable at once); False when the id exists (a repeated request)."""
         inserted = await conn.fetchval(
             f"""INSERT INTO {self._t("executions")}
-                    (id, pipeline_id, pipeline_name, sequence_id, status, triggered_by, state, started_at, runnable)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true)
+                    (id, pipeline_id, pipeline_name, sequence_id, status, triggered_by, state, started_at, runnable,
+                     traceparent)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true, $9)
                 ON CONFLICT (id) DO NOTHING RETURNING true""",  # noqa: S608
             row.id,
             row.pipeline_id,
@@ -104,6 +107,7 @@ class ExecutorRepository:
             row.triggered_by,
             row.state,
             row.started_at,
+            row.traceparent,
         )
         return bool(inserted)
 

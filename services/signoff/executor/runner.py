@@ -49,6 +49,7 @@ from signoff.executor.metrics import EXECUTIONS_FINISHED, RUNNER_PASS_SECONDS, S
 from signoff.executor.repository import ExecutorRepository, runner_channel
 from signoff.executor.scripts import ScriptProcess, ScriptResult, ensure_gone, run_script
 from signoff.executor.store import Loaded, load, running_scripts, save
+from signoff.runtime import tracing
 from signoff.runtime.clock import Clock
 from signoff.runtime.consumer import TRANSIENT_ERRORS
 from signoff.runtime.outbox import OutboxWriter
@@ -98,7 +99,7 @@ class Runner:
         executions were claimed."""
         now = self.clock.now()
         started_at = time.perf_counter()
-        to_start: list[RunShellScript] = []
+        to_start: list[tuple[RunShellScript, str | None]] = []  # with the traceparent they continue
         to_cancel: list[ScriptKey] = []
         ended: list[str] = []
         async with self.pool.acquire() as conn, conn.transaction():
@@ -106,12 +107,17 @@ class Runner:
             for row in rows:
                 outbox = OutboxWriter(self.repository.schema)
                 try:
-                    # A savepoint per execution: one that cannot be moved on must not hold up the others.
-                    async with conn.transaction():
-                        started, cancelled, finish = await self._advance(
-                            conn, outbox, load(row, self.catalog, self.definitions), now
-                        )
-                        await outbox.flush(conn)
+                    # A savepoint per execution: one that cannot be moved on must not hold up the others. What it
+                    # publishes continues the run's trace (stored with the execution), under a span of this pass.
+                    with tracing.span(
+                        "executor advance", parent=row["traceparent"], attributes={"signoff.execution_id": row["id"]}
+                    ):
+                        # The scripts it starts run under spans of their own, children of this one.
+                        parent = tracing.current_traceparent(row["traceparent"])
+                        async with conn.transaction():
+                            loaded = load(row, self.catalog, self.definitions)
+                            started, cancelled, finish = await self._advance(conn, outbox, loaded, now)
+                            await outbox.flush(conn)
                 except TRANSIENT_ERRORS:
                     raise
                 except Exception as exc:
@@ -119,7 +125,7 @@ class Runner:
                     to_cancel.extend(key for key in self.scripts if key[0] == row["id"])
                     ended.append("FAILED")
                     continue
-                to_start.extend(started)
+                to_start.extend((action, parent) for action in started)
                 to_cancel.extend(cancelled)
                 ended.extend(finish)
         for status in ended:
@@ -130,8 +136,8 @@ class Runner:
             task = self.scripts.pop(key, None)
             if task is not None:
                 task.cancel()
-        for action in to_start:
-            self._start_script(action)
+        for action, traceparent in to_start:
+            self._start_script(action, traceparent)
         return len(rows)
 
     async def _fail_broken(
@@ -150,7 +156,7 @@ class Runner:
             error=reason,
             finished_at=now,
         )
-        outbox.add(outbox_record(failed, at=now))
+        outbox.add(outbox_record(failed, at=now, traceparent=row["traceparent"]))
         await outbox.flush(conn)
 
     async def _advance(
@@ -172,6 +178,7 @@ class Runner:
                 execution.recover(now)
         execution.tick(now)
         actions = execution.next_actions(now)
+        traceparent = tracing.current_traceparent(loaded.traceparent)
         gates = {row["step_path"]: row for row in await self.repository.gates_of(conn, execution.execution_id)}
         start: list[RunShellScript] = []
         cancel: list[ScriptKey] = []
@@ -184,7 +191,7 @@ class Runner:
                     pass  # the runner claims the execution again at wake_at (its deadline)
                 case RequestApproval():
                     request = approval_requested(action.request, loaded.triggered_by)
-                    outbox.add(outbox_record(request, at=now))
+                    outbox.add(outbox_record(request, at=now, traceparent=traceparent))
                 case CancelStep():
                     cancel.append((action.execution_id, action.step_path, action.attempt))
                 case CancelApproval():
@@ -203,9 +210,9 @@ class Runner:
                         reason=action.reason[:4096],
                         requested_at=now,
                     )
-                    outbox.add(outbox_record(cancel_request, at=now))
+                    outbox.add(outbox_record(cancel_request, at=now, traceparent=traceparent))
                 case ExecutionFinished():
-                    outbox.add(outbox_record(finished(execution, action), at=now))
+                    outbox.add(outbox_record(finished(execution, action), at=now, traceparent=traceparent))
                     ended.append(action.status)
         scripts = running_scripts(execution)
         await save(
@@ -236,13 +243,26 @@ class Runner:
 
     # ------------------------------------------------------------------------------------------------ scripts
 
-    def _start_script(self, action: RunShellScript) -> None:
+    def _start_script(self, action: RunShellScript, traceparent: str | None = None) -> None:
         key = (action.execution_id, action.step_path, action.attempt)
         log.info("script_started", execution_id=action.execution_id, step=action.step_path, attempt=action.attempt)
-        task = asyncio.create_task(self._script(action), name=f"script {action.execution_id} {action.step_path}")
+        task = asyncio.create_task(
+            self._script(action, traceparent), name=f"script {action.execution_id} {action.step_path}"
+        )
         self.scripts[key] = task
 
-    async def _script(self, action: RunShellScript) -> None:
+    async def _script(self, action: RunShellScript, traceparent: str | None = None) -> None:
+        """Run the script and report its end, under a span of the run's trace (`traceparent`): the step change
+        its report publishes continues it."""
+        attributes = {
+            "signoff.execution_id": action.execution_id,
+            "signoff.step_path": action.step_path,
+            "signoff.attempt": action.attempt,
+        }
+        with tracing.span(f"executor script {action.step_path}", parent=traceparent, attributes=attributes):
+            await self._run_script(action)
+
+    async def _run_script(self, action: RunShellScript) -> None:
         key = (action.execution_id, action.step_path, action.attempt)
         SCRIPTS_RUNNING.inc()
         began = time.perf_counter()

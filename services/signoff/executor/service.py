@@ -18,6 +18,7 @@ from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.service import Service, ServiceContext, ServiceSpec
 from signoff.runtime.settings import load_settings
+from signoff.runtime.tracing import traced
 
 REQUESTS_TOPIC = EXECUTION_REQUESTS.name
 GATES_TOPIC = APPROVAL_GATES.name
@@ -67,4 +68,5 @@ def executor() -> None:
     """Run the executor service (pipelines, scripts, approval steps) until SIGTERM."""
     settings = load_settings(ExecutorSettings)
     configure_logging(settings.log_level, settings.log_format, role="executor")
-    asyncio.run(Service(executor_spec(settings), settings).run())
+    with traced("executor"):
+        asyncio.run(Service(executor_spec(settings), settings).run())

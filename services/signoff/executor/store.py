@@ -21,6 +21,7 @@ from signoff.executor.domain.state import ExecutionStatus, StepStatus
 from signoff.executor.mapping import outbox_record, step_changed
 from signoff.executor.repository import ExecutorRepository, SavedExecution
 from signoff.runtime.outbox import OutboxWriter
+from signoff.runtime.tracing import current_traceparent
 
 
 @dataclass
@@ -30,6 +31,11 @@ class Loaded:
     row: Mapping[str, Any]
     execution: Execution
     before: dict[str, tuple[StepStatus, int]] = field(default_factory=dict)
+
+    @property
+    def traceparent(self) -> str | None:
+        """The trace of the run (what started it), stored with the execution."""
+        return self.row.get("traceparent")
 
     @property
     def triggered_by(self) -> wire.Person:
@@ -62,8 +68,10 @@ async def save(
     gate_ids: Mapping[str, str] | None = None,
     traceparent: str | None = None,
 ) -> None:
-    """Persist `loaded.execution` and publish its step changes (outbox, same transaction)."""
+    """Persist `loaded.execution` and publish its step changes (outbox, same transaction). They continue
+    `traceparent` (the event that caused the change), else the current span or the execution's stored trace."""
     execution = loaded.execution
+    traceparent = traceparent or current_traceparent(loaded.traceparent)
     for step in execution.steps():
         if loaded.before.get(step.path) != (step.status, step.attempt):
             gate_id = (gate_ids or {}).get(step.path)

@@ -12,7 +12,8 @@
 - log: the text message as a log line, and appended as a JSON line to `settings.path` when set (development).
 
 Every request carries `Idempotency-Key` (e-mail: `X-Signoff-Idempotency-Key` and the Message-ID), the same on
-every try of a delivery, so a sink can drop a repeat after a retry or a crash mid-send.
+every try of a delivery, so a sink can drop a repeat after a retry or a crash mid-send, and the W3C `traceparent`
+of the run (HTTP and e-mail header alike): the send's span when tracing is on, else the gate event's.
 
 A failure raises `DeliveryFailed`; `permanent` ones (HTTP 4xx other than 408 / 425 / 429, an SMTP refusal of
 the recipient) are dead-lettered at once, the others retried, no sooner than a 429 / 503 response's `Retry-After`.
@@ -44,10 +45,12 @@ from signoff.notifier.domain import Channel, Routing
 from signoff.notifier.domain.routing import slack_bot
 from signoff.notifier.domain.slack import UPDATE_KINDS
 from signoff.notifier.repository import NotifierRepository
+from signoff.runtime import tracing
 
 log = structlog.get_logger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+TRACEPARENT_HEADER = "traceparent"
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 
 
@@ -68,6 +71,8 @@ class Outgoing:
     gate_id: str = ""
     kind: str = ""
     """What the delivery tells: `opened`, `vote`, `reminder`, an outcome (`approved`, ...)."""
+    traceparent: str | None = None
+    """The trace of the gate event the delivery tells about (the request carries it, or the send's span)."""
 
 
 class DeliveryFailed(Exception):
@@ -167,6 +172,9 @@ class HttpTransport:
         headers = {name: value for name, value in outgoing.headers}
         headers.setdefault("content-type", outgoing.content_type)
         headers[IDEMPOTENCY_HEADER] = outgoing.idempotency_key
+        traceparent = tracing.current_traceparent(outgoing.traceparent)
+        if traceparent is not None:
+            headers[TRACEPARENT_HEADER] = traceparent
         if self.signer is not None:
             # Standard Webhooks: the id is the same on every try (receivers dedupe on it), the timestamp is this
             # try's, and the signature covers both with the body, so a captured request cannot be replayed later.
@@ -272,6 +280,9 @@ class SmtpTransport:
         message["Subject"] = outgoing.subject or "signoff notification"
         message["Message-ID"] = f"<{outgoing.idempotency_key}@signoff>"
         message["X-Signoff-Idempotency-Key"] = outgoing.idempotency_key
+        traceparent = tracing.current_traceparent(outgoing.traceparent)
+        if traceparent is not None:
+            message[TRACEPARENT_HEADER] = traceparent
         message.set_content(outgoing.body)
         if outgoing.html:
             message.add_alternative(outgoing.html, subtype="html")

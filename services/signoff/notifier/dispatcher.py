@@ -38,6 +38,7 @@ from signoff.notifier.metrics import (
     DELIVERIES_SENT,
 )
 from signoff.notifier.repository import WAKE_CHANNEL, NotifierRepository
+from signoff.runtime import tracing
 from signoff.runtime.clock import Clock
 
 log = structlog.get_logger(__name__)
@@ -142,8 +143,15 @@ class Dispatcher:
         permanent = False
         wait: timedelta | None = None
         try:
-            async with asyncio.timeout(lane.timeout):
-                await lane.transport.send(outgoing)
+            # The send continues the trace of the gate event it tells about (its request carries the span).
+            with tracing.span(
+                f"notifier send {lane.channel}",
+                parent=outgoing.traceparent,
+                kind="client",
+                attributes={"signoff.channel": lane.channel, "signoff.delivery_id": outgoing.delivery_id},
+            ):
+                async with asyncio.timeout(lane.timeout):
+                    await lane.transport.send(outgoing)
         except asyncio.CancelledError:
             # Shutdown: give the row back rather than wait for its lease (the sink may have it: same key next time).
             with contextlib.suppress(Exception):
@@ -288,4 +296,5 @@ def _outgoing(row: asyncpg.Record) -> Outgoing:
         headers=tuple((name, value) for name, value in row["headers"] or ()),
         gate_id=row["gate_id"],
         kind=row["kind"],
+        traceparent=row["traceparent"],
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,7 @@ from signoff.notifier.domain.routing import slack_bot
 from signoff.notifier.domain.slack import render_slack_bot, render_update
 from signoff.notifier.domain.view import NotificationView
 from signoff.notifier.repository import NewDelivery, NotifierRepository
+from signoff.runtime import tracing
 from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.consumer import Received, UnitOfWork
 
@@ -58,11 +60,13 @@ class Notifying:
         view: NotificationView,
         planned: Sequence[PlannedDelivery],
         kind: str,
+        traceparent: str | None = None,
         *,
         bot_payload: dict[str, Any] | None = None,
     ) -> list[NewDelivery]:
-        """Delivery rows of `planned`, each with its channel's rendering of `view` (rendered once per type).
-        Slack channels in bot mode get `bot_payload` (default: the request with its Approve / Reject buttons)."""
+        """Delivery rows of `planned`, each with its channel's rendering of `view` (rendered once per type) and
+        the `traceparent` their requests carry. Slack channels in bot mode get `bot_payload` (default: the request
+        with its Approve / Reject buttons)."""
         rendered = {}
         rows = []
         for delivery in planned:
@@ -92,6 +96,7 @@ class Notifying:
                     body=message.body,
                     html=message.alternative_html,
                     headers=message.headers,
+                    traceparent=traceparent,
                 )
             )
         return rows
@@ -141,7 +146,13 @@ class NotifierHandler:
         data: wire.GateOpened = event.data
         now = self.clock.now()
         fresh = await self.repository.remember_gate(
-            conn, data.gate_id, event.id, data.model_dump(mode="json"), data.opened_at, data.expires_at
+            conn,
+            data.gate_id,
+            event.id,
+            data.model_dump(mode="json"),
+            data.opened_at,
+            data.expires_at,
+            traceparent=event.traceparent,
         )
         if not fresh:
             log.info("gate_already_notified", gate_id=data.gate_id)
@@ -149,7 +160,9 @@ class NotifierHandler:
         n = self.notifying
         view = ApprovalView.from_gate_opened(event, n.catalog, now=now, approval_page_url=n.approval_page_url)
         planned = n.routing.deliveries_for(view, data.eligible_approvers)
-        inserted = await self.repository.insert_deliveries(conn, n.rows(view, planned, "opened"), now)
+        inserted = await self.repository.insert_deliveries(
+            conn, n.rows(view, planned, "opened", event.traceparent), now
+        )
         schedule = n.routing.reminder_times(data.opened_at, data.expires_at, now)
         escalation = n.routing.escalation_time(data.opened_at, data.expires_at)
         if escalation is not None:
@@ -179,7 +192,7 @@ class NotifierHandler:
                 opened, n.catalog, now=now, approval_page_url=n.approval_page_url, event_id=row["event_id"]
             )
             update = render_update(request, [], data)
-        rows = n.rows(view, planned, view.kind, bot_payload=update)
+        rows = n.rows(view, planned, view.kind, event.traceparent, bot_payload=update)
         inserted = await self.repository.insert_deliveries(conn, rows, now)
         await self.repository.close_gate(conn, data.gate_id, view.kind, now)
         log.info("gate_outcome_planned", gate_id=data.gate_id, outcome=view.kind, deliveries=inserted)
@@ -203,7 +216,8 @@ class NotifierHandler:
         update = render_update(request, [Vote.model_validate(vote) for vote in votes])
         view = replace(request, event_id=event.id)  # the vote's own idempotency keys
         planned = [p for p in n.routing.deliveries_for(view, opened.eligible_approvers) if n.is_bot(p.channel)]
-        inserted = await self.repository.insert_deliveries(conn, n.rows(view, planned, "vote", bot_payload=update), now)
+        rows = n.rows(view, planned, "vote", event.traceparent, bot_payload=update)
+        inserted = await self.repository.insert_deliveries(conn, rows, now)
         log.info("vote_update_planned", gate_id=data.gate_id, deliveries=inserted)
 
     async def _request_refused(self, conn: asyncpg.Connection, event: wire.Event) -> None:
@@ -215,7 +229,9 @@ class NotifierHandler:
         person = data.triggered_by
         recipients = [EligibleApprover(**person.model_dump())] if person is not None else []
         planned = n.routing.deliveries_for(view, recipients)
-        inserted = await self.repository.insert_deliveries(conn, n.rows(view, planned, view.kind), self.clock.now())
+        inserted = await self.repository.insert_deliveries(
+            conn, n.rows(view, planned, view.kind, event.traceparent), self.clock.now()
+        )
         log.info("request_refusal_planned", key=view.gate_id, deliveries=inserted)
 
 
@@ -235,29 +251,47 @@ async def send_due_reminders(
     async with pool.acquire() as conn, conn.transaction():
         due = await repository.claim_due_schedule(conn, now, limit)
         for row in due:
-            opened = wire.GateOpened.model_validate(row["opened"])
-            base = ApprovalView.from_gate_opened(
-                opened,
-                notifying.catalog,
-                now=now,
-                approval_page_url=notifying.approval_page_url,
-                event_id=row["event_id"],
-            )
-            purpose: str = row["purpose"]
-            if purpose.startswith(ESCALATION_PREFIX):
-                group = purpose.removeprefix(ESCALATION_PREFIX)
-                view = base.restated(now=now, headline=f"Escalated to {group}: approval needed")
-                members = _members_of(opened.eligible_approvers, group)
-                planned = notifying.routing.deliveries_for(view, members, groups=[group], purpose=purpose)
-                kind = "escalation"
-            else:
-                view = base.restated(now=now, headline="Reminder: approval needed")
-                planned = notifying.routing.deliveries_for(view, opened.eligible_approvers, purpose=purpose)
-                kind = "reminder"
-            inserted = await repository.insert_deliveries(conn, notifying.rows(view, planned, kind), now)
-            await repository.schedule_done(conn, row["gate_id"], purpose, now)
-            log.info("scheduled_notice_planned", gate_id=row["gate_id"], purpose=purpose, deliveries=inserted)
+            # A reminder continues the trace of the gate it restates, under a span of this pass.
+            with tracing.span(
+                "notifier reminder",
+                parent=row["traceparent"],
+                attributes={"signoff.gate_id": row["gate_id"], "signoff.purpose": row["purpose"]},
+            ):
+                await _plan_scheduled(conn, repository, notifying, row, now)
     return len(due)
+
+
+async def _plan_scheduled(
+    conn: asyncpg.Connection,
+    repository: NotifierRepository,
+    notifying: Notifying,
+    row: asyncpg.Record,
+    now: datetime,
+) -> None:
+    """Plan the deliveries of one due reminder or escalation and mark it done."""
+    opened = wire.GateOpened.model_validate(row["opened"])
+    base = ApprovalView.from_gate_opened(
+        opened,
+        notifying.catalog,
+        now=now,
+        approval_page_url=notifying.approval_page_url,
+        event_id=row["event_id"],
+    )
+    purpose: str = row["purpose"]
+    if purpose.startswith(ESCALATION_PREFIX):
+        group = purpose.removeprefix(ESCALATION_PREFIX)
+        view = base.restated(now=now, headline=f"Escalated to {group}: approval needed")
+        members = _members_of(opened.eligible_approvers, group)
+        planned = notifying.routing.deliveries_for(view, members, groups=[group], purpose=purpose)
+        kind = "escalation"
+    else:
+        view = base.restated(now=now, headline="Reminder: approval needed")
+        planned = notifying.routing.deliveries_for(view, opened.eligible_approvers, purpose=purpose)
+        kind = "reminder"
+    traceparent = tracing.current_traceparent(row["traceparent"])
+    inserted = await repository.insert_deliveries(conn, notifying.rows(view, planned, kind, traceparent), now)
+    await repository.schedule_done(conn, row["gate_id"], purpose, now)
+    log.info("scheduled_notice_planned", gate_id=row["gate_id"], purpose=purpose, deliveries=inserted)
 
 
 def _members_of(approvers: Sequence[EligibleApprover], group: str) -> list[EligibleApprover]:

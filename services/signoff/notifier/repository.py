@@ -33,6 +33,8 @@ class NewDelivery:
     body: str
     html: str | None
     headers: Sequence[tuple[str, str]]
+    traceparent: str | None = None
+    """The trace of the gate event it tells about; its request carries it."""
 
 
 class NotifierRepository:
@@ -54,16 +56,19 @@ class NotifierRepository:
         opened: Any,
         opened_at: datetime,
         expires_at: datetime,
+        traceparent: str | None = None,
     ) -> bool:
-        """Store a gate's GateOpened data; False when the gate was already known (nothing changed)."""
+        """Store a gate's GateOpened data (and its trace, which reminders continue); False when the gate was
+        already known (nothing changed)."""
         row = await conn.fetchrow(
-            f"""INSERT INTO {self._t("gates")} (gate_id, event_id, opened, opened_at, expires_at)
-                VALUES ($1, $2, $3, $4, $5) ON CONFLICT (gate_id) DO NOTHING RETURNING gate_id""",  # noqa: S608
+            f"""INSERT INTO {self._t("gates")} (gate_id, event_id, opened, opened_at, expires_at, traceparent)
+                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (gate_id) DO NOTHING RETURNING gate_id""",  # noqa: S608
             gate_id,
             event_id,
             opened,
             opened_at,
             expires_at,
+            traceparent,
         )
         return row is not None
 
@@ -158,7 +163,7 @@ class NotifierRepository:
     async def claim_due_schedule(self, conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
         """Due reminders / escalations of pending gates, locked (SKIP LOCKED: replicas share the work)."""
         return await conn.fetch(
-            f"""SELECT s.gate_id, s.purpose, s.due_at, g.event_id, g.opened
+            f"""SELECT s.gate_id, s.purpose, s.due_at, g.event_id, g.opened, g.traceparent
                 FROM {self._t("schedule")} s JOIN {self._t("gates")} g USING (gate_id)
                 WHERE s.status = 'pending' AND s.due_at <= $1 AND g.status = 'pending'
                 ORDER BY s.due_at LIMIT $2
@@ -185,11 +190,12 @@ class NotifierRepository:
         inserted = await conn.fetch(
             f"""INSERT INTO {self._t("deliveries")} (idempotency_key, gate_id, event_id, kind, purpose, channel,
                     channel_type, recipient, max_attempts, next_attempt_at, content_type, subject, body, html,
-                    headers, created_at, updated_at)
-                SELECT k, g, e, kd, p, c, ct, r, m, $15, cty, s, b, h, hd::jsonb, $15, $15
+                    headers, created_at, updated_at, traceparent)
+                SELECT k, g, e, kd, p, c, ct, r, m, $15, cty, s, b, h, hd::jsonb, $15, $15, tp
                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                            $8::text[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
-                     AS t(k, g, e, kd, p, c, ct, r, m, cty, s, b, h, hd)
+                            $8::text[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                            $16::text[])
+                     AS t(k, g, e, kd, p, c, ct, r, m, cty, s, b, h, hd, tp)
                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",  # noqa: S608
             [r.idempotency_key for r in rows],
             [r.gate_id for r in rows],
@@ -206,6 +212,7 @@ class NotifierRepository:
             [r.html for r in rows],
             [_headers_json(r.headers) for r in rows],
             now,
+            [r.traceparent for r in rows],
         )
         if inserted:
             # Delivered to listeners only when the transaction commits: the dispatcher never sees uncommitted rows.

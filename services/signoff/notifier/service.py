@@ -24,6 +24,7 @@ from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.service import Service, ServiceContext, ServiceSpec
 from signoff.runtime.settings import load_settings
+from signoff.runtime.tracing import traced
 
 log = structlog.get_logger(__name__)
 
@@ -149,4 +150,5 @@ def notifier() -> None:
         spec = notifier_spec(settings)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    asyncio.run(Service(spec, settings).run())
+    with traced("notifier"):
+        asyncio.run(Service(spec, settings).run())

@@ -24,8 +24,8 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Protocol
 
 import asyncpg
 import structlog
@@ -34,6 +34,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from signoff.contracts import ContractError, Event, decode
 from signoff.contracts.topics import DEAD_LETTER_TOPIC, dead_letter_headers
+from signoff.runtime import tracing
 from signoff.runtime.metrics import (
     BATCH_RETRIES,
     BATCH_SECONDS,
@@ -45,6 +46,9 @@ from signoff.runtime.metrics import (
     EVENTS_QUARANTINED,
 )
 from signoff.runtime.outbox import OutboxRecord, OutboxWriter
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = structlog.get_logger(__name__)
 
@@ -209,6 +213,49 @@ class ConsumerLoop:
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
         """Apply one fetched batch to the database (retrying transient failures until it commits)."""
         valid, refused = self._decode(records)
+        if not tracing.enabled():
+            await self._process(valid, refused)
+            return
+        # A CONSUMER span per event, continuing its traceparent; the event is handed on with the span's own
+        # traceparent, so whatever the handler publishes or stores for it (forwarding the event's traceparent, as
+        # it does with tracing off) continues under this span. A lone event's span is also current, for its logs.
+        spans = [self._span(received) for received in valid]
+        valid = [
+            replace(received, event=replace(received.event, traceparent=tracing.traceparent_of(span)))
+            for received, span in zip(valid, spans, strict=True)
+        ]
+        error: BaseException | None = None
+        try:
+            with tracing.use_span(spans[0] if len(spans) == 1 else None):
+                await self._process(valid, refused)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            for span in spans:
+                tracing.end_span(span, error)
+
+    def _span(self, received: Received) -> Span:
+        event, record = received.event, received.record
+        return tracing.start_consumer_span(
+            f"process {event.type}",
+            event.traceparent,
+            {
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": record.topic,
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset,
+                "messaging.consumer.group.name": self.name,
+                "messaging.message.id": event.id,
+                "cloudevents.event_id": event.id,
+                "cloudevents.event_type": event.type,
+                "cloudevents.event_source": event.source,
+                "cloudevents.event_subject": event.subject,
+            },
+        )
+
+    async def _process(self, valid: list[Received], refused: list[_Refused]) -> None:
         try:
             await self._retrying(lambda: self._apply_batch(valid, refused))
         except Exception as exc:  # the handler refused the batch: isolate the event(s) responsible

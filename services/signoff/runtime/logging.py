@@ -2,7 +2,8 @@
 
 Per-message context (event id, gate / execution id, topic, partition, offset) is bound with
 `structlog.contextvars.bound_contextvars` by the consumer loop, and merged first into every line.
-Log lines from libraries (aiokafka, asyncpg) go through the same renderer.
+Log lines from libraries (aiokafka, asyncpg) go through the same renderer. With tracing on (runtime/tracing.py), a
+line logged under a span carries its `trace_id` and `span_id`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import textwrap
 from typing import TextIO
 
 import structlog
+
+from signoff.runtime.tracing import log_ids
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -28,6 +31,8 @@ def configure_logging(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # trace_id / span_id of the current span, when tracing is on (a no-op otherwise).
+        log_ids,
     ]
     if role:
         shared.append(_add_role(role))

@@ -82,7 +82,7 @@ async def test_reminders_and_escalation_follow_the_injected_clock(notifier: Noti
     routing = type(routing).from_mapping(document)
     await notifier.start(routing, clock=clock)
     opened = gate_opened()  # opened 09:30, expires the next day at 09:30; approvers bob and carol (docs)
-    await notifier.publish(opened)
+    published = await notifier.publish(opened)
     rows = await notifier.wait_deliveries(opened.gate_id, lambda r: r["status"] == "sent", count=3, what="request")
     assert sorted(r["recipient"] for r in rows) == ["bob@example.com", "carol@example.com", "docs-slack"]
 
@@ -107,6 +107,11 @@ async def test_reminders_and_escalation_follow_the_injected_clock(notifier: Noti
     bob = [m for m in notifier.mail.messages if m["To"] == "bob@example.com"]
     assert bob[-1]["Subject"].strip().startswith("Reminder: approval needed")
     assert "1h 59m left" in bob[-1].get_body(("plain",)).get_content()
+    # Every notice so far, the escalation and the reminder planned later by the reminder loop included, carries the
+    # gate event's traceparent (tracing off: forwarded as it came), in its HTTP request or its e-mail header.
+    sent_traceparents = {hit.headers.get("traceparent") for hits in notifier.http.hits.values() for hit in hits}
+    sent_traceparents |= {message["traceparent"] for message in notifier.mail.messages}
+    assert sent_traceparents == {published.traceparent}
 
     # Approved now: the 30m reminder is cancelled, the outcome told.
     await notifier.publish(outcome(opened, "approved"))
