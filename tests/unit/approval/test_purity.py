@@ -1,13 +1,12 @@
 """The domain stays pure: only the standard library and itself, no I/O modules, no wall clock (the runtime's clock)."""
 
 import ast
-import inspect
 import pathlib
 
 import pytest
 
 import signoff.approval.domain as domain
-from tests.support.purity import imported_modules
+from tests.support.purity import imported_modules, undocumented
 
 DOMAIN_DIR = pathlib.Path(domain.__file__).parent
 MODULES = sorted(DOMAIN_DIR.glob("*.py"))
@@ -44,12 +43,4 @@ def test_no_wall_clock(module):
 
 
 def test_public_api_is_documented():
-    for name in domain.__all__:
-        value = getattr(domain, name)
-        if isinstance(value, type):
-            assert value.__doc__, name
-            for attribute, member in vars(value).items():
-                if callable(member) and not attribute.startswith("_"):
-                    assert member.__doc__, f"{name}.{attribute}"
-        elif inspect.isfunction(value):
-            assert value.__doc__, name
+    assert undocumented(domain) == []

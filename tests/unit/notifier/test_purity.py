@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import ast
-import inspect
 import pathlib
 
 import pytest
 
 import signoff.notifier.domain as domain
-from tests.support.purity import imported_modules
+from tests.support.purity import imported_modules, undocumented
 
 DOMAIN_DIR = pathlib.Path(domain.__file__).parent
 MODULES = sorted(DOMAIN_DIR.glob("*.py"))
@@ -47,12 +46,4 @@ def test_no_wall_clock_and_no_global_randomness(module: pathlib.Path) -> None:
 
 
 def test_public_api_is_documented() -> None:
-    for name in domain.__all__:
-        value = getattr(domain, name)
-        if isinstance(value, type):
-            assert value.__doc__, name
-            for attribute, member in vars(value).items():
-                if callable(member) and not attribute.startswith("_"):
-                    assert member.__doc__, f"{name}.{attribute}"
-        elif inspect.isfunction(value):
-            assert value.__doc__, name
+    assert undocumented(domain) == []
