@@ -12,8 +12,9 @@
   send finishes, and successful sends are recorded in batches: a fast sink is fed without a database round trip per
   delivery. A crash before a batch is recorded leaves those rows `sending`; their lease brings them back and the
   idempotency key lets the sink drop the repeat, as for any crash mid-send.
-- On shutdown, sends in flight are cancelled, claimed rows not yet sent released (due at once, the try not
-  counted), and the successes not yet recorded written.
+- On shutdown, sends in flight are cancelled, the successes not yet recorded written, and every other row this
+  replica claimed and did not settle released (due at once, the try not counted): waiting for a slot, cancelled
+  mid-send, or cancelled while its failed try was being recorded.
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._sent: list[tuple[Lane, Outgoing]] = []  # sent, not yet recorded
         self._sent_waiting = asyncio.Event()
+        # Rows this replica claimed whose outcome is not recorded yet (delivery id -> attempt): on shutdown they go
+        # back, whether they waited for a slot, were being sent, or were being recorded when the send was cancelled.
+        self._unsettled: dict[int, int] = {}
 
     def wake(self, *_: object) -> None:
         """Look for due deliveries now (NOTIFY callback; a finished send also calls it to refill its lane)."""
@@ -116,6 +120,7 @@ class Dispatcher:
                 async with self.pool.acquire() as conn:
                     rows = await self.repository.claim(conn, lane.channel, now, self.policy.lease, lane.room)
                 lane.claimed.extend((_outgoing(row), row["max_attempts"]) for row in rows)
+                self._unsettled.update((row["id"], row["attempts"]) for row in rows)
                 claimed += len(rows)
             self._start_sends(lane)
         return claimed
@@ -152,12 +157,6 @@ class Dispatcher:
             ):
                 async with asyncio.timeout(lane.timeout):
                     await lane.transport.send(outgoing)
-        except asyncio.CancelledError:
-            # Shutdown: give the row back rather than wait for its lease (the sink may have it: same key next time).
-            with contextlib.suppress(Exception):
-                async with self.pool.acquire() as conn:
-                    await self.repository.release(conn, outgoing.delivery_id, outgoing.attempt, self.clock.now())
-            raise
         except TimeoutError:
             error = f"no answer within {lane.timeout}s"
         except DeliveryFailed as exc:
@@ -182,9 +181,11 @@ class Dispatcher:
                         rand=self.rand,
                         retry_after=wait,
                     )
-                if await self.repository.mark_failed(
+                recorded = await self.repository.mark_failed(
                     conn, outgoing.delivery_id, outgoing.attempt, now, error, retry_at
-                ):
+                )
+                self._unsettled.pop(outgoing.delivery_id, None)
+                if recorded:
                     if retry_at is None:
                         DELIVERIES_DEAD_LETTERED.labels(lane.channel).inc()
                         bound.warning("delivery_dead_lettered", error=error, permanent=permanent)
@@ -212,6 +213,7 @@ class Dispatcher:
             log.warning("deliveries_outcome_not_recorded", error=repr(exc), sent=len(batch))
             return 0
         for lane, outgoing in batch:
+            self._unsettled.pop(outgoing.delivery_id, None)
             if outgoing.delivery_id in recorded:
                 DELIVERIES_SENT.labels(lane.channel).inc()
                 log.info(
@@ -265,21 +267,25 @@ class Dispatcher:
                 recorder.cancel()
                 await asyncio.gather(recorder, return_exceptions=True)
                 await self.record_sent()
-                await self._release_claimed()
+                await self._release_unsettled()
                 with contextlib.suppress(Exception):
                     await listener.remove_listener(WAKE_CHANNEL, self.wake)
             finally:
                 await self.pool.release(listener)
 
-    async def _release_claimed(self) -> None:
-        """Give back rows claimed ahead and never started (due at once, the try not counted)."""
-        now = self.clock.now()
+    async def _release_unsettled(self) -> None:
+        """Give back every row claimed and not settled (due at once, the try not counted): claimed ahead and never
+        started, or cancelled mid-send or mid-record. Without this a row cancelled while its failed try was being
+        recorded stayed `sending` until its lease ran out. A row whose outcome did commit is left alone (the
+        release matches `sending` rows of the same attempt only)."""
         for lane in self.lanes.values():
-            while lane.claimed:
-                outgoing, _ = lane.claimed.popleft()
-                with contextlib.suppress(Exception):
-                    async with self.pool.acquire() as conn:
-                        await self.repository.release(conn, outgoing.delivery_id, outgoing.attempt, now)
+            lane.claimed.clear()
+        now = self.clock.now()
+        for delivery_id, attempt in list(self._unsettled.items()):
+            with contextlib.suppress(Exception):
+                async with self.pool.acquire() as conn:
+                    await self.repository.release(conn, delivery_id, attempt, now)
+                self._unsettled.pop(delivery_id, None)
 
 
 def _outgoing(row: asyncpg.Record) -> Outgoing:

@@ -4,12 +4,13 @@ delivery claimed by a replica that died is sent again once its lease ends (same 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
 
 from signoff.notifier.domain import Routing
-from signoff.notifier.repository import NewDelivery, NotifierRepository
+from signoff.notifier.repository import SCHEMA, NewDelivery, NotifierRepository
 from signoff.runtime.clock import FixedClock
 from tests.integration.notifier.conftest import START, NotifierHarness, gate_opened, signature_ok
 from tests.support.waiting import eventually
@@ -104,6 +105,44 @@ async def test_a_restart_mid_retry_loses_and_duplicates_nothing(notifier: Notifi
     for key in keys:  # the first try failed, the retry (after the restart or before it) was accepted once
         tries = [h for h in notifier.http.hits["once"] if h.headers["Idempotency-Key"] == key]
         assert len(tries) >= 2
+
+
+async def test_a_stop_while_a_failed_try_is_being_recorded_gives_the_delivery_back(notifier: NotifierHarness) -> None:
+    """The shutdown cancels a send whose failure is being written: the row must not stay `sending` for its lease
+    (two minutes by default), it is released like any row this replica had not settled."""
+    notifier.http.behaviour["stall"] = "hang"  # holds the request until released, then answers 503
+    await notifier.start(webhook_routing(notifier, ("stall", {})), delivery_backoff_base_seconds=60)
+    opened = gate_opened()
+    await notifier.publish(opened)
+
+    async def in_flight() -> bool:
+        return notifier.http.hanging["stall"] == 1
+
+    await eventually(in_flight, what="the send in flight")
+
+    async def waiting_on(fragment: str):
+        async with notifier.pool.acquire() as conn:
+            return await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+                f"%{fragment}%",
+            )
+
+    async with notifier.pool.acquire() as locker:
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute(f'SELECT 1 FROM "{SCHEMA}".deliveries WHERE gate_id = $1 FOR UPDATE', opened.gate_id)  # noqa: S608
+        notifier.http.release.set()  # the sink answers 503: recording the failed try now waits on the lock
+        await eventually(lambda: waiting_on("last_error = $4"), what="the failure being recorded")
+        stopping = asyncio.create_task(notifier.stop_service())
+
+        async def released_or_stopped():
+            return stopping.done() or await waiting_on("attempts = attempts - 1")
+
+        await eventually(released_or_stopped, what="the stop giving the row back (or ending without it)")
+        await lock.rollback()
+        await stopping
+    (row,) = await notifier.deliveries(opened.gate_id)
+    assert (row["status"], row["attempts"]) == ("pending", 0), row  # due again at once, the try not counted
 
 
 async def test_a_delivery_left_by_a_dead_replica_is_sent_after_its_lease(notifier: NotifierHarness) -> None:
