@@ -47,6 +47,7 @@ from signoff.contracts.events import RefusalReason as WireRefusal
 from signoff.contracts.topics import CDEVENTS
 from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.consumer import Received, UnitOfWork
+from signoff.runtime.cooperative import cooperate
 from signoff.runtime.outbox import OutboxRecord, OutboxWriter, event_record
 
 log = structlog.get_logger(__name__)
@@ -263,7 +264,8 @@ class ApprovalHandler:
         candidates: dict[str, tuple[StoredGate, list[domain_events.GateEvent], Received]] = {}
         rows: list[NewGate] = []
         refused: list[tuple[Received, dict[str, str]]] = []
-        for received in unique.values():
+        for index, received in enumerate(unique.values()):
+            await cooperate(index)  # rules, rows and JSON for up to 1,000 requests: CPU only, let a decision in
             request: wire.ApprovalRequested = received.event.data
             reasons = refusal_reasons(
                 requested_rules(request.policy),
@@ -334,7 +336,8 @@ class ApprovalHandler:
         if duplicates:
             log.info("approval_requests_for_existing_gates", count=duplicates)
         audit: list[AuditRow] = []
-        for gate_id in inserted:
+        for index, gate_id in enumerate(inserted):
+            await cooperate(index)  # building and encoding each GateOpened and its CDEvent
             stored, events, received = candidates[gate_id]
             audit += await record_events(
                 self.repository,
