@@ -35,7 +35,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from signoff.contracts import ContractError, Event, decode
 from signoff.contracts.topics import DEAD_LETTER_TOPIC, dead_letter_headers
 from signoff.runtime import tracing
-from signoff.runtime.cooperative import cooperate
+from signoff.runtime.cooperative import cooperate, make_way, priority_work
 from signoff.runtime.metrics import (
     BATCH_RETRIES,
     BATCH_SECONDS,
@@ -201,6 +201,12 @@ class ConsumerLoop:
         self.consumer.subscribe(self.topics, listener=_Rebalance(self.state, self.name))
         await self.consumer.start()
 
+    @property
+    def priority(self) -> bool:
+        """A lane's loop (its outbox lane is not the main one) is priority work: while it applies a batch, the
+        role's other loops make way at their yield points (see signoff.runtime.cooperative)."""
+        return self.outbox_lane != MAIN_LANE
+
     async def run(self) -> None:
         """Consume until stop(). The caller starts the consumer (start()) and stops it afterwards."""
         while not self._stopping.is_set():
@@ -210,8 +216,14 @@ class ConsumerLoop:
             if not records:
                 continue
             started = time.perf_counter()
-            await self.process(records)
-            await self._commit_offsets(batches)
+            if self.priority:
+                with priority_work():
+                    await self.process(records)
+                    await self._commit_offsets(batches)
+            else:
+                await make_way()  # a lane's batch in flight goes first
+                await self.process(records)
+                await self._commit_offsets(batches)
             BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
             await self._record_lag(batches.keys())
 

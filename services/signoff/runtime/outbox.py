@@ -17,7 +17,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from signoff.contracts import EventData, encode, message_key, new_event, topic_for
-from signoff.runtime.cooperative import cooperate
+from signoff.runtime.cooperative import cooperate, priority_work
 from signoff.runtime.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 
 log = structlog.get_logger(__name__)
@@ -194,7 +194,14 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows of the lane; returns how many (0 when none is publishable yet, or
-        another replica holds the lead)."""
+        another replica holds the lead). A lane other than the main one is priority work (see
+        signoff.runtime.cooperative): the role's other loops make way while it publishes."""
+        if self.lane == MAIN_LANE:
+            return await self._publish_pending()
+        with priority_work():
+            return await self._publish_pending()
+
+    async def _publish_pending(self) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             lead = await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1::text))", self._lock_name)
             if not lead:
