@@ -14,7 +14,7 @@ from signoff import contracts as wire
 from signoff.approval.service import approval_spec
 from signoff.approval.settings import ApprovalSettings
 from signoff.runtime.clock import FixedClock
-from signoff.runtime.kafka import make_producer
+from signoff.runtime.kafka import make_consumer, make_producer
 from signoff.runtime.service import Lane, Service
 from tests.integration.approval.conftest import KEY, START, decision, request
 from tests.support.waiting import eventually
@@ -184,3 +184,40 @@ async def test_a_decisions_outcome_is_published_while_the_main_lanes_rows_wait(s
 async def _all_sent(rows) -> bool:
     found = await rows
     return bool(found) and all(found.values())
+
+
+async def test_a_batch_of_decisions_reads_its_gates_up_front_and_a_second_vote_on_one_sees_the_first(approval):
+    """A batch of decisions alone locks and reads its gates in one statement; a gate decided twice in the batch
+    is read again for the second decision, so the quorum of two is reached within the batch."""
+    quorum = await approval.open_gate(request(minimum_count=2))
+    single = await approval.open_gate(request())
+    approval.loop.stop()  # the batch below is applied by hand, in one piece
+    await asyncio.gather(approval.task, return_exceptions=True)
+    for made in (
+        decision(approver="bob", token=quorum.token, gate_id=quorum.gate_id),
+        decision(approver="dave", token=single.token, gate_id=single.gate_id),
+        decision(approver="carol", token=quorum.token, gate_id=quorum.gate_id),
+    ):
+        await approval.send(made)
+    records = await _records(approval.settings, approval.decisions, 3)
+
+    await approval.loop.process(records)
+
+    assert await approval.gate_status(quorum.gate_id) == "approved"
+    assert await approval.gate_status(single.gate_id) == "approved"
+    approved = {e.data.gate_id: e.data for e in await approval.published(wire.GateApproved.event_type)}
+    assert sorted(vote.approver for vote in approved[quorum.gate_id].votes) == ["bob", "carol"]
+
+
+async def _records(settings, topic: str, count: int) -> list:
+    consumer = make_consumer(settings, [topic], f"read-{uuid.uuid4().hex[:8]}", "test-reader")
+    await consumer.start()
+    records: list = []
+    try:
+        async with asyncio.timeout(30):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
