@@ -11,6 +11,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -47,6 +48,7 @@ from signoff.contracts.events import RefusalReason as WireRefusal
 from signoff.contracts.topics import CDEVENTS
 from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.consumer import Received, UnitOfWork
+from signoff.runtime.cooperative import cooperate
 from signoff.runtime.outbox import OutboxRecord, OutboxWriter, event_record
 
 log = structlog.get_logger(__name__)
@@ -194,6 +196,19 @@ def _closes(event: domain_events.GateEvent) -> bool:
     )
 
 
+@dataclass
+class _Prefetched:
+    """Gates of a batch's decisions read (and locked) up front, with their votes. Each is taken once: a second
+    decision for the same gate in the batch reads it again, with what the first one wrote."""
+
+    rows: dict[str, asyncpg.Record]
+    votes: dict[str, list[asyncpg.Record]]
+
+    def take(self, gate_id: str) -> tuple[asyncpg.Record, list[asyncpg.Record]] | None:
+        row = self.rows.pop(gate_id, None)
+        return None if row is None else (row, self.votes.pop(gate_id, []))
+
+
 class ApprovalHandler:
     """`BatchHandler` of the approval service."""
 
@@ -228,6 +243,7 @@ class ApprovalHandler:
         requests = [r for r in batch if isinstance(r.event.data, wire.ApprovalRequested)]
         if requests:
             await self._open(uow, tally, requests)
+        decided = await self._lock_decided_gates(uow.conn, batch)
         for received in batch:
             data = received.event.data
             if isinstance(data, wire.ApprovalRequested):
@@ -235,7 +251,7 @@ class ApprovalHandler:
             if isinstance(data, wire.ApprovalCancelRequested):
                 await self._cancel(uow, tally, received, data)
             elif isinstance(data, wire.ApprovalDecision):
-                await self._decide(uow, tally, received, data)
+                await self._decide(uow, tally, received, data, decided)
             else:
                 raise UnsupportedEvent(f"the approval service does not consume {received.event.type}")
 
@@ -263,7 +279,8 @@ class ApprovalHandler:
         candidates: dict[str, tuple[StoredGate, list[domain_events.GateEvent], Received]] = {}
         rows: list[NewGate] = []
         refused: list[tuple[Received, dict[str, str]]] = []
-        for received in unique.values():
+        for index, received in enumerate(unique.values()):
+            await cooperate(index)  # rules, rows and JSON for up to 1,000 requests: CPU only, let a decision in
             request: wire.ApprovalRequested = received.event.data
             reasons = refusal_reasons(
                 requested_rules(request.policy),
@@ -334,7 +351,8 @@ class ApprovalHandler:
         if duplicates:
             log.info("approval_requests_for_existing_gates", count=duplicates)
         audit: list[AuditRow] = []
-        for gate_id in inserted:
+        for index, gate_id in enumerate(inserted):
+            await cooperate(index)  # building and encoding each GateOpened and its CDEvent
             stored, events, received = candidates[gate_id]
             audit += await record_events(
                 self.repository,
@@ -455,7 +473,30 @@ class ApprovalHandler:
 
     # ------------------------------------------------------------------------------------------------ decisions
 
-    async def _decide(self, uow: UnitOfWork, tally: Tally, received: Received, decision: wire.ApprovalDecision) -> None:
+    async def _lock_decided_gates(self, conn: asyncpg.Connection, batch: Sequence[Received]) -> _Prefetched:
+        """The gates that the batch's decisions name by id, locked, with their votes: two statements for the
+        batch instead of two per decision (a batch of 200 decisions makes 400 round trips fewer)."""
+        if not all(isinstance(r.event.data, wire.ApprovalDecision) for r in batch):
+            # A cancel earlier in the batch could close a gate after it was read: only the decisions lane's
+            # batches (decisions alone) read ahead.
+            return _Prefetched({}, {})
+        gate_ids = {r.event.data.gate_id for r in batch if r.event.data.gate_id is not None}
+        if len(gate_ids) < 2:
+            return _Prefetched({}, {})
+        rows = {row["id"]: row for row in await self.repository.gates_by_ids(conn, sorted(gate_ids))}
+        votes: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        for vote in await self.repository.votes_of(conn, list(rows)):
+            votes[vote["gate_id"]].append(vote)
+        return _Prefetched(rows, votes)
+
+    async def _decide(
+        self,
+        uow: UnitOfWork,
+        tally: Tally,
+        received: Received,
+        decision: wire.ApprovalDecision,
+        prefetched: _Prefetched | None = None,
+    ) -> None:
         now = self.clock.now()
         key = self._keys.get(decision.source)
         if key is None:
@@ -471,7 +512,10 @@ class ApprovalHandler:
             return await self._refuse(
                 uow, tally, received, decision, WireRefusal.BAD_SIGNATURE, "signature does not match", now
             )
-        if decision.gate_id is not None:
+        taken = prefetched.take(decision.gate_id) if prefetched is not None and decision.gate_id else None
+        if taken is not None:
+            row = taken[0]
+        elif decision.gate_id is not None:
             row = await self.repository.gate_by_id(uow.conn, decision.gate_id)
         else:
             assert decision.pipeline_name and decision.stage_name and decision.action_name  # the model checks
@@ -501,7 +545,10 @@ class ApprovalHandler:
             return await self._refuse(
                 uow, tally, received, decision, WireRefusal.UNKNOWN_GATE, f"no gate {decision.default_subject()}", now
             )
-        (stored,) = await load_gates(self.repository, uow.conn, [row])
+        if taken is not None:
+            stored = gate_from_row(row, taken[1])
+        else:
+            (stored,) = await load_gates(self.repository, uow.conn, [row])
         stored.vote_meta[decision.decision_id] = (decision.source, decision.decided_at)
         events = stored.gate.decide(
             decision_id=decision.decision_id,

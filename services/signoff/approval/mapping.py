@@ -120,7 +120,8 @@ class StoredGate:
 
 
 def gate_from_row(row: Mapping[str, Any], votes: list[Mapping[str, Any]]) -> StoredGate:
-    request = wire.ApprovalRequested.model_validate(row["request"])
+    # The repository reads the request document as JSON text (see _GATE_COLUMNS): validated straight from JSON.
+    request = wire.ApprovalRequested.model_validate_json(row["request"])
     directory = Directory(
         {group: [member_from_row(m) for m in members] for group, members in (row["members_by_group"] or {}).items()}
     )

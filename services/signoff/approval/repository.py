@@ -12,9 +12,11 @@ from typing import Any
 import asyncpg
 
 SCHEMA = "approval"
+# The request document as text: it is validated by pydantic-core straight from JSON (`model_validate_json`), several
+# times faster than the jsonb codec's json.loads followed by a validation of the dicts, and a decision loads it.
 _GATE_COLUMNS = """id, pipeline_id, execution_id, stage_id, step_id, attempt, status, token, policy, inputs,
-    pipeline_executor, members_by_group, opened_at, expires_at, closed_at, timeout_action, request, pipeline_name,
-    stage_name, step_name, environments, traceparent"""
+    pipeline_executor, members_by_group, opened_at, expires_at, closed_at, timeout_action, request::text AS request,
+    pipeline_name, stage_name, step_name, environments, traceparent"""
 # A gate as a list shows it: no request document, no directory.
 _SUMMARY_COLUMNS = """id, pipeline_id, execution_id, stage_id, step_id, attempt, status, policy, pipeline_executor,
     opened_at, expires_at, closed_at, pipeline_name, stage_name, step_name, environments"""
@@ -152,6 +154,15 @@ class ApprovalRepository:
     async def gate_by_id(self, conn: asyncpg.Connection, gate_id: str) -> asyncpg.Record | None:
         """The gate `gate_id`, locked for this transaction."""
         return await conn.fetchrow(self._gate_by_id_sql, gate_id)
+
+    async def gates_by_ids(self, conn: asyncpg.Connection, gate_ids: Sequence[str]) -> list[asyncpg.Record]:
+        """The gates among `gate_ids` that exist, locked for this transaction (in id order, so two transactions
+        locking overlapping sets queue instead of deadlocking)."""
+        return await conn.fetch(
+            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")} WHERE id = ANY($1::text[])
+                ORDER BY id FOR UPDATE""",  # noqa: S608
+            list(gate_ids),
+        )
 
     async def gate_by_key(
         self, conn: asyncpg.Connection, pipeline_id: str, execution_id: str, stage_id: str, step_id: str, attempt: int

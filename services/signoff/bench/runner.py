@@ -54,6 +54,26 @@ class BenchOptions:
     bootstrap: str | None = None
     database_url: str | None = None
     burst: int = 20_000
+    only: frozenset[str] | None = None
+    """The rows to measure (`--only`), None for all of them; rows measure what their baselines need."""
+
+    def wants(self, *rows: str) -> bool:
+        """Whether any of `rows` is measured in this run."""
+        return self.only is None or any(row in self.only for row in rows)
+
+    def seed_requests(self) -> int:
+        """Without P1, the gates the selected rows need are opened first (not timed): each decision load decides
+        rate x seconds of them, P5 its own, P3 one per delivery, P4 copies one as the template of its fillers."""
+        loads = sum(1 for rows in (("P2", "P4", "P5"), ("P2b",), ("P4",)) if self.wants(*rows))
+        needed = int(self.rate * self.seconds) * loads + 1
+        if self.wants("P5"):
+            needed += int(API_RATE * self.seconds)
+        if self.wants("P3"):
+            needed = max(needed, self.notifications)
+        return needed
+
+
+ROW_IDS = ("P1", "P2", "P2b", "P3", "P4", "P5", "P6")
 
 
 def machine() -> str:
@@ -167,60 +187,73 @@ async def _measure(
             infrastructure=infrastructure.format(version=await database.server_version(pool)),
             command=command,
         )
-        partitions = settings.kafka_topic_partitions
         raw_topic, latency_topic = f"signoff.bench.raw.{run_id}", f"signoff.bench.latency.{run_id}"
         await ensure_topics(settings, [raw_topic, latency_topic])
 
         # P1: burst of requests, against the broker alone and against the naive consumer.
         pipeline = f"bench-{run_id}"
-        say(f"P1: {options.requests:,} requests, raw produce->consume on {partitions} partitions")
-        messages = workload.requests(pipeline, options.requests)
-        raw = await scenarios.raw_produce_consume(settings, producer, raw_topic, f"bench-raw-{run_id}", messages)
-        say(f"P1: {options.requests:,} requests through the approval role")
-        served = await scenarios.burst(producer, pool, REQUESTS, pipeline, messages)
-        report.add(
-            Row(
-                "P1",
-                f"burst of {options.requests:,} ApprovalRequested -> gates persisted + GateOpened published",
-                rate(served.rate),
-                f"raw produce->consume {rate(raw.rate)}",
-                f"{served.rate / raw.rate:.2f}",
-                ">= 0.50",
-                served.rate / raw.rate >= 0.5,
+        if options.wants("P1"):
+            partitions = settings.kafka_topic_partitions
+            say(f"P1: {options.requests:,} requests, raw produce->consume on {partitions} partitions")
+            messages = workload.requests(pipeline, options.requests)
+            raw = await scenarios.raw_produce_consume(settings, producer, raw_topic, f"bench-raw-{run_id}", messages)
+            say(f"P1: {options.requests:,} requests through the approval role")
+            served = await scenarios.burst(producer, pool, REQUESTS, pipeline, messages)
+            report.add(
+                Row(
+                    "P1",
+                    f"burst of {options.requests:,} ApprovalRequested -> gates persisted + GateOpened published",
+                    rate(served.rate),
+                    f"raw produce->consume {rate(raw.rate)}",
+                    f"{served.rate / raw.rate:.2f}",
+                    ">= 0.50",
+                    served.rate / raw.rate >= 0.5,
+                )
             )
-        )
-        await stop(approval)
-        say(f"P1: {options.naive_requests:,} requests through the naive consumer (a transaction per event)")
-        naive_role = await start("approval", SIGNOFF_CONSUMER_MAX_BATCH="1")
-        naive = await scenarios.burst(
-            producer,
-            pool,
-            REQUESTS,
-            f"{pipeline}-naive",
-            workload.requests(f"{pipeline}-naive", options.naive_requests),
-        )
-        await stop(naive_role)
-        report.add(
-            Row(
-                "P1",
-                "the same, against a naive consumer (one transaction + offset commit per message)",
-                rate(served.rate),
-                f"naive {rate(naive.rate)} ({options.naive_requests:,} requests)",
-                f"{served.rate / naive.rate:.1f}x",
-                ">= 5x",
-                served.rate / naive.rate >= 5,
+            await stop(approval)
+            say(f"P1: {options.naive_requests:,} requests through the naive consumer (a transaction per event)")
+            naive_role = await start("approval", SIGNOFF_CONSUMER_MAX_BATCH="1")
+            naive = await scenarios.burst(
+                producer,
+                pool,
+                REQUESTS,
+                f"{pipeline}-naive",
+                workload.requests(f"{pipeline}-naive", options.naive_requests),
             )
-        )
+            await stop(naive_role)
+            report.add(
+                Row(
+                    "P1",
+                    "the same, against a naive consumer (one transaction + offset commit per message)",
+                    rate(served.rate),
+                    f"naive {rate(naive.rate)} ({options.naive_requests:,} requests)",
+                    f"{served.rate / naive.rate:.1f}x",
+                    ">= 5x",
+                    served.rate / naive.rate >= 5,
+                )
+            )
+        else:
+            seed = options.seed_requests()
+            say(f"opening {seed:,} gates for the rows measured (P1 not measured)")
+            await scenarios.burst(producer, pool, REQUESTS, pipeline, workload.requests(pipeline, seed))
 
         # P2: decision -> outcome under a steady decision load, against the broker's own latency.
-        approval = await start("approval")
-        say(f"P2: broker produce->consume latency at {options.rate:g}/s for {options.seconds:g}s")
-        decision_size = len(workload.decision("gate", "token", key.encode())[1])
-        broker = await scenarios.broker_latency(
-            settings, producer, latency_topic, f"bench-latency-{run_id}", options.rate, options.seconds, decision_size
-        )
+        if options.wants("P1"):
+            approval = await start("approval")  # P1 ended with the naive consumer
+        decides = options.wants("P2", "P4", "P5")  # P4 and P5 compare with P2's decisions
+        if decides or options.wants("P2b"):
+            say(f"P2: broker produce->consume latency at {options.rate:g}/s for {options.seconds:g}s")
+            decision_size = len(workload.decision("gate", "token", key.encode())[1])
+            broker = await scenarios.broker_latency(
+                settings,
+                producer,
+                latency_topic,
+                f"bench-latency-{run_id}",
+                options.rate,
+                options.seconds,
+                decision_size,
+            )
         pending_before = await database.pending_count(pool)
-        say(f"P2: decisions at {options.rate:g}/s for {options.seconds:g}s ({pending_before:,} gates pending)")
 
         async def decide(group: str) -> scenarios.Latencies:
             return await scenarios.decision_latency(
@@ -236,78 +269,94 @@ async def _measure(
                 seconds=options.seconds,
             )
 
-        decided = await decide(f"bench-outcomes-{run_id}")
-        report.add(
-            Row(
-                "P2",
-                f"decision -> outcome event at {options.rate:g} decisions/s (p50 {millis(decided.p50)})",
-                f"p99 {millis(decided.p99)}",
-                f"broker produce->consume p99 {millis(broker.p99)} (p50 {millis(broker.p50)})",
-                f"{decided.p99 / broker.p99:.1f}x",
-                "<= 3x",
-                decided.p99 <= 3 * broker.p99,
+        if decides:
+            say(f"P2: decisions at {options.rate:g}/s for {options.seconds:g}s ({pending_before:,} gates pending)")
+            decided = await decide(f"bench-outcomes-{run_id}")
+        if options.wants("P2"):
+            report.add(
+                Row(
+                    "P2",
+                    f"decision -> outcome event at {options.rate:g} decisions/s (p50 {millis(decided.p50)})",
+                    f"p99 {millis(decided.p99)}",
+                    f"broker produce->consume p99 {millis(broker.p99)} (p50 {millis(broker.p50)})",
+                    f"{decided.p99 / broker.p99:.1f}x",
+                    "<= 3x",
+                    decided.p99 <= 3 * broker.p99,
+                )
             )
-        )
 
         # P5: an approval through the api (HTTP until the verdict), against P2's event path.
-        api_port = free_port()
-        api = await start("api", SIGNOFF_API_PORT=str(api_port))
-        api_url = f"http://127.0.0.1:{api_port}"
-        async with pool.acquire() as conn:
-            _, api_token = await issue_token(
-                conn,
-                ApiRepository(),
-                user=workload.APPROVER,
-                name="bench",
-                permissions=(),
-                lifetime=timedelta(hours=6),
-                now=datetime.now(UTC),
+        api = None
+        if options.wants("P5", "P6"):
+            api_port = free_port()
+            api = await start("api", SIGNOFF_API_PORT=str(api_port))
+            api_url = f"http://127.0.0.1:{api_port}"
+            async with pool.acquire() as conn:
+                _, api_token = await issue_token(
+                    conn,
+                    ApiRepository(),
+                    user=workload.APPROVER,
+                    name="bench",
+                    permissions=(),
+                    lifetime=timedelta(hours=6),
+                    now=datetime.now(UTC),
+                )
+        if options.wants("P5"):
+            api_count = int(API_RATE * options.seconds)
+            say(f"P5: {api_count:,} approvals through the api at {API_RATE:g}/s")
+            api_gates = [gate_id for gate_id, _ in await database.pending_tokens(pool, pipeline, api_count)]
+            through_api = await scenarios.api_decision_latency(api_url, api_token, api_gates, API_RATE)
+            report.add(
+                Row(
+                    "P5",
+                    f"an approval through the api (POST until the 200 with the verdict) at {API_RATE:g}/s "
+                    f"(p50 {millis(through_api.p50)})",
+                    f"p99 {millis(through_api.p99)}",
+                    f"P2 event path p99 {millis(decided.p99)}",
+                    f"{through_api.p99 / decided.p99:.2f}",
+                    "<= 1.5",
+                    through_api.p99 <= 1.5 * decided.p99,
+                )
             )
-        api_count = int(API_RATE * options.seconds)
-        say(f"P5: {api_count:,} approvals through the api at {API_RATE:g}/s")
-        api_gates = [gate_id for gate_id, _ in await database.pending_tokens(pool, pipeline, api_count)]
-        through_api = await scenarios.api_decision_latency(api_url, api_token, api_gates, API_RATE)
-        report.add(
-            Row(
-                "P5",
-                f"an approval through the api (POST until the 200 with the verdict) at {API_RATE:g}/s "
-                f"(p50 {millis(through_api.p50)})",
-                f"p99 {millis(through_api.p99)}",
-                f"P2 event path p99 {millis(decided.p99)}",
-                f"{through_api.p99 / decided.p99:.2f}",
-                "<= 1.5",
-                through_api.p99 <= 1.5 * decided.p99,
-            )
-        )
-        pending_listed = await database.pending_count(pool)
-        say(f"P6: GET /api/v1/gates?mine=true with {pending_listed:,} gates pending")
-        listed_before = await scenarios.api_list_latency(api_url, api_token, LIST_SAMPLES)
+        if options.wants("P6"):
+            pending_listed = await database.pending_count(pool)
+            say(f"P6: GET /api/v1/gates?mine=true with {pending_listed:,} gates pending")
+            listed_before = await scenarios.api_list_latency(api_url, api_token, LIST_SAMPLES)
 
         # P2b: the same decisions while a burst of requests is being absorbed: decisions must not queue behind it.
-        burst_pipeline = f"{pipeline}-burst"
-        say(f"P2b: decisions at {options.rate:g}/s while {options.burst:,} requests are absorbed")
-        absorbing = asyncio.create_task(
-            scenarios.burst(producer, pool, REQUESTS, burst_pipeline, workload.requests(burst_pipeline, options.burst))
-        )
-        during = await decide(f"bench-outcomes-burst-{run_id}")
-        outlasted = not absorbing.done()  # the burst was still being absorbed when the last decision was answered
-        absorbed = await absorbing
-        report.add(
-            Row(
-                "P2b",
-                f"decision -> outcome event at {options.rate:g} decisions/s while a burst of {options.burst:,} "
-                f"requests is absorbed (p50 {millis(during.p50)}; burst absorbed in {absorbed.seconds:.1f}s"
-                f"{', still absorbing at the last answer' if outlasted else ', done before the last answer'})",
-                f"p99 {millis(during.p99)}",
-                f"broker produce->consume p99 {millis(broker.p99)} (p50 {millis(broker.p50)})",
-                f"{during.p99 / broker.p99:.1f}x",
-                "<= 3x",
-                during.p99 <= 3 * broker.p99,
+        if options.wants("P2b"):
+            burst_pipeline = f"{pipeline}-burst"
+            burst_messages = workload.requests(burst_pipeline, options.burst)  # built before the clock starts
+            say(f"P2b: decisions at {options.rate:g}/s while {options.burst:,} requests are absorbed")
+            # The burst from a producer of its own, as another client's would be: the decisions are not batched
+            # behind 20,000 requests in the benchmark's own producer.
+            burst_producer = make_producer(settings, "signoff-bench-burst")
+            await burst_producer.start()
+            try:
+                absorbing = asyncio.create_task(
+                    scenarios.burst(burst_producer, pool, REQUESTS, burst_pipeline, burst_messages)
+                )
+                during = await decide(f"bench-outcomes-burst-{run_id}")
+                outlasted = not absorbing.done()  # the burst was still being absorbed at the last answer
+                absorbed = await absorbing
+            finally:
+                await burst_producer.stop()
+            report.add(
+                Row(
+                    "P2b",
+                    f"decision -> outcome event at {options.rate:g} decisions/s while a burst of {options.burst:,} "
+                    f"requests is absorbed (p50 {millis(during.p50)}; burst absorbed in {absorbed.seconds:.1f}s"
+                    f"{', still absorbing at the last answer' if outlasted else ', done before the last answer'})",
+                    f"p99 {millis(during.p99)}",
+                    f"broker produce->consume p99 {millis(broker.p99)} (p50 {millis(broker.p50)})",
+                    f"{during.p99 / broker.p99:.1f}x",
+                    "<= 3x",
+                    during.p99 <= 3 * broker.p99,
+                )
             )
-        )
 
         # P3: notifier fan-out to a local webhook sink, against a bare POST loop to the same sink.
-        if "notifier" in ROLES:
+        if "notifier" in ROLES and options.wants("P3"):
             say(f"P3: notifier fan-out of {options.notifications:,} webhook deliveries (planned and sent)")
             sink.reset()
             notifier = await start("notifier")
@@ -343,44 +392,50 @@ async def _measure(
                 )
 
         # P4: 1M pending gates: memory of each role, decision cost, and the plans of the decision lookups.
+        if not options.wants("P4", "P6"):
+            return report
         pending_now = await database.pending_count(pool)
         if options.pending > pending_now:
             say(f"P4: adding {options.pending - pending_now:,} pending gates")
             template = (await database.pending_tokens(pool, pipeline, 1))[0][0]
             await database.add_filler_gates(pool, template, options.pending - pending_now)
-        await stop(approval)
-        approval = await start("approval")
         pending_total = await database.pending_count(pool)
-        say(f"P4: decisions at {options.rate:g}/s with {pending_total:,} gates pending")
-        at_scale = await decide(f"bench-outcomes-scale-{run_id}")
-        report.add(
-            Row(
-                "P4",
-                f"decision -> outcome p50 with {pending_total:,} pending vs {pending_before:,} pending",
-                millis(at_scale.p50),
-                millis(decided.p50),
-                f"{at_scale.p50 / decided.p50:.2f}",
-                "<= 1.5 (independent of the number pending)",
-                at_scale.p50 <= 1.5 * decided.p50,
+        if options.wants("P4"):
+            await stop(approval)
+            approval = await start("approval")
+            say(f"P4: decisions at {options.rate:g}/s with {pending_total:,} gates pending")
+            at_scale = await decide(f"bench-outcomes-scale-{run_id}")
+            report.add(
+                Row(
+                    "P4",
+                    f"decision -> outcome p50 with {pending_total:,} pending vs {pending_before:,} pending",
+                    millis(at_scale.p50),
+                    millis(decided.p50),
+                    f"{at_scale.p50 / decided.p50:.2f}",
+                    "<= 1.5 (independent of the number pending)",
+                    at_scale.p50 <= 1.5 * decided.p50,
+                )
             )
-        )
-        say(f"P6: GET /api/v1/gates?mine=true with {pending_total:,} gates pending")
-        listed_after = await scenarios.api_list_latency(api_url, api_token, LIST_SAMPLES)
-        report.add(
-            Row(
-                "P6",
-                f"GET /api/v1/gates?mine=true p50 with {pending_total:,} pending vs {pending_listed:,} pending",
-                millis(listed_after.p50),
-                millis(listed_before.p50),
-                f"{listed_after.p50 / listed_before.p50:.2f}",
-                "<= 1.5 (index-backed)",
-                listed_after.p50 <= 1.5 * listed_before.p50,
+        if options.wants("P6"):
+            say(f"P6: GET /api/v1/gates?mine=true with {pending_total:,} gates pending")
+            listed_after = await scenarios.api_list_latency(api_url, api_token, LIST_SAMPLES)
+            report.add(
+                Row(
+                    "P6",
+                    f"GET /api/v1/gates?mine=true p50 with {pending_total:,} pending vs {pending_listed:,} pending",
+                    millis(listed_after.p50),
+                    millis(listed_before.p50),
+                    f"{listed_after.p50 / listed_before.p50:.2f}",
+                    "<= 1.5 (index-backed)",
+                    listed_after.p50 <= 1.5 * listed_before.p50,
+                )
             )
-        )
+        if not options.wants("P4"):
+            return report
         # The other roles (the notifier still has the gates topic's backlog to deliver) after a while at work.
         others = [await start(role) for role in ROLES if role not in ("approval", "api")]
         await asyncio.sleep(OBSERVE_SECONDS)  # letting them work before reading their memory, not awaiting an event
-        for process in (approval, api, *others):
+        for process in (approval, *([api] if api is not None else []), *others):
             current, peak = process.memory()
             report.add(
                 Row(

@@ -10,7 +10,7 @@ import sys
 import click
 
 from signoff.bench.roles import BenchError
-from signoff.bench.runner import API_RATE, BenchOptions, run
+from signoff.bench.runner import API_RATE, ROW_IDS, BenchOptions, run
 from signoff.cli.errors import CliError, CliUsageError
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.settings import load_settings
@@ -26,6 +26,12 @@ from signoff.runtime.settings import load_settings
 @click.option("--notifications", default=5_000, show_default=True, help="Webhook deliveries for P3.")
 @click.option("--bootstrap", help="Use this Kafka bootstrap server instead of an embedded broker.")
 @click.option("--database-url", help="With --bootstrap: a PostgreSQL URL whose user may CREATE DATABASE.")
+@click.option(
+    "--only",
+    metavar="ROWS",
+    help=f"Measure only these rows, comma-separated ({', '.join(ROW_IDS)}; e.g. P2,P2b). Without P1 the gates the "
+    "rows need are opened first, untimed; a row's baseline is measured with it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--check", is_flag=True, help="Exit 1 when a target is missed.")
 def bench(
@@ -38,6 +44,7 @@ def bench(
     notifications: int,
     bootstrap: str | None,
     database_url: str | None,
+    only: str | None,
     as_json: bool,
     check: bool,
 ) -> None:
@@ -50,17 +57,33 @@ def bench(
             "--requests, --naive-requests, --burst, --pending and --notifications must be at least 2, --rate and "
             "--seconds positive"
         )
-    if requests <= rate * seconds * 3 + API_RATE * seconds:
+    selected = None
+    if only is not None:
+        selected = frozenset(row.strip() for row in only.split(",") if row.strip())
+        unknown = sorted(selected - set(ROW_IDS))
+        if unknown or not selected:
+            raise CliUsageError(f"--only takes rows among {', '.join(ROW_IDS)} (got {only!r})")
+    measures_p1 = selected is None or "P1" in selected
+    if measures_p1 and requests <= rate * seconds * 3 + API_RATE * seconds:
         raise CliUsageError(
             "--requests must open at least three times --rate x --seconds gates (P2, P2b and P4 decide them), "
             f"plus {API_RATE:g} x --seconds (P5) and one left for the plans"
         )
-    if notifications > requests:
+    if measures_p1 and notifications > requests:
         raise CliUsageError("--notifications cannot exceed --requests (each opened gate is one delivery)")
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format, role="bench", stream=sys.stderr)
     options = BenchOptions(
-        requests, naive_requests, rate, seconds, pending, notifications, bootstrap, database_url, burst=burst
+        requests,
+        naive_requests,
+        rate,
+        seconds,
+        pending,
+        notifications,
+        bootstrap,
+        database_url,
+        burst=burst,
+        only=selected,
     )
     command = "signoff bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else "signoff bench"
 

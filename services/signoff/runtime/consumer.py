@@ -35,6 +35,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from signoff.contracts import ContractError, Event, decode
 from signoff.contracts.topics import DEAD_LETTER_TOPIC, dead_letter_headers
 from signoff.runtime import tracing
+from signoff.runtime.cooperative import cooperate, make_way, priority_work
 from signoff.runtime.metrics import (
     BATCH_RETRIES,
     BATCH_SECONDS,
@@ -45,7 +46,7 @@ from signoff.runtime.metrics import (
     EVENTS_DUPLICATE,
     EVENTS_QUARANTINED,
 )
-from signoff.runtime.outbox import OutboxRecord, OutboxWriter
+from signoff.runtime.outbox import MAIN_LANE, OutboxRecord, OutboxWriter
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -158,7 +159,8 @@ class _Rebalance(ConsumerRebalanceListener):
 
 class ConsumerLoop:
     """Consumes `topics` as consumer group `name` into `handler`, writing inbox and outbox rows in `schema` (inbox
-    rows under `inbox_name`, the group's name unless told)."""
+    rows under `inbox_name`, the group's name unless told; outbox rows in `outbox_lane`, published by that lane's
+    relay)."""
 
     def __init__(
         self,
@@ -173,10 +175,13 @@ class ConsumerLoop:
         max_event_bytes: int = 512 * 1024,
         dead_letter_topic: str = DEAD_LETTER_TOPIC,
         inbox_name: str | None = None,
+        outbox_lane: str = MAIN_LANE,
     ) -> None:
         self.name = name
         # Whose inbox rows these are: the loop's name unless several loops of one role share one inbox (lanes).
         self.inbox_name = inbox_name or name
+        # Whose relay publishes what this loop writes: a lane's outcomes must not wait behind the main loop's.
+        self.outbox_lane = outbox_lane
         self.topics = list(topics)
         self.consumer = consumer
         self.pool = pool
@@ -196,6 +201,12 @@ class ConsumerLoop:
         self.consumer.subscribe(self.topics, listener=_Rebalance(self.state, self.name))
         await self.consumer.start()
 
+    @property
+    def priority(self) -> bool:
+        """A lane's loop (its outbox lane is not the main one) is priority work: while it applies a batch, the
+        role's other loops make way at their yield points (see signoff.runtime.cooperative)."""
+        return self.outbox_lane != MAIN_LANE
+
     async def run(self) -> None:
         """Consume until stop(). The caller starts the consumer (start()) and stops it afterwards."""
         while not self._stopping.is_set():
@@ -205,14 +216,20 @@ class ConsumerLoop:
             if not records:
                 continue
             started = time.perf_counter()
-            await self.process(records)
-            await self._commit_offsets(batches)
+            if self.priority:
+                with priority_work():
+                    await self.process(records)
+                    await self._commit_offsets(batches)
+            else:
+                await make_way()  # a lane's batch in flight goes first
+                await self.process(records)
+                await self._commit_offsets(batches)
             BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
             await self._record_lag(batches.keys())
 
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
         """Apply one fetched batch to the database (retrying transient failures until it commits)."""
-        valid, refused = self._decode(records)
+        valid, refused = await self._decode(records)
         if not tracing.enabled():
             await self._process(valid, refused)
             return
@@ -262,10 +279,11 @@ class ConsumerLoop:
             log.warning("batch_failed_isolating", consumer=self.name, error=repr(exc), size=len(valid))
             await self._apply_one_by_one(valid, refused)
 
-    def _decode(self, records: Sequence[ConsumerRecord]) -> tuple[list[Received], list[_Refused]]:
+    async def _decode(self, records: Sequence[ConsumerRecord]) -> tuple[list[Received], list[_Refused]]:
         valid: dict[str, Received] = {}
         refused: list[_Refused] = []
-        for record in records:
+        for index, record in enumerate(records):
+            await cooperate(index)  # validating 1,000 requests is CPU only: let another lane's decision in
             EVENTS_CONSUMED.labels(self.name, record.topic).inc()
             try:
                 event = decode(record.value, record.headers or (), max_bytes=self.max_event_bytes)
@@ -279,7 +297,7 @@ class ConsumerLoop:
     async def _apply_batch(self, valid: Sequence[Received], refused: Sequence[_Refused]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await self._claim(conn, valid, refused)
-            uow = UnitOfWork(conn, OutboxWriter(self.schema))
+            uow = UnitOfWork(conn, OutboxWriter(self.schema, self.outbox_lane))
             new_events = [r for r in valid if r.event.id in fresh]
             if new_events:
                 await self.handler.apply(uow, new_events)

@@ -17,14 +17,19 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from signoff.contracts import EventData, encode, message_key, new_event, topic_for
+from signoff.runtime.cooperative import cooperate, priority_work
 from signoff.runtime.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 
 log = structlog.get_logger(__name__)
 
 
-def notify_channel(schema: str) -> str:
-    """The LISTEN/NOTIFY channel that wakes the relay of `schema` when a transaction added outbox rows."""
-    return f"signoff_outbox_{schema}"
+MAIN_LANE = "main"
+"""The outbox lane of everything not written by a consumer lane of its own (see `OutboxRelay`)."""
+
+
+def notify_channel(schema: str, lane: str = MAIN_LANE) -> str:
+    """The LISTEN/NOTIFY channel that wakes the relay of `schema`'s `lane` when a transaction added rows to it."""
+    return f"signoff_outbox_{schema}" if lane == MAIN_LANE else f"signoff_outbox_{schema}_{lane}"
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,12 @@ def _as_text(key: bytes | None) -> str | None:
 
 
 class OutboxWriter:
-    """Collects records during one unit of work and writes them in one statement before the commit."""
+    """Collects records during one unit of work and writes them in one statement before the commit, in `lane`
+    (the relay that publishes them: see `OutboxRelay`)."""
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, lane: str = MAIN_LANE) -> None:
         self.schema = schema
+        self.lane = lane
         self.pending: list[OutboxRecord] = []
 
     def add(self, record: OutboxRecord) -> None:
@@ -99,8 +106,8 @@ class OutboxWriter:
             return 0
         records, self.pending = self.pending, []
         await conn.execute(
-            f"""INSERT INTO "{self.schema}".outbox (id, aggregatetype, aggregateid, key, type, payload, headers)
-                SELECT id, topic, aggregateid, key, type, payload, headers::jsonb
+            f"""INSERT INTO "{self.schema}".outbox (id, aggregatetype, aggregateid, key, type, payload, headers, lane)
+                SELECT id, topic, aggregateid, key, type, payload, headers::jsonb, $8
                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::bytea[], $7::text[])
                     AS r(id, topic, aggregateid, key, type, payload, headers)""",  # noqa: S608
             [r.id for r in records],
@@ -111,21 +118,28 @@ class OutboxWriter:
             [r.value for r in records],
             # As JSON text: a list value inside a jsonb[] parameter would be read as another array dimension.
             [json.dumps(headers_to_json(r.headers)) for r in records],
+            self.lane,
         )
         # Delivered at commit, and only then: a rolled-back transaction wakes nobody.
-        await conn.execute("SELECT pg_notify($1, '')", notify_channel(self.schema))
+        await conn.execute("SELECT pg_notify($1, '')", notify_channel(self.schema, self.lane))
         return len(records)
 
 
 class OutboxRelay:
-    """Publishes unsent outbox rows in order and marks them sent.
+    """Publishes the unsent outbox rows of one lane in order and marks them sent.
 
     Wakes on NOTIFY, and polls every `poll_interval` seconds as a fallback (a notification is lost when the
-    listening connection drops). One replica publishes a schema's outbox at a time (a transaction-scoped advisory
-    lock): two relays taking alternate batches could reorder one gate's events. Rows are claimed with
-    FOR UPDATE SKIP LOCKED all the same, so a claim never waits on, or double-sends, a row another transaction holds.
-    A crash after the send and before the mark re-publishes the rows: delivery is at least once, and consumers
-    dedupe by event id (the inbox).
+    listening connection drops). One replica publishes a lane of a schema's outbox at a time (a
+    transaction-scoped advisory lock): two relays taking alternate batches could reorder one gate's events. Rows
+    are claimed with FOR UPDATE SKIP LOCKED all the same, so a claim never waits on, or double-sends, a row
+    another transaction holds. A crash after the send and before the mark re-publishes the rows: delivery is at
+    least once, and consumers dedupe by event id (the inbox).
+
+    Lanes: each lane has a relay of its own (and its own producer, see `Service`), so the rows of a consumer lane
+    (a decision's outcome) never wait behind a burst in another (thousands of GateOpened). Across lanes, order
+    holds per Kafka key, which is what a partition keeps: a row is held back while an older row with the same key
+    is unsent in another lane, and goes out once that one is acknowledged (rows of other keys pass it). Both
+    lookups are index scans over the unsent rows (`outbox_unsent_lane`, `outbox_unsent_key`).
     """
 
     def __init__(
@@ -134,35 +148,78 @@ class OutboxRelay:
         producer: AIOKafkaProducer,
         schema: str,
         *,
+        lane: str = MAIN_LANE,
         batch_size: int = 1000,
         poll_interval: float = 1.0,
+        held_retry_interval: float = 0.05,
         sent_retention_seconds: float = 3600.0,
     ) -> None:
+        """`held_retry_interval`: how soon to look again when rows of this lane wait for another lane's older rows
+        with their key (the other relay does not wake this one)."""
         self.pool = pool
         self.producer = producer
         self.schema = schema
+        self.lane = lane
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.held_retry_interval = held_retry_interval
         self.sent_retention_seconds = sent_retention_seconds
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.healthy = True
+        # Whether the last round found rows of the lane unsent but none publishable (they wait for older rows with
+        # their key in another lane): the next look comes after held_retry_interval, not poll_interval.
+        self.held = False
+        # The main lane keeps the advisory lock key of the relay before lanes (one schema, one relay), so an older
+        # replica and a newer one still exclude each other during a rolling upgrade.
+        self._lock_name = f"signoff.outbox.{schema}" + ("" if lane == MAIN_LANE else f".{lane}")
+
+    @property
+    def _claim_sql(self) -> str:
+        # OFFSET 0 keeps the NOT EXISTS a probe of outbox_unsent_key per candidate row (at most batch_size of
+        # them): pulled up into an anti-join, the planner hashes the other lanes' unsent rows, found by a scan of
+        # the whole table, sent rows included.
+        return f"""SELECT o.seq, o.id, o.aggregatetype, o.key, o.payload, o.headers FROM "{self.schema}".outbox o
+            WHERE o.sent_at IS NULL AND o.lane = $2
+              AND NOT EXISTS (
+                  SELECT FROM "{self.schema}".outbox p
+                  WHERE p.sent_at IS NULL AND p.key = o.key AND p.seq < o.seq AND p.lane <> $2
+                  OFFSET 0)
+            ORDER BY o.seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED"""  # noqa: S608
+
+    async def explain_claim(self, conn: asyncpg.Connection) -> list[str]:
+        """PostgreSQL's plan (EXPLAIN, not run) of the lane's claim: index scans of the unsent rows, however many."""
+        rows = await conn.fetch(f"EXPLAIN {self._claim_sql}", self.batch_size, self.lane)
+        return [row[0] for row in rows]
 
     async def publish_pending(self) -> int:
-        """Publish one batch of unsent rows; returns how many (0 when none, or another replica holds the lead)."""
+        """Publish one batch of unsent rows of the lane; returns how many (0 when none is publishable yet, or
+        another replica holds the lead). A lane other than the main one is priority work (see
+        signoff.runtime.cooperative): the role's other loops make way while it publishes."""
+        if self.lane == MAIN_LANE:
+            return await self._publish_pending()
+        with priority_work():
+            return await self._publish_pending()
+
+    async def _publish_pending(self) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
-            lead = await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock(hashtext('signoff.outbox.' || $1::text))", self.schema
-            )
+            lead = await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1::text))", self._lock_name)
             if not lead:
+                self.held = False  # another replica publishes this lane
                 return 0
-            rows = await conn.fetch(
-                f"""SELECT seq, id, aggregatetype, key, payload, headers FROM "{self.schema}".outbox
-                    WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED""",  # noqa: S608
-                self.batch_size,
-            )
+            # Within the lane the batch goes out in seq order; a row whose key has an older unsent row in another
+            # lane waits for it (and so does every later row of that key, which has the same older row).
+            rows = await conn.fetch(self._claim_sql, self.batch_size, self.lane)
             if not rows:
+                self.held = bool(
+                    await conn.fetchval(
+                        f"""SELECT EXISTS (SELECT FROM "{self.schema}".outbox
+                                           WHERE sent_at IS NULL AND lane = $1)""",  # noqa: S608
+                        self.lane,
+                    )
+                )
                 return 0
+            self.held = False
             await self._send(rows)
             await self._mark_sent(conn, [row["seq"] for row in rows])
         OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
@@ -170,7 +227,8 @@ class OutboxRelay:
 
     async def _send(self, rows: Sequence[asyncpg.Record]) -> None:
         deliveries = []
-        for row in rows:
+        for index, row in enumerate(rows):
+            await cooperate(index)  # handing records to the producer does not suspend
             deliveries.append(
                 await self.producer.send(
                     row["aggregatetype"], row["payload"], key=row["key"], headers=headers_from_json(row["headers"])
@@ -197,8 +255,9 @@ class OutboxRelay:
         """Publish until nothing is pending (graceful shutdown), at most `timeout` seconds."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while await self.publish_pending():
-                    pass
+                while await self.publish_pending() or self.held:
+                    if self.held:  # the rest waits for older rows of its keys that another lane's relay drains
+                        await asyncio.sleep(self.held_retry_interval)
 
     async def _prune(self) -> None:
         async with self.pool.acquire() as conn:
@@ -215,7 +274,7 @@ class OutboxRelay:
     async def run(self) -> None:
         """Publish until stop(); transient failures back off (bounded) and retry, never drop a row."""
         listener = await self.pool.acquire()
-        channel = notify_channel(self.schema)
+        channel = notify_channel(self.schema, self.lane)
 
         def wake(*_: object) -> None:
             self._wake.set()
@@ -231,7 +290,9 @@ class OutboxRelay:
                     while await self.publish_pending() and not self._stopping.is_set():
                         pass
                     loops += 1
-                    if loops % 60 == 1:  # at the first round too, so the backlog gauge exists from the start
+                    # The main relay keeps the schema's books (the gauge counts every lane); at the first round
+                    # too, so the backlog gauge exists from the start.
+                    if self.lane == MAIN_LANE and loops % 60 == 1:
                         await self._prune()
                         await self.backlog()
                     self.healthy = True
@@ -248,7 +309,9 @@ class OutboxRelay:
                     delay = min(delay * 2, 10.0)
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                    await asyncio.wait_for(
+                        self._wake.wait(), self.held_retry_interval if self.held else self.poll_interval
+                    )
         finally:
             with contextlib.suppress(Exception):
                 await listener.remove_listener(channel, wake)

@@ -20,7 +20,7 @@ from signoff.runtime.db import pool_from_settings
 from signoff.runtime.http import HealthServer
 from signoff.runtime.kafka import ensure_topics, make_consumer, make_producer
 from signoff.runtime.migrations import load_migrations, migrate
-from signoff.runtime.outbox import OutboxRelay
+from signoff.runtime.outbox import MAIN_LANE, OutboxRelay
 from signoff.runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -122,7 +122,8 @@ class Service:
         self.producer: AIOKafkaProducer | None = None
         self.loop: ConsumerLoop | None = None  # the main loop (spec.consumes)
         self.lanes: list[ConsumerLoop] = []  # one per spec.lanes
-        self.relay: OutboxRelay | None = None
+        self.relays: list[OutboxRelay] = []  # the main lane's first, then one per spec.lanes
+        self._lane_producers: list[AIOKafkaProducer] = []
         self.http: HealthServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -138,10 +139,16 @@ class Service:
         context = ServiceContext(settings, self.pool, self.producer, self.stopping)
         for step in spec.startup:
             await step(context)
-        self.relay = OutboxRelay(self.pool, self.producer, spec.schema)
+        self.relays = [OutboxRelay(self.pool, self.producer, spec.schema)]
+        for lane in spec.lanes:
+            # A producer of its own: a lane's records are not batched behind the main relay's on the connection.
+            producer = make_producer(settings, client_id=f"signoff-{spec.name}-{lane.name}")
+            await producer.start()
+            self._lane_producers.append(producer)
+            self.relays.append(OutboxRelay(self.pool, producer, spec.schema, lane=lane.name))
         handler = spec.handler(context)
 
-        def loop(name: str, topics: Sequence[str]) -> ConsumerLoop:
+        def loop(name: str, topics: Sequence[str], outbox_lane: str = MAIN_LANE) -> ConsumerLoop:
             return ConsumerLoop(
                 name=name,
                 inbox_name=spec.consumer_group,
@@ -151,10 +158,11 @@ class Service:
                 schema=spec.schema,
                 handler=handler,
                 max_batch=settings.consumer_max_batch,
+                outbox_lane=outbox_lane,
             )
 
         self.loop = loop(spec.consumer_group, spec.consumes)
-        self.lanes = [loop(f"{spec.consumer_group}-{lane.name}", lane.topics) for lane in spec.lanes]
+        self.lanes = [loop(f"{spec.consumer_group}-{lane.name}", lane.topics, lane.name) for lane in spec.lanes]
         for each in self.loops:
             await each.start()
         self.http = HealthServer(
@@ -168,7 +176,7 @@ class Service:
         self._tasks = [
             asyncio.create_task(self.loop.run(), name="consumer"),
             *(asyncio.create_task(lane.run(), name=f"consumer-{lane.name}") for lane in self.lanes),
-            asyncio.create_task(self.relay.run(), name="outbox-relay"),
+            *(asyncio.create_task(relay.run(), name=f"outbox-relay-{relay.lane}") for relay in self.relays),
             *(asyncio.create_task(task(context), name=task.__name__) for task in spec.background),
         ]
         log.info(
@@ -199,9 +207,10 @@ class Service:
                 await asyncio.wait_for(asyncio.gather(*consumer_tasks), timeout=30)
         for each in self.loops:
             await each.consumer.stop()  # leaves the group at once, so partitions move without a timeout
-        if self.relay is not None:
-            self.relay.stop()
-            await self.relay.drain()
+        for relay in self.relays:
+            relay.stop()
+        # Together: each drains its own lane, and a lane's row may wait for another lane's older one.
+        await asyncio.gather(*(relay.drain() for relay in self.relays))
         # Background tasks watch `stopping` and finish on their own (releasing leases, recording what they sent,
         # returning connections); cancelling them mid-cleanup could leave a connection out and pool.close() waiting.
         running = [task for task in self._tasks if not task.done()]
@@ -210,6 +219,8 @@ class Service:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for producer in self._lane_producers:
+            await producer.stop()
         if self.producer is not None:
             await self.producer.stop()
         if self.http is not None:

@@ -14,7 +14,7 @@ from signoff import contracts as wire
 from signoff.approval.service import approval_spec
 from signoff.approval.settings import ApprovalSettings
 from signoff.runtime.clock import FixedClock
-from signoff.runtime.kafka import make_producer
+from signoff.runtime.kafka import make_consumer, make_producer
 from signoff.runtime.service import Lane, Service
 from tests.integration.approval.conftest import KEY, START, decision, request
 from tests.support.waiting import eventually
@@ -103,3 +103,121 @@ async def test_a_decision_is_applied_while_a_batch_of_requests_is_still_in_fligh
         held.release.set()
         await producer.stop()
         await service.stop()
+
+
+async def test_a_decisions_outcome_is_published_while_the_main_lanes_rows_wait(settings, names, tmp_path: Path):
+    """The outbox has a lane per consumer lane: the GateApproved of a decision goes out while GateOpened rows of
+    the requests loop are still unsent (here: their relay is held back, as a burst's backlog would hold them)."""
+    directory = tmp_path / "directory.yaml"
+    directory.write_text("groups:\n  sre:\n    - bob\n")
+    role_settings = ApprovalSettings(
+        **{**settings.model_dump(), "decision_keys": {"cli": KEY.decode()}, "directory_file": directory}
+    )
+    requests_topic = names.topic("signoff.approval.requests")
+    decisions_topic = names.topic("signoff.approval.decisions")
+    spec = dataclasses.replace(
+        approval_spec(role_settings, FixedClock(START)),
+        group_id=names.group("signoff-approval"),
+        consumes=(requests_topic,),
+        lanes=(Lane("decisions", (decisions_topic,)),),
+    )
+    service = Service(spec, role_settings)
+    producer = make_producer(role_settings, "test-producer")
+    await service.start()
+    await producer.start()
+    blocker = await service.pool.acquire()
+    blocking = blocker.transaction()
+    held = False
+    try:
+
+        async def send(data: wire.EventData, topic: str) -> None:
+            event = wire.new_event(data, source="urn:signoff:test")
+            value, headers = wire.encode(event)
+            await producer.send_and_wait(topic, value, key=wire.message_key(event), headers=headers)
+
+        async def outbox(pipeline: str) -> dict[str, bool]:
+            """event type -> sent, for the gate of `pipeline`."""
+            async with service.pool.acquire() as conn:
+                rows = await conn.fetch(
+                    """SELECT o.type, o.sent_at IS NOT NULL AS sent FROM approval.outbox o
+                       JOIN approval.gates g ON o.key = convert_to(g.id, 'UTF8')
+                       WHERE g.pipeline_id = $1 AND o.aggregatetype = $2""",
+                    pipeline,
+                    "signoff.approval.gates.v1",
+                )
+            return {row["type"]: row["sent"] for row in rows}
+
+        async def gate(pipeline: str):
+            async with service.pool.acquire() as conn:
+                return await conn.fetchrow("SELECT id, token FROM approval.gates WHERE pipeline_id = $1", pipeline)
+
+        decided, waiting = f"lane_{uuid.uuid4().hex[:8]}", f"lane_{uuid.uuid4().hex[:8]}"
+        await send(request(pipeline=decided), requests_topic)
+        opened = await eventually(lambda: gate(decided), what="the gate to decide open")
+        await eventually(lambda: _all_sent(outbox(decided)), what="its GateOpened published")
+
+        # The main lane's relay cannot take its lead now (the lock it takes per round, held by the test).
+        await blocking.start()
+        held = True
+        await blocker.execute("SELECT pg_advisory_xact_lock(hashtext('signoff.outbox.approval'))")
+        await send(request(pipeline=waiting), requests_topic)
+        await eventually(lambda: gate(waiting), what="the second gate open (its GateOpened not published)")
+        await send(decision(approver="bob", token=opened["token"], gate_id=opened["id"]), decisions_topic)
+
+        async def approved_published() -> bool:
+            return (await outbox(decided)).get("io.signoff.gate.approved.v1", False)
+
+        await eventually(approved_published, what="the GateApproved published while the main lane waits")
+        assert set((await outbox(waiting)).values()) == {False}
+
+        await blocking.rollback()
+        held = False
+        await eventually(lambda: _all_sent(outbox(waiting)), what="the main lane published once free")
+    finally:
+        if held:
+            await blocking.rollback()
+        await service.pool.release(blocker)
+        await producer.stop()
+        await service.stop()
+
+
+async def _all_sent(rows) -> bool:
+    found = await rows
+    return bool(found) and all(found.values())
+
+
+async def test_a_batch_of_decisions_reads_its_gates_up_front_and_a_second_vote_on_one_sees_the_first(approval):
+    """A batch of decisions alone locks and reads its gates in one statement; a gate decided twice in the batch
+    is read again for the second decision, so the quorum of two is reached within the batch."""
+    quorum = await approval.open_gate(request(minimum_count=2))
+    single = await approval.open_gate(request())
+    approval.loop.stop()  # the batch below is applied by hand, in one piece
+    await asyncio.gather(approval.task, return_exceptions=True)
+    for made in (
+        decision(approver="bob", token=quorum.token, gate_id=quorum.gate_id),
+        decision(approver="dave", token=single.token, gate_id=single.gate_id),
+        decision(approver="carol", token=quorum.token, gate_id=quorum.gate_id),
+    ):
+        await approval.send(made)
+    records = await _records(approval.settings, approval.decisions, 3)
+
+    await approval.loop.process(records)
+
+    assert await approval.gate_status(quorum.gate_id) == "approved"
+    assert await approval.gate_status(single.gate_id) == "approved"
+    approved = {e.data.gate_id: e.data for e in await approval.published(wire.GateApproved.event_type)}
+    assert sorted(vote.approver for vote in approved[quorum.gate_id].votes) == ["bob", "carol"]
+
+
+async def _records(settings, topic: str, count: int) -> list:
+    consumer = make_consumer(settings, [topic], f"read-{uuid.uuid4().hex[:8]}", "test-reader")
+    await consumer.start()
+    records: list = []
+    try:
+        async with asyncio.timeout(30):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records

@@ -91,11 +91,34 @@ async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
     assert leftovers == []
 
 
+async def test_bench_only_measures_the_rows_asked_for_with_their_baselines(infra):
+    env = os.environ | {
+        "SIGNOFF_KAFKA_ENABLE_IDEMPOTENCE": str(infra.enable_idempotence).lower(),
+        "SIGNOFF_KAFKA_SESSION_TIMEOUT_MS": str(infra.session_timeout_ms),
+        "SIGNOFF_KAFKA_HEARTBEAT_INTERVAL_MS": str(max(100, infra.session_timeout_ms // 4)),
+        "SIGNOFF_KAFKA_TOPIC_PARTITIONS": "3",
+        "SIGNOFF_LOG_LEVEL": "warning",
+    }
+    args = [
+        "--bootstrap", infra.kafka_bootstrap, "--database-url", infra.admin_dsn, "--json",
+        "--only", "P2,P2b", "--rate", "50", "--seconds", "2", "--burst", "600",
+    ]  # fmt: skip
+    done = await asyncio.to_thread(_bench, args, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout)["rows"]
+    assert [row["id"] for row in rows] == ["P2", "P2b"], rows
+    assert all("broker produce->consume p99" in row["baseline"] for row in rows), rows
+    assert "while a burst of 600 requests is absorbed" in rows[1]["what"]
+    for row in rows:
+        assert row["met"] == _met_by_its_numbers(row), row
+
+
 def test_bench_options_that_cannot_work_are_one_line_usage_errors():
     for args, message in (
         (["--bootstrap", "127.0.0.1:1"], "--bootstrap and --database-url go together"),
         (["--requests", "100", "--rate", "200", "--seconds", "10"], "--requests must open at least three times"),
         (["--requests", "1000", "--notifications", "5000", "--seconds", "1"], "--notifications cannot exceed"),
+        (["--only", "P2,P9"], "--only takes rows among P1, P2, P2b"),
     ):
         done = _bench(args, dict(os.environ), timeout=60)
         lines = done.stderr.strip().splitlines()
