@@ -43,12 +43,11 @@ from signoff.executor.domain.actions import (
     RunShellScript,
     StartWait,
 )
-from signoff.executor.domain.definitions import Definitions
 from signoff.executor.mapping import approval_requested, finished, outbox_record
 from signoff.executor.metrics import EXECUTIONS_FINISHED, RUNNER_PASS_SECONDS, SCRIPT_SECONDS, SCRIPTS_RUNNING
-from signoff.executor.repository import ExecutorRepository, runner_channel
+from signoff.executor.repository import ExecutorRepository, Loaded, runner_channel
 from signoff.executor.scripts import ScriptProcess, ScriptResult, ensure_gone, run_script
-from signoff.executor.store import Loaded, load, running_scripts, save
+from signoff.executor.store import running_scripts, save
 from signoff.runtime import tracing
 from signoff.runtime.clock import Clock
 from signoff.runtime.consumer import TRANSIENT_ERRORS
@@ -77,13 +76,11 @@ class Runner:
         lease_seconds: float = 30.0,
         batch_size: int = 20,
         instance: str | None = None,
-        definitions: Definitions | None = None,
     ) -> None:
         self.pool = pool
         self.clock = clock
         self.catalog = catalog
-        self.definitions = definitions if definitions is not None else Definitions()
-        self.repository = repository or ExecutorRepository()
+        self.repository = repository or ExecutorRepository(catalog=catalog)
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
         self.batch_size = batch_size
@@ -115,7 +112,7 @@ class Runner:
                         # The scripts it starts run under spans of their own, children of this one.
                         parent = tracing.current_traceparent(row["traceparent"])
                         async with conn.transaction():
-                            loaded = load(row, self.catalog, self.definitions)
+                            loaded = self.repository.restore(row)
                             started, cancelled, finish = await self._advance(conn, outbox, loaded, now)
                             await outbox.flush(conn)
                 except TRANSIENT_ERRORS:
@@ -308,10 +305,9 @@ class Runner:
     async def _report(self, action: RunShellScript, result: ScriptResult) -> None:
         now = self.clock.now()
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await self.repository.lock_execution(conn, action.execution_id)
-            if row is None:
+            loaded = await self.repository.lock(conn, action.execution_id)
+            if loaded is None:
                 return
-            loaded = load(row, self.catalog, self.definitions)
             execution = loaded.execution
             if result.succeeded:
                 changed = execution.step_succeeded(action.step_path, result.outputs, now=now, attempt=action.attempt)

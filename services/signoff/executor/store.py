@@ -1,4 +1,4 @@
-"""Loading an execution from its row and saving it back with the events its change publishes.
+"""Saving an execution (loaded by the repository as its aggregate) back with the events its change publishes.
 
 Every save writes the new state and, in the same transaction, an `ExecutionStepChanged` outbox row for each step
 whose status (or attempt) changed since it was loaded: consumers see every transition exactly as it was committed.
@@ -7,46 +7,16 @@ whose status (or attempt) changed since it was loaded: consumers see every trans
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
-from signoff import contracts as wire
-from signoff.catalog import Catalog
-from signoff.executor.domain.definitions import Definitions
 from signoff.executor.domain.execution import Execution
 from signoff.executor.domain.state import ExecutionStatus, StepStatus
 from signoff.executor.mapping import outbox_record, step_changed
-from signoff.executor.repository import ExecutorRepository, SavedExecution
+from signoff.executor.repository import ExecutorRepository, Loaded, SavedExecution
 from signoff.runtime.outbox import OutboxWriter
 from signoff.runtime.tracing import current_traceparent
-
-
-@dataclass
-class Loaded:
-    """An execution loaded (and locked) from its row, with what it looked like then."""
-
-    row: Mapping[str, Any]
-    execution: Execution
-    before: dict[str, tuple[StepStatus, int]] = field(default_factory=dict)
-
-    @property
-    def traceparent(self) -> str | None:
-        """The trace of the run (what started it), stored with the execution."""
-        return self.row.get("traceparent")
-
-    @property
-    def triggered_by(self) -> wire.Person:
-        return wire.Person.model_validate(self.row["triggered_by"])
-
-
-def load(row: Mapping[str, Any], catalog: Catalog | None, definitions: Definitions) -> Loaded:
-    """The execution of a row (the pipeline document it started with, parsed once per definition without catalog
-    checks: `definitions` keeps it and its plan)."""
-    execution = Execution.from_dict(row["state"], catalog=catalog, definitions=definitions)
-    return Loaded(row, execution, {s.path: (s.status, s.attempt) for s in execution.steps()})
 
 
 def running_scripts(execution: Execution) -> list[str]:
