@@ -30,7 +30,6 @@ from signoff.executor.domain.state import StepStatus
 from signoff.executor.mapping import approved_by, gate_key, outbox_record, rejected_by
 from signoff.executor.metrics import REQUESTS_REFUSED
 from signoff.executor.repository import ExecutorRepository, Loaded, NewExecution
-from signoff.executor.store import save
 from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.consumer import Received, UnitOfWork, dead_letter_id, dead_letter_record
 
@@ -195,9 +194,8 @@ class ExecutorHandler:
             return
         # The runner publishes the gate cancel, kills a running script (on the replica running it) and announces
         # the end: the abort's pending actions are part of the saved state.
-        await save(
+        await self.repository.save(
             uow.conn,
-            self.repository,
             uow.outbox,
             loaded,
             now=now,
@@ -239,9 +237,8 @@ class ExecutorHandler:
             loaded.execution.approval_opened(path, data.expires_at, now=self.clock.now())
             # Tell subscribers which gate the step waits on (the status itself did not change).
             loaded.before.pop(path, None)
-            await save(
+            await self.repository.save(
                 uow.conn,
-                self.repository,
                 uow.outbox,
                 loaded,
                 now=self.clock.now(),
@@ -277,9 +274,8 @@ class ExecutorHandler:
                 "late_gate_outcome_ignored", execution_id=data.key.execution_id, step=path, type=received.event.type
             )
             return
-        await save(
+        await self.repository.save(
             uow.conn,
-            self.repository,
             uow.outbox,
             loaded,
             now=now,
@@ -297,9 +293,8 @@ class ExecutorHandler:
         if not loaded.execution.approval_refused(path, data.describe(), now=now):
             log.info("late_request_refusal_ignored", execution_id=data.key.execution_id, step=path)
             return
-        await save(
+        await self.repository.save(
             uow.conn,
-            self.repository,
             uow.outbox,
             loaded,
             now=now,

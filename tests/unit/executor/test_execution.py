@@ -187,6 +187,40 @@ def test_approval_request_survives_json(catalog: Catalog) -> None:
     assert RequestApproval.model_validate(json.loads(json.dumps(action.model_dump(mode="json")))) == action
 
 
+def test_an_approval_request_stored_in_the_harness_shape_still_restores(catalog: Catalog) -> None:
+    # Before the shared kernel, a pending request kept the approvers block as written, with the timeout action
+    # and auto-reject inside it, Harness's timeout words, and "" for an input without a default.
+    action = run_to_approval(
+        blue_green(catalog, "blue-green-rich-approval.yaml", variables={"rollout_service": "storefront"})
+    )
+    stored = action.model_dump(mode="json")
+    stored["request"]["policy"] = {
+        "user_groups": ["qa", "sre"],
+        "users": [],
+        "minimum_count": 1,
+        "disallow_pipeline_executor": True,
+        "rules": [
+            {"name": "one QA sign-off", "user_groups": ["qa"], "users": [], "minimum_count": 1},
+            {"name": "two SREs", "user_groups": ["sre"], "users": [], "minimum_count": 2},
+        ],
+        "auto_reject_previous_approvals": True,
+        "timeout_action": "Reject",
+    }
+    for key in ("timeout_action", "auto_reject_previous_approvals"):
+        del stored["request"][key]
+    stored["request"]["inputs"] = [
+        {"name": "foo", "default_value": "bar", "required": False, "allowed_values": []},
+        {"name": "note", "default_value": "", "required": True, "allowed_values": []},
+    ]
+    restored = RequestApproval.model_validate(stored).request
+    assert restored.policy == action.request.policy
+    assert (restored.timeout_action, restored.auto_reject_previous_approvals) == (TimeoutAction.REJECT, True)
+    assert [(i.name, i.default_value, i.required, i.allowed_values) for i in restored.inputs] == [
+        ("foo", "bar", False, None),
+        ("note", None, True, None),
+    ]
+
+
 def test_rich_approval_message_resolves_what_is_known_and_marks_the_rest(catalog: Catalog) -> None:
     execution = blue_green(catalog, "blue-green-rich-approval.yaml", variables={"rollout_service": "storefront"})
     request = run_to_approval(execution).request

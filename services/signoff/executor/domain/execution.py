@@ -247,6 +247,10 @@ class Execution:
         """A copy of one step's state."""
         return self._get(path).model_copy(deep=True)
 
+    def running_scripts(self) -> list[str]:
+        """Paths of the ShellScript steps that run now (a process exists, or should)."""
+        return [s.path for s in self._state.steps if s.type == "ShellScript" and s.status == StepStatus.RUNNING]
+
     def approval_step(self, key: GateKey) -> str | None:
         """The path of the approval step a gate is about, when this execution is the gate's and the step is at the
         gate's attempt; else None (an earlier attempt's gate, or another pipeline system's)."""
