@@ -21,17 +21,15 @@ import structlog
 from signoff import contracts as wire
 from signoff.catalog import Catalog
 from signoff.catalog.yamldoc import YamlDocumentError, parse_yaml
-from signoff.contracts.events import DecisionStatus, FailureCause, RejectionCause
+from signoff.contracts.events import FailureCause
 from signoff.contracts.topics import DEAD_LETTER_TOPIC
-from signoff.executor.domain.actions import Approver, TriggeredBy
-from signoff.executor.domain.definitions import Definitions
+from signoff.executor.domain.actions import TriggeredBy
 from signoff.executor.domain.execution import Execution, InvalidStart
 from signoff.executor.domain.pipeline import Pipeline, PipelineError, parse_pipeline
 from signoff.executor.domain.state import StepStatus
-from signoff.executor.mapping import outbox_record
+from signoff.executor.mapping import approved_by, gate_key, outbox_record, rejected_by
 from signoff.executor.metrics import REQUESTS_REFUSED
-from signoff.executor.repository import ExecutorRepository, NewExecution
-from signoff.executor.store import Loaded, load, save
+from signoff.executor.repository import ExecutorRepository, Loaded, NewExecution
 from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.consumer import Received, UnitOfWork, dead_letter_id, dead_letter_record
 
@@ -67,12 +65,10 @@ class ExecutorHandler:
         repository: ExecutorRepository | None = None,
         consumer_name: str = "signoff-executor",
         dead_letter_topic: str = DEAD_LETTER_TOPIC,
-        definitions: Definitions | None = None,
     ) -> None:
         self.catalog = catalog
-        self.definitions = definitions if definitions is not None else Definitions()
         self.clock = clock or SystemClock()
-        self.repository = repository or ExecutorRepository()
+        self.repository = repository or ExecutorRepository(catalog=catalog)
         self.consumer_name = consumer_name
         self.dead_letter_topic = dead_letter_topic
 
@@ -188,10 +184,9 @@ class ExecutorHandler:
 
     async def _abort(self, uow: UnitOfWork, received: Received, data: wire.ExecutionAbortRequested) -> None:
         now = self.clock.now()
-        row = await self.repository.lock_execution(uow.conn, data.execution_id)
-        if row is None:
+        loaded = await self.repository.lock(uow.conn, data.execution_id)
+        if loaded is None:
             raise Refused("unknown_execution", f"no execution {data.execution_id!r}")
-        loaded = load(row, self.catalog, self.definitions)
         who = data.requested_by.name or data.requested_by.user
         reason = f"aborted by {who}" + (f": {data.reason}" if data.reason else "")
         if not loaded.execution.abort(reason, now=now):
@@ -199,9 +194,8 @@ class ExecutorHandler:
             return
         # The runner publishes the gate cancel, kills a running script (on the replica running it) and announces
         # the end: the abort's pending actions are part of the saved state.
-        await save(
+        await self.repository.save(
             uow.conn,
-            self.repository,
             uow.outbox,
             loaded,
             now=now,
@@ -211,17 +205,15 @@ class ExecutorHandler:
 
     # ------------------------------------------------------------------------------------------------ gates
 
-    async def _gate_step(self, uow: UnitOfWork, key: wire.GateKey) -> tuple[Loaded, str] | None:
+    async def _gate_step(self, uow: UnitOfWork, wire_key: wire.GateKey) -> tuple[Loaded, str] | None:
         """The execution and step path a gate is about, locked; None when it is not one of ours (other pipeline
         systems request gates on the same topics) or no longer waits for this attempt."""
-        row = await self.repository.lock_execution(uow.conn, key.execution_id)
-        if row is None or row["pipeline_id"] != key.pipeline_id:
+        key = gate_key(wire_key)
+        loaded = await self.repository.lock(uow.conn, key.execution)
+        if loaded is None or loaded.row["pipeline_id"] != key.pipeline:
             return None
-        loaded = load(row, self.catalog, self.definitions)
-        for state in loaded.execution.steps():
-            if state.stage == key.stage_id and state.identifier == key.step_id and state.type == "HarnessApproval":
-                return (loaded, state.path) if state.attempt == key.attempt else None
-        return None
+        path = loaded.execution.approval_step(key)
+        return (loaded, path) if path is not None else None
 
     async def _gate_opened(self, uow: UnitOfWork, received: Received, data: wire.GateOpened) -> None:
         found = await self._gate_step(uow, data.key)
@@ -245,9 +237,8 @@ class ExecutorHandler:
             loaded.execution.approval_opened(path, data.expires_at, now=self.clock.now())
             # Tell subscribers which gate the step waits on (the status itself did not change).
             loaded.before.pop(path, None)
-            await save(
+            await self.repository.save(
                 uow.conn,
-                self.repository,
                 uow.outbox,
                 loaded,
                 now=self.clock.now(),
@@ -269,14 +260,10 @@ class ExecutorHandler:
         execution, now = loaded.execution, self.clock.now()
         match data:
             case wire.GateApproved():
-                approving = [v for v in data.votes if v.status == DecisionStatus.APPROVED]
-                comments = "; ".join(v.comment for v in approving if v.comment) or None
-                changed = execution.approval_approved(
-                    path, data.inputs, [Approver(name=v.approver) for v in approving], comments, now=now
-                )
+                approvers, comments = approved_by(data)
+                changed = execution.approval_approved(path, data.inputs, approvers, comments, now=now)
             case wire.GateRejected():
-                approvers = [Approver(name=data.rejected_by)] if data.rejected_by else []
-                comment = data.comment or _rejection_note(data)
+                approvers, comment = rejected_by(data)
                 changed = execution.approval_rejected(path, approvers, comment, now=now)
             case wire.GateExpired():
                 changed = execution.approval_expired(path, now=now)
@@ -287,9 +274,8 @@ class ExecutorHandler:
                 "late_gate_outcome_ignored", execution_id=data.key.execution_id, step=path, type=received.event.type
             )
             return
-        await save(
+        await self.repository.save(
             uow.conn,
-            self.repository,
             uow.outbox,
             loaded,
             now=now,
@@ -307,9 +293,8 @@ class ExecutorHandler:
         if not loaded.execution.approval_refused(path, data.describe(), now=now):
             log.info("late_request_refusal_ignored", execution_id=data.key.execution_id, step=path)
             return
-        await save(
+        await self.repository.save(
             uow.conn,
-            self.repository,
             uow.outbox,
             loaded,
             now=now,
@@ -352,11 +337,3 @@ class ExecutorHandler:
             finished_at=now,
         )
         uow.outbox.add(outbox_record(failed, at=now, traceparent=received.event.traceparent))
-
-
-def _rejection_note(data: wire.GateRejected) -> str | None:
-    if data.cause == RejectionCause.TIMEOUT_ACTION:
-        return "the timeout action rejected it"
-    if data.cause == RejectionCause.SUPERSEDED:
-        return f"superseded by gate {data.superseded_by}"
-    return None

@@ -1,7 +1,8 @@
-"""Between the executor's domain and the wire contract: approval requests, execution lifecycle events, outbox rows.
+"""Between the executor's domain and the wire contract: gate keys and outcomes, approval requests, execution lifecycle
+events, outbox rows. The one module where the executor converts: a value crosses here once, in one direction.
 
-The domain speaks Harness (snake_case actions, `Expire`/`Approve`/`Reject`, step statuses in capitals); the wire
-speaks the contract (`signoff.contracts`). Nothing here does I/O.
+The domain speaks the shared kernel (`signoff.kernel`: policy, approver inputs, decision status, gate key) and
+Harness (step statuses in capitals); the wire speaks the contract (`signoff.contracts`). Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ from signoff.contracts.events import (
     FilterMatchType,
     FilterType,
     HistoryEntry,
+    RejectionCause,
     RunStatus,
     StageMetadata,
     TargetFilter,
     TimeoutAction,
 )
-from signoff.executor.domain.actions import ApprovalRequest, ExecutionFinished, FilterMetadata
+from signoff.contracts.events import DecisionStatus as WireStatus
+from signoff.executor.domain.actions import ApprovalRequest, Approver, ExecutionFinished, FilterMetadata
 from signoff.executor.domain.actions import StageMetadata as DomainStageMetadata
 from signoff.executor.domain.execution import Execution
 from signoff.executor.domain.state import StepState, StepStatus
+from signoff.kernel import DecisionStatus, GateKey
 from signoff.runtime.outbox import OutboxRecord, event_record
 
 EVENT_SOURCE = "urn:signoff:executor"
@@ -45,12 +49,44 @@ RUN_STATUS: Mapping[str, RunStatus] = {
     StepStatus.ABORTED: RunStatus.ABORTED,
     StepStatus.SKIPPED: RunStatus.SKIPPED,
 }
-_TIMEOUT_ACTIONS = {"Expire": TimeoutAction.FAIL, "Approve": TimeoutAction.APPROVE, "Reject": TimeoutAction.REJECT}
+_DECISION_STATUS = {
+    WireStatus.APPROVED: DecisionStatus.APPROVE,
+    WireStatus.REJECTED: DecisionStatus.REJECT,
+}
 
 
 def outbox_record(data: wire.EventData, *, at: datetime, traceparent: str | None = None) -> OutboxRecord:
     """The outbox row publishing `data` from this service."""
     return event_record(data, source=EVENT_SOURCE, at=at, traceparent=traceparent)
+
+
+# ---------------------------------------------------------------------------------------------------- gates
+
+
+def gate_key(key: wire.GateKey) -> GateKey:
+    """The domain's key of a gate the wire names."""
+    return GateKey(key.pipeline_id, key.execution_id, key.stage_id, key.step_id, key.attempt)
+
+
+def approved_by(data: wire.GateApproved) -> tuple[list[Approver], str | None]:
+    """Who approved an approved gate (the votes whose status is approve, in order) and their comments joined."""
+    approving = [vote for vote in data.votes if _DECISION_STATUS[vote.status] is DecisionStatus.APPROVE]
+    return [Approver(name=vote.approver) for vote in approving], "; ".join(
+        v.comment for v in approving if v.comment
+    ) or None
+
+
+def rejected_by(data: wire.GateRejected) -> tuple[list[Approver], str | None]:
+    """Who rejected a rejected gate (nobody when its timeout action or a newer gate did) and the comment: theirs,
+    or what rejected it."""
+    approvers = [Approver(name=data.rejected_by)] if data.rejected_by else []
+    if data.comment:
+        return approvers, data.comment
+    if data.cause == RejectionCause.TIMEOUT_ACTION:
+        return approvers, "the timeout action rejected it"
+    if data.cause == RejectionCause.SUPERSEDED:
+        return approvers, f"superseded by gate {data.superseded_by}"
+    return approvers, None
 
 
 # ---------------------------------------------------------------------------------------------------- approvals
@@ -130,7 +166,9 @@ def _history(request: ApprovalRequest) -> list[HistoryEntry]:
 def approval_requested(request: ApprovalRequest, triggered_by: wire.Person) -> wire.ApprovalRequested:
     """The wire request for an approval step the execution reached. `triggered_by` is the execution's requester as
     the contract knows them (user id first: `disallowPipelineExecutor` compares user ids)."""
-    policy = request.policy
+    # The kernel policy holds every rule; the wire's top-level approvers are its first, `rules` the others. A policy
+    # of rules only (the Harness block named nobody) reads the same way: the approval service checks all_rules().
+    top, *others = request.policy.rules
     return wire.ApprovalRequested(
         key=wire.GateKey(
             pipeline_id=request.pipeline.identifier,
@@ -144,29 +182,29 @@ def approval_requested(request: ApprovalRequest, triggered_by: wire.Person) -> w
         step_name=request.step.name,
         triggered_by=triggered_by,
         policy=wire.ApprovalPolicy(
-            user_groups=list(policy.user_groups),
-            users=list(policy.users),
-            minimum_count=policy.minimum_count,
-            disallow_pipeline_executor=policy.disallow_pipeline_executor,
+            user_groups=list(top.user_groups),
+            users=list(top.users),
+            minimum_count=top.minimum_count,
+            disallow_pipeline_executor=request.policy.disallow_pipeline_executor,
             rules=[
                 wire.ApprovalRule(
                     user_groups=list(rule.user_groups), users=list(rule.users), minimum_count=rule.minimum_count
                 )
-                for rule in policy.rules
+                for rule in others
             ],
         ),
         approver_inputs=[
             wire.ApproverInput(
                 name=item.name,
-                default_value=item.default_value,
+                default_value=item.default_value or "",
                 required=item.required,
-                allowed_values=list(item.allowed_values),
+                allowed_values=list(item.allowed_values or ()),
             )
             for item in request.inputs
         ],
         timeout=format_duration(request.timeout) if request.timeout is not None else None,
-        timeout_action=_TIMEOUT_ACTIONS[policy.timeout_action],
-        auto_reject_previous_approvals=policy.auto_reject_previous_approvals,
+        timeout_action=TimeoutAction(request.timeout_action.value),  # the same words
+        auto_reject_previous_approvals=request.auto_reject_previous_approvals,
         message_template=request.message.template,
         message=request.message.text,
         include_pipeline_execution_history=request.include_pipeline_execution_history,

@@ -1,14 +1,29 @@
-"""All SQL of the executor service. Functions take the connection of the caller's transaction."""
+"""All SQL of the executor service. Functions take the connection of the caller's transaction.
+
+An execution comes back as its aggregate (`Loaded`: the `Execution` with its pipeline and plan, and what it looked
+like when loaded): the pipeline document it started with is parsed and planned once per definition (`Definitions`,
+by document hash), not on every load. Saving it back (`save`) writes the new state and, through the caller's outbox,
+the `ExecutionStepChanged` of every step it moved: the handler and the runner only load, call the domain, save.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from signoff import contracts as wire
+from signoff.catalog import Catalog
+from signoff.executor.domain.definitions import Definitions
+from signoff.executor.domain.execution import Execution
+from signoff.executor.domain.state import ExecutionStatus, StepStatus
+from signoff.executor.mapping import outbox_record, step_changed
 from signoff.executor.scripts import ScriptProcess
+from signoff.runtime.outbox import OutboxWriter
+from signoff.runtime.tracing import current_traceparent
 
 SCHEMA = "executor"
 _EXECUTION_COLUMNS = """id, pipeline_id, pipeline_name, sequence_id, status, reason, triggered_by, state, runnable,
@@ -53,11 +68,36 @@ class SavedExecution:
     lease_seconds: float = 0.0
 
 
-class ExecutorRepository:
-    """The executor schema's tables."""
+@dataclass
+class Loaded:
+    """An execution loaded (and locked) from its row: the aggregate, with what it looked like then (the step
+    changes a save publishes are the differences from `before`)."""
 
-    def __init__(self, schema: str = SCHEMA) -> None:
+    row: Mapping[str, Any]
+    execution: Execution
+    before: dict[str, tuple[StepStatus, int]] = field(default_factory=dict)
+
+    @property
+    def traceparent(self) -> str | None:
+        """The trace of the run (what started it), stored with the execution."""
+        return self.row.get("traceparent")
+
+    @property
+    def triggered_by(self) -> wire.Person:
+        """Who started the execution, as the wire contract knows them."""
+        return wire.Person.model_validate(self.row["triggered_by"])
+
+
+class ExecutorRepository:
+    """The executor schema's tables. `catalog`: what restored executions resolve their stage metadata against;
+    `definitions`: the parsed pipelines and plans shared by every load (the consumer's and the runner's)."""
+
+    def __init__(
+        self, schema: str = SCHEMA, *, catalog: Catalog | None = None, definitions: Definitions | None = None
+    ) -> None:
         self.schema = schema
+        self.catalog = catalog
+        self.definitions = definitions if definitions is not None else Definitions()
 
     def _t(self, table: str) -> str:
         return f'"{self.schema}".{table}'
@@ -116,6 +156,66 @@ class ExecutorRepository:
         return bool(
             await conn.fetchval(f"SELECT true FROM {self._t('executions')} WHERE id = $1", execution_id)  # noqa: S608
         )
+
+    def restore(self, row: Mapping[str, Any]) -> Loaded:
+        """The aggregate of an execution row (a claimed one): its pipeline without catalog checks (a catalog edited
+        since the start must not strand a running execution), parsed once per definition. Raises when the stored
+        state or document is not valid (the runner fails such an execution)."""
+        execution = Execution.from_dict(row["state"], catalog=self.catalog, definitions=self.definitions)
+        return Loaded(row, execution, {s.path: (s.status, s.attempt) for s in execution.steps()})
+
+    async def lock(self, conn: asyncpg.Connection, execution_id: str) -> Loaded | None:
+        """The execution `execution_id`, locked for the caller's transaction; None when there is none."""
+        row = await self.lock_execution(conn, execution_id)
+        return self.restore(row) if row is not None else None
+
+    async def save(
+        self,
+        conn: asyncpg.Connection,
+        outbox: OutboxWriter,
+        loaded: Loaded,
+        *,
+        now: datetime,
+        runnable: bool,
+        owner: str | None = None,
+        set_owner: bool = False,
+        lease_seconds: float = 0.0,
+        gate_ids: Mapping[str, str] | None = None,
+        traceparent: str | None = None,
+    ) -> None:
+        """Persist `loaded.execution` and publish its step changes: an `ExecutionStepChanged` outbox row, in the same
+        transaction, for each step whose status (or attempt) changed since it was loaded, so consumers see every
+        transition as it was committed. They continue `traceparent` (the event that caused the change), else the
+        current span or the execution's stored trace."""
+        execution = loaded.execution
+        traceparent = traceparent or current_traceparent(loaded.traceparent)
+        for step in execution.steps():
+            if loaded.before.get(step.path) != (step.status, step.attempt):
+                gate_id = (gate_ids or {}).get(step.path)
+                outbox.add(
+                    outbox_record(
+                        step_changed(execution, step, at=now, gate_id=gate_id), at=now, traceparent=traceparent
+                    )
+                )
+        running = execution.status == ExecutionStatus.RUNNING
+        await self.save_execution(
+            conn,
+            SavedExecution(
+                id=execution.execution_id,
+                status=execution.status.value,
+                reason=execution.reason,
+                state=execution.to_dict(),
+                finished_at=execution.finished_at,
+                runnable=runnable,
+                wake_at=execution.next_wakeup() if running else None,
+                set_owner=set_owner,
+                owner=owner,
+                lease_seconds=lease_seconds,
+            ),
+        )
+        if runnable:
+            await self.notify_runner(conn)
+        loaded.before = {s.path: (s.status, s.attempt) for s in execution.steps()}
 
     async def lock_execution(self, conn: asyncpg.Connection, execution_id: str) -> asyncpg.Record | None:
         """The execution `execution_id`, locked for this transaction (waits for another holder)."""

@@ -43,12 +43,10 @@ from signoff.executor.domain.actions import (
     RunShellScript,
     StartWait,
 )
-from signoff.executor.domain.definitions import Definitions
 from signoff.executor.mapping import approval_requested, finished, outbox_record
 from signoff.executor.metrics import EXECUTIONS_FINISHED, RUNNER_PASS_SECONDS, SCRIPT_SECONDS, SCRIPTS_RUNNING
-from signoff.executor.repository import ExecutorRepository, runner_channel
+from signoff.executor.repository import ExecutorRepository, Loaded, runner_channel
 from signoff.executor.scripts import ScriptProcess, ScriptResult, ensure_gone, run_script
-from signoff.executor.store import Loaded, load, running_scripts, save
 from signoff.runtime import tracing
 from signoff.runtime.clock import Clock
 from signoff.runtime.consumer import TRANSIENT_ERRORS
@@ -77,13 +75,11 @@ class Runner:
         lease_seconds: float = 30.0,
         batch_size: int = 20,
         instance: str | None = None,
-        definitions: Definitions | None = None,
     ) -> None:
         self.pool = pool
         self.clock = clock
         self.catalog = catalog
-        self.definitions = definitions if definitions is not None else Definitions()
-        self.repository = repository or ExecutorRepository()
+        self.repository = repository or ExecutorRepository(catalog=catalog)
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
         self.batch_size = batch_size
@@ -115,7 +111,7 @@ class Runner:
                         # The scripts it starts run under spans of their own, children of this one.
                         parent = tracing.current_traceparent(row["traceparent"])
                         async with conn.transaction():
-                            loaded = load(row, self.catalog, self.definitions)
+                            loaded = self.repository.restore(row)
                             started, cancelled, finish = await self._advance(conn, outbox, loaded, now)
                             await outbox.flush(conn)
                 except TRANSIENT_ERRORS:
@@ -164,16 +160,18 @@ class Runner:
     ) -> tuple[list[RunShellScript], list[ScriptKey], list[str]]:
         execution = loaded.execution
         owner = loaded.row["owner"]
-        if owner is not None and owner != self.instance and running_scripts(execution):
+        if owner is not None and owner != self.instance and execution.running_scripts():
             # The replica running its scripts stopped renewing its lease: it died (its scripts with it) or fenced
             # itself; what may be left of them on this host is killed before anything starts again.
             log.warning("recovering_execution", execution_id=execution.execution_id, previous_owner=owner)
             await self._ensure_earlier_attempts_gone(conn, execution)
             execution.recover(now)
-        elif owner == self.instance and running_scripts(execution):
+        elif owner == self.instance and execution.running_scripts():
             # Our own scripts, but no task runs any of them (a task that died without reporting; should not
             # happen): never leave the execution hanging. While one still runs, a lost sibling fails at its deadline.
-            keys = [(execution.execution_id, path, execution.step(path).attempt) for path in running_scripts(execution)]
+            keys = [
+                (execution.execution_id, path, execution.step(path).attempt) for path in execution.running_scripts()
+            ]
             if not any(key in self.scripts for key in keys):
                 execution.recover(now)
         execution.tick(now)
@@ -214,10 +212,9 @@ class Runner:
                 case ExecutionFinished():
                     outbox.add(outbox_record(finished(execution, action), at=now, traceparent=traceparent))
                     ended.append(action.status)
-        scripts = running_scripts(execution)
-        await save(
+        scripts = execution.running_scripts()
+        await self.repository.save(
             conn,
-            self.repository,
             outbox,
             loaded,
             now=now,
@@ -230,7 +227,7 @@ class Runner:
 
     async def _ensure_earlier_attempts_gone(self, conn: asyncpg.Connection, execution) -> None:
         processes = await self.repository.script_processes(conn, execution.execution_id)
-        for path in running_scripts(execution):
+        for path in execution.running_scripts():
             process = processes.get((path, execution.step(path).attempt))
             if process is None:
                 continue
@@ -308,10 +305,9 @@ class Runner:
     async def _report(self, action: RunShellScript, result: ScriptResult) -> None:
         now = self.clock.now()
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await self.repository.lock_execution(conn, action.execution_id)
-            if row is None:
+            loaded = await self.repository.lock(conn, action.execution_id)
+            if loaded is None:
                 return
-            loaded = load(row, self.catalog, self.definitions)
             execution = loaded.execution
             if result.succeeded:
                 changed = execution.step_succeeded(action.step_path, result.outputs, now=now, attempt=action.attempt)
@@ -330,7 +326,7 @@ class Runner:
             await self.repository.forget_script_processes(conn, action.execution_id, action.step_path)
             outbox = OutboxWriter(self.repository.schema)
             if changed:
-                await save(conn, self.repository, outbox, loaded, now=now, runnable=True)
+                await self.repository.save(conn, outbox, loaded, now=now, runnable=True)
             await outbox.flush(conn)
         log.info(
             "script_finished",

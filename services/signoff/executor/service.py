@@ -33,11 +33,11 @@ def executor_spec(settings: ExecutorSettings, clock: Clock | None = None) -> Ser
     """The executor role's spec: the consumer handler, and the runner as a background task."""
     clock = clock or SystemClock()
     catalog = load_catalog(settings)
-    repository = ExecutorRepository(SCHEMA)
-    definitions = Definitions()  # the consumer and the runner load the same executions: one parse serves both
+    # The consumer and the runner load the same executions through one repository: one parse serves both.
+    repository = ExecutorRepository(SCHEMA, catalog=catalog, definitions=Definitions())
 
     def handler(context: ServiceContext) -> ExecutorHandler:
-        return ExecutorHandler(catalog=catalog, clock=clock, repository=repository, definitions=definitions)
+        return ExecutorHandler(catalog=catalog, clock=clock, repository=repository)
 
     async def run_executions(context: ServiceContext) -> None:
         runner = Runner(
@@ -45,7 +45,6 @@ def executor_spec(settings: ExecutorSettings, clock: Clock | None = None) -> Ser
             clock,
             catalog=catalog,
             repository=repository,
-            definitions=definitions,
             poll_interval=settings.runner_poll_seconds,
             lease_seconds=settings.script_lease_seconds,
         )

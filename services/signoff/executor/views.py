@@ -78,7 +78,9 @@ def pipeline_state(row: Mapping[str, Any], gates: list[Mapping[str, Any]]) -> di
                     latest["externalExecutionId"] = gate["gate_id"]
                 elif step.approval is not None:
                     activities = step.approval.activities
-                    latest["summary"] = "; ".join(a.comments for a in activities if a.comments) or step.approval.action
+                    latest["summary"] = (
+                        "; ".join(a.comments for a in activities if a.comments) or step.approval.action.upper()
+                    )
                     if activities:
                         latest["lastUpdatedBy"] = activities[-1].approver.name
                 elif step.reason:

@@ -30,6 +30,7 @@ from signoff.executor.domain.expressions import render
 from signoff.executor.domain.pipeline import Pipeline, parse_pipeline
 from signoff.executor.domain.plan import ParallelBlock, PlannedStep
 from signoff.executor.domain.state import ExecutionStatus, StepStatus
+from signoff.kernel import ApprovalRule, TimeoutAction
 from tests.unit.executor.builders import (
     EXAMPLES,
     approval,
@@ -146,7 +147,8 @@ def test_seed_pipeline_requests_its_approval(catalog: Catalog) -> None:
     assert isinstance(action, RequestApproval)
     request = action.request
     assert request.message.text == "Test"
-    assert request.policy.user_groups == ("docs",) and request.policy.minimum_count == 1
+    # The shared kernel's policy: the Harness approvers block is its one rule.
+    assert request.policy.rules == (ApprovalRule(user_groups=("docs",), minimum_count=1),)
     assert [(i.name, i.default_value) for i in request.inputs] == [("foo", "bar")]
     assert request.timeout == timedelta(days=1) and request.expires_at == T0 + timedelta(days=1)
     assert execution.step("approve.Harness_Approval_Step").status == StepStatus.WAITING_APPROVAL
@@ -185,6 +187,40 @@ def test_approval_request_survives_json(catalog: Catalog) -> None:
     assert RequestApproval.model_validate(json.loads(json.dumps(action.model_dump(mode="json")))) == action
 
 
+def test_an_approval_request_stored_in_the_harness_shape_still_restores(catalog: Catalog) -> None:
+    # Before the shared kernel, a pending request kept the approvers block as written, with the timeout action
+    # and auto-reject inside it, Harness's timeout words, and "" for an input without a default.
+    action = run_to_approval(
+        blue_green(catalog, "blue-green-rich-approval.yaml", variables={"rollout_service": "storefront"})
+    )
+    stored = action.model_dump(mode="json")
+    stored["request"]["policy"] = {
+        "user_groups": ["qa", "sre"],
+        "users": [],
+        "minimum_count": 1,
+        "disallow_pipeline_executor": True,
+        "rules": [
+            {"name": "one QA sign-off", "user_groups": ["qa"], "users": [], "minimum_count": 1},
+            {"name": "two SREs", "user_groups": ["sre"], "users": [], "minimum_count": 2},
+        ],
+        "auto_reject_previous_approvals": True,
+        "timeout_action": "Reject",
+    }
+    for key in ("timeout_action", "auto_reject_previous_approvals"):
+        del stored["request"][key]
+    stored["request"]["inputs"] = [
+        {"name": "foo", "default_value": "bar", "required": False, "allowed_values": []},
+        {"name": "note", "default_value": "", "required": True, "allowed_values": []},
+    ]
+    restored = RequestApproval.model_validate(stored).request
+    assert restored.policy == action.request.policy
+    assert (restored.timeout_action, restored.auto_reject_previous_approvals) == (TimeoutAction.REJECT, True)
+    assert [(i.name, i.default_value, i.required, i.allowed_values) for i in restored.inputs] == [
+        ("foo", "bar", False, None),
+        ("note", None, True, None),
+    ]
+
+
 def test_rich_approval_message_resolves_what_is_known_and_marks_the_rest(catalog: Catalog) -> None:
     execution = blue_green(catalog, "blue-green-rich-approval.yaml", variables={"rollout_service": "storefront"})
     request = run_to_approval(execution).request
@@ -194,9 +230,14 @@ def test_rich_approval_message_resolves_what_is_known_and_marks_the_rest(catalog
         "Change ticket: CHG-1042, started by Ada.",
         "Next: Production rollout of storefront.",
     ]
-    assert request.policy.rules[1].minimum_count == 2
+    # The top-level approvers are the first rule, the block's `rules` the others.
+    assert [(rule.user_groups, rule.minimum_count) for rule in request.policy.rules] == [
+        (("qa", "sre"), 1),
+        (("qa",), 1),
+        (("sre",), 2),
+    ]
     assert request.policy.disallow_pipeline_executor
-    assert request.policy.auto_reject_previous_approvals and request.policy.timeout_action == "Reject"
+    assert request.auto_reject_previous_approvals and request.timeout_action is TimeoutAction.REJECT
     assert request.timeout == timedelta(hours=4)
     [upcoming] = request.upcoming_stages
     assert [s.name for s in upcoming.services] == ["Storefront"]

@@ -31,9 +31,9 @@ ALLOWED_SIGNOFF = (
     "signoff.executor.domain",
     "signoff.catalog",  # the pure catalog model and its filters (the files are read by the service)
     "signoff.contracts.durations",
-    # The one approval rule the executor asks early (a quorum beyond the listed users): the same words as the
-    # approval service's refusal, from the same function.
-    "signoff.approval.domain.requests",
+    # The shared kernel: the policy, approver inputs, decision and gate status it shares with the approval domain
+    # (and the one approval rule it asks early, a quorum beyond the listed users).
+    "signoff.kernel",
 )
 
 

@@ -5,9 +5,9 @@ A business refusal (a stale token, a non-member voting) is never an exception: t
 with nobody in it, a naive datetime, a non-positive timeout — which the service layer treats as an invalid message.
 """
 
+from signoff.kernel import InvalidDefinition
 
-class InvalidDefinition(ValueError):
-    """A value type, policy or gate was defined with values that cannot describe a working gate."""
+__all__ = ["InvalidDefinition", "InvalidTimeout"]
 
 
 class InvalidTimeout(InvalidDefinition):

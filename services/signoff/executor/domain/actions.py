@@ -8,12 +8,19 @@ persist them and map them onto the wire contracts.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from signoff.catalog import ResolvedRef
-from signoff.executor.domain.pipeline import ApprovalRule
+from signoff.kernel import ApproverInput, DecisionStatus, GateStatus, Policy, TimeoutAction
+
+# Executions stored before the shared kernel spelled these the Harness way; a restore reads either.
+_LEGACY_TIMEOUT_ACTIONS = {
+    "Expire": TimeoutAction.FAIL,
+    "Approve": TimeoutAction.APPROVE,
+    "Reject": TimeoutAction.REJECT,
+}
 
 
 class _Model(BaseModel):
@@ -39,18 +46,30 @@ class ApprovalActivity(_Model):
     """One approver's decision (`<+execution.steps.ID.output.approvalActivities[n]...>`)."""
 
     approver: Approver
-    action: Literal["APPROVE", "REJECT"]
+    action: DecisionStatus = Field(description="The shared vocabulary; expressions render it Harness's way (APPROVE).")
     comments: str | None = None
     decided_at: datetime
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _legacy_action(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
 
 class ApprovalOutcome(_Model):
     """How an approval step ended."""
 
-    action: Literal["APPROVED", "REJECTED", "EXPIRED"]
+    action: Literal[GateStatus.APPROVED, GateStatus.REJECTED, GateStatus.EXPIRED] = Field(
+        description="The gate's final status (expressions render it Harness's way: APPROVED)."
+    )
     activities: tuple[ApprovalActivity, ...] = ()
     inputs: dict[str, str] = Field(default_factory=dict, description="Final approver inputs (approved only).")
     decided_at: datetime
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _legacy_action(cls, value: Any) -> Any:
+        return GateStatus(value.lower()) if isinstance(value, str) else value
 
 
 # -- the approval request ----------------------------------------------------------------------------------------
@@ -83,27 +102,6 @@ class ApprovalMessage(_Model):
     marked: str
     unresolved: tuple[str, ...] = ()
     reasons: dict[str, str] = Field(default_factory=dict)
-
-
-class ApprovalPolicy(_Model):
-    """Who may approve and what happens on timeout (the approval service enforces it)."""
-
-    user_groups: tuple[str, ...]
-    users: tuple[str, ...]
-    minimum_count: int
-    disallow_pipeline_executor: bool
-    rules: tuple[ApprovalRule, ...] = ()
-    auto_reject_previous_approvals: bool = False
-    timeout_action: Literal["Expire", "Approve", "Reject"] = "Expire"
-
-
-class ApprovalInput(_Model):
-    """An approver input with its default rendered."""
-
-    name: str
-    default_value: str
-    required: bool = False
-    allowed_values: tuple[str, ...] = ()
 
 
 class FilterMetadata(_Model):
@@ -193,11 +191,42 @@ class ApprovalRequest(_Model):
     )
     current_stage: StageMetadata
     upcoming_stages: tuple[StageMetadata, ...] = ()
-    policy: ApprovalPolicy
-    inputs: tuple[ApprovalInput, ...] = ()
+    policy: Policy = Field(description="Who may approve, names rendered (the approval service enforces it).")
+    timeout_action: TimeoutAction = TimeoutAction.FAIL
+    auto_reject_previous_approvals: bool = False
+    inputs: tuple[ApproverInput, ...] = Field((), description="The approver inputs, defaults rendered.")
     timeout: timedelta | None = Field(None, description="The step's timeout; None leaves it to the service's default.")
     requested_at: datetime
     expires_at: datetime | None = Field(None, description="When the gate should expire, if the step says.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_policy(cls, data: Any) -> Any:
+        # A pending request stored before the shared kernel carried the Harness approvers block as written, with
+        # the timeout action and auto-reject inside it, and inputs with "" for no default.
+        policy = data.get("policy") if isinstance(data, dict) else None
+        if not isinstance(policy, dict) or "rules" not in policy or "user_groups" not in policy:
+            return data
+        top = [policy] if policy.get("user_groups") or policy.get("users") else []
+        rules = [
+            {"user_groups": rule["user_groups"], "users": rule["users"], "minimum_count": rule["minimum_count"]}
+            for rule in [*top, *policy["rules"]]
+        ]
+        inputs = [
+            {
+                **item,
+                "default_value": item.get("default_value") or None,
+                "allowed_values": item.get("allowed_values") or None,
+            }
+            for item in data.get("inputs", ())
+        ]
+        return {
+            **data,
+            "policy": {"rules": rules, "disallow_pipeline_executor": policy.get("disallow_pipeline_executor", False)},
+            "timeout_action": _LEGACY_TIMEOUT_ACTIONS[policy.get("timeout_action", "Expire")],
+            "auto_reject_previous_approvals": policy.get("auto_reject_previous_approvals", False),
+            "inputs": inputs,
+        }
 
 
 # -- actions -----------------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import TypeAdapter
 
@@ -41,10 +41,8 @@ from signoff.contracts.durations import format_duration, parse_positive_duration
 from signoff.executor.domain.actions import (
     Action,
     ApprovalActivity,
-    ApprovalInput,
     ApprovalMessage,
     ApprovalOutcome,
-    ApprovalPolicy,
     ApprovalRequest,
     Approver,
     CancelApproval,
@@ -91,6 +89,16 @@ from signoff.executor.domain.state import (
     StepState,
     StepStatus,
 )
+from signoff.kernel import (
+    ApprovalRule,
+    ApproverInput,
+    DecisionStatus,
+    GateKey,
+    GateStatus,
+    InvalidDefinition,
+    Policy,
+    TimeoutAction,
+)
 
 MAX_ATTEMPTS = 3
 """Attempts of a `retryOnRestart` script across executor restarts, the first included."""
@@ -99,6 +107,9 @@ RESTART_REASON = "executor restarted while the step was running"
 APPROVAL_ANSWER_GRACE = timedelta(minutes=15)
 """How long past a gate's expiry a step waits for the approval service's outcome before it fails."""
 NO_APPROVAL_ANSWER = "no answer from the approval service"
+
+# A HarnessApproval step's `timeoutAction` as written -> the shared kernel's (the wire's words).
+_TIMEOUT_ACTIONS = {"Expire": TimeoutAction.FAIL, "Approve": TimeoutAction.APPROVE, "Reject": TimeoutAction.REJECT}
 """The reason a step fails with when no outcome (nor refusal) arrived by its deadline."""
 
 
@@ -236,6 +247,20 @@ class Execution:
         """A copy of one step's state."""
         return self._get(path).model_copy(deep=True)
 
+    def running_scripts(self) -> list[str]:
+        """Paths of the ShellScript steps that run now (a process exists, or should)."""
+        return [s.path for s in self._state.steps if s.type == "ShellScript" and s.status == StepStatus.RUNNING]
+
+    def approval_step(self, key: GateKey) -> str | None:
+        """The path of the approval step a gate is about, when this execution is the gate's and the step is at the
+        gate's attempt; else None (an earlier attempt's gate, or another pipeline system's)."""
+        if key.execution != self.execution_id or key.pipeline != self.pipeline.identifier:
+            return None
+        for state in self._state.steps:
+            if state.stage == key.stage and state.identifier == key.step and state.type == "HarnessApproval":
+                return state.path if state.attempt == key.attempt else None
+        return None
+
     def steps(self) -> list[StepState]:
         """Copies of every step's state, in plan order."""
         return [step.model_copy(deep=True) for step in self._state.steps]
@@ -355,7 +380,10 @@ class Execution:
             for item in spec.approver_inputs
         }
         state.approval = ApprovalOutcome(
-            action="APPROVED", activities=_activities(approvers, "APPROVE", comments, now), inputs=final, decided_at=now
+            action=GateStatus.APPROVED,
+            activities=_activities(approvers, DecisionStatus.APPROVE, comments, now),
+            inputs=final,
+            decided_at=now,
         )
         self._finish_step(state, StepStatus.SUCCEEDED, now)
         self._settle(now)
@@ -369,8 +397,8 @@ class Execution:
         state = self._get(path, ("HarnessApproval",), "approval_rejected")
         if not self._live(state, None, {StepStatus.WAITING_APPROVAL}):
             return False
-        activities = _activities(approvers, "REJECT", comments, now)
-        state.approval = ApprovalOutcome(action="REJECTED", activities=activities, decided_at=now)
+        activities = _activities(approvers, DecisionStatus.REJECT, comments, now)
+        state.approval = ApprovalOutcome(action=GateStatus.REJECTED, activities=activities, decided_at=now)
         who = ", ".join(activity.approver.name for activity in activities) or "an approver"
         reason = f"rejected by {who}" + (f": {comments}" if comments else "")
         self._finish_step(state, StepStatus.APPROVAL_REJECTED, now, reason)
@@ -383,7 +411,7 @@ class Execution:
         state = self._get(path, ("HarnessApproval",), "approval_expired")
         if not self._live(state, None, {StepStatus.WAITING_APPROVAL}):
             return False
-        state.approval = ApprovalOutcome(action="EXPIRED", decided_at=now)
+        state.approval = ApprovalOutcome(action=GateStatus.EXPIRED, decided_at=now)
         self._finish_step(state, StepStatus.EXPIRED, now, "the approval timed out")
         self._fail(now, f"approval {path} expired", ExecutionStatus.FAILED)
         return True
@@ -591,15 +619,35 @@ class Execution:
             return tuple(out)
 
         approvers = spec.approvers
-        policy = ApprovalPolicy(
-            user_groups=names(approvers.user_groups, "user group"),
-            users=names(approvers.users, "user"),
-            minimum_count=approvers.minimum_count,
-            disallow_pipeline_executor=approvers.disallow_pipeline_executor,
-            rules=approvers.rules,
-            auto_reject_previous_approvals=spec.auto_reject_previous,
-            timeout_action=spec.timeout_action,
+        # The Harness approvers block (its top-level groups and users are one rule, when they list anyone) becomes
+        # the shared policy here, names rendered: the one conversion; the mapping writes it to the wire as is.
+        top = (
+            [(names(approvers.user_groups, "user group"), names(approvers.users, "user"), approvers.minimum_count)]
+            if approvers.user_groups or approvers.users
+            else []
         )
+        try:
+            policy = Policy(
+                rules=tuple(
+                    ApprovalRule(user_groups=groups, users=users, minimum_count=count)
+                    for groups, users, count in [
+                        *top,
+                        *((rule.user_groups, rule.users, rule.minimum_count) for rule in approvers.rules),
+                    ]
+                ),
+                disallow_pipeline_executor=approvers.disallow_pipeline_executor,
+            )
+            inputs = tuple(
+                ApproverInput(
+                    name=item.name,
+                    default_value=render(item.default_value, ctx).text or None,
+                    required=item.required,
+                    allowed_values=item.allowed_values or None,
+                )
+                for item in spec.approver_inputs
+            )
+        except InvalidDefinition as exc:
+            raise _DispatchFailed(str(exc)) from None
         text = render(spec.approval_message, ctx)
         marked = render_marked(spec.approval_message, ctx)
         stage = self.plan.stage(planned.stage)
@@ -637,15 +685,9 @@ class Execution:
             current_stage=self.stage_metadata(stage.identifier),
             upcoming_stages=tuple(upcoming),
             policy=policy,
-            inputs=tuple(
-                ApprovalInput(
-                    name=item.name,
-                    default_value=render(item.default_value, ctx).text,
-                    required=item.required,
-                    allowed_values=item.allowed_values,
-                )
-                for item in spec.approver_inputs
-            ),
+            timeout_action=_TIMEOUT_ACTIONS[spec.timeout_action],
+            auto_reject_previous_approvals=spec.auto_reject_previous,
+            inputs=inputs,
             timeout=timeout,
             requested_at=now,
             expires_at=now + timeout if timeout is not None else None,
@@ -774,7 +816,7 @@ class Execution:
 
 
 def _activities(
-    approvers: Iterable[Approver], action: Literal["APPROVE", "REJECT"], comments: str | None, now: datetime
+    approvers: Iterable[Approver], action: DecisionStatus, comments: str | None, now: datetime
 ) -> tuple[ApprovalActivity, ...]:
     return tuple(
         ApprovalActivity(approver=approver, action=action, comments=comments, decided_at=now) for approver in approvers

@@ -29,7 +29,6 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from signoff.approval.domain.requests import quorum_beyond_listed
 from signoff.catalog import Catalog, RefKind, Unresolved, is_expression
 from signoff.catalog.filters import (
     FILTER_ENTITIES,
@@ -48,6 +47,7 @@ from signoff.catalog.yamldoc import (
     parse_yaml,
 )
 from signoff.contracts.durations import parse_positive_duration
+from signoff.kernel import quorum_beyond_listed
 
 STEP_TYPES = ("HarnessApproval", "ShellScript", "Wait")
 STAGE_TYPES = ("Deployment", "CI", "Approval", "Custom")
@@ -270,7 +270,7 @@ class ApprovalRule(_Strict):
     def _someone(self) -> ApprovalRule:
         if not self.user_groups and not self.users:
             raise ValueError("a rule needs userGroups or users")
-        # The approval domain's rule (users compare case-folded), asked early; the approval service decides.
+        # The shared kernel's rule (users compare case-folded), asked early; the approval service decides.
         if problem := quorum_beyond_listed(self.user_groups, self.users, self.minimum_count):
             raise ValueError(problem)
         return self

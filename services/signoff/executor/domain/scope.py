@@ -51,13 +51,14 @@ def base_context(pipeline: Pipeline, plan: Plan, state: ExecutionState) -> Conte
                         "name": activity.approver.name,
                         "email": activity.approver.email or Unknown("the approver has no e-mail"),
                     },
-                    "action": activity.action,
+                    # Harness's spelling of the shared vocabulary: APPROVE / REJECT, APPROVED / REJECTED / EXPIRED.
+                    "action": activity.action.upper(),
                     "comments": activity.comments or "",
                     "approvedAt": activity.decided_at.isoformat(),
                 }
                 for activity in step.approval.activities
             ]
-            output["action"] = step.approval.action
+            output["action"] = step.approval.action.upper()
         ctx = ctx.with_step(
             stage=planned.stage,
             identifier=planned.identifier,
