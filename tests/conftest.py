@@ -1,11 +1,13 @@
 """Test fixtures on real infrastructure: one broker and one PostgreSQL server per test session (see
 tests/support/infra.py for how they are chosen), a fresh database per test cloned from a migrated template, and
-unique topic and consumer-group names per test."""
+unique topic and consumer-group names per test. Under pytest-xdist each worker is a session of its own: its own
+embedded broker and server, or, on shared external ones, a template database of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +20,9 @@ from signoff.runtime.migrations import migrate_all
 from signoff.runtime.settings import Settings
 from tests.support.infra import Infra, provide_infra
 
-TEMPLATE_DB = "signoff_template"
+# One template per xdist worker (`gw0`, `gw1`; `main` without xdist): a worker rebuilding its template must not
+# drop the one another worker is cloning from a shared server.
+TEMPLATE_DB = f"signoff_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 
 # Roles run in-process here while click's CliRunner swaps sys.stdout for a command's output: bind their logs to
 # the process's own stderr, so what a command printed is all its captured stdout holds.

@@ -16,6 +16,8 @@ from tests.deploy.manifests import REPO
 
 CHECKER = REPO / "tests" / "asyncapi"
 SCHEMAS = REPO / "schemas"
+# One worker runs these: an `npm ci` of the fixture must not race another in the same folder.
+pytestmark = pytest.mark.xdist_group("asyncapi-parser")
 
 
 @pytest.fixture(scope="module")

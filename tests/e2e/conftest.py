@@ -233,6 +233,10 @@ def running_system(*, channels: str = "", routes: str = "", env: dict[str, str] 
             "SIGNOFF_EXPIRY_INTERVAL_SECONDS": "0.5",
             "SIGNOFF_METRICS_GAUGE_INTERVAL_SECONDS": "0.5",
             "SIGNOFF_API_DECISION_WAIT_SECONDS": "60",
+            # A group join waits about half the session timeout on the embedded broker: the roles join in 2 s
+            # instead of 5 (the test session's own consumers use 2 s; 4 s leaves a loaded machine room to heartbeat).
+            "SIGNOFF_KAFKA_SESSION_TIMEOUT_MS": "4000",
+            "SIGNOFF_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
         }
         | (env or {})
     )
@@ -260,7 +264,20 @@ def running_system(*, channels: str = "", routes: str = "", env: dict[str, str] 
         shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def system() -> Iterator[System]:
+@pytest.fixture(scope="session")
+def shared_system() -> Iterator[System]:
+    """One dev stack for the modules whose journeys cannot see each other's: each starts pipelines of its own
+    names and reads gates, executions and notifications by their ids. Those modules are marked
+    xdist_group(SHARED_STACK), so one worker runs them all on this stack (another would start one of its own)."""
     with running_system() as running:
         yield running
+
+
+SHARED_STACK = "e2e-shared-stack"
+
+
+@pytest.fixture(scope="module")
+def system(shared_system: System) -> System:
+    """The dev stack of a module's journeys: the shared one (a module that needs a stack of its own, say to count
+    what happened on it, overrides this fixture with `running_system()`)."""
+    return shared_system

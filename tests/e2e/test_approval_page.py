@@ -14,10 +14,10 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.e2e.conftest import REPO, System
+from tests.e2e.conftest import REPO, SHARED_STACK, System
 from tests.support.waiting import eventually_sync
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(SHARED_STACK)]  # the shared dev stack
 
 OPENED = "io.signoff.gate.opened.v1"
 CHROMIUM = "/usr/bin/chromium"

@@ -15,7 +15,7 @@ from signoff.devstack.process import unprivileged_account
 from tests.support.checkout import Checkout, private_checkout
 from tests.support.waiting import eventually_sync
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-folders")]  # one worker: one private checkout
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ from aiokafka import AIOKafkaConsumer
 from signoff.contracts.cdevents import chain_id
 from signoff.contracts.topics import CDEVENTS
 from signoff.runtime.devenv import ENV_FILE, read_env_file
-from tests.e2e.conftest import SEED_DECISION, System
+from tests.e2e.conftest import SEED_DECISION, SHARED_STACK, System
 from tests.support.cdevents import parse_record
 from tests.support.waiting import eventually, eventually_sync
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(SHARED_STACK)]  # the shared dev stack
 
 OPENED, APPROVED, REJECTED = "io.signoff.gate.opened.v1", "io.signoff.gate.approved.v1", "io.signoff.gate.rejected.v1"
 EXPIRED, CANCELLED = "io.signoff.gate.expired.v1", "io.signoff.gate.cancelled.v1"
@@ -202,7 +202,7 @@ def _read_cdevents(bootstrap: str, done) -> list[tuple]:
 @pytest.mark.timeout(300)  # a whole journey, then the topic read to its end (and, run alone, the stack's start)
 def test_every_cdevent_of_the_journeys_validates_and_parses(system: System):
     """The seed journey (run, approval request, gate, a refused and a counted decision, outcome) as CDEvents: each
-    record on signoff.cdevents.v1 (this journey's and those of the journeys before it in this module) parses with
+    record on signoff.cdevents.v1 (this journey's and those of the journeys before it on this stack) parses with
     the CloudEvents SDK and validates against the official schemas; this gate's tell its story."""
     path = system.pipeline("cdevents", renames={"checkout_blue_green": "e2e_cdevents"})
     execution_id = _start(system, path)

@@ -2,25 +2,32 @@
 addresses it writes for Prometheus (prometheus-targets.json): each exposition passes `promtool check metrics`, and
 the approval and api roles count the journey's gate, refusal, vote and outcome exactly.
 
-This module has a dev stack of its own (the `system` fixture is per module), so the counts are this journey's."""
+This module has a dev stack of its own (its `system` fixture, not the shared one), so the counts are this journey's."""
 
 from __future__ import annotations
 
 import json
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from signoff.cli.dev import SCRAPE_TARGETS_FILE
 from signoff.cli.roles import ROLES
-from tests.e2e.conftest import System
+from tests.e2e.conftest import System, running_system
 from tests.support.promtool import check_metrics
 from tests.support.waiting import eventually_sync
 
 pytestmark = pytest.mark.e2e
 
 PIPELINE = "e2e_metrics"
+
+
+@pytest.fixture(scope="module")
+def system() -> Iterator[System]:
+    with running_system() as running:
+        yield running
 
 
 def targets(system: System) -> dict[str, str]:

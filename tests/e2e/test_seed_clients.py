@@ -18,10 +18,10 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from signoff.runtime.devenv import ENV_FILE, read_env_file
-from tests.e2e.conftest import SEED_DECISION, System
+from tests.e2e.conftest import SEED_DECISION, SHARED_STACK, System
 from tests.support.waiting import eventually_sync
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(SHARED_STACK)]  # the shared dev stack
 
 REGION = "eu-west-1"
 SEED_NAMES = {
@@ -79,6 +79,7 @@ def audit(system: System, gate_id: str) -> list[dict]:
     return json.loads(system.signoff("audit", gate_id, "--json", user="dana").stdout)["entries"]
 
 
+@pytest.mark.timeout(300)  # some fifteen AWS CLI processes (botocore loads its models each time) on a busy machine
 def test_the_aws_cli_reads_the_token_and_approves_with_the_seed_file(system: System):
     dana, bob = access_key(system, "dana"), access_key(system, "bob")
     execution_id = start(system, "seed-cli", SEED_NAMES)

@@ -1,8 +1,12 @@
-"""Each role's /metrics serves the runtime's metrics and its own, though the CLI imports every role's modules."""
+"""Each role's /metrics serves the runtime's metrics and its own, though every role's modules are imported (as in the
+test session, or a tool that imports them all)."""
 
 from __future__ import annotations
 
-import signoff.cli.main  # noqa: F401 - what `python -m signoff ROLE` imports: every role
+import signoff.api.service
+import signoff.approval.service
+import signoff.executor.service
+import signoff.notifier.service  # noqa: F401 - every role's metrics registered in this process
 from signoff.runtime.metrics import RoleView
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import click
 import structlog
-import yaml
 
 from signoff.approval.cdevents import ApprovalLinks
+from signoff.approval.directory import read_directory
 from signoff.approval.expiry import run_expiry
 from signoff.approval.handlers import ApprovalHandler
 from signoff.approval.metrics import GateMetrics, run_gate_gauges
@@ -29,26 +28,6 @@ GATES_TOPIC = "signoff.approval.gates.v1"
 CDEVENTS_TOPIC = "signoff.cdevents.v1"
 log = structlog.get_logger(__name__)
 assert {REQUESTS_TOPIC, DECISIONS_TOPIC, GATES_TOPIC, CDEVENTS_TOPIC} <= {topic.name for topic in TOPICS}
-
-
-def read_directory(path: Path) -> list[tuple[str, str, str | None, dict[str, str]]]:
-    """Directory members from YAML: `{groups: {GROUP: [{user, email, slack, teams}, ...]}}` (or the groups
-    mapping at the top level)."""
-    document: Any = yaml.safe_load(path.read_text()) or {}
-    groups = document.get("groups", document) if isinstance(document, dict) else None
-    if not isinstance(groups, dict):
-        raise ValueError(f"{path}: expected a mapping of user groups to member lists")
-    members = []
-    for group, listed in groups.items():
-        for entry in listed or []:
-            if isinstance(entry, str):
-                entry = {"user": entry}
-            user = entry.get("user") or entry.get("user_id")
-            if not user:
-                raise ValueError(f"{path}: a member of group {group!r} has no user")
-            handles = {name: str(entry[name]) for name in ("slack", "teams") if entry.get(name)}
-            members.append((str(group), str(user), entry.get("email"), handles))
-    return members
 
 
 async def load_directory(context: ServiceContext, path: Path, repository: ApprovalRepository) -> None:

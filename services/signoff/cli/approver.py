@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import click
 
+from signoff.approval.directory import read_directory
 from signoff.approval.repository import SCHEMA, ApprovalRepository
-from signoff.approval.service import read_directory
 from signoff.cli.client import ApiClient, echo_answer, save_credentials
 from signoff.cli.errors import CliError, CliUsageError
 from signoff.cli.plumbing import cli_settings, echo_json, run_with_connection

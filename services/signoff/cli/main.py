@@ -1,24 +1,79 @@
-"""Entry point of the `signoff` command: service roles, developer tools and the approver's commands."""
+"""Entry point of the `signoff` command: service roles, developer tools and the approver's commands.
+
+Each command's module is imported when the command runs (or when `--help` lists them all), not at startup: a
+client command such as `signoff pending` must not pay for importing the api role's web framework or the
+notifier's Slack client, and every e2e step runs the CLI as a process of its own."""
 
 from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, MutableMapping
 
 import click
 
 from signoff import __version__
-from signoff.api.service import api
-from signoff.approval.service import approval
-from signoff.cli.access_keys import access_keys
-from signoff.cli.approver import COMMANDS as APPROVER_COMMANDS
-from signoff.cli.bench import bench
-from signoff.cli.chaos import chaos
-from signoff.cli.deliveries import deliveries
-from signoff.cli.dev import dev
-from signoff.cli.migrate import migrate
-from signoff.cli.schemas import schemas
-from signoff.cli.tokens import tokens
-from signoff.executor.cli import COMMANDS as EXECUTOR_COMMANDS
-from signoff.executor.service import executor
-from signoff.notifier.service import notifier
+
+COMMANDS: dict[str, str] = {
+    "dev": "signoff.cli.dev:dev",
+    "schemas": "signoff.cli.schemas:schemas",
+    "migrate": "signoff.cli.migrate:migrate",
+    "approval": "signoff.approval.service:approval",
+    "notifier": "signoff.notifier.service:notifier",
+    "deliveries": "signoff.cli.deliveries:deliveries",
+    "tokens": "signoff.cli.tokens:tokens",
+    "access-keys": "signoff.cli.access_keys:access_keys",
+    "bench": "signoff.cli.bench:bench",
+    "chaos": "signoff.cli.chaos:chaos",
+    # signoff.cli.approver.COMMANDS
+    "login": "signoff.cli.approver:login",
+    "pending": "signoff.cli.approver:pending",
+    "show": "signoff.cli.approver:show",
+    "approve": "signoff.cli.approver:approve",
+    "reject": "signoff.cli.approver:reject",
+    "audit": "signoff.cli.approver:audit",
+    "put-approval-result": "signoff.cli.approver:put_approval_result",
+    "groups": "signoff.cli.approver:groups",
+    "executor": "signoff.executor.service:executor",
+    "api": "signoff.api.service:api",
+    # signoff.executor.cli.COMMANDS
+    "run": "signoff.executor.cli:run",
+    "executions": "signoff.executor.cli:executions",
+    "logs": "signoff.executor.cli:logs",
+    "abort": "signoff.executor.cli:abort",
+    "get-pipeline-state": "signoff.executor.cli:get_pipeline_state",
+}
+"""Command name -> `module:attribute` of its click command."""
+
+
+class LazyCommands(MutableMapping[str, click.Command]):
+    """The group's `commands` mapping: names known up front, each command imported on first access."""
+
+    def __init__(self, table: dict[str, str]) -> None:
+        self._table = dict(table)
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            module, _, attribute = self._table[name].partition(":")
+            self._loaded[name] = getattr(importlib.import_module(module), attribute)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._table[name] = ""
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._table[name]
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._table
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -27,22 +82,7 @@ def cli() -> None:
     """signoff: approval gates for CD pipelines, on Kafka and PostgreSQL."""
 
 
-cli.add_command(dev)
-cli.add_command(schemas)
-cli.add_command(migrate)
-cli.add_command(approval)
-cli.add_command(notifier)
-cli.add_command(deliveries)
-cli.add_command(tokens)
-cli.add_command(access_keys)
-cli.add_command(bench)
-cli.add_command(chaos)
-for command in APPROVER_COMMANDS:
-    cli.add_command(command)
-cli.add_command(executor)
-cli.add_command(api)
-for command in EXECUTOR_COMMANDS:
-    cli.add_command(command)
+cli.commands = LazyCommands(COMMANDS)
 
 
 def main() -> None:

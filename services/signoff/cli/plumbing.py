@@ -1,6 +1,5 @@
-"""What every client command shares: settings with one-line errors, a short-lived database connection, `--json`
-output, and publishing one event. (The roles use `signoff.runtime`; these are for commands that run once and
-exit.)"""
+"""What every client command shares: settings with one-line errors, a short-lived database connection and `--json`
+output. (The roles use `signoff.runtime`; these are for commands that run once and exit.)"""
 
 from __future__ import annotations
 
@@ -15,10 +14,8 @@ import asyncpg
 import click
 from pydantic import ValidationError
 
-from signoff import contracts as wire
 from signoff.cli.errors import CliError
 from signoff.runtime.db import create_pool
-from signoff.runtime.kafka import make_producer
 from signoff.runtime.settings import Settings, load_settings
 
 S = TypeVar("S", bound=Settings)
@@ -74,19 +71,3 @@ def run_with_connection(settings: Settings, work: Callable[[asyncpg.Connection],
             return await work(conn)
 
     return asyncio.run(main())
-
-
-async def publish(settings: Settings, topic: str, data: wire.EventData, *, source: str, what: str) -> wire.Event:
-    """Publish `data` as one CloudEvent on `topic` (acknowledged by the broker); a broker failure is one line
-    `cannot publish <what>: …`."""
-    event = wire.new_event(data, source=source)
-    value, headers = wire.encode(event)
-    producer = make_producer(settings, "signoff-cli")
-    try:
-        await producer.start()
-        await producer.send_and_wait(topic, value, key=wire.message_key(event), headers=headers)
-    except Exception as exc:  # any broker failure (unreachable, refused, timed out): one line for the user
-        raise CliError(f"cannot publish {what} to the broker at {settings.kafka_bootstrap}: {exc}") from None
-    finally:
-        await producer.stop()
-    return event

@@ -92,6 +92,12 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to serve (wait_ready() does): a stack starts its other
+        server meanwhile."""
         binary = tansu_binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.requested_port is not None:
@@ -113,6 +119,11 @@ class EmbeddedBroker:
             log_path=self.log_path,
             env=env,
         )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until the launched broker stores and returns a message; DevStackError if it exits or `timeout` passes."""
+        if self.proc is None:
+            raise DevStackError("the broker was not launched")
         wait_until(
             lambda: broker_answers(self.bootstrap, timeout=2.0),
             timeout=timeout,

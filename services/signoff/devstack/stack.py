@@ -131,8 +131,11 @@ class DevStack:
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
+            # The broker boots while PostgreSQL initialises and starts (both are our children: launched from this
+            # thread, which lives as long as we do, see die_with_parent).
+            self.broker.launch()
             self.postgres.start()
-            self.broker.start()
+            self.broker.wait_ready()
             self.postgres.ensure_database("signoff")
         except BaseException:
             self.stop()

@@ -14,11 +14,8 @@ from pathlib import Path
 
 import click
 
-from signoff.catalog import Catalog, CatalogError
-from signoff.catalog.yamldoc import YamlDocumentError
 from signoff.cli.client import ApiClient
 from signoff.cli.errors import CliError, CliUsageError
-from signoff.executor.validation import StartRefused, check_start
 
 POLL_INTERVAL_SECONDS = 0.5
 FINISHED = ("SUCCEEDED", "FAILED", "ABORTED", "REFUSED")
@@ -35,6 +32,12 @@ def _parse_vars(values: tuple[str, ...]) -> dict[str, str]:
 
 
 def _check_locally(file: Path, catalog_path: Path | None, variables: dict[str, str]) -> str:
+    # Imported here: the pipeline model and the catalog are for `run` only; the polling commands (`executions`,
+    # `get-pipeline-state`) start without them.
+    from signoff.catalog import Catalog, CatalogError
+    from signoff.catalog.yamldoc import YamlDocumentError
+    from signoff.executor.validation import StartRefused, check_start
+
     try:
         text = file.read_text()
     except OSError as exc:

@@ -30,6 +30,7 @@ from signoff.executor.domain.state import StepStatus
 from signoff.executor.mapping import approved_by, gate_key, outbox_record, rejected_by
 from signoff.executor.metrics import REQUESTS_REFUSED
 from signoff.executor.repository import ExecutorRepository, Loaded, NewExecution
+from signoff.executor.validation import pipeline_problem
 from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.consumer import Received, UnitOfWork, dead_letter_id, dead_letter_record
 
@@ -47,11 +48,6 @@ class Refused(Exception):
         super().__init__(error)
         self.reason = reason
         self.error = error
-
-
-def pipeline_problem(exc: PipelineError) -> str:
-    """A pipeline's problems on one line: `path: message; path: message`."""
-    return "; ".join(str(issue) for issue in exc.issues)
 
 
 class ExecutorHandler:

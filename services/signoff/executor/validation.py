@@ -9,7 +9,11 @@ from signoff.catalog import Catalog
 from signoff.executor.domain.actions import TriggeredBy
 from signoff.executor.domain.execution import Execution, InvalidStart
 from signoff.executor.domain.pipeline import Pipeline, PipelineError, parse_pipeline
-from signoff.executor.handlers import pipeline_problem
+
+
+def pipeline_problem(exc: PipelineError) -> str:
+    """A pipeline's problems on one line: `path: message; path: message`."""
+    return "; ".join(str(issue) for issue in exc.issues)
 
 
 class StartRefused(ValueError):

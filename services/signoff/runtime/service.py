@@ -163,8 +163,9 @@ class Service:
 
         self.loop = loop(spec.consumer_group, spec.consumes)
         self.lanes = [loop(f"{spec.consumer_group}-{lane.name}", lane.topics, lane.name) for lane in spec.lanes]
-        for each in self.loops:
-            await each.start()
+        # Each start waits for its group's assignment (a join takes a share of the session timeout on some brokers):
+        # the loops join their groups together, not one after another.
+        await asyncio.gather(*(each.start() for each in self.loops))
         self.http = HealthServer(
             settings.http_host,
             settings.http_port,
@@ -205,8 +206,8 @@ class Service:
         if consumer_tasks:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.gather(*consumer_tasks), timeout=30)
-        for each in self.loops:
-            await each.consumer.stop()  # leaves the group at once, so partitions move without a timeout
+        # Each leaves its group at once, so partitions move without a timeout; the loops leave together.
+        await asyncio.gather(*(each.consumer.stop() for each in self.loops))
         for relay in self.relays:
             relay.stop()
         # Together: each drains its own lane, and a lane's row may wait for another lane's older one.

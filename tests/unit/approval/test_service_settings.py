@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from signoff.approval.service import read_directory
+from signoff.approval.directory import read_directory
 from signoff.approval.settings import ApprovalSettings
 
 
