@@ -19,7 +19,7 @@ import structlog
 from signoff import contracts as wire
 from signoff.approval.cdevents import ApprovalLinks
 from signoff.approval.domain.gate import Gate, TokenFactory, new_token
-from signoff.approval.domain.model import Member, TimeoutAction
+from signoff.approval.domain.model import Directory, Member, TimeoutAction
 from signoff.approval.domain.requests import refusal_reasons
 from signoff.approval.domain.timeouts import effective_timeout
 from signoff.approval.mapping import (
@@ -110,6 +110,8 @@ class ApprovalHandler:
         users = {user for rule in rules for user in rule.users}
         known_users = await self.repository.known_users(work.tx.conn, users)
 
+        # The gates of a burst mostly name the same groups: one directory snapshot (and its JSON) per set of groups.
+        snapshots: dict[tuple[str, ...], tuple[Directory, str]] = {}
         new: list[tuple[StoredGate, NewGate, Cause]] = []
         for received in unique.values():
             request: wire.ApprovalRequested = received.event.data
@@ -133,11 +135,16 @@ class ApprovalHandler:
             timeout = effective_timeout(
                 request.timeout_span, self.settings.default_timeout_span, self.settings.max_timeout_span
             )
+            groups_of_policy = tuple(dict.fromkeys(group for rule in policy.rules for group in rule.user_groups))
+            if groups_of_policy not in snapshots:
+                directory = Directory({group: members.get(group, []) for group in groups_of_policy})
+                snapshots[groups_of_policy] = directory, json.dumps(members_to_json(directory))
+            directory, directory_json = snapshots[groups_of_policy]
             gate, _ = Gate.open(
                 domain_key(request.key),
                 policy,
                 inputs,
-                {group: members.get(group, []) for rule in policy.rules for group in rule.user_groups},
+                directory,
                 request.triggered_by.user,
                 now,
                 timeout,
@@ -156,7 +163,7 @@ class ApprovalHandler:
                 policy=request.policy.model_dump_json(),
                 inputs="[" + ",".join(item.model_dump_json() for item in request.approver_inputs) + "]",
                 pipeline_executor=gate.pipeline_executor,
-                members_by_group=json.dumps(members_to_json(gate.directory)),
+                members_by_group=directory_json,
                 opened_at=gate.opened_at,
                 expires_at=gate.expires_at,
                 timeout_action=gate.timeout_action.value,
