@@ -8,7 +8,6 @@ comes from the injected clock.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -29,11 +28,10 @@ from signoff.approval.mapping import (
     domain_policy,
     domain_status,
     member_from_row,
-    members_to_json,
     requested_rules,
 )
 from signoff.approval.metrics import GateMetrics
-from signoff.approval.repository import ApprovalRepository, AuditRow, NewGate
+from signoff.approval.repository import ApprovalRepository, AuditRow
 from signoff.approval.settings import ApprovalSettings
 from signoff.approval.unit_of_work import ApprovalUnitOfWork, Cause
 from signoff.contracts.base import format_utc
@@ -110,9 +108,10 @@ class ApprovalHandler:
         users = {user for rule in rules for user in rule.users}
         known_users = await self.repository.known_users(work.tx.conn, users)
 
-        # The gates of a burst mostly name the same groups: one directory snapshot (and its JSON) per set of groups.
-        snapshots: dict[tuple[str, ...], tuple[Directory, str]] = {}
-        new: list[tuple[StoredGate, NewGate, Cause]] = []
+        # The gates of a burst mostly name the same groups: one directory snapshot per set of groups, shared (it is
+        # immutable), which the unit of work also serialises once.
+        snapshots: dict[tuple[str, ...], Directory] = {}
+        new: list[tuple[StoredGate, Cause]] = []
         for received in unique.values():
             request: wire.ApprovalRequested = received.event.data
             inputs = domain_inputs(request.approver_inputs)
@@ -137,14 +136,12 @@ class ApprovalHandler:
             )
             groups_of_policy = tuple(dict.fromkeys(group for rule in policy.rules for group in rule.user_groups))
             if groups_of_policy not in snapshots:
-                directory = Directory({group: members.get(group, []) for group in groups_of_policy})
-                snapshots[groups_of_policy] = directory, json.dumps(members_to_json(directory))
-            directory, directory_json = snapshots[groups_of_policy]
+                snapshots[groups_of_policy] = Directory({group: members.get(group, []) for group in groups_of_policy})
             gate, _ = Gate.open(
                 domain_key(request.key),
                 policy,
                 inputs,
-                directory,
+                snapshots[groups_of_policy],
                 request.triggered_by.user,
                 now,
                 timeout,
@@ -152,30 +149,7 @@ class ApprovalHandler:
                 self.token_factory,
             )
             stored = StoredGate(str(uuid.uuid4()), gate, request, traceparent=received.event.traceparent)
-            row = NewGate(
-                id=stored.id,
-                pipeline_id=request.key.pipeline_id,
-                execution_id=request.key.execution_id,
-                stage_id=request.key.stage_id,
-                step_id=request.key.step_id,
-                attempt=request.key.attempt,
-                token=gate.token,
-                policy=request.policy.model_dump_json(),
-                inputs="[" + ",".join(item.model_dump_json() for item in request.approver_inputs) + "]",
-                pipeline_executor=gate.pipeline_executor,
-                members_by_group=directory_json,
-                opened_at=gate.opened_at,
-                expires_at=gate.expires_at,
-                timeout_action=gate.timeout_action.value,
-                request=request.model_dump_json(),
-                pipeline_name=request.pipeline_name,
-                stage_name=request.stage_name,
-                step_name=request.step_name,
-                environments=tuple(environment.ref for environment in request.current_stage.environments),
-                traceparent=received.event.traceparent,
-                environment_type=stored.environment_type,
-            )
-            new.append((stored, row, Cause(received.event.traceparent)))
+            new.append((stored, Cause(received.event.traceparent)))
         opened = await work.add(new)
         if len(opened) < len(new):
             log.info("approval_requests_for_existing_gates", count=len(new) - len(opened))

@@ -13,6 +13,7 @@ refusal published after a vote on the same gate follows it on the gate's partiti
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,8 +21,8 @@ from datetime import datetime
 from signoff import contracts as wire
 from signoff.approval.cdevents import ApprovalLinks, to_cdevent
 from signoff.approval.domain import events as domain_events
-from signoff.approval.domain.model import GateKey, Member
-from signoff.approval.mapping import EVENT_SOURCE, StoredGate, audit_kind, to_wire
+from signoff.approval.domain.model import Directory, GateKey, Member
+from signoff.approval.mapping import EVENT_SOURCE, StoredGate, audit_kind, members_to_json, to_wire
 from signoff.approval.metrics import GateMetrics, Tally
 from signoff.approval.repository import ApprovalRepository, AuditRow, NewGate, NewVote
 from signoff.contracts.cdevents import ApprovalCDEvent, encode_cdevent
@@ -88,6 +89,8 @@ class ApprovalUnitOfWork:
         self._seen: dict[str, tuple[StoredGate, Cause]] = {}
         self._ids_by_key: dict[GateKey, str] = {}
         self._written: list[_Change | AuditRow | OutboxRecord] = []
+        # id(directory) -> (that directory, its JSON): the directory is kept, so its id is not reused meanwhile.
+        self._snapshots: dict[int, tuple[Directory, str]] = {}
 
     # ------------------------------------------------------------------------------------------------ aggregates
 
@@ -128,13 +131,12 @@ class ApprovalUnitOfWork:
         """The changes of `stored` from now on come from `cause` (those before keep theirs)."""
         self._track(stored, cause)
 
-    async def add(self, gates: Sequence[tuple[StoredGate, NewGate, Cause]]) -> list[StoredGate]:
-        """Insert new gates (set-based) with who may decide them; returns those inserted: a natural key already
-        stored is the same gate, skipped (its aggregate and events are dropped)."""
-        by_id = {stored.id: (stored, cause) for stored, _, cause in gates}
-        inserted = [
-            by_id[gate_id] for gate_id in await self.repository.insert_gates(self.tx.conn, [r for _, r, _ in gates])
-        ]
+    async def add(self, gates: Sequence[tuple[StoredGate, Cause]]) -> list[StoredGate]:
+        """Insert newly opened gates (set-based) with who may decide them; returns those inserted: a natural key
+        already stored is the same gate, skipped (its aggregate and events are dropped)."""
+        by_id = {stored.id: (stored, cause) for stored, cause in gates}
+        rows = [self._new_row(stored) for stored, _ in gates]
+        inserted = [by_id[gate_id] for gate_id in await self.repository.insert_gates(self.tx.conn, rows)]
         await self.repository.insert_gate_approvers(
             self.tx.conn,
             [
@@ -144,6 +146,37 @@ class ApprovalUnitOfWork:
             ],
         )
         return [gate for gate in (self._track(stored, cause) for stored, cause in inserted) if gate is not None]
+
+    def _new_row(self, stored: StoredGate) -> NewGate:
+        request, gate = stored.request, stored.gate
+        # Gates opened together share their directory snapshot when they name the same groups: serialised once.
+        snapshot = self._snapshots.get(id(gate.directory))
+        if snapshot is None or snapshot[0] is not gate.directory:
+            snapshot = (gate.directory, json.dumps(members_to_json(gate.directory)))
+            self._snapshots[id(gate.directory)] = snapshot
+        return NewGate(
+            id=stored.id,
+            pipeline_id=request.key.pipeline_id,
+            execution_id=request.key.execution_id,
+            stage_id=request.key.stage_id,
+            step_id=request.key.step_id,
+            attempt=request.key.attempt,
+            token=gate.token,
+            policy=request.policy.model_dump_json(),
+            inputs="[" + ",".join(item.model_dump_json() for item in request.approver_inputs) + "]",
+            pipeline_executor=gate.pipeline_executor,
+            members_by_group=snapshot[1],
+            opened_at=gate.opened_at,
+            expires_at=gate.expires_at,
+            timeout_action=gate.timeout_action.value,
+            request=request.model_dump_json(),
+            pipeline_name=request.pipeline_name,
+            stage_name=request.stage_name,
+            step_name=request.step_name,
+            environments=tuple(environment.ref for environment in request.current_stage.environments),
+            traceparent=stored.traceparent,
+            environment_type=stored.environment_type,
+        )
 
     def _track(self, stored: StoredGate | None, cause: Cause) -> StoredGate | None:
         if stored is None:
