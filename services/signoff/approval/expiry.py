@@ -15,11 +15,12 @@ import asyncpg
 import structlog
 
 from signoff.approval.cdevents import ApprovalLinks
-from signoff.approval.handlers import load_gates, persist_events
 from signoff.approval.metrics import GateMetrics
 from signoff.approval.repository import ApprovalRepository
+from signoff.approval.unit_of_work import ApprovalUnitOfWork, Cause
 from signoff.runtime import tracing
 from signoff.runtime.clock import Clock
+from signoff.runtime.consumer import UnitOfWork
 from signoff.runtime.outbox import OutboxWriter
 
 log = structlog.get_logger(__name__)
@@ -37,33 +38,24 @@ async def expire_due(
     """One pass: expire up to `limit` due gates; returns how many were closed. `links`: where the CDEvents of
     the outcomes point."""
     repository = repository or ApprovalRepository()
-    tally = (metrics or GateMetrics()).tally()
     now = clock.now()
-    async with pool.acquire() as conn, conn.transaction():
-        rows = await repository.claim_due(conn, now, limit)
-        if not rows:
-            return 0
-        outbox = OutboxWriter(repository.schema)
-        closed = 0
-        for stored in await load_gates(repository, conn, rows):
-            # The outcome continues the run's trace (stored with the gate), under a span of this pass.
-            with tracing.span("approval expire", parent=stored.traceparent, attributes={"signoff.gate_id": stored.id}):
-                events = stored.gate.expire(now)
-                if events:
-                    await persist_events(
-                        repository,
-                        conn,
-                        outbox,
-                        stored,
-                        events,
-                        links=links,
-                        tally=tally,
-                        traceparent=tracing.current_traceparent(stored.traceparent),
-                    )
-                    closed += 1
-        await outbox.flush(conn)
-    tally.commit()
-    log.info("gates_expired", count=closed)
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            tx = UnitOfWork(conn=conn, outbox=OutboxWriter(repository.schema))
+            work = ApprovalUnitOfWork(tx, repository, links=links, metrics=metrics or GateMetrics())
+            closed = 0
+            for stored in await work.due(now, limit):
+                # The outcome continues the run's trace (stored with the gate), under a span of this pass.
+                attributes = {"signoff.gate_id": stored.id}
+                with tracing.span("approval expire", parent=stored.traceparent, attributes=attributes):
+                    work.caused_by(stored, Cause(tracing.current_traceparent(stored.traceparent)))
+                    closed += bool(stored.gate.expire(now))
+            await work.commit()
+            await tx.outbox.flush(conn)
+        for counted in tx.after_commit:
+            counted()
+    if closed:
+        log.info("gates_expired", count=closed)
     return closed
 
 

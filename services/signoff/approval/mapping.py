@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from pydantic import TypeAdapter
 
 from signoff import contracts as wire
 from signoff.approval.domain import events as domain_events
@@ -24,7 +24,7 @@ from signoff.approval.domain.model import (
     Vote,
 )
 from signoff.approval.domain.requests import RequestedRule
-from signoff.contracts.events import ApprovalCause, EligibleApprover, GateDetails, RejectionCause
+from signoff.contracts.events import ApprovalCause, EligibleApprover, EnvironmentType, GateDetails, RejectionCause
 from signoff.contracts.events import DecisionStatus as WireStatus
 from signoff.contracts.events import RefusalReason as WireRefusal
 from signoff.contracts.events import Vote as WireVote
@@ -101,27 +101,67 @@ def members_to_json(directory: Directory) -> dict[str, list[dict[str, Any]]]:
 
 # ---------------------------------------------------------------------------------------------------- stored gates
 
+_POLICY = TypeAdapter(wire.ApprovalPolicy)
+_INPUTS = TypeAdapter(list[wire.ApproverInput])
 
-@dataclass
+
+def environment_type(request: wire.ApprovalRequested) -> str:
+    """`production` when the gate's stage deploys to a production environment, else `preproduction` when to a
+    pre-production one, else `none` (no environment, or of unknown type). Stored with the gate (a metrics label)."""
+    types = {environment.type for environment in request.current_stage.environments}
+    if EnvironmentType.PRODUCTION in types:
+        return "production"
+    if EnvironmentType.PRE_PRODUCTION in types:
+        return "preproduction"
+    return "none"
+
+
 class StoredGate:
-    """A gate loaded from its row and votes: the domain aggregate plus what the wire events need besides."""
+    """The aggregate the repository loads: the domain gate (with its votes), its id and what its wire events need
+    besides. The request document is validated only when something reads `request` (a decision never does: it
+    needs the gate, which is rebuilt from its own columns)."""
 
-    id: str
-    gate: Gate
-    request: wire.ApprovalRequested
-    vote_meta: dict[str, tuple[str, datetime]] = field(default_factory=dict)
-    """decision id -> (source, decided_at) of every stored vote (the domain does not keep them)."""
-    traceparent: str | None = None
-    """The trace of the run, stored with the gate (what the expiry loop's outcome continues)."""
+    def __init__(
+        self,
+        id: str,
+        gate: Gate,
+        request: wire.ApprovalRequested | None = None,
+        *,
+        request_json: Any = None,
+        traceparent: str | None = None,
+        environment_type: str | None = None,
+    ) -> None:
+        """`request` (the validated request) or `request_json` (the stored document, validated on first use)."""
+        self.id = id
+        self.gate = gate
+        self._request = request
+        self._request_json = request_json
+        self.traceparent = traceparent
+        """The trace of the run, stored with the gate (what the expiry loop's outcome continues)."""
+        self.environment_type = environment_type if environment_type is not None else _environment_type_of(request)
+        """The `environment_type` metrics label of the gate's stage (see `environment_type`)."""
+
+    @property
+    def request(self) -> wire.ApprovalRequested:
+        """The approval request that opened the gate."""
+        if self._request is None:
+            if self._request_json is None:
+                raise LookupError(f"gate {self.id} was loaded without its request document")
+            self._request = wire.ApprovalRequested.model_validate(self._request_json)
+        return self._request
 
     @property
     def status(self) -> GateStatus:
         return self.gate.status
 
 
-def gate_from_row(row: Mapping[str, Any], votes: list[Mapping[str, Any]]) -> StoredGate:
-    # The repository reads the request document as JSON text (see _GATE_COLUMNS): validated straight from JSON.
-    request = wire.ApprovalRequested.model_validate_json(row["request"])
+def _environment_type_of(request: wire.ApprovalRequested | None) -> str:
+    return environment_type(request) if request is not None else "none"
+
+
+def gate_from_row(row: Mapping[str, Any], votes: Sequence[Mapping[str, Any]]) -> StoredGate:
+    """The aggregate of a gate row and its vote rows (oldest first). The gate is rebuilt from its own columns (key,
+    `policy`, `inputs`, directory snapshot, ...); the request document, when the row has it, is kept unvalidated."""
     directory = Directory(
         {group: [member_from_row(m) for m in members] for group, members in (row["members_by_group"] or {}).items()}
     )
@@ -133,13 +173,15 @@ def gate_from_row(row: Mapping[str, Any], votes: list[Mapping[str, Any]]) -> Sto
             comment=v["comment"],
             inputs=dict(v["inputs"] or {}),
             at=v["at"],
+            source=v["source"],
+            decided_at=v["decided_at"],
         )
         for v in votes
     ]
     gate = Gate(
-        key=domain_key(request.key),
-        policy=domain_policy(request.policy),
-        inputs=domain_inputs(request.approver_inputs),
+        key=GateKey(row["pipeline_id"], row["execution_id"], row["stage_id"], row["step_id"], row["attempt"]),
+        policy=domain_policy(_POLICY.validate_python(row["policy"])),
+        inputs=domain_inputs(_INPUTS.validate_python(row["inputs"])),
         directory=directory,
         pipeline_executor=row["pipeline_executor"],
         token=row["token"],
@@ -151,32 +193,31 @@ def gate_from_row(row: Mapping[str, Any], votes: list[Mapping[str, Any]]) -> Sto
         closed_at=row["closed_at"],
     )
     return StoredGate(
-        id=row["id"],
-        gate=gate,
-        request=request,
-        vote_meta={v["decision_id"]: (v["source"], v["decided_at"]) for v in votes},
+        row["id"],
+        gate,
+        request_json=row.get("request"),
         traceparent=row.get("traceparent"),
+        environment_type=row.get("environment_type") or "none",
     )
 
 
 # ---------------------------------------------------------------------------------------------------- domain -> wire
 
 
-def _wire_vote(vote: Vote, stored: StoredGate) -> WireVote:
-    source, decided_at = stored.vote_meta.get(vote.decision_id, ("unknown", vote.at))
+def _wire_vote(vote: Vote) -> WireVote:
     return WireVote(
         decision_id=vote.decision_id,
-        source=source,
+        source=vote.source,
         approver=vote.approver.user_id,
         status=_TO_WIRE_STATUS[vote.status],
         comment=vote.comment,
         inputs=dict(vote.inputs),
-        decided_at=decided_at,
+        decided_at=vote.decided_at,
     )
 
 
 def _current_votes(stored: StoredGate) -> list[WireVote]:
-    return [_wire_vote(vote, stored) for vote in stored.gate.current_votes()]
+    return [_wire_vote(vote) for vote in stored.gate.current_votes()]
 
 
 def eligible_approvers(stored_gate: Gate) -> list[EligibleApprover]:
@@ -222,11 +263,12 @@ def to_wire(
                 eligible_approvers=eligible_approvers(stored.gate),
             )
         case domain_events.VoteRecorded():
-            vote = next(v for v in stored.gate.votes if v.decision_id == event.decision_id)
+            vote = stored.gate.vote(event.decision_id)
+            assert vote is not None  # the event records this vote
             return wire.VoteRecorded(
                 gate_id=gate_id,
                 key=key,
-                vote=_wire_vote(vote, stored),
+                vote=_wire_vote(vote),
                 replaced_earlier_vote=event.replaced_decision_id is not None,
                 approved_by=[
                     v.approver.user_id for v in stored.gate.current_votes() if v.status is DecisionStatus.APPROVE

@@ -23,12 +23,10 @@ import asyncpg
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
-from signoff import contracts as wire
 from signoff.approval.domain import events as domain_events
 from signoff.approval.domain.model import DecisionStatus
 from signoff.approval.mapping import StoredGate
 from signoff.approval.repository import ApprovalRepository
-from signoff.contracts.events import EnvironmentType
 from signoff.runtime.clock import Clock
 from signoff.runtime.metrics import role_metrics
 
@@ -81,17 +79,6 @@ _OUTCOMES: dict[type, str] = {
 _STATUSES = {DecisionStatus.APPROVE: "approved", DecisionStatus.REJECT: "rejected"}
 
 
-def environment_type(request: wire.ApprovalRequested) -> str:
-    """`production` when the gate's stage deploys to a production environment, else `preproduction` when to a
-    pre-production one, else `none` (no environment, or of unknown type)."""
-    types = {environment.type for environment in request.current_stage.environments}
-    if EnvironmentType.PRODUCTION in types:
-        return "production"
-    if EnvironmentType.PRE_PRODUCTION in types:
-        return "preproduction"
-    return "none"
-
-
 class GateMetrics:
     """The approval role's counters and the bounded `pipeline` label (one per process)."""
 
@@ -131,15 +118,16 @@ class Tally:
             if isinstance(event, domain_events.GateOpened):
                 self._pending.append(GATES_OPENED.inc)
             elif isinstance(event, domain_events.VoteRecorded):
-                source = stored.vote_meta[event.decision_id][0]
-                self._pending.append(DECISIONS.labels(_STATUSES[event.status], source).inc)
+                vote = stored.gate.vote(event.decision_id)
+                assert vote is not None  # the event records this vote
+                self._pending.append(DECISIONS.labels(_STATUSES[event.status], vote.source).inc)
             elif isinstance(event, domain_events.DecisionRefused):
                 self.refused(event.reason.value)
             elif (outcome := _OUTCOMES.get(type(event))) is not None:
                 waited = max(0.0, (event.at - stored.gate.opened_at).total_seconds())
-                labels = (outcome, self._metrics.pipeline_label(stored.request.key.pipeline_id))
+                labels = (outcome, self._metrics.pipeline_label(stored.gate.key.pipeline))
                 self._pending.append(GATE_OUTCOMES.labels(outcome).inc)
-                histogram = GATE_WAIT_SECONDS.labels(*labels, environment_type(stored.request))
+                histogram = GATE_WAIT_SECONDS.labels(*labels, stored.environment_type)
                 self._pending.append(lambda h=histogram, w=waited: h.observe(w))
 
     def refused(self, reason: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,12 +12,15 @@ from typing import Any
 
 import asyncpg
 
+from signoff.approval.mapping import StoredGate, gate_from_row
+
 SCHEMA = "approval"
-# The request document as text: it is validated by pydantic-core straight from JSON (`model_validate_json`), several
-# times faster than the jsonb codec's json.loads followed by a validation of the dicts, and a decision loads it.
-_GATE_COLUMNS = """id, pipeline_id, execution_id, stage_id, step_id, attempt, status, token, policy, inputs,
-    pipeline_executor, members_by_group, opened_at, expires_at, closed_at, timeout_action, request::text AS request,
-    pipeline_name, stage_name, step_name, environments, traceparent"""
+# What rebuilds a gate aggregate for a command (a decision, a cancel, an expiry): its own columns, not the request
+# document (which would be read, detoasted and validated for every decision).
+_AGGREGATE_COLUMNS = """id, pipeline_id, execution_id, stage_id, step_id, attempt, status, token, policy, inputs,
+    pipeline_executor, members_by_group, opened_at, expires_at, closed_at, timeout_action, environment_type,
+    traceparent"""
+_GATE_COLUMNS = f"""{_AGGREGATE_COLUMNS}, request, pipeline_name, stage_name, step_name, environments"""
 # A gate as a list shows it: no request document, no directory.
 _SUMMARY_COLUMNS = """id, pipeline_id, execution_id, stage_id, step_id, attempt, status, policy, pipeline_executor,
     opened_at, expires_at, closed_at, pipeline_name, stage_name, step_name, environments"""
@@ -25,7 +29,8 @@ _SUMMARY_COLUMNS = """id, pipeline_id, execution_id, stage_id, step_id, attempt,
 @dataclass(frozen=True)
 class NewGate:
     """A gate row to insert. `policy`, `inputs`, `members_by_group` and `request` are JSON text (serialised by
-    the caller's models directly, without an intermediate dict)."""
+    the caller's models directly, without an intermediate dict). `policy` and `inputs` are what the gate is rebuilt
+    from; `request` is the document as the api shows it."""
 
     id: str
     pipeline_id: str
@@ -48,6 +53,8 @@ class NewGate:
     environments: tuple[str, ...] = ()
     traceparent: str | None = None
     """The trace of the run, continued by what the gate publishes later (sql/0005_trace_context.sql)."""
+    environment_type: str = "none"
+    """The `environment_type` metrics label of the gate's stage (sql/0006_gate_environment_type.sql)."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +87,8 @@ class ApprovalRepository:
     def __init__(self, schema: str = SCHEMA) -> None:
         self.schema = schema
         # The two lookups every decision makes (also explained by `explain_decision_lookups`).
-        self._gate_by_id_sql = f"SELECT {_GATE_COLUMNS} FROM {self._t('gates')} WHERE id = $1 FOR UPDATE"  # noqa: S608
-        self._pending_by_action_sql = f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+        self._gate_by_id_sql = f"SELECT {_AGGREGATE_COLUMNS} FROM {self._t('gates')} WHERE id = $1 FOR UPDATE"  # noqa: S608
+        self._pending_by_action_sql = f"""SELECT {_AGGREGATE_COLUMNS} FROM {self._t("gates")}
             WHERE token = $4 AND pipeline_id = $1 AND stage_id = $2 AND step_id = $3 AND status = 'pending'
             FOR UPDATE"""  # noqa: S608
 
@@ -98,17 +105,18 @@ class ApprovalRepository:
         rows = await conn.fetch(
             f"""INSERT INTO {self._t("gates")} (id, pipeline_id, execution_id, stage_id, step_id, attempt, token,
                     policy, inputs, pipeline_executor, members_by_group, opened_at, expires_at, timeout_action,
-                    request, pipeline_name, stage_name, step_name, environments, traceparent)
+                    request, pipeline_name, stage_name, step_name, environments, traceparent, environment_type)
                 SELECT id, pipeline_id, execution_id, stage_id, step_id, attempt, token, policy::jsonb,
                     inputs::jsonb, pipeline_executor, members_by_group::jsonb, opened_at, expires_at,
                     timeout_action, request::jsonb, pipeline_name, stage_name, step_name,
-                    string_to_array(environments, E'\\x1f'), traceparent
+                    string_to_array(environments, E'\\x1f'), traceparent, environment_type
                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
                     $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::timestamptz[],
-                    $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[])
+                    $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[],
+                    $21::text[])
                     AS g(id, pipeline_id, execution_id, stage_id, step_id, attempt, token, policy, inputs,
                          pipeline_executor, members_by_group, opened_at, expires_at, timeout_action, request,
-                         pipeline_name, stage_name, step_name, environments, traceparent)
+                         pipeline_name, stage_name, step_name, environments, traceparent, environment_type)
                 ON CONFLICT ON CONSTRAINT gates_natural_key DO NOTHING
                 RETURNING id""",  # noqa: S608
             [g.id for g in gates],
@@ -133,6 +141,7 @@ class ApprovalRepository:
             # A text[] per gate inside a text[][] parameter would need equal lengths: joined by the unit separator.
             ["\x1f".join(g.environments) for g in gates],
             [g.traceparent for g in gates],
+            [g.environment_type for g in gates],
         )
         return [row["id"] for row in rows]
 
@@ -151,25 +160,38 @@ class ApprovalRepository:
             [opened_at for _, _, opened_at in approvers],
         )
 
-    async def gate_by_id(self, conn: asyncpg.Connection, gate_id: str) -> asyncpg.Record | None:
-        """The gate `gate_id`, locked for this transaction."""
-        return await conn.fetchrow(self._gate_by_id_sql, gate_id)
+    async def _aggregates(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> list[StoredGate]:
+        """The gate aggregates of `rows`, each with its votes (one query for all)."""
+        if not rows:
+            return []
+        votes: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        for vote in await self.votes_of(conn, [row["id"] for row in rows]):
+            votes[vote["gate_id"]].append(vote)
+        return [gate_from_row(row, votes[row["id"]]) for row in rows]
 
-    async def gates_by_ids(self, conn: asyncpg.Connection, gate_ids: Sequence[str]) -> list[asyncpg.Record]:
-        """The gates among `gate_ids` that exist, locked for this transaction (in id order, so two transactions
-        locking overlapping sets queue instead of deadlocking)."""
-        return await conn.fetch(
-            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")} WHERE id = ANY($1::text[])
+    async def _aggregate(self, conn: asyncpg.Connection, row: asyncpg.Record | None) -> StoredGate | None:
+        return (await self._aggregates(conn, [row]))[0] if row is not None else None
+
+    async def gate_by_id(self, conn: asyncpg.Connection, gate_id: str) -> StoredGate | None:
+        """The gate `gate_id` with its votes, locked for this transaction."""
+        return await self._aggregate(conn, await conn.fetchrow(self._gate_by_id_sql, gate_id))
+
+    async def gates_by_ids(self, conn: asyncpg.Connection, gate_ids: Sequence[str]) -> list[StoredGate]:
+        """The gates among `gate_ids` that exist, with their votes, locked for this transaction (in id order, so two
+        transactions locking overlapping sets queue instead of deadlocking): two statements however many."""
+        rows = await conn.fetch(
+            f"""SELECT {_AGGREGATE_COLUMNS} FROM {self._t("gates")} WHERE id = ANY($1::text[])
                 ORDER BY id FOR UPDATE""",  # noqa: S608
-            list(gate_ids),
+            sorted(gate_ids),
         )
+        return await self._aggregates(conn, rows)
 
     async def gate_by_key(
         self, conn: asyncpg.Connection, pipeline_id: str, execution_id: str, stage_id: str, step_id: str, attempt: int
-    ) -> asyncpg.Record | None:
-        """The gate with this natural key, locked."""
-        return await conn.fetchrow(
-            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+    ) -> StoredGate | None:
+        """The gate with this natural key and its votes, locked."""
+        row = await conn.fetchrow(
+            f"""SELECT {_AGGREGATE_COLUMNS} FROM {self._t("gates")}
                 WHERE pipeline_id = $1 AND execution_id = $2 AND stage_id = $3 AND step_id = $4 AND attempt = $5
                 FOR UPDATE""",  # noqa: S608
             pipeline_id,
@@ -178,24 +200,26 @@ class ApprovalRepository:
             step_id,
             attempt,
         )
+        return await self._aggregate(conn, row)
 
     async def gate_by_action(
         self, conn: asyncpg.Connection, pipeline_id: str, stage_id: str, step_id: str, token: str
-    ) -> asyncpg.Record | None:
+    ) -> StoredGate | None:
         """CodePipeline-style lookup: the pending gate of this pipeline / stage / action holding `token`; else the
-        most recently opened gate of that action (so a stale token or a closed gate is refused for what it is)."""
+        most recently opened gate of that action (so a stale token or a closed gate is refused for what it is);
+        with its votes, locked."""
         row = await conn.fetchrow(self._pending_by_action_sql, pipeline_id, stage_id, step_id, token)
-        if row is not None:
-            return row
-        return await conn.fetchrow(
-            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
-                WHERE pipeline_id = $1 AND stage_id = $2 AND step_id = $3
-                ORDER BY (status = 'pending') DESC, opened_at DESC LIMIT 1
-                FOR UPDATE""",  # noqa: S608
-            pipeline_id,
-            stage_id,
-            step_id,
-        )
+        if row is None:
+            row = await conn.fetchrow(
+                f"""SELECT {_AGGREGATE_COLUMNS} FROM {self._t("gates")}
+                    WHERE pipeline_id = $1 AND stage_id = $2 AND step_id = $3
+                    ORDER BY (status = 'pending') DESC, opened_at DESC LIMIT 1
+                    FOR UPDATE""",  # noqa: S608
+                pipeline_id,
+                stage_id,
+                step_id,
+            )
+        return await self._aggregate(conn, row)
 
     async def explain_decision_lookups(
         self, conn: asyncpg.Connection, gate_id: str, pipeline_id: str, stage_id: str, step_id: str, token: str
@@ -219,10 +243,11 @@ class ApprovalRepository:
         step_id: str,
         excluding: Sequence[str],
         opened_before: datetime,
-    ) -> list[asyncpg.Record]:
-        """Older pending gates of the same pipeline step (for auto-reject of previous approvals), locked."""
-        return await conn.fetch(
-            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+    ) -> list[StoredGate]:
+        """Older pending gates of the same pipeline step (for auto-reject of previous approvals), with their votes,
+        locked."""
+        rows = await conn.fetch(
+            f"""SELECT {_AGGREGATE_COLUMNS} FROM {self._t("gates")}
                 WHERE pipeline_id = $1 AND stage_id = $2 AND step_id = $3 AND status = 'pending'
                   AND NOT (id = ANY($4::text[])) AND opened_at <= $5
                 ORDER BY id FOR UPDATE""",  # noqa: S608
@@ -232,17 +257,19 @@ class ApprovalRepository:
             list(excluding),
             opened_before,
         )
+        return await self._aggregates(conn, rows)
 
-    async def claim_due(self, conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
-        """Pending gates whose deadline passed, locked; rows another replica holds are skipped."""
-        return await conn.fetch(
-            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
+    async def claim_due(self, conn: asyncpg.Connection, now: datetime, limit: int) -> list[StoredGate]:
+        """Pending gates whose deadline passed, with their votes, locked; rows another replica holds are skipped."""
+        rows = await conn.fetch(
+            f"""SELECT {_AGGREGATE_COLUMNS} FROM {self._t("gates")}
                 WHERE status = 'pending' AND expires_at <= $1
                 ORDER BY expires_at LIMIT $2
                 FOR UPDATE SKIP LOCKED""",  # noqa: S608
             now,
             limit,
         )
+        return await self._aggregates(conn, rows)
 
     async def pending_counts(self, conn: asyncpg.Connection, due_by: datetime) -> tuple[int, int]:
         """(pending gates, pending gates due by `due_by`): one index scan of the pending gates only (by
@@ -257,6 +284,7 @@ class ApprovalRepository:
         return row["pending"], row["due"]
 
     async def close_gate(self, conn: asyncpg.Connection, gate_id: str, status: str, closed_at: datetime) -> None:
+        """Store a gate's final status."""
         await conn.execute(
             f"UPDATE {self._t('gates')} SET status = $2, closed_at = $3 WHERE id = $1",  # noqa: S608
             gate_id,
@@ -273,15 +301,6 @@ class ApprovalRepository:
         return await conn.fetchrow(
             f"SELECT {_GATE_COLUMNS} FROM {self._t('gates')} WHERE id = $1",  # noqa: S608
             gate_id,
-        )
-
-    async def pending_gates(self, conn: asyncpg.Connection, group: str | None = None) -> list[asyncpg.Record]:
-        """Pending gates, oldest first; with `group`, only those whose resolved directory lists that user group."""
-        return await conn.fetch(
-            f"""SELECT {_GATE_COLUMNS} FROM {self._t("gates")}
-                WHERE status = 'pending' AND ($1::text IS NULL OR members_by_group ? $1)
-                ORDER BY opened_at, id""",  # noqa: S608
-            group,
         )
 
     async def list_gates(

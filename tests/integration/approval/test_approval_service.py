@@ -8,7 +8,8 @@ import pytest
 
 from signoff import contracts as wire
 from signoff.approval.expiry import expire_due
-from tests.integration.approval.conftest import ApprovalHarness, decision, request
+from signoff.approval.repository import SCHEMA
+from tests.integration.approval.conftest import START, ApprovalHarness, decision, request
 
 pytestmark = pytest.mark.integration
 
@@ -345,3 +346,22 @@ async def test_a_decision_decided_too_long_before_or_after_its_arrival_is_stale(
     fresh = fresh.model_copy(update={"decided_at": approval.clock.now() - timedelta(minutes=9)}).signed(b"cli-secret")
     await approval.send(fresh)
     await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)
+
+
+async def test_a_decision_rebuilds_the_gate_without_its_request_document(approval: ApprovalHarness) -> None:
+    """A decision is judged on the gate's own columns and votes: the request document is not read on that path (a
+    stored document that no longer validates changes nothing), and each vote keeps its source and the sender's
+    time, published with the outcome."""
+    opened = await approval.open_gate(request(minimum_count=2))
+    async with approval.pool.acquire() as conn:
+        await conn.execute(f"""UPDATE "{SCHEMA}".gates SET request = '{{}}' WHERE id = $1""", opened.gate_id)  # noqa: S608
+    first = decision(approver="bob", token=opened.token, gate_id=opened.gate_id)
+    await approval.send(first)
+    await approval.wait_for(VOTE, where=lambda d: d.vote.decision_id == first.decision_id)
+    await approval.send(decision(approver="carol", token=opened.token, gate_id=opened.gate_id))
+    (approved,) = await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)
+    assert [(v.approver, v.source, v.decided_at) for v in approved.votes] == [
+        ("bob", "cli", START),
+        ("carol", "cli", START),
+    ]
+    assert approved.key == opened.key

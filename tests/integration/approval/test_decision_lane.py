@@ -187,8 +187,9 @@ async def _all_sent(rows) -> bool:
 
 
 async def test_a_batch_of_decisions_reads_its_gates_up_front_and_a_second_vote_on_one_sees_the_first(approval):
-    """A batch of decisions alone locks and reads its gates in one statement; a gate decided twice in the batch
-    is read again for the second decision, so the quorum of two is reached within the batch."""
+    """A batch of decisions locks and reads its gates up front (two statements); a gate decided twice in the batch
+    is the same aggregate for the second decision (the unit of work's identity map), so the quorum of two is reached
+    within the batch."""
     quorum = await approval.open_gate(request(minimum_count=2))
     single = await approval.open_gate(request())
     approval.loop.stop()  # the batch below is applied by hand, in one piece

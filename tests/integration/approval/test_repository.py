@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from datetime import timedelta
+from importlib import resources
 
 import asyncpg
 import pytest
 
-from signoff.approval.repository import ApprovalRepository, NewGate, NewVote
+from signoff.approval.repository import SCHEMA, ApprovalRepository, NewGate, NewVote
 from signoff.runtime.db import create_pool
 from tests.integration.approval.conftest import START
 from tests.support.waiting import eventually
@@ -93,3 +96,37 @@ async def test_a_decision_id_recorded_concurrently_is_a_transient_error(database
         await pool.release(first)
         await pool.release(second)
         await pool.close()
+
+
+async def test_the_environment_type_of_gates_stored_before_it_was_a_column_is_filled_in(database_url: str) -> None:
+    """sql/0006 fills the new column from each stored request document (the rule of `mapping.environment_type`)."""
+    migration = (resources.files("signoff.approval.sql") / "0006_gate_environment_type.sql").read_text()
+    backfill = migration[migration.index("UPDATE") :].replace("{schema}", SCHEMA)
+    stages = {
+        "e1": [{"ref": "prod", "type": "Production"}, {"ref": "stg", "type": "PreProduction"}],
+        "e2": [{"ref": "stg", "type": "PreProduction"}],
+        "e3": [{"ref": "dev"}],
+        "e4": None,
+    }
+    stored = [
+        dataclasses.replace(
+            gate(f"g-{execution}", execution),
+            request=json.dumps({"current_stage": {"environments": environments}} if environments else {}),
+        )
+        for execution, environments in stages.items()
+    ]
+    repository = ApprovalRepository()
+    pool = await create_pool(database_url)
+    try:
+        async with pool.acquire() as conn:
+            await repository.insert_gates(conn, stored)
+            await conn.execute(backfill)
+            rows = await conn.fetch(f'SELECT id, environment_type FROM "{SCHEMA}".gates ORDER BY id')  # noqa: S608
+    finally:
+        await pool.close()
+    assert [(row["id"], row["environment_type"]) for row in rows] == [
+        ("g-e1", "production"),
+        ("g-e2", "preproduction"),
+        ("g-e3", "none"),
+        ("g-e4", "none"),
+    ]

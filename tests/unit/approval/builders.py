@@ -83,6 +83,7 @@ def vote(
         comment=comment,
         inputs=inputs,
         at=at or T0 + timedelta(minutes=1),
+        source="cli",
     )
 
 

@@ -15,8 +15,8 @@ from signoff import contracts as wire
 from signoff.approval.cdevents import SERVICE_URN, ApprovalLinks, to_cdevent
 from signoff.approval.domain import ApprovalRule, DecisionStatus, Gate, GateEvent, Policy, TimeoutAction
 from signoff.approval.domain import events as domain_events
-from signoff.approval.handlers import cdevent_record
 from signoff.approval.mapping import StoredGate
+from signoff.approval.unit_of_work import cdevent_record
 from signoff.contracts.cdevents import (
     APPROVAL_CLOSED,
     APPROVAL_CREATED,

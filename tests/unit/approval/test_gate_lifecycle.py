@@ -21,7 +21,7 @@ from signoff.approval.domain import (
     TimeoutAction,
 )
 from signoff.runtime.clock import FixedClock
-from tests.unit.approval.builders import ALICE, BOB, KEY, T0, kinds, open_gate, vote
+from tests.unit.approval.builders import ALICE, BOB, KEY, T0, TOKEN, kinds, open_gate, vote
 
 HOUR = timedelta(hours=1)
 QUORUM_2 = Policy.from_approvers(user_groups=["qa"], minimum_count=2)
@@ -224,3 +224,43 @@ def test_nothing_changes_after_a_final_state(closing, clock):
     assert gate.cancel("again", later) == []
     assert gate.supersede(TestSupersede.NEWER, later) == []
     assert (gate.status, gate.closed_at, gate.votes, gate.final_inputs()) == frozen
+
+
+class TestCollectedEvents:
+    """What the unit of work turns into outbox rows: every command's events, in order, handed out once."""
+
+    def test_every_command_keeps_its_events_until_collected(self, clock):
+        gate = open_gate(QUORUM_2, timeout=HOUR)
+        assert kinds(gate.collect_events()) == ["GateOpened"]
+        first = vote(gate, ALICE)
+        refused = vote(gate, ALICE, decision_id=first[0].decision_id)  # the same decision again: a duplicate
+        second = vote(gate, BOB)
+        assert gate.collect_events() == [*first, *refused, *second]
+        assert kinds(first + refused + second) == ["VoteRecorded", "DecisionRefused", "VoteRecorded", "GateApproved"]
+        assert gate.collect_events() == []
+
+    def test_a_timeout_applied_by_another_command_is_collected_once(self, clock):
+        gate = open_gate(timeout=HOUR)
+        gate.collect_events()
+        events = gate.cancel("aborted", T0 + HOUR)
+        assert kinds(events) == ["GateExpired"]
+        assert gate.collect_events() == events
+
+    def test_a_vote_keeps_its_source_and_the_senders_time(self, clock):
+        gate = open_gate()
+        sent = T0 - timedelta(seconds=5)
+        (recorded, _) = gate.decide(
+            decision_id="d-src",
+            approver=ALICE,
+            status=DecisionStatus.APPROVE,
+            token=TOKEN,
+            at=T0 + timedelta(minutes=1),
+            source="slack",
+            decided_at=sent,
+        )
+        stored = gate.vote(recorded.decision_id)
+        assert stored is not None and (stored.source, stored.decided_at, stored.at) == (
+            "slack",
+            sent,
+            T0 + timedelta(minutes=1),
+        )

@@ -380,7 +380,7 @@ class TestMalformedCalls:
     def test_decision_id_required(self):
         gate = open_gate()
         with pytest.raises(InvalidDefinition):
-            gate.decide(decision_id="", approver=ALICE, status=APPROVE, token=TOKEN, at=AT)
+            gate.decide(decision_id="", approver=ALICE, status=APPROVE, token=TOKEN, at=AT, source="cli")
 
 
 def test_refusal_order_with_every_problem_at_once():

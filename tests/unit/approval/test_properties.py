@@ -97,6 +97,7 @@ def test_gate_matches_oracle(seed):
             token=TOKEN if good_token else "stale",
             inputs={} if window is None else {"window": window},
             at=T0 + timedelta(minutes=step),
+            source="cli",
         )
         outcomes += sum(isinstance(e, GateApproved | GateRejected) for e in events)
 
@@ -161,7 +162,12 @@ def test_votes_are_order_independent_for_approval(seed):
         gate = open_gate(policy, members_by_group=members)
         for name in voters:
             gate.decide(
-                decision_id=f"{name}-{rng.random()}", approver=Approver(name), status="approve", token=TOKEN, at=T0
+                decision_id=f"{name}-{rng.random()}",
+                approver=Approver(name),
+                status="approve",
+                token=TOKEN,
+                at=T0,
+                source="cli",
             )
         results.add(gate.status)
     assert len(results) == 1

@@ -2,8 +2,9 @@
 
 State machine: PENDING -> APPROVED | REJECTED | EXPIRED | CANCELLED. Nothing changes after a final state.
 
-Commands (``decide``, ``expire``, ``cancel``, ``supersede``) return the domain events they caused; a business
-refusal is a ``DecisionRefused`` event, never an exception. Exceptions (``InvalidDefinition``) are reserved for
+Commands (``decide``, ``expire``, ``cancel``, ``supersede``) return the domain events they caused and also keep
+them until ``collect_events`` (what the unit of work turns into outbox rows on commit); a business refusal is a
+``DecisionRefused`` event, never an exception. Exceptions (``InvalidDefinition``) are reserved for
 malformed calls: naive datetimes, inconsistent definitions.
 
 Time is always passed in. Every command first applies a timeout that is due at its ``at``, so an outcome does not
@@ -114,6 +115,7 @@ class Gate:
         self._status = status
         self._votes: list[Vote] = list(votes)
         self._closed_at = closed_at
+        self._events: list[GateEvent] = []
 
     # ----------------------------------------------------------------------------------------------- creation
 
@@ -163,6 +165,7 @@ class Gate:
             approvers=gate.eligible_approvers(),
             unsatisfiable_rules=gate.unsatisfiable_rules(),
         )
+        gate._events.append(opened)
         return gate, [opened]
 
     # ----------------------------------------------------------------------------------------------- state
@@ -226,6 +229,16 @@ class Gate:
     def votes(self) -> tuple[Vote, ...]:
         """Every accepted vote, oldest first, including those later replaced (the repository stores them all)."""
         return tuple(self._votes)
+
+    def collect_events(self) -> list[GateEvent]:
+        """The events of every command since the last call (or since the gate was built), oldest first; they are
+        handed out once."""
+        events, self._events = self._events, []
+        return events
+
+    def vote(self, decision_id: str) -> Vote | None:
+        """The accepted vote of decision ``decision_id``, if there is one."""
+        return next((vote for vote in self._votes if vote.decision_id == decision_id), None)
 
     def is_due(self, now: datetime) -> bool:
         """Whether the timeout action applies at ``now`` (pending and at or past the deadline)."""
@@ -324,13 +337,16 @@ class Gate:
         comment: str = "",
         inputs: Mapping[str, str] | None = None,
         at: datetime,
+        source: str,
+        decided_at: datetime | None = None,
     ) -> list[GateEvent]:
         """Apply one approver's decision.
 
         ``at`` is when the service processes the decision (its clock), not the time the sender claims: the
-        deadline is enforced on the service's time. Returns, in order: any timeout outcome that was due, then
-        either ``DecisionRefused`` or ``VoteRecorded`` followed by ``GateApproved`` / ``GateRejected`` if the vote
-        closed the gate.
+        deadline is enforced on the service's time. ``source`` (the decision source) and ``decided_at`` (the
+        sender's time, ``at`` when not given) are kept with the vote. Returns, in order: any timeout outcome that
+        was due, then either ``DecisionRefused`` or ``VoteRecorded`` followed by ``GateApproved`` /
+        ``GateRejected`` if the vote closed the gate.
 
         Refusals, checked in this order: ``duplicate`` (this decision id was already counted), ``gate_closed``,
         ``stale_token``, ``self_approval``, ``not_eligible``, ``invalid_inputs``. A rejection is never refused for
@@ -341,9 +357,11 @@ class Gate:
             raise InvalidDefinition("decision_id must be a non-empty string")
         if not isinstance(approver, Member):
             raise InvalidDefinition(f"approver must be an Approver (Member), got {approver!r}")
+        if decided_at is not None:
+            require_aware(decided_at, "decided_at")
         status = DecisionStatus(status)
         given_inputs = dict(inputs or {})
-        events: list[GateEvent] = list(self.expire(at))
+        events: list[GateEvent] = list(self._expire(at))
 
         def refuse(reason: RefusalReason, detail: str, offending: Iterable[str] = ()) -> list[GateEvent]:
             refused = DecisionRefused(
@@ -356,7 +374,7 @@ class Gate:
                 detail=detail,
                 offending_inputs=tuple(offending),
             )
-            return [*events, refused]
+            return self._record([*events, refused])
 
         if any(vote.decision_id == decision_id for vote in self._votes):
             return refuse(RefusalReason.DUPLICATE, f"decision {decision_id} was already counted")
@@ -385,6 +403,8 @@ class Gate:
             comment=comment,
             inputs=given_inputs,
             at=at,
+            source=source,
+            decided_at=decided_at or at,
         )
         self._votes.append(vote)
         progress = self.progress()
@@ -417,7 +437,7 @@ class Gate:
         elif all(rule.satisfied for rule in progress):
             self._close(GateStatus.APPROVED, at)
             events.append(self._approved(at, OutcomeCause.VOTES))
-        return events
+        return self._record(events)
 
     def expire(self, now: datetime) -> list[GateEvent]:
         """Apply the timeout action if the gate is pending and ``now`` is at or past its deadline; else ``[]``.
@@ -425,6 +445,9 @@ class Gate:
         ``FAIL`` -> ``GateExpired``; ``APPROVE`` -> ``GateApproved`` (cause timeout; inputs from approvals so far,
         defaults for the rest); ``REJECT`` -> ``GateRejected`` (cause timeout).
         """
+        return self._record(self._expire(now))
+
+    def _expire(self, now: datetime) -> list[GateEvent]:
         if not self.is_due(now):
             return []
         if self._timeout_action is TimeoutAction.APPROVE:
@@ -441,11 +464,11 @@ class Gate:
 
         A timeout due at ``at`` is applied first (and then the cancel does nothing).
         """
-        events = self.expire(at)
+        events = self._expire(at)
         if self._status.is_final:
-            return events
+            return self._record(events)
         self._close(GateStatus.CANCELLED, at)
-        return [GateCancelled(gate_key=self._key, at=at, reason=reason)]
+        return self._record([GateCancelled(gate_key=self._key, at=at, reason=reason)])
 
     def supersede(self, by_gate_key: GateKey, at: datetime) -> list[GateEvent]:
         """Auto-reject this pending gate because a newer gate of the same step asked for it.
@@ -457,21 +480,27 @@ class Gate:
         """
         if not self._key.same_step(by_gate_key) or by_gate_key == self._key:
             raise InvalidDefinition(f"gate {by_gate_key} cannot supersede {self._key}: not another run of its step")
-        events = self.expire(at)
+        events = self._expire(at)
         if self._status.is_final:
-            return events
+            return self._record(events)
         self._close(GateStatus.REJECTED, at)
-        return [
-            GateRejected(
-                gate_key=self._key,
-                at=at,
-                cause=OutcomeCause.SUPERSEDED,
-                superseded_by=by_gate_key,
-                comments=self._comments(),
-            )
-        ]
+        return self._record(
+            [
+                GateRejected(
+                    gate_key=self._key,
+                    at=at,
+                    cause=OutcomeCause.SUPERSEDED,
+                    superseded_by=by_gate_key,
+                    comments=self._comments(),
+                )
+            ]
+        )
 
     # ----------------------------------------------------------------------------------------------- internals
+
+    def _record(self, events: list[GateEvent]) -> list[GateEvent]:
+        self._events.extend(events)
+        return events
 
     def _close(self, status: GateStatus, at: datetime) -> None:
         self._status = status

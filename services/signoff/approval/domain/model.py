@@ -147,7 +147,11 @@ def counts_for(rule: ApprovalRule, user_id: str, directory: Directory) -> bool:
 
 @dataclass(frozen=True)
 class Vote:
-    """An accepted decision. The latest vote of an approver replaces their earlier ones while the gate is pending."""
+    """An accepted decision. The latest vote of an approver replaces their earlier ones while the gate is pending.
+
+    ``at`` is when the service counted it (its clock); ``source`` (the decision source that vouched for it) and
+    ``decided_at`` (the time the sender gave) are the decision's own, published with every vote.
+    """
 
     decision_id: str
     approver: Approver
@@ -155,6 +159,8 @@ class Vote:
     comment: str
     inputs: dict[str, str]
     at: datetime
+    source: str
+    decided_at: datetime
 
 
 @dataclass(frozen=True)
