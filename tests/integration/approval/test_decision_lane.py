@@ -14,9 +14,10 @@ from signoff import contracts as wire
 from signoff.approval.service import approval_spec
 from signoff.approval.settings import ApprovalSettings
 from signoff.runtime.clock import FixedClock
-from signoff.runtime.kafka import make_consumer, make_producer
+from signoff.runtime.kafka import make_producer
 from signoff.runtime.service import Lane, Service
 from tests.integration.approval.conftest import KEY, START, decision, request
+from tests.support.topics import read_records
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -211,14 +212,4 @@ async def test_a_batch_of_decisions_reads_its_gates_up_front_and_a_second_vote_o
 
 
 async def _records(settings, topic: str, count: int) -> list:
-    consumer = make_consumer(settings, [topic], f"read-{uuid.uuid4().hex[:8]}", "test-reader")
-    await consumer.start()
-    records: list = []
-    try:
-        async with asyncio.timeout(30):
-            while len(records) < count:
-                for batch in (await consumer.getmany(timeout_ms=500)).values():
-                    records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
+    return await read_records(settings.kafka_bootstrap, topic, count)

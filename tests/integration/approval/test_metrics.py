@@ -6,12 +6,10 @@ Counters are process-wide (other tests count too), so each test compares before 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from prometheus_client import REGISTRY
 
 from signoff import contracts as wire
@@ -21,6 +19,7 @@ from signoff.contracts.events import EnvironmentRef, EnvironmentType
 from signoff.runtime.consumer import ConsumerLoop
 from signoff.runtime.kafka import ensure_topics, make_consumer
 from tests.integration.approval.conftest import ApprovalHarness, decision, request
+from tests.support.topics import read_records
 
 pytestmark = pytest.mark.integration
 
@@ -140,19 +139,7 @@ async def test_a_batch_rolled_back_counts_nothing_and_its_retry_counts_once(appr
 
 
 async def fetch_all(approval: ApprovalHarness, topic: str, count: int) -> list:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=approval.settings.kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    records: list = []
-    try:
-        async with asyncio.timeout(30):
-            while len(records) < count:
-                for batch in (await consumer.getmany(timeout_ms=500)).values():
-                    records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
+    return await read_records(approval.settings.kafka_bootstrap, topic, count)
 
 
 async def test_the_gauges_count_pending_gates_and_those_due_soon(approval: ApprovalHarness) -> None:

@@ -28,6 +28,7 @@ from signoff.runtime.outbox import OutboxRecord, OutboxRelay, OutboxWriter
 from signoff.runtime.service import Service, ServiceSpec
 from tests.support.events import make_event
 from tests.support.ledger import SCHEMA, LedgerHandler, applied, migrate_ledger
+from tests.support.topics import read_records
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -93,22 +94,7 @@ class Harness:
             await consumer.stop()
 
     async def read_dead_letters(self, count: int) -> list:
-        consumer = AIOKafkaConsumer(
-            self.dead_letters,
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        records: list = []
-        try:
-            async with asyncio.timeout(30):
-                while len(records) < count:
-                    for batch in (await consumer.getmany(timeout_ms=500)).values():
-                        records.extend(batch)
-        finally:
-            await consumer.stop()
-        return records
+        return await read_records(self.settings.kafka_bootstrap, self.dead_letters, count)
 
 
 @contextlib.asynccontextmanager
@@ -474,22 +460,7 @@ async def test_a_record_whose_dead_letter_cannot_be_written_is_quarantined_and_c
 
 
 async def _fetch_all(harness, count: int) -> list:
-    consumer = AIOKafkaConsumer(
-        harness.topic,
-        bootstrap_servers=harness.settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list = []
-    try:
-        async with asyncio.timeout(30):
-            while len(records) < count:
-                for batch in (await consumer.getmany(timeout_ms=500)).values():
-                    records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
+    return await read_records(harness.settings.kafka_bootstrap, harness.topic, count)
 
 
 async def test_a_new_bad_record_at_a_reused_offset_is_dead_lettered_not_taken_for_a_duplicate(harness):

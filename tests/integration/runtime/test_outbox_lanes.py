@@ -8,12 +8,12 @@ import random
 from collections import defaultdict
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from signoff.runtime.db import create_pool
 from signoff.runtime.kafka import ensure_topics, make_producer
 from signoff.runtime.outbox import MAIN_LANE, OutboxRecord, OutboxRelay, OutboxWriter
 from tests.support.ledger import SCHEMA, migrate_ledger
+from tests.support.topics import read_records
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -66,22 +66,7 @@ class Lanes:
 
     async def read(self, count: int) -> list:
         """The first `count` records of the topic, each partition in its order."""
-        consumer = AIOKafkaConsumer(
-            self.topic,
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        records: list = []
-        try:
-            async with asyncio.timeout(60):
-                while len(records) < count:
-                    for batch in (await consumer.getmany(timeout_ms=500)).values():
-                        records.extend(batch)
-        finally:
-            await consumer.stop()
-        return records
+        return await read_records(self.settings.kafka_bootstrap, self.topic, count, timeout=60)
 
 
 @pytest.fixture
