@@ -84,6 +84,9 @@ class ApprovalHandler:
         decided = {d.gate_id for r in batch if isinstance(d := r.event.data, wire.ApprovalDecision) and d.gate_id}
         if len(decided) > 1:
             await work.lock_ahead(sorted(decided))
+        decision_ids = [d.decision_id for r in batch if isinstance(d := r.event.data, wire.ApprovalDecision)]
+        if len(decision_ids) > 1:
+            await work.read_decisions(decision_ids)
         for received in batch:
             data = received.event.data
             if isinstance(data, wire.ApprovalRequested):
@@ -238,9 +241,7 @@ class ApprovalHandler:
             )
         gate_id = stored.id if stored is not None else None
         # Every authentic decision id is remembered, whatever becomes of it, so a replay is never a vote.
-        first, seen_on = await self.repository.remember_decision(
-            work.tx.conn, decision.decision_id, decision.source, gate_id, now
-        )
+        first, seen_on = await work.remember_decision(decision.decision_id, decision.source, gate_id, now)
         if not first:
             detail = f"decision {decision.decision_id} was already seen"
             return self._refuse(work, received, decision, WireRefusal.DUPLICATE, detail, now, gate_id=seen_on)

@@ -71,6 +71,16 @@ class NewVote:
 
 
 @dataclass(frozen=True)
+class SeenDecision:
+    """A decision id whose signature checked out, remembered whatever becomes of it (a replay is never a vote)."""
+
+    decision_id: str
+    source: str
+    gate_id: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
 class AuditRow:
     gate_id: str | None
     kind: str
@@ -283,16 +293,22 @@ class ApprovalRepository:
         assert row is not None
         return row["pending"], row["due"]
 
-    async def close_gate(self, conn: asyncpg.Connection, gate_id: str, status: str, closed_at: datetime) -> None:
-        """Store a gate's final status."""
+    async def close_gates(self, conn: asyncpg.Connection, closed: Sequence[tuple[str, str, datetime]]) -> None:
+        """Store gates' final status, (gate id, status, closed at) rows, and forget who may decide them (nobody
+        decides a closed gate: it leaves everyone's "mine" list), in one statement."""
+        if not closed:
+            return
         await conn.execute(
-            f"UPDATE {self._t('gates')} SET status = $2, closed_at = $3 WHERE id = $1",  # noqa: S608
-            gate_id,
-            status,
-            closed_at,
+            f"""WITH closed AS (
+                    UPDATE {self._t("gates")} AS g SET status = c.status, closed_at = c.closed_at
+                    FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS c(id, status, closed_at)
+                    WHERE g.id = c.id
+                    RETURNING g.id)
+                DELETE FROM {self._t("gate_approvers")} WHERE gate_id IN (SELECT id FROM closed)""",  # noqa: S608
+            [gate_id for gate_id, _, _ in closed],
+            [status for _, status, _ in closed],
+            [closed_at for _, _, closed_at in closed],
         )
-        # Nobody decides a closed gate: it leaves everyone's "mine" list.
-        await conn.execute(f"DELETE FROM {self._t('gate_approvers')} WHERE gate_id = $1", gate_id)  # noqa: S608
 
     # ------------------------------------------------------------------------------------------------ reads (CLI)
 
@@ -416,11 +432,23 @@ class ApprovalRepository:
             list(gate_ids),
         )
 
+    async def decisions_seen(self, conn: asyncpg.Connection, decision_ids: Sequence[str]) -> dict[str, str | None]:
+        """The decision ids among `decision_ids` seen before, each with the gate it was about (one statement)."""
+        if not decision_ids:
+            return {}
+        rows = await conn.fetch(
+            f"""SELECT decision_id, gate_id FROM {self._t("decisions_seen")}
+                WHERE decision_id = ANY($1::text[])""",  # noqa: S608
+            list(decision_ids),
+        )
+        return {row["decision_id"]: row["gate_id"] for row in rows}
+
     async def remember_decision(
         self, conn: asyncpg.Connection, decision_id: str, source: str, gate_id: str | None, at: datetime
     ) -> tuple[bool, str | None]:
-        """Remember a decision id as seen. Returns (first time, gate id): False and the gate it was about when the
-        id was seen before (a replay, whatever happened to it then)."""
+        """Remember one decision id as seen now. Returns (first time, gate id): False and the gate it was about when
+        the id was seen before (a replay, whatever happened to it then; one that another transaction is
+        remembering is waited for)."""
         row = await conn.fetchrow(
             f"""INSERT INTO {self._t("decisions_seen")} AS seen (decision_id, source, gate_id, seen_at)
                 VALUES ($1, $2, $3, $4)
@@ -433,34 +461,67 @@ class ApprovalRepository:
         )
         return bool(row["inserted"]), row["gate_id"]
 
-    async def record_vote(self, conn: asyncpg.Connection, vote: NewVote, replaces: str | None) -> None:
-        if replaces is not None:
-            await conn.execute(
-                f"UPDATE {self._t('votes')} SET replaced = true WHERE decision_id = $1",  # noqa: S608
-                replaces,
-            )
-        try:
-            await self._insert_vote(conn, vote)
-        except asyncpg.UniqueViolationError as exc:
-            # Another transaction recorded this decision id after our check (a replay racing the original on
-            # another partition). Retried as transient: the retry sees that vote and refuses this one as duplicate.
-            raise asyncpg.exceptions.SerializationError(f"decision {vote.decision_id} recorded concurrently") from exc
-
-    async def _insert_vote(self, conn: asyncpg.Connection, vote: NewVote) -> None:
-        await conn.execute(
-            f"""INSERT INTO {self._t("votes")}
-                    (gate_id, decision_id, source, approver, status, comment, inputs, decided_at, at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",  # noqa: S608
-            vote.gate_id,
-            vote.decision_id,
-            vote.source,
-            vote.approver,
-            vote.status,
-            vote.comment,
-            dict(vote.inputs),
-            vote.decided_at,
-            vote.at,
+    async def remember_decisions(self, conn: asyncpg.Connection, decisions: Sequence[SeenDecision]) -> None:
+        """Remember decision ids as seen, in one statement. The caller checked them with `decisions_seen` in this
+        transaction; one that another transaction remembered since (a replay racing the original on another
+        partition) raises SerializationError, retried by the consumer loop, whose retry refuses it as a
+        duplicate."""
+        if not decisions:
+            return
+        inserted = await conn.fetch(
+            f"""INSERT INTO {self._t("decisions_seen")} (decision_id, source, gate_id, seen_at)
+                SELECT decision_id, source, gate_id, seen_at
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+                    AS d(decision_id, source, gate_id, seen_at)
+                ON CONFLICT (decision_id) DO NOTHING
+                RETURNING decision_id""",  # noqa: S608
+            [d.decision_id for d in decisions],
+            [d.source for d in decisions],
+            [d.gate_id for d in decisions],
+            [d.at for d in decisions],
         )
+        if len(inserted) < len(decisions):
+            raced = sorted({d.decision_id for d in decisions} - {row["decision_id"] for row in inserted})
+            raise asyncpg.exceptions.SerializationError(f"decisions {', '.join(raced)} remembered concurrently")
+
+    async def record_votes(self, conn: asyncpg.Connection, votes: Sequence[NewVote], replaced: Sequence[str]) -> None:
+        """Insert `votes` in their order and mark the votes `replaced` (by decision id: an approver changed them;
+        those of `votes` among them too), in one statement."""
+        if not votes and not replaced:
+            return
+        gone = set(replaced)
+        try:
+            # Both parts see the votes as they were before the statement: a vote replaced in the same batch is
+            # inserted already marked, the UPDATE marks those of earlier transactions.
+            await conn.execute(
+                f"""WITH inserted AS (
+                        INSERT INTO {self._t("votes")}
+                            (gate_id, decision_id, source, approver, status, comment, inputs, decided_at, at, replaced)
+                        SELECT gate_id, decision_id, source, approver, status, comment, inputs::jsonb, decided_at, at,
+                            replaced
+                        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                            $7::text[], $8::timestamptz[], $9::timestamptz[], $10::boolean[]) WITH ORDINALITY
+                            AS v(gate_id, decision_id, source, approver, status, comment, inputs, decided_at, at,
+                                 replaced, n)
+                        ORDER BY n
+                        RETURNING 1)
+                    UPDATE {self._t("votes")} SET replaced = true WHERE decision_id = ANY($11::text[])""",  # noqa: S608
+                [v.gate_id for v in votes],
+                [v.decision_id for v in votes],
+                [v.source for v in votes],
+                [v.approver for v in votes],
+                [v.status for v in votes],
+                [v.comment for v in votes],
+                [json.dumps(dict(v.inputs)) for v in votes],
+                [v.decided_at for v in votes],
+                [v.at for v in votes],
+                [v.decision_id in gone for v in votes],
+                sorted(gone - {v.decision_id for v in votes}),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            # Another transaction recorded one of these decision ids after our check (a replay racing the original
+            # on another partition). Retried as transient: the retry sees that vote and refuses this one.
+            raise asyncpg.exceptions.SerializationError(f"a vote recorded concurrently: {exc.detail}") from exc
 
     # ------------------------------------------------------------------------------------------------ audit
 

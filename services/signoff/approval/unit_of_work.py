@@ -24,7 +24,7 @@ from signoff.approval.domain import events as domain_events
 from signoff.approval.domain.model import Directory, GateKey, Member
 from signoff.approval.mapping import EVENT_SOURCE, StoredGate, audit_kind, members_to_json, to_wire
 from signoff.approval.metrics import GateMetrics, Tally
-from signoff.approval.repository import ApprovalRepository, AuditRow, NewGate, NewVote
+from signoff.approval.repository import ApprovalRepository, AuditRow, NewGate, NewVote, SeenDecision
 from signoff.contracts.cdevents import ApprovalCDEvent, encode_cdevent
 from signoff.contracts.topics import CDEVENTS
 from signoff.runtime.consumer import UnitOfWork
@@ -91,6 +91,10 @@ class ApprovalUnitOfWork:
         self._locked_ahead: dict[str, StoredGate] = {}  # read by `lock_ahead`, not yet asked for
         self._ids_by_key: dict[GateKey, str] = {}
         self._written: list[_Change | AuditRow | OutboxRecord] = []
+        # Decision ids read from `decisions_seen` (-> the gate each was about) or remembered by this transaction.
+        self._decisions: dict[str, str | None] = {}
+        self._decisions_read: set[str] = set()
+        self._remembered: list[SeenDecision] = []
         # id(directory) -> (that directory, its JSON): the directory is kept, so its id is not reused meanwhile.
         self._snapshots: dict[int, tuple[Directory, str]] = {}
 
@@ -204,6 +208,31 @@ class ApprovalUnitOfWork:
         self._ids_by_key[stored.gate.key] = stored.id
         return stored
 
+    # ------------------------------------------------------------------------------------------------ decision ids
+
+    async def read_decisions(self, decision_ids: Sequence[str]) -> None:
+        """Read which of `decision_ids` were seen before, in one statement, for `remember_decision` to answer from."""
+        wanted = [d for d in dict.fromkeys(decision_ids) if d not in self._decisions_read]
+        self._decisions.update(await self.repository.decisions_seen(self.tx.conn, wanted))
+        self._decisions_read.update(wanted)
+
+    async def remember_decision(
+        self, decision_id: str, source: str, gate_id: str | None, at: datetime
+    ) -> tuple[bool, str | None]:
+        """Remember a decision id as seen (one read ahead is written on `commit`, with the others of the
+        transaction). Returns (first time, gate id): False and the gate it was about when the id was seen before,
+        in an earlier transaction or earlier in this one (a replay, whatever happened to it then)."""
+        if decision_id in self._decisions:
+            return False, self._decisions[decision_id]
+        if decision_id not in self._decisions_read:
+            # Not read ahead (a batch's only decision): remembered at once, one statement either way.
+            first, seen_on = await self.repository.remember_decision(self.tx.conn, decision_id, source, gate_id, at)
+            self._decisions[decision_id] = seen_on
+            return first, seen_on
+        self._decisions[decision_id] = gate_id
+        self._remembered.append(SeenDecision(decision_id, source, gate_id, at))
+        return True, gate_id
+
     # ------------------------------------------------------------------------------------------------ without a gate
 
     def audit(self, row: AuditRow) -> None:
@@ -227,11 +256,15 @@ class ApprovalUnitOfWork:
             self._collect(stored, cause)
 
     async def commit(self) -> None:
-        """Write every change collected so far into the transaction: votes, audit rows, final statuses and the
-        outbox rows of the events (with their CDEvents)."""
+        """Write every change collected so far into the transaction, set-based (one statement per table however
+        many decisions): remembered decision ids, votes, audit rows, final statuses, and the outbox rows of the
+        events (with their CDEvents)."""
         self._collect_all()
         written, self._written = self._written, []
+        remembered, self._remembered = self._remembered, []
         audit: list[AuditRow] = []
+        votes: list[NewVote] = []
+        replaced: list[str] = []
         closed: dict[str, StoredGate] = {}
         for index, item in enumerate(written):
             await cooperate(index)  # building and encoding each event and its CDEvent: CPU only, let a decision in
@@ -240,23 +273,29 @@ class ApprovalUnitOfWork:
             elif isinstance(item, OutboxRecord):
                 self.tx.outbox.add(item)
             else:
-                audit.append(await self._write(item))
+                audit.append(self._write(item, votes, replaced))
                 if isinstance(item.event, _CLOSING):
                     closed[item.stored.id] = item.stored
-        await self.repository.audit(self.tx.conn, audit)
+        conn = self.tx.conn
+        await self.repository.remember_decisions(conn, remembered)
+        await self.repository.record_votes(conn, votes, replaced)
+        await self.repository.audit(conn, audit)
+        closing = []
         for stored in closed.values():
             gate = stored.gate
             assert gate.closed_at is not None  # a closing event closed it
-            await self.repository.close_gate(self.tx.conn, stored.id, gate.status.value, gate.closed_at)
+            closing.append((stored.id, gate.status.value, gate.closed_at))
+        await self.repository.close_gates(conn, closing)
 
-    async def _write(self, change: _Change) -> AuditRow:
+    def _write(self, change: _Change, votes: list[NewVote], replaced: list[str]) -> AuditRow:
+        """The outbox rows of `change` (added), its vote (appended to `votes`, with the one it replaces to
+        `replaced`) and its audit row (returned)."""
         stored, event, cause = change.stored, change.event, change.cause
         self.tally.events(stored, [event])
         if isinstance(event, domain_events.VoteRecorded):
             vote = stored.gate.vote(event.decision_id)
             assert vote is not None  # the event records this vote
-            await self.repository.record_vote(
-                self.tx.conn,
+            votes.append(
                 NewVote(
                     gate_id=stored.id,
                     decision_id=vote.decision_id,
@@ -267,9 +306,10 @@ class ApprovalUnitOfWork:
                     inputs=vote.inputs,
                     decided_at=vote.decided_at,
                     at=vote.at,
-                ),
-                replaces=event.replaced_decision_id,
+                )
             )
+            if event.replaced_decision_id is not None:
+                replaced.append(event.replaced_decision_id)
         superseded_by = None
         if isinstance(event, domain_events.GateRejected) and event.superseded_by is not None:
             superseded_by = self._ids_by_key.get(event.superseded_by)

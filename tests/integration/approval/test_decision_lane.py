@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from signoff import contracts as wire
+from signoff.approval.repository import SCHEMA
 from signoff.approval.service import approval_spec
 from signoff.approval.settings import ApprovalSettings
 from signoff.runtime.clock import FixedClock
@@ -21,6 +22,8 @@ from tests.support.topics import read_records
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
+
+VOTE = wire.VoteRecorded.event_type
 
 
 class HoldsRequests:
@@ -209,6 +212,86 @@ async def test_a_batch_of_decisions_reads_its_gates_up_front_and_a_second_vote_o
     assert await approval.gate_status(single.gate_id) == "approved"
     approved = {e.data.gate_id: e.data for e in await approval.published(wire.GateApproved.event_type)}
     assert sorted(vote.approver for vote in approved[quorum.gate_id].votes) == ["bob", "carol"]
+
+
+async def test_a_batch_of_decisions_written_set_based_keeps_replays_replaced_votes_and_order(approval):
+    """A batch's decision ids, votes, audit rows and closures are written one statement per table: a replay of an
+    id remembered by an earlier batch and one of an id first seen earlier in the same batch are duplicates, a vote
+    changed within the batch is stored replaced, a forged decision's id is not remembered, and every event is
+    published in the order of the decisions."""
+    quorum = await approval.open_gate(request(minimum_count=3))
+    single = await approval.open_gate(request())
+    earlier = decision(approver="carol", token=quorum.token, gate_id=quorum.gate_id)
+    await approval.send(earlier)
+    await approval.wait_for(VOTE, where=lambda d: d.vote.decision_id == earlier.decision_id)
+    approval.loop.stop()  # the batch below is applied by hand, in one piece
+    await asyncio.gather(approval.task, return_exceptions=True)
+    first = decision(approver="bob", token=quorum.token, gate_id=quorum.gate_id, comment="first look")
+    changed = decision(approver="bob", token=quorum.token, gate_id=quorum.gate_id, comment="second look")
+    forged = decision(approver="dave", token=single.token, gate_id=single.gate_id, key=b"not-the-key")
+    batch = (
+        first,
+        decision(approver="carol", token=single.token, gate_id=single.gate_id, decision_id=earlier.decision_id),
+        changed,
+        decision(approver="dave", token=single.token, gate_id=single.gate_id, decision_id=first.decision_id),
+        forged,
+        decision(approver="dave", token=single.token, gate_id=single.gate_id),
+    )
+    order = {(await approval.send(made)).id: index for index, made in enumerate(batch)}
+    before = len(await approval.published())
+    records = await _records(approval.settings, approval.decisions, len(batch) + 1)
+    # The topic has several partitions: the batch is put back in the order sent (`earlier`'s, applied, left out).
+    ids = {id(record): wire.decode(record.value, list(record.headers)).id for record in records}
+    records = sorted((r for r in records if ids[id(r)] in order), key=lambda r: order[ids[id(r)]])
+
+    await approval.loop.process(records)
+
+    published = [e.data for e in (await approval.published())[before:]]
+    assert [(type(d).__name__, d.gate_id) for d in published] == [
+        ("VoteRecorded", quorum.gate_id),
+        ("DecisionRefused", quorum.gate_id),  # a replay of `earlier`, whose gate it names
+        ("VoteRecorded", quorum.gate_id),
+        ("DecisionRefused", quorum.gate_id),  # a replay of `first`, earlier in this batch
+        ("DecisionRefused", None),  # forged
+        ("VoteRecorded", single.gate_id),
+        ("GateApproved", single.gate_id),
+    ]
+    assert [d.reason.value for d in published if isinstance(d, wire.DecisionRefused)] == [
+        "duplicate",
+        "duplicate",
+        "bad_signature",
+    ]
+    assert published[2].replaced_earlier_vote
+    assert await approval.gate_status(quorum.gate_id) == "pending"  # carol and bob (once): three needed
+    assert await approval.gate_status(single.gate_id) == "approved"
+    async with approval.pool.acquire() as conn:
+        votes = await conn.fetch(f'SELECT decision_id, replaced FROM "{SCHEMA}".votes ORDER BY seq')  # noqa: S608
+        seen = await conn.fetch(f'SELECT decision_id, gate_id FROM "{SCHEMA}".decisions_seen')  # noqa: S608
+        audit = await conn.fetch(
+            f"""SELECT kind, reason FROM "{SCHEMA}".audit WHERE kind <> 'requested' ORDER BY seq"""  # noqa: S608
+        )
+    assert [(v["decision_id"], v["replaced"]) for v in votes] == [
+        (earlier.decision_id, False),
+        (first.decision_id, True),
+        (changed.decision_id, False),
+        (batch[5].decision_id, False),
+    ]
+    assert {s["decision_id"]: s["gate_id"] for s in seen} == {
+        earlier.decision_id: quorum.gate_id,
+        first.decision_id: quorum.gate_id,
+        changed.decision_id: quorum.gate_id,
+        batch[5].decision_id: single.gate_id,
+    }
+    assert [(a["kind"], a["reason"]) for a in audit] == [
+        ("vote", None),  # earlier's
+        ("vote", None),
+        ("refused", "duplicate"),
+        ("vote", None),
+        ("refused", "duplicate"),
+        ("refused", "bad_signature"),
+        ("vote", None),
+        ("outcome", None),
+    ]
 
 
 async def _records(settings, topic: str, count: int) -> list:

@@ -11,7 +11,7 @@ from importlib import resources
 import asyncpg
 import pytest
 
-from signoff.approval.repository import SCHEMA, ApprovalRepository, NewGate, NewVote
+from signoff.approval.repository import SCHEMA, ApprovalRepository, NewGate, NewVote, SeenDecision
 from signoff.runtime.db import create_pool
 from tests.integration.approval.conftest import START
 from tests.support.waiting import eventually
@@ -64,9 +64,19 @@ async def test_natural_key_conflicts_are_skipped_set_based(database_url: str) ->
         await pool.close()
 
 
-async def test_a_decision_id_recorded_concurrently_is_a_transient_error(database_url: str) -> None:
-    """The loser of the race gets SerializationError (retried by the consumer loop, which then refuses the replay as
-    a duplicate) rather than a unique violation (which would dead-letter it)."""
+async def record_vote(repository: ApprovalRepository, conn: asyncpg.Connection, gate_id: str) -> None:
+    await repository.record_votes(conn, [vote(gate_id)], replaced=[])
+
+
+async def remember_decision(repository: ApprovalRepository, conn: asyncpg.Connection, gate_id: str) -> None:
+    await repository.remember_decisions(conn, [SeenDecision("d-1", "cli", gate_id, START)])
+
+
+@pytest.mark.parametrize("write", [record_vote, remember_decision], ids=["vote", "decision id"])
+async def test_a_decision_id_recorded_concurrently_is_a_transient_error(database_url: str, write) -> None:
+    """The loser of the race (both transactions found the id unseen) gets SerializationError (retried by the
+    consumer loop, which then refuses the replay as a duplicate) rather than a unique violation (which would
+    dead-letter it) or nothing (which would count the replay)."""
     repository = ApprovalRepository()
     pool = await create_pool(database_url)
     first, second = await pool.acquire(), await pool.acquire()
@@ -74,9 +84,9 @@ async def test_a_decision_id_recorded_concurrently_is_a_transient_error(database
         await repository.insert_gates(first, [gate("g1", "e1"), gate("g2", "e2")])
         first_tx, second_tx = first.transaction(), second.transaction()
         await first_tx.start()
-        await repository.record_vote(first, vote("g1"), replaces=None)
+        await write(repository, first, "g1")
         await second_tx.start()
-        racing = asyncio.create_task(repository.record_vote(second, vote("g2"), replaces=None))
+        racing = asyncio.create_task(write(repository, second, "g2"))
 
         async def blocked() -> bool:
             async with pool.acquire() as conn:
