@@ -22,6 +22,9 @@ the recipient) are dead-lettered at once, the others retried, no sooner than a 4
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -145,6 +148,22 @@ def _http_error(status: int, text: str, headers: Mapping[str, str]) -> DeliveryF
     return DeliveryFailed(f"HTTP {status}: {text[:200]}", permanent=permanent, retry_after=wait)
 
 
+class WebhookSigner:
+    """Standard Webhooks' `v1` signature (what `standardwebhooks.Webhook.sign` computes) over the body's bytes as
+    they are sent, so a body is encoded once per try, not once more to be signed."""
+
+    def __init__(self, key: str | bytes) -> None:
+        """`key`: `whsec_<base64>` (Standard Webhooks' form, base64-decoded) or the key's bytes."""
+        self.key = Webhook(key)._whsecret  # the library's reading of the key (prefix, padding), not a copy of it
+
+    def sign(self, msg_id: str, moment: datetime, body: str | bytes) -> str:
+        """`v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, the timestamp in whole Unix seconds."""
+        data = body.encode() if isinstance(body, str) else body
+        mac = hmac.new(self.key, f"{msg_id}.{int(moment.timestamp())}.".encode(), hashlib.sha256)
+        mac.update(data)
+        return "v1," + base64.b64encode(mac.digest()).decode()
+
+
 class HttpTransport:
     """POST to a URL: Slack / Teams incoming webhooks, and signed CloudEvents webhooks when `signing_key` is set."""
 
@@ -164,7 +183,7 @@ class HttpTransport:
         self.url = url
         self.signer = None
         if signing_key is not None:
-            self.signer = Webhook(signing_key if signing_key.startswith("whsec_") else signing_key.encode())
+            self.signer = WebhookSigner(signing_key if signing_key.startswith("whsec_") else signing_key.encode())
         self.now = now
 
     async def send(self, outgoing: Outgoing) -> None:
@@ -181,7 +200,7 @@ class HttpTransport:
             moment = self.now()
             headers["webhook-id"] = outgoing.idempotency_key
             headers["webhook-timestamp"] = str(int(moment.timestamp()))
-            headers["webhook-signature"] = self.signer.sign(outgoing.idempotency_key, moment, outgoing.body)
+            headers["webhook-signature"] = self.signer.sign(outgoing.idempotency_key, moment, body)
         try:
             async with self.session.post(self.url, data=body, headers=headers) as response:
                 if response.status >= 300:

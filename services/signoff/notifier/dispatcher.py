@@ -29,6 +29,7 @@ from datetime import timedelta
 
 import asyncpg
 import structlog
+from prometheus_client import Gauge
 
 from signoff.notifier.channels import DeliveryFailed, Outgoing, Transport
 from signoff.notifier.domain import next_attempt
@@ -67,6 +68,10 @@ class Lane:
     timeout: float
     in_flight: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     claimed: deque[tuple[Outgoing, int]] = field(default_factory=deque)  # claimed, waiting for a free slot
+    gauge: Gauge = field(init=False, repr=False)  # this lane's in-flight gauge, looked up once
+
+    def __post_init__(self) -> None:
+        self.gauge = DELIVERIES_IN_FLIGHT.labels(self.channel)
 
     @property
     def free(self) -> int:
@@ -130,20 +135,17 @@ class Dispatcher:
             outgoing, max_attempts = lane.claimed.popleft()
             task = asyncio.create_task(self._deliver(lane, outgoing, max_attempts))
             lane.in_flight[outgoing.delivery_id] = task
-            DELIVERIES_IN_FLIGHT.labels(lane.channel).inc()
+            lane.gauge.inc()
             task.add_done_callback(lambda _t, lane=lane, i=outgoing.delivery_id: self._done(lane, i))
 
     def _done(self, lane: Lane, delivery_id: int) -> None:
         lane.in_flight.pop(delivery_id, None)
-        DELIVERIES_IN_FLIGHT.labels(lane.channel).dec()
+        lane.gauge.dec()
         self._start_sends(lane)
         if len(lane.claimed) < lane.concurrency:
             self.wake()
 
     async def _deliver(self, lane: Lane, outgoing: Outgoing, max_attempts: int) -> None:
-        bound = structlog.get_logger(__name__).bind(
-            delivery_id=outgoing.delivery_id, channel=lane.channel, attempt=outgoing.attempt
-        )
         error: str | None = None
         permanent = False
         wait: timedelta | None = None
@@ -167,6 +169,7 @@ class Dispatcher:
             self._sent.append((lane, outgoing))
             self._sent_waiting.set()
             return
+        bound = log.bind(delivery_id=outgoing.delivery_id, channel=lane.channel, attempt=outgoing.attempt)
         now = self.clock.now()
         try:
             async with self.pool.acquire() as conn:
@@ -212,13 +215,16 @@ class Dispatcher:
             # The database is unreachable: the rows stay `sending` and their lease brings them back (same key).
             log.warning("deliveries_outcome_not_recorded", error=repr(exc), sent=len(batch))
             return 0
+        # Counted and logged per batch: a fast sink gets thousands a second, a line or a label lookup each would
+        # cost more than the send (failures keep a line each).
+        per_channel: dict[str, int] = {}
         for lane, outgoing in batch:
             self._unsettled.pop(outgoing.delivery_id, None)
             if outgoing.delivery_id in recorded:
-                DELIVERIES_SENT.labels(lane.channel).inc()
-                log.info(
-                    "delivery_sent", delivery_id=outgoing.delivery_id, channel=lane.channel, attempt=outgoing.attempt
-                )
+                per_channel[lane.channel] = per_channel.get(lane.channel, 0) + 1
+        for channel, count in per_channel.items():
+            DELIVERIES_SENT.labels(channel).inc(count)
+        log.debug("deliveries_sent", count=len(recorded), delivery_ids=sorted(recorded)[:20])
         return len(recorded)
 
     async def _record_until(self, stopping: asyncio.Event) -> None:

@@ -23,7 +23,7 @@ from signoff.notifier.domain.render import RenderedMessage
 from signoff.notifier.domain.routing import slack_bot
 from signoff.notifier.domain.slack import render_slack_bot, render_update
 from signoff.notifier.domain.view import NotificationView
-from signoff.notifier.repository import NewDelivery, NotifierRepository
+from signoff.notifier.repository import KnownGate, NewDelivery, NotifierRepository
 from signoff.runtime import tracing
 from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.consumer import Received, UnitOfWork
@@ -115,12 +115,16 @@ class NotifierHandler:
 
     async def apply(self, uow: UnitOfWork, batch: Sequence[Received]) -> None:
         planned: list[tuple[str, int, int]] = []  # (gate id, deliveries, reminders scheduled) of each GateOpened
+        opening: list[wire.Event] = []  # GateOpened not yet planned: planned together, a few statements in all
         for received in batch:
             data = received.event.data
             if isinstance(data, wire.GateOpened):
-                if (done := await self._opened(uow.conn, received.event)) is not None:
-                    planned.append(done)
-            elif isinstance(data, OUTCOMES):
+                opening.append(received.event)
+                continue
+            # A later event of a gate reads what its GateOpened wrote: plan the GateOpened before it first.
+            planned += await self._opened(uow.conn, opening)
+            opening = []
+            if isinstance(data, OUTCOMES):
                 await self._outcome(uow.conn, received.event)
             elif isinstance(data, wire.VoteRecorded):
                 await self._vote(uow.conn, received.event)
@@ -130,6 +134,7 @@ class NotifierHandler:
                 continue
             else:
                 raise UnsupportedEvent(f"the notifier does not consume {received.event.type}")
+        planned += await self._opened(uow.conn, opening)
         if planned:
             # One line per batch (a burst of gates must not cost a line each); each gate at debug.
             log.info(
@@ -140,37 +145,53 @@ class NotifierHandler:
                 gate_ids=[gate_id for gate_id, _, _ in planned[:20]],
             )
 
-    async def _opened(self, conn: asyncpg.Connection, event: wire.Event) -> tuple[str, int, int] | None:
-        """Plan a gate's deliveries and reminders; returns (gate id, deliveries, reminders) or None when the gate
-        was planned already."""
-        data: wire.GateOpened = event.data
+    async def _opened(self, conn: asyncpg.Connection, events: Sequence[wire.Event]) -> list[tuple[str, int, int]]:
+        """Plan the deliveries and reminders of gates, in three statements for all of them; returns (gate id,
+        deliveries, reminders) of each gate not planned before."""
+        if not events:
+            return []
         now = self.clock.now()
-        fresh = await self.repository.remember_gate(
+        first: dict[str, wire.Event] = {}
+        for event in events:
+            first.setdefault(event.data.gate_id, event)  # a redelivered GateOpened in the same batch: once
+        fresh = await self.repository.remember_gates(
             conn,
-            data.gate_id,
-            event.id,
-            data.model_dump(mode="json"),
-            data.opened_at,
-            data.expires_at,
-            traceparent=event.traceparent,
+            [
+                KnownGate(
+                    gate_id,
+                    event.id,
+                    event.data.model_dump_json(),
+                    event.data.opened_at,
+                    event.data.expires_at,
+                    event.traceparent,
+                )
+                for gate_id, event in first.items()
+            ],
         )
-        if not fresh:
-            log.info("gate_already_notified", gate_id=data.gate_id)
-            return None
         n = self.notifying
-        view = ApprovalView.from_gate_opened(event, n.catalog, now=now, approval_page_url=n.approval_page_url)
-        planned = n.routing.deliveries_for(view, data.eligible_approvers)
-        inserted = await self.repository.insert_deliveries(
-            conn, n.rows(view, planned, "opened", event.traceparent), now
-        )
-        schedule = n.routing.reminder_times(data.opened_at, data.expires_at, now)
-        escalation = n.routing.escalation_time(data.opened_at, data.expires_at)
-        if escalation is not None:
-            group, when = escalation
-            schedule.append((f"{ESCALATION_PREFIX}{group}", when))
-        await self.repository.schedule(conn, data.gate_id, schedule)
-        log.debug("gate_opened_planned", gate_id=data.gate_id, deliveries=inserted, scheduled=len(schedule))
-        return data.gate_id, inserted, len(schedule)
+        rows: list[NewDelivery] = []
+        schedule: list[tuple[str, str, datetime]] = []
+        counts: list[tuple[str, int, int]] = []
+        for gate_id, event in first.items():
+            if gate_id not in fresh:
+                log.info("gate_already_notified", gate_id=gate_id)
+                continue
+            data: wire.GateOpened = event.data
+            view = ApprovalView.from_gate_opened(event, n.catalog, now=now, approval_page_url=n.approval_page_url)
+            planned = n.routing.deliveries_for(view, data.eligible_approvers)
+            rows += n.rows(view, planned, "opened", event.traceparent)
+            items = n.routing.reminder_times(data.opened_at, data.expires_at, now)
+            escalation = n.routing.escalation_time(data.opened_at, data.expires_at)
+            if escalation is not None:
+                group, when = escalation
+                items.append((f"{ESCALATION_PREFIX}{group}", when))
+            schedule += [(gate_id, purpose, due) for purpose, due in items]
+            counts.append((gate_id, len(planned), len(items)))
+        await self.repository.insert_deliveries(conn, rows, now)
+        await self.repository.schedule_many(conn, schedule)
+        for gate_id, deliveries, scheduled in counts:
+            log.debug("gate_opened_planned", gate_id=gate_id, deliveries=deliveries, scheduled=scheduled)
+        return counts
 
     async def _outcome(self, conn: asyncpg.Connection, event: wire.Event) -> None:
         data = event.data

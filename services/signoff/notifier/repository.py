@@ -37,6 +37,18 @@ class NewDelivery:
     """The trace of the gate event it tells about; its request carries it."""
 
 
+@dataclass(frozen=True)
+class KnownGate:
+    """A gate's GateOpened data to store (`opened_json`: the data as JSON text, serialised once)."""
+
+    gate_id: str
+    event_id: str
+    opened_json: str
+    opened_at: datetime
+    expires_at: datetime
+    traceparent: str | None = None
+
+
 class NotifierRepository:
     """The notifier schema's tables: gates it knows, deliveries, reminder / escalation schedule."""
 
@@ -48,29 +60,25 @@ class NotifierRepository:
 
     # ------------------------------------------------------------------------------------------------ gates
 
-    async def remember_gate(
-        self,
-        conn: asyncpg.Connection,
-        gate_id: str,
-        event_id: str,
-        opened: Any,
-        opened_at: datetime,
-        expires_at: datetime,
-        traceparent: str | None = None,
-    ) -> bool:
-        """Store a gate's GateOpened data (and its trace, which reminders continue); False when the gate was
-        already known (nothing changed)."""
-        row = await conn.fetchrow(
+    async def remember_gates(self, conn: asyncpg.Connection, gates: Sequence[KnownGate]) -> set[str]:
+        """Store the GateOpened data of many gates in one statement (a gate already known is left as it is);
+        returns the ids of the gates stored now."""
+        if not gates:
+            return set()
+        rows = await conn.fetch(
             f"""INSERT INTO {self._t("gates")} (gate_id, event_id, opened, opened_at, expires_at, traceparent)
-                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (gate_id) DO NOTHING RETURNING gate_id""",  # noqa: S608
-            gate_id,
-            event_id,
-            opened,
-            opened_at,
-            expires_at,
-            traceparent,
+                SELECT g, e, o::jsonb, oa, ea, tp
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[])
+                     AS t(g, e, o, oa, ea, tp)
+                ON CONFLICT (gate_id) DO NOTHING RETURNING gate_id""",  # noqa: S608
+            [g.gate_id for g in gates],
+            [g.event_id for g in gates],
+            [g.opened_json for g in gates],
+            [g.opened_at for g in gates],
+            [g.expires_at for g in gates],
+            [g.traceparent for g in gates],
         )
-        return row is not None
+        return {row["gate_id"] for row in rows}
 
     async def gate(self, conn: asyncpg.Connection, gate_id: str) -> asyncpg.Record | None:
         return await conn.fetchrow(f"SELECT * FROM {self._t('gates')} WHERE gate_id = $1", gate_id)  # noqa: S608
@@ -148,16 +156,16 @@ class NotifierRepository:
 
     # ------------------------------------------------------------------------------------------------ schedule
 
-    async def schedule(self, conn: asyncpg.Connection, gate_id: str, items: Sequence[tuple[str, datetime]]) -> None:
-        """Schedule (purpose, due) reminders / escalations of a gate (idempotent)."""
+    async def schedule_many(self, conn: asyncpg.Connection, items: Sequence[tuple[str, str, datetime]]) -> None:
+        """Schedule (gate id, purpose, due) reminders / escalations of many gates in one statement (idempotent)."""
         if not items:
             return
         await conn.execute(
             f"""INSERT INTO {self._t("schedule")} (gate_id, purpose, due_at)
-                SELECT $1, * FROM unnest($2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING""",  # noqa: S608
-            gate_id,
-            [purpose for purpose, _ in items],
-            [due for _, due in items],
+                SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING""",  # noqa: S608
+            [gate_id for gate_id, _, _ in items],
+            [purpose for _, purpose, _ in items],
+            [due for _, _, due in items],
         )
 
     async def claim_due_schedule(self, conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
