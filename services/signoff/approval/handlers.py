@@ -81,12 +81,11 @@ class ApprovalHandler:
         requests = [r for r in batch if isinstance(r.event.data, wire.ApprovalRequested)]
         if requests:
             await self._open(work, requests)
-        decided = {d.gate_id for r in batch if isinstance(d := r.event.data, wire.ApprovalDecision) and d.gate_id}
-        if len(decided) > 1:
-            await work.lock_ahead(sorted(decided))
-        decision_ids = [d.decision_id for r in batch if isinstance(d := r.event.data, wire.ApprovalDecision)]
-        if len(decision_ids) > 1:
-            await work.read_decisions(decision_ids)
+        decisions = [d for r in batch if isinstance(d := r.event.data, wire.ApprovalDecision)]
+        if len(decisions) > 1:
+            # What the batch's decisions will ask for, read in three statements instead of three per decision.
+            await work.lock_ahead([d.gate_id for d in decisions if d.gate_id])
+            await work.read_decisions([d.decision_id for d in decisions])
         for received in batch:
             data = received.event.data
             if isinstance(data, wire.ApprovalRequested):

@@ -216,12 +216,9 @@ class ConsumerLoop:
             if not records:
                 continue
             started = time.perf_counter()
-            if self.priority:
-                with priority_work():
-                    await self.process(records)
-                    await self._commit_offsets(batches)
-            else:
+            if not self.priority:
                 await make_way()  # a lane's batch in flight goes first
+            with priority_work() if self.priority else contextlib.nullcontext():
                 await self.process(records)
                 await self._commit_offsets(batches)
             BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)

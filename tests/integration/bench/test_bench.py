@@ -44,14 +44,19 @@ def _met_by_its_numbers(row: dict) -> bool:
     return ratio <= float(threshold) if operator == "<=" else ratio >= float(threshold)
 
 
-async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
-    env = os.environ | {
+def _bench_env(infra) -> dict[str, str]:
+    """The bench's roles on the test broker's settings, quiet."""
+    return os.environ | {
         "SIGNOFF_KAFKA_ENABLE_IDEMPOTENCE": str(infra.enable_idempotence).lower(),
         "SIGNOFF_KAFKA_SESSION_TIMEOUT_MS": str(infra.session_timeout_ms),
         "SIGNOFF_KAFKA_HEARTBEAT_INTERVAL_MS": str(max(100, infra.session_timeout_ms // 4)),
         "SIGNOFF_KAFKA_TOPIC_PARTITIONS": "3",
         "SIGNOFF_LOG_LEVEL": "warning",
     }
+
+
+async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
+    env = _bench_env(infra)
     args = [
         "--bootstrap", infra.kafka_bootstrap, "--database-url", infra.admin_dsn, "--json",
         "--requests", "600", "--naive-requests", "40", "--rate", "50", "--seconds", "2", "--burst", "600",
@@ -92,13 +97,7 @@ async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
 
 
 async def test_bench_only_measures_the_rows_asked_for_with_their_baselines(infra):
-    env = os.environ | {
-        "SIGNOFF_KAFKA_ENABLE_IDEMPOTENCE": str(infra.enable_idempotence).lower(),
-        "SIGNOFF_KAFKA_SESSION_TIMEOUT_MS": str(infra.session_timeout_ms),
-        "SIGNOFF_KAFKA_HEARTBEAT_INTERVAL_MS": str(max(100, infra.session_timeout_ms // 4)),
-        "SIGNOFF_KAFKA_TOPIC_PARTITIONS": "3",
-        "SIGNOFF_LOG_LEVEL": "warning",
-    }
+    env = _bench_env(infra)
     args = [
         "--bootstrap", infra.kafka_bootstrap, "--database-url", infra.admin_dsn, "--json",
         "--only", "P2,P2b", "--rate", "50", "--seconds", "2", "--burst", "600",
