@@ -128,7 +128,9 @@ class ExecutorHandler:
         person = data.triggered_by
         try:
             # The sequence number is only known after the row lock; start once with 0 to check the variables
-            # before anything is written.
+            # before anything is written. The first start keeps this parse (checked against the catalog) and its plan
+            # in the repository's definitions, the second finds them there, and so does every load of the
+            # execution (the runner's, next): the document is parsed once.
             Execution.start(
                 pipeline,
                 execution_id=data.execution_id,
@@ -137,6 +139,7 @@ class ExecutorHandler:
                 now=now,
                 variables=data.variables,
                 catalog=self.catalog,
+                definitions=repo.definitions,
             )
         except InvalidStart as exc:
             raise Refused("invalid_variables", f"{source}: {'; '.join(exc.problems)}") from None
@@ -150,6 +153,7 @@ class ExecutorHandler:
             now=now,
             variables=data.variables,
             catalog=self.catalog,
+            definitions=repo.definitions,
         )
         await repo.insert_execution(
             uow.conn,

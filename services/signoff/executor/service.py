@@ -29,12 +29,18 @@ def load_catalog(settings: ExecutorSettings) -> Catalog | None:
     return Catalog.load(settings.catalog_file) if settings.catalog_file is not None else None
 
 
-def executor_spec(settings: ExecutorSettings, clock: Clock | None = None) -> ServiceSpec:
-    """The executor role's spec: the consumer handler, and the runner as a background task."""
+def executor_spec(
+    settings: ExecutorSettings, clock: Clock | None = None, *, definitions: Definitions | None = None
+) -> ServiceSpec:
+    """The executor role's spec: the consumer handler, and the runner as a background task. `definitions`: the
+    parsed pipelines and plans the role keeps (new and empty when not given)."""
     clock = clock or SystemClock()
     catalog = load_catalog(settings)
-    # The consumer and the runner load the same executions through one repository: one parse serves both.
-    repository = ExecutorRepository(SCHEMA, catalog=catalog, definitions=Definitions())
+    # The consumer and the runner load the same executions through one repository: one parse serves both (the
+    # start's, which validated the document).
+    repository = ExecutorRepository(
+        SCHEMA, catalog=catalog, definitions=definitions if definitions is not None else Definitions()
+    )
 
     def handler(context: ServiceContext) -> ExecutorHandler:
         return ExecutorHandler(catalog=catalog, clock=clock, repository=repository)

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from signoff import contracts as wire
 from signoff.contracts.events import ApprovalCause, DecisionStatus, Vote
+from signoff.executor.domain.definitions import Definitions
 from signoff.executor.repository import SCHEMA
 from signoff.executor.service import executor_spec
 from signoff.executor.settings import ExecutorSettings
@@ -91,12 +92,16 @@ class ExecutorRole:
         )
         self.group = names.group("signoff-executor")
         self.clock = FixedClock(START)
+        self.definitions = Definitions()
+        """The role's parsed pipelines and plans (what its consumer and runner load executions with)."""
         self.dsn = database_url
         self.service: Service | None = None
 
     def spec(self):
         return dataclasses.replace(
-            executor_spec(self.settings, self.clock), group_id=self.group, consumes=(self.requests, self.gates)
+            executor_spec(self.settings, self.clock, definitions=self.definitions),
+            group_id=self.group,
+            consumes=(self.requests, self.gates),
         )
 
     async def start(self) -> None:

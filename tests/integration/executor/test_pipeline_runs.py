@@ -165,3 +165,17 @@ async def test_an_expired_gate_fails_the_pipeline(executor) -> None:
     assert "expired" in row["reason"]
     failed = await executor.wait_for(wire.ExecutionFailed.event_type, request.execution_id)
     assert failed.cause == FailureCause.APPROVAL_EXPIRED
+
+
+async def test_a_started_pipeline_is_parsed_once_and_its_executions_load_that_parse(executor) -> None:
+    # The start validates the document against the catalog; that parse (and its plan) is what the runner's and the
+    # consumer's loads get from the role's definitions, for this execution and the next of the same definition.
+    text = _gated_pipeline("ok?")
+    first = execution_request(text, pipeline_id="test_pipeline")
+    second = execution_request(text, pipeline_id="test_pipeline")
+    for request in (first, second):
+        # Reaching the gate took loads: the runner ran `build` and dispatched the approval; the consumer recorded
+        # the gate on the loaded execution.
+        await executor.run_to_gate(request)
+    assert len(executor.definitions) == 1
+    assert executor.definitions.parsed == 0

@@ -8,7 +8,7 @@ import pytest
 
 from signoff.executor.domain.definitions import Definitions, definition_hash
 from signoff.executor.domain.execution import Execution
-from signoff.executor.domain.pipeline import PipelineError
+from signoff.executor.domain.pipeline import PipelineError, parse_pipeline
 from signoff.executor.domain.state import StepStatus
 from tests.unit.executor.builders import pipeline, shell, stage
 from tests.unit.executor.test_execution import T0, start
@@ -54,3 +54,16 @@ def test_an_invalid_document_raises_and_is_not_kept():
     assert len(definitions) == 0 and definitions.parsed == 0
     with pytest.raises(ValueError, match="capacity"):
         Definitions(capacity=0)
+
+
+def test_a_started_pipeline_is_kept_and_loading_its_execution_finds_that_parse():
+    # The start's parse (a handler validated it against the catalog) is the one kept: no second parse on load.
+    definitions = Definitions()
+    parsed = parse_pipeline(pipeline(stage("s", shell("a"), shell("b"))))
+    started = start(parsed, definitions=definitions)
+    again = start(parsed, definitions=definitions)
+    assert len(definitions) == 1 and started.plan is again.plan
+    restored = Execution.from_dict(json.loads(json.dumps(started.to_dict())), definitions=definitions)
+    assert definitions.parsed == 0
+    assert restored.pipeline is parsed and restored.plan is started.plan
+    assert restored.to_dict() == started.to_dict()

@@ -174,14 +174,21 @@ class Execution:
         now: datetime,
         variables: Mapping[str, Any] | None = None,
         catalog: Catalog | None = None,
+        definitions: Definitions | None = None,
     ) -> Execution:
         """A new execution with every step QUEUED; raises `InvalidStart` for unknown, missing (`<+input>` without
-        default), disallowed or mistyped variables. Call `next_actions(now)` next."""
+        default), disallowed or mistyped variables. Call `next_actions(now)` next.
+
+        `definitions`: where the pipeline and its plan are kept (`Definitions.add`), so that loading this execution
+        finds the parse the caller validated instead of parsing the stored document again."""
         _check_now(now)
         if not pipeline.document:
             raise ValueError("the pipeline has no source document (parse it with parse_pipeline)")
         values = _start_variables(pipeline, dict(variables or {}))
-        plan = build_plan(pipeline)
+        if definitions is not None:
+            pipeline, plan = definitions.add(pipeline)
+        else:
+            plan = build_plan(pipeline)
         steps = [
             StepState(path=step.path, stage=step.stage, identifier=step.identifier, name=step.name, type=step.type)
             for step in plan.steps()
