@@ -1,19 +1,26 @@
 """The packages depend in one direction: the runtime (what every role runs on) imports only itself and the wire
 contracts, never a role, the dev stack or the CLI; the executor and the notifier do not reach into the approval
 service (the clock they share is the runtime's; the approval concepts they share, the shared kernel's, which imports
-nothing of signoff)."""
+nothing of signoff); and a concept the kernel owns is imported from the kernel, by every role and test, never through
+the approval domain (which does not re-export it)."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import pathlib
+import pkgutil
 
 import pytest
 
 import signoff
+import signoff.approval.domain
+import signoff.kernel
 from tests.support.purity import imported_modules
 
 PACKAGE = pathlib.Path(signoff.__file__).parent
+TESTS = pathlib.Path(__file__).resolve().parents[1]
+KERNEL_NAMES = frozenset(signoff.kernel.__all__)
 
 
 def _imports(folder: str) -> list[tuple[str, str]]:
@@ -63,3 +70,74 @@ def test_the_domains_share_the_kernel_instead_of_remodelling_it(domain: str):
             continue
         defined = {node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ClassDef)}
         assert not defined & kernel_names, f"{domain}/{path.name} defines {sorted(defined & kernel_names)}"
+
+
+def kernel_names_taken_from_approval(tree: ast.AST) -> list[str]:
+    """Every kernel concept `tree` gets through a `signoff.approval` module: `from signoff.approval... import X`, or
+    `module.X` on a name bound to such a module (`import signoff.approval.domain as domain`, `from
+    signoff.approval.domain import model`)."""
+    found, modules = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("signoff.approval"):
+            for alias in node.names:
+                if alias.name in KERNEL_NAMES:
+                    found.append(f"{node.module}.{alias.name}")
+                else:
+                    modules.add(alias.asname or alias.name)  # may be a module (`model`); a class is harmless here
+        elif isinstance(node, ast.Import):
+            modules.update(
+                alias.asname for alias in node.names if alias.asname and alias.name.startswith("signoff.approval")
+            )
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in KERNEL_NAMES:
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            dotted = ast.unparse(node.value)
+            if dotted.startswith("signoff.approval") or (isinstance(root, ast.Name) and root.id in modules):
+                found.append(f"{dotted}.{node.attr}")
+    return found
+
+
+def _sources() -> list[pathlib.Path]:
+    roles = [path for path in sorted(PACKAGE.rglob("*.py")) if "kernel" not in path.relative_to(PACKAGE).parts]
+    tests = [path for path in sorted(TESTS.rglob("*.py")) if "node_modules" not in path.parts]
+    return roles + tests
+
+
+def test_kernel_concepts_are_imported_from_the_kernel_not_through_the_approval_domain():
+    # One model per concept, one place to get it from: the api, the notifier, the CLI, the bench and the approval
+    # service itself import `user_key`, `DecisionStatus`, `GateStatus`... from `signoff.kernel`.
+    offenders = {
+        str(path.relative_to(PACKAGE.parents[1])): names
+        for path in _sources()
+        if (names := kernel_names_taken_from_approval(ast.parse(path.read_text())))
+    }
+    assert offenders == {}
+
+
+def test_the_check_sees_both_forms_of_taking_a_kernel_concept_through_the_approval_domain():
+    taken = "from signoff.approval.domain.model import Member, user_key\nimport signoff.approval.domain as d\nd.GateKey"
+    assert kernel_names_taken_from_approval(ast.parse(taken)) == [
+        "signoff.approval.domain.model.user_key",
+        "d.GateKey",
+    ]
+    own = "from signoff.approval.domain import Gate, model\nfrom signoff.kernel import user_key\nmodel.Member"
+    assert kernel_names_taken_from_approval(ast.parse(own)) == []
+
+
+def test_the_approval_domain_does_not_re_export_the_kernel():
+    # Its surface is its own concepts (the gate aggregate, its events, members, votes); the shared ones are the
+    # kernel's, so no caller is tempted to take them from here.
+    package = signoff.approval.domain
+    modules = [
+        package,
+        *(
+            importlib.import_module(f"{package.__name__}.{info.name}")
+            for info in pkgutil.iter_modules(package.__path__)
+        ),
+    ]
+    for module in (module for module in modules if hasattr(module, "__all__")):
+        assert not KERNEL_NAMES & set(module.__all__), (
+            f"{module.__name__} re-exports {KERNEL_NAMES & set(module.__all__)}"
+        )

@@ -33,10 +33,10 @@ from signoff.api.problems import PROBLEM_TYPE, ApiProblem
 from signoff.api.repository import ApiRepository
 from signoff.api.slack import SlackDesk
 from signoff.api.slack import router as slack_router
-from signoff.approval.domain.model import user_key
 from signoff.approval.repository import ApprovalRepository
 from signoff.catalog import Catalog
 from signoff.contracts.events import CodePipelineApprovalResult
+from signoff.kernel import user_key
 
 log = structlog.get_logger(__name__)
 

@@ -27,10 +27,10 @@ from signoff.api.identity import Principal
 from signoff.api.outcomes import OutcomeWaiters
 from signoff.api.problems import ApiProblem, refusal_problem
 from signoff.api.repository import ApiRepository, StoredAnswer
-from signoff.approval.domain.model import user_key
 from signoff.approval.repository import ApprovalRepository
 from signoff.contracts.events import DecisionStatus
 from signoff.contracts.topics import APPROVAL_DECISIONS
+from signoff.kernel import user_key
 from signoff.runtime import tracing
 
 log = structlog.get_logger(__name__)

@@ -11,19 +11,19 @@ from datetime import datetime
 from typing import Any
 
 from signoff.api import models
-from signoff.approval.domain.model import DecisionStatus as DomainStatus
-from signoff.approval.domain.model import GateStatus, user_key
 from signoff.approval.mapping import StoredGate, gate_from_row
 from signoff.catalog import Catalog
 from signoff.contracts.events import DecisionStatus, RefusalReason
+from signoff.kernel import DecisionStatus as KernelStatus
+from signoff.kernel import GateStatus, user_key
 from signoff.notifier.domain.view import humanize_time_left, resolve_stage
 
-_WIRE_STATUS = {DomainStatus.APPROVE: DecisionStatus.APPROVED, DomainStatus.REJECT: DecisionStatus.REJECTED}
+_WIRE_STATUS = {KernelStatus.APPROVE: DecisionStatus.APPROVED, KernelStatus.REJECT: DecisionStatus.REJECTED}
 
 
 def wire_status(status: str) -> DecisionStatus:
     """A stored vote's status (`approve` / `reject`) in the API's words (`Approved` / `Rejected`)."""
-    return _WIRE_STATUS[DomainStatus(status)]
+    return _WIRE_STATUS[KernelStatus(status)]
 
 
 def links(base_url: str, gate_id: str) -> models.Links:

@@ -26,8 +26,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from signoff.api import gates, metrics, models
 from signoff.api.identity import TOKEN_PREFIX, AuthenticationFailed, IdentityProviderUnavailable, Principal
 from signoff.api.problems import ApiProblem
-from signoff.approval.domain.model import user_key
 from signoff.contracts.events import DecisionStatus
+from signoff.kernel import user_key
 
 if TYPE_CHECKING:
     from signoff.api.app import ApiContext

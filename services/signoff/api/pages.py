@@ -32,9 +32,9 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from signoff.api import gates, models
 from signoff.api.identity import AuthenticationFailed, IdentityProviderUnavailable, OidcVerifier, Principal
 from signoff.api.problems import ApiProblem
-from signoff.approval.domain.model import user_key
 from signoff.contracts.base import format_utc, parse_utc
 from signoff.contracts.events import DecisionStatus
+from signoff.kernel import user_key
 from signoff.notifier.domain.view import expression_parts
 
 if TYPE_CHECKING:

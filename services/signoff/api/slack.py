@@ -42,9 +42,9 @@ from signoff.api.decisions import DecisionDesk
 from signoff.api.identity import Principal
 from signoff.api.problems import PROBLEM_TYPE, ApiProblem
 from signoff.api.repository import ApiRepository
-from signoff.approval.domain.model import DecisionStatus as DomainStatus
 from signoff.approval.mapping import StoredGate
 from signoff.approval.repository import ApprovalRepository
+from signoff.kernel import DecisionStatus as KernelStatus
 
 log = structlog.get_logger(__name__)
 
@@ -209,7 +209,7 @@ class SlackDesk:
     def _closed(self, row: asyncpg.Record, stored: StoredGate) -> str:
         status = row["status"]
         current = stored.gate.current_votes()
-        wanted = DomainStatus.APPROVE if status == "approved" else DomainStatus.REJECT
+        wanted = KernelStatus.APPROVE if status == "approved" else KernelStatus.REJECT
         deciders = [vote.approver.user_id for vote in current if vote.status is wanted]
         return views.closed_words(status, row["closed_at"], deciders, self.clock())
 

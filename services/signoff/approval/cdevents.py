@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from signoff.approval.domain import events as domain_events
-from signoff.approval.domain.model import DecisionStatus, OutcomeCause
+from signoff.approval.domain.model import OutcomeCause
 from signoff.approval.mapping import EVENT_SOURCE, StoredGate
 from signoff.contracts.cdevents import (
     APPROVAL_CLOSED,
@@ -26,6 +26,7 @@ from signoff.contracts.cdevents import (
     chain_id,
     user_urn,
 )
+from signoff.kernel import DecisionStatus
 
 SERVICE_URN = EVENT_SOURCE
 """The responder of an outcome no person decided (a timeout action, an expiry, a cancel, a newer run)."""

@@ -18,7 +18,7 @@ import structlog
 from signoff import contracts as wire
 from signoff.approval.cdevents import ApprovalLinks
 from signoff.approval.domain.gate import Gate, TokenFactory, new_token
-from signoff.approval.domain.model import Directory, Member, TimeoutAction
+from signoff.approval.domain.model import Directory, Member
 from signoff.approval.domain.requests import refusal_reasons
 from signoff.approval.domain.timeouts import effective_timeout
 from signoff.approval.mapping import (
@@ -37,6 +37,7 @@ from signoff.approval.unit_of_work import ApprovalUnitOfWork, Cause
 from signoff.contracts.base import format_utc
 from signoff.contracts.durations import format_duration
 from signoff.contracts.events import RefusalReason as WireRefusal
+from signoff.kernel import TimeoutAction
 from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.consumer import Received, UnitOfWork
 from signoff.runtime.cooperative import cooperate

@@ -10,24 +10,13 @@ from pydantic import TypeAdapter
 from signoff import contracts as wire
 from signoff.approval.domain import events as domain_events
 from signoff.approval.domain.gate import Gate
-from signoff.approval.domain.model import (
-    ApprovalRule,
-    ApproverInput,
-    DecisionStatus,
-    Directory,
-    GateKey,
-    GateStatus,
-    Member,
-    OutcomeCause,
-    Policy,
-    TimeoutAction,
-    Vote,
-)
+from signoff.approval.domain.model import Directory, Member, OutcomeCause, Vote
 from signoff.approval.domain.requests import RequestedRule
 from signoff.contracts.events import ApprovalCause, EligibleApprover, EnvironmentType, GateDetails, RejectionCause
 from signoff.contracts.events import DecisionStatus as WireStatus
 from signoff.contracts.events import RefusalReason as WireRefusal
 from signoff.contracts.events import Vote as WireVote
+from signoff.kernel import ApprovalRule, ApproverInput, DecisionStatus, GateKey, GateStatus, Policy, TimeoutAction
 
 EVENT_SOURCE = "urn:signoff:approval"
 

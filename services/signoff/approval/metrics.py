@@ -24,9 +24,9 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
 from signoff.approval.domain import events as domain_events
-from signoff.approval.domain.model import DecisionStatus
 from signoff.approval.mapping import StoredGate
 from signoff.approval.repository import ApprovalRepository
+from signoff.kernel import DecisionStatus
 from signoff.runtime.clock import Clock
 from signoff.runtime.metrics import role_metrics
 

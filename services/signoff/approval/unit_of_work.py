@@ -21,12 +21,13 @@ from datetime import datetime
 from signoff import contracts as wire
 from signoff.approval.cdevents import ApprovalLinks, to_cdevent
 from signoff.approval.domain import events as domain_events
-from signoff.approval.domain.model import Directory, GateKey, Member
+from signoff.approval.domain.model import Directory, Member
 from signoff.approval.mapping import EVENT_SOURCE, StoredGate, audit_kind, members_to_json, to_wire
 from signoff.approval.metrics import GateMetrics, Tally
 from signoff.approval.repository import ApprovalRepository, AuditRow, NewGate, NewVote, SeenDecision
 from signoff.contracts.cdevents import ApprovalCDEvent, encode_cdevent
 from signoff.contracts.topics import CDEVENTS
+from signoff.kernel import GateKey
 from signoff.runtime.consumer import UnitOfWork
 from signoff.runtime.cooperative import cooperate
 from signoff.runtime.outbox import OutboxRecord, event_record

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 from signoff.api.identity import issue_token
 from signoff.api.repository import ApiRepository
-from signoff.approval.domain.model import user_key
 from signoff.approval.repository import ApprovalRepository
 from signoff.bench import database, scenarios, workload
 from signoff.bench.report import Report, Row, megabytes, millis, plan_lines, rate
@@ -29,6 +28,7 @@ from signoff.contracts.topics import APPROVAL_DECISIONS, APPROVAL_GATES, APPROVA
 from signoff.devstack.errors import DevStackError
 from signoff.devstack.process import free_port
 from signoff.devstack.stack import DevStack
+from signoff.kernel import user_key
 from signoff.runtime.db import create_pool
 from signoff.runtime.kafka import ensure_topics, make_producer
 from signoff.runtime.settings import Settings, load_settings

@@ -6,18 +6,8 @@ import itertools
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from signoff.approval.domain import (
-    ApprovalRule,
-    Approver,
-    ApproverInput,
-    DecisionStatus,
-    Gate,
-    GateEvent,
-    GateKey,
-    Member,
-    Policy,
-    TimeoutAction,
-)
+from signoff.approval.domain import Approver, Gate, GateEvent, Member
+from signoff.kernel import ApprovalRule, ApproverInput, DecisionStatus, GateKey, Policy, TimeoutAction
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TOKEN = "token-0"

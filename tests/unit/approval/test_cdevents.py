@@ -13,7 +13,7 @@ import pytest
 
 from signoff import contracts as wire
 from signoff.approval.cdevents import SERVICE_URN, ApprovalLinks, to_cdevent
-from signoff.approval.domain import ApprovalRule, DecisionStatus, Gate, GateEvent, Policy, TimeoutAction
+from signoff.approval.domain import Gate, GateEvent
 from signoff.approval.domain import events as domain_events
 from signoff.approval.mapping import StoredGate
 from signoff.approval.unit_of_work import cdevent_record
@@ -27,6 +27,7 @@ from signoff.contracts.cdevents import (
 )
 from signoff.contracts.events import StageMetadata
 from signoff.contracts.topics import CDEVENTS, topic_for
+from signoff.kernel import ApprovalRule, DecisionStatus, Policy, TimeoutAction
 from tests.support.cdevents import conformance_example, parse_record, schema_errors
 from tests.unit.approval.builders import ALICE, BOB, CAROL, GROUPS, KEY, T0, open_gate, vote
 

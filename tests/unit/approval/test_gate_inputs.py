@@ -2,7 +2,8 @@
 
 import pytest
 
-from signoff.approval.domain import ApproverInput, DecisionRefused, DecisionStatus, GateStatus, Policy, RefusalReason
+from signoff.approval.domain import DecisionRefused, RefusalReason
+from signoff.kernel import ApproverInput, DecisionStatus, GateStatus, Policy
 from tests.unit.approval.builders import ALICE, BOB, CAROL, kinds, open_gate, vote
 
 QUORUM_3 = Policy.from_approvers(user_groups=["qa", "sre"], minimum_count=3)

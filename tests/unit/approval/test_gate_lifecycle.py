@@ -5,21 +5,15 @@ from datetime import timedelta
 import pytest
 
 from signoff.approval.domain import (
-    ApproverInput,
     Comment,
-    DecisionStatus,
     GateApproved,
     GateCancelled,
     GateExpired,
-    GateKey,
     GateRejected,
-    GateStatus,
-    InvalidDefinition,
     OutcomeCause,
-    Policy,
     RefusalReason,
-    TimeoutAction,
 )
+from signoff.kernel import ApproverInput, DecisionStatus, GateKey, GateStatus, InvalidDefinition, Policy, TimeoutAction
 from signoff.runtime.clock import FixedClock
 from tests.unit.approval.builders import ALICE, BOB, KEY, T0, TOKEN, kinds, open_gate, vote
 

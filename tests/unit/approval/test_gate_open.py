@@ -4,19 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from signoff.approval.domain import (
-    ApprovalRule,
-    ApproverInput,
-    Directory,
-    Gate,
-    GateOpened,
-    GateStatus,
-    InvalidDefinition,
-    Member,
-    Policy,
-    TimeoutAction,
-    new_token,
-)
+from signoff.approval.domain import Directory, Gate, GateOpened, Member, new_token
+from signoff.kernel import ApprovalRule, ApproverInput, GateStatus, InvalidDefinition, Policy, TimeoutAction
 from tests.unit.approval.builders import ALICE, BOB, CAROL, DAVE, ERIN, GROUPS, KEY, T0, TOKEN, open_gate
 
 

@@ -5,21 +5,17 @@ from datetime import timedelta
 import pytest
 
 from signoff.approval.domain import (
-    ApprovalRule,
     Approver,
     Comment,
     DecisionRefused,
-    DecisionStatus,
     GateApproved,
     GateRejected,
-    GateStatus,
-    InvalidDefinition,
     OutcomeCause,
-    Policy,
     RefusalReason,
     RuleProgress,
     VoteRecorded,
 )
+from signoff.kernel import ApprovalRule, DecisionStatus, GateStatus, InvalidDefinition, Policy
 from tests.unit.approval.builders import (
     ALICE,
     BOB,
@@ -250,7 +246,7 @@ class TestVoteChange:
         assert gate.status is GateStatus.REJECTED
 
     def test_approve_again_with_new_inputs_replaces_the_earlier_vote(self):
-        from signoff.approval.domain import ApproverInput
+        from signoff.kernel import ApproverInput
 
         gate = open_gate(
             Policy.from_approvers(user_groups=["qa"], minimum_count=2),
@@ -385,7 +381,7 @@ class TestMalformedCalls:
 
 def test_refusal_order_with_every_problem_at_once():
     """duplicate > gate_closed > stale_token > self_approval > not_eligible > invalid_inputs."""
-    from signoff.approval.domain import ApproverInput
+    from signoff.kernel import ApproverInput
 
     policy = Policy.from_approvers(user_groups=["qa"], disallow_pipeline_executor=True)
     gate = open_gate(policy, pipeline_executor="mallory", inputs=(ApproverInput("x", allowed_values=("1",)),))

@@ -4,17 +4,8 @@ from datetime import datetime
 
 import pytest
 
-from signoff.approval.domain import (
-    ApprovalRule,
-    ApproverInput,
-    Directory,
-    GateKey,
-    GateStatus,
-    InvalidDefinition,
-    Member,
-    Policy,
-    user_key,
-)
+from signoff.approval.domain import Directory, Member
+from signoff.kernel import ApprovalRule, ApproverInput, GateKey, GateStatus, InvalidDefinition, Policy, user_key
 from tests.unit.approval.builders import ALICE, BOB, KEY
 
 

@@ -10,19 +10,15 @@ from datetime import timedelta
 import pytest
 
 from signoff.approval.domain import (
-    ApprovalRule,
     Approver,
-    ApproverInput,
     DecisionRefused,
-    DecisionStatus,
     GateApproved,
     GateRejected,
-    GateStatus,
     Member,
-    Policy,
     RefusalReason,
     VoteRecorded,
 )
+from signoff.kernel import ApprovalRule, ApproverInput, DecisionStatus, GateStatus, Policy
 from tests.unit.approval.builders import T0, TOKEN, open_gate
 
 PEOPLE = ["ann", "ben", "cat", "dan", "eve", "fay", "gus", "hal"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from signoff.approval.domain.model import ApproverInput, Member, TimeoutAction
+from signoff.approval.domain.model import Member
 from signoff.approval.domain.requests import RequestedRule, refusal_reasons
+from signoff.kernel import ApproverInput, TimeoutAction
 
 DOCS = {"docs": [Member("dana"), Member("Dave")]}
 

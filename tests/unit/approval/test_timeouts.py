@@ -4,12 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from signoff.approval.domain import (
-    DEFAULT_TIMEOUT,
-    InvalidDefinition,
-    InvalidTimeout,
-    effective_timeout,
-)
+from signoff.approval.domain import DEFAULT_TIMEOUT, InvalidTimeout, effective_timeout
+from signoff.kernel import InvalidDefinition
 
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)

@@ -6,7 +6,7 @@ imports from ``signoff.runtime`` or ``signoff.contracts``. The service layer map
 returned domain events to outbox rows.
 """
 
-from signoff.approval.domain.errors import InvalidDefinition, InvalidTimeout
+from signoff.approval.domain.errors import InvalidTimeout
 from signoff.approval.domain.events import (
     DecisionRefused,
     GateApproved,
@@ -20,56 +20,39 @@ from signoff.approval.domain.events import (
 )
 from signoff.approval.domain.gate import Gate, TokenFactory, new_token
 from signoff.approval.domain.model import (
-    ApprovalRule,
     Approver,
-    ApproverInput,
     Comment,
-    DecisionStatus,
     Directory,
-    GateKey,
-    GateStatus,
     Member,
     OutcomeCause,
-    Policy,
     RuleProgress,
-    TimeoutAction,
     Vote,
-    user_key,
 )
 from signoff.approval.domain.refusals import RefusalReason
 from signoff.approval.domain.timeouts import DEFAULT_TIMEOUT, effective_timeout
 
 __all__ = [
     "DEFAULT_TIMEOUT",
-    "ApprovalRule",
     "Approver",
-    "ApproverInput",
     "Comment",
     "DecisionRefused",
-    "DecisionStatus",
     "Directory",
     "Gate",
     "GateApproved",
     "GateCancelled",
     "GateEvent",
     "GateExpired",
-    "GateKey",
     "GateOpened",
     "GateRejected",
-    "GateStatus",
-    "InvalidDefinition",
     "InvalidTimeout",
     "Member",
     "OutcomeCause",
     "OutcomeEvent",
-    "Policy",
     "RefusalReason",
     "RuleProgress",
-    "TimeoutAction",
     "TokenFactory",
     "Vote",
     "VoteRecorded",
     "effective_timeout",
     "new_token",
-    "user_key",
 ]

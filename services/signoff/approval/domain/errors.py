@@ -7,7 +7,7 @@ with nobody in it, a naive datetime, a non-positive timeout — which the servic
 
 from signoff.kernel import InvalidDefinition
 
-__all__ = ["InvalidDefinition", "InvalidTimeout"]
+__all__ = ["InvalidTimeout"]
 
 
 class InvalidTimeout(InvalidDefinition):

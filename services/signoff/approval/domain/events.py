@@ -10,19 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeAlias
 
-from signoff.approval.domain.model import (
-    Approver,
-    ApproverInput,
-    Comment,
-    DecisionStatus,
-    GateKey,
-    Member,
-    OutcomeCause,
-    Policy,
-    RuleProgress,
-    TimeoutAction,
-)
+from signoff.approval.domain.model import Approver, Comment, Member, OutcomeCause, RuleProgress
 from signoff.approval.domain.refusals import RefusalReason
+from signoff.kernel import ApproverInput, DecisionStatus, GateKey, Policy, TimeoutAction
 
 
 @dataclass(frozen=True)

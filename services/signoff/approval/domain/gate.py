@@ -18,7 +18,6 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 
-from signoff.approval.domain.errors import InvalidDefinition
 from signoff.approval.domain.events import (
     DecisionRefused,
     GateApproved,
@@ -31,24 +30,27 @@ from signoff.approval.domain.events import (
 )
 from signoff.approval.domain.model import (
     Approver,
-    ApproverInput,
     Comment,
-    DecisionStatus,
     Directory,
-    GateKey,
-    GateStatus,
     Member,
     OutcomeCause,
-    Policy,
     RuleProgress,
-    TimeoutAction,
     Vote,
     counts_for,
-    has_value,
     require_aware,
-    user_key,
 )
 from signoff.approval.domain.refusals import RefusalReason
+from signoff.kernel import (
+    ApproverInput,
+    DecisionStatus,
+    GateKey,
+    GateStatus,
+    InvalidDefinition,
+    Policy,
+    TimeoutAction,
+    has_value,
+    user_key,
+)
 
 TokenFactory = Callable[[], str]
 

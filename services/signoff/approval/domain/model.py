@@ -15,41 +15,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeAlias
 
-from signoff.approval.domain.errors import InvalidDefinition
 from signoff.kernel.gates import (
     ApprovalRule,
-    ApproverInput,
     DecisionStatus,
-    GateKey,
-    GateStatus,
-    Policy,
-    TimeoutAction,
-    has_value,
-    quorum_beyond_listed,
+    InvalidDefinition,
     user_key,
 )
 from signoff.kernel.gates import require_text as _require_text
 
 __all__ = [
-    "ApprovalRule",
     "Approver",
-    "ApproverInput",
     "Comment",
-    "DecisionStatus",
     "Directory",
-    "GateKey",
-    "GateStatus",
     "Member",
     "OutcomeCause",
-    "Policy",
     "RuleProgress",
-    "TimeoutAction",
     "Vote",
     "counts_for",
-    "has_value",
-    "quorum_beyond_listed",
     "require_aware",
-    "user_key",
 ]
 
 

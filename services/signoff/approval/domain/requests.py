@@ -14,9 +14,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from signoff.approval.domain.model import ApproverInput, Member, TimeoutAction, quorum_beyond_listed, user_key
+from signoff.approval.domain.model import Member
+from signoff.kernel import ApproverInput, TimeoutAction, user_key
 
-__all__ = ["RequestedRule", "quorum_beyond_listed", "refusal_reasons"]
+__all__ = ["RequestedRule", "refusal_reasons"]
 
 
 @dataclass(frozen=True)
