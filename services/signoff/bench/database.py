@@ -109,8 +109,8 @@ async def server_version(pool: asyncpg.Pool) -> str:
 
 
 async def replay_deliveries(pool: asyncpg.Pool) -> int:
-    """Make every notifier delivery due again (as never tried), so a restarted notifier only sends: its consumer
-    has nothing new to plan. Returns how many."""
+    """Make every notifier delivery due again (as never tried), for a restarted notifier to send them again.
+    Returns how many."""
     async with pool.acquire() as conn:
         result = await conn.execute(
             """UPDATE notifier.deliveries SET status = 'pending', attempts = 0, sent_at = NULL,

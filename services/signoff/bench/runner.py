@@ -364,6 +364,9 @@ async def _measure(
             await stop(notifier)
             body_size = sink.body_bytes // max(1, len(sink.arrivals))
             say("P3: the same deliveries sent again by a restarted notifier (sending only)")
+            # The first notifier stopped at the last POST counted, with the rest of the gates topic unread: the
+            # restarted one starts at the topic's end, so its consumer plans nothing while the dispatcher is timed.
+            await scenarios.skip_backlog(settings, APPROVAL_GATES.name, "signoff-notifier")
             await database.replay_deliveries(pool)
             sink.reset()
             notifier = await start("notifier")

@@ -67,6 +67,24 @@ async def joined(consumer: AIOKafkaConsumer, timeout: float = 60.0) -> None:
             raise BenchError(f"consumer of {sorted(consumer.subscription())} did not join within {timeout:.0f}s")
 
 
+async def skip_backlog(settings: Settings, topic: str, group_id: str, timeout: float = 60.0) -> None:
+    """Commit group `group_id`'s offsets at the end of `topic`, as if its members had read everything on it, so a
+    role of that group started next reads only what is published after (its members must be stopped)."""
+    consumer = make_consumer(settings, [topic], group_id, "signoff-bench-skip")
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=200)
+            if time.monotonic() > deadline:
+                raise BenchError(f"group {group_id} gave no partitions of {topic} within {timeout:.0f}s")
+        partitions = consumer.assignment()
+        ends = await consumer.end_offsets(list(partitions))
+        await consumer.commit(ends)
+    finally:
+        await consumer.stop()
+
+
 async def _send_all(producer: AIOKafkaProducer, topic: str, messages: Sequence[Message]) -> None:
     deliveries = [await producer.send(topic, value, key=key, headers=headers) for key, value, headers in messages]
     await asyncio.gather(*deliveries)

@@ -159,9 +159,9 @@ class WebhookSigner:
     def sign(self, msg_id: str, moment: datetime, body: str | bytes) -> str:
         """`v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, the timestamp in whole Unix seconds."""
         data = body.encode() if isinstance(body, str) else body
-        mac = hmac.new(self.key, f"{msg_id}.{int(moment.timestamp())}.".encode(), hashlib.sha256)
-        mac.update(data)
-        return "v1," + base64.b64encode(mac.digest()).decode()
+        # hmac.digest: the one-shot HMAC in C (OpenSSL), several times cheaper than an hmac.HMAC object per try.
+        signed = f"{msg_id}.{int(moment.timestamp())}.".encode() + data
+        return "v1," + base64.b64encode(hmac.digest(self.key, signed, hashlib.sha256)).decode()
 
 
 class HttpTransport:

@@ -227,3 +227,37 @@ async def test_a_delivery_whose_channel_was_removed_from_routing_is_dropped(noti
     )
     (gone,) = [row for row in rows if row["channel"] == "gone"]
     assert gone["last_error"] == "dropped: channel removed" and gone["attempts"] == 1
+
+
+async def test_a_claim_is_an_index_scan_in_claim_order_however_large_the_backlog(notifier: NotifierHarness) -> None:
+    """A consumer batch writes its rows with one `next_attempt_at`: the claim must not read and sort every due row
+    (it did, so its cost grew with the backlog it drains)."""
+    await notifier.start(webhook_routing(notifier, ("bulk", {})))
+    await notifier.stop_service()
+    repository = NotifierRepository()
+    rows = [
+        NewDelivery(
+            f"bulk-{n}",
+            f"gate-{n}",
+            f"event-{n}",
+            "opened",
+            "",
+            "bulk",
+            "webhook",
+            "bulk",
+            4,
+            "application/json",
+            None,
+            "{}",
+            None,
+            [],
+        )
+        for n in range(20_000)
+    ]
+    async with notifier.pool.acquire() as conn:
+        assert await repository.insert_deliveries(conn, rows, START) == len(rows)
+        await conn.execute(f'ANALYZE "{SCHEMA}".deliveries')
+        plan = "\n".join(await repository.explain_claim(conn, "bulk", START, timedelta(minutes=2), 32))
+        claimed = await repository.claim(conn, "bulk", START, timedelta(minutes=2), 32)
+    assert "deliveries_due_order" in plan and "Sort" not in plan and "Seq Scan" not in plan, plan
+    assert [row["idempotency_key"] for row in claimed] == [f"bulk-{n}" for n in range(32)]  # oldest first, by id
