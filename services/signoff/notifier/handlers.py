@@ -19,7 +19,7 @@ from signoff import contracts as wire
 from signoff.catalog import Catalog
 from signoff.contracts.events import EligibleApprover, Vote
 from signoff.notifier.domain import ApprovalView, OutcomeView, PlannedDelivery, Routing, render, to_json
-from signoff.notifier.domain.render import RenderedMessage
+from signoff.notifier.domain.render import Document, RenderedMessage, document
 from signoff.notifier.domain.routing import slack_bot
 from signoff.notifier.domain.slack import render_slack_bot, render_update
 from signoff.notifier.domain.view import NotificationView
@@ -69,6 +69,7 @@ class Notifying:
         with its Approve / Reject buttons)."""
         rendered = {}
         rows = []
+        doc: Document | None = None  # what every channel type shows: built once for all of them
         for delivery in planned:
             rendering = "slack-bot" if self.is_bot(delivery.channel) else delivery.channel_type
             if rendering not in rendered:
@@ -78,7 +79,8 @@ class Notifying:
                 if rendering == "slack-bot" and payload is not None:
                     rendered[rendering] = RenderedMessage("slack", "application/json", to_json(payload))
                 else:  # other channels; and a refused request, which bot mode posts as a message of its own
-                    rendered[rendering] = render(view, delivery.channel_type)
+                    doc = doc or document(view)
+                    rendered[rendering] = render(view, delivery.channel_type, doc=doc)
             message = rendered[rendering]
             rows.append(
                 NewDelivery(

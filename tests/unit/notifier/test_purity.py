@@ -24,6 +24,7 @@ ALLOWED_IMPORTS = {
     "re",
     "typing",
     "urllib.parse",
+    "weakref",  # per-catalog memos (view.py): no I/O
     "signoff",
 }
 

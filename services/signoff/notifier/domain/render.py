@@ -26,7 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from signoff.notifier.domain.view import ApprovalView, Item, NotificationView, OutcomeView, StageView
+from signoff.notifier.domain.view import (
+    ApprovalView,
+    Item,
+    NotificationView,
+    OutcomeView,
+    StageView,
+    data_with_notification,
+)
 
 ChannelType = Literal["slack", "teams", "email", "webhook", "log"]
 
@@ -296,9 +303,10 @@ def _slack_line(line: Line) -> str:
     )
 
 
-def render_slack(view: NotificationView) -> dict[str, Any]:
-    """A Slack incoming-webhook payload: Block Kit blocks plus a fallback `text`."""
-    doc = document(view)
+def render_slack(view: NotificationView, *, doc: Document | None = None) -> dict[str, Any]:
+    """A Slack incoming-webhook payload: Block Kit blocks plus a fallback `text` (`doc`: the view's `document`,
+    when the caller has it already)."""
+    doc = doc or document(view)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _slack_plain(doc.title), "emoji": False}}
     ]
@@ -349,10 +357,10 @@ def _teams_line(line: Line) -> str:
     )
 
 
-def render_teams(view: NotificationView) -> dict[str, Any]:
+def render_teams(view: NotificationView, *, doc: Document | None = None) -> dict[str, Any]:
     """A Teams incoming-webhook payload: one Adaptive Card (1.5) with Action.OpenUrl buttons,
-    within `TEAMS_MAX_BYTES` (sections that do not fit are left to the gate page)."""
-    doc = document(view)
+    within `TEAMS_MAX_BYTES` (sections that do not fit are left to the gate page); `doc` as `render_slack`."""
+    doc = doc or document(view)
     body: list[dict[str, Any]] = [
         {
             "type": "TextBlock",
@@ -427,7 +435,8 @@ class EmailMessage:
 
 
 def _text_line(line: Line) -> str:
-    return _spans(line, str, str, lambda href: f"{href.label} <{href.url}>")
+    # The plain text shows every span as it is (a link as `label <url>`): no escaping callbacks to go through.
+    return "".join(f"{span.label} <{span.url}>" if isinstance(span, Href) else span.value for span in line)
 
 
 def _html_line(line: Line) -> str:
@@ -439,27 +448,38 @@ def _html_line(line: Line) -> str:
     )
 
 
-def render_email(view: NotificationView) -> EmailMessage:
-    """Subject, text/plain and text/html of the notification e-mail."""
-    return _email(document(view))
+def render_email(view: NotificationView, *, doc: Document | None = None) -> EmailMessage:
+    """Subject, text/plain and text/html of the notification e-mail (`doc`: the view's `document`, when the caller
+    has it already)."""
+    return _email(doc or document(view))
 
 
 def _email(doc: Document) -> EmailMessage:
     subject = _one_line(doc.title)[:200]
+    return EmailMessage(subject=subject, text=_email_text(doc), html=_email_html(doc, subject))
+
+
+def _email_text(doc: Document) -> str:
+    """The text/plain body (also the webhook's `notification.text` and the log channel's line)."""
     text_parts = [doc.title, ""]
+    for section in doc.sections:
+        text_parts.append(section.title)
+        text_parts += [f"  {_text_line(line)}" for line in section.lines]
+        text_parts.append("")
+    text_parts += [f"{label}: {url}" for label, url, _ in doc.actions]
+    return "\n".join(text_parts).rstrip() + "\n"
+
+
+def _email_html(doc: Document, subject: str) -> str:
     html_parts = [
         "<!DOCTYPE html>",
         '<html><head><meta charset="utf-8"><title>' + html.escape(subject) + "</title></head><body>",
         f"<h1>{html.escape(doc.title)}</h1>",
     ]
     for section in doc.sections:
-        text_parts.append(section.title)
-        text_parts += [f"  {_text_line(line)}" for line in section.lines]
-        text_parts.append("")
         html_parts.append(f"<h2>{html.escape(section.title)}</h2>")
         html_parts.append("<ul>" + "".join(f"<li>{_html_line(line)}</li>" for line in section.lines) + "</ul>")
     if doc.actions:
-        text_parts += [f"{label}: {url}" for label, url, _ in doc.actions]
         html_parts.append(
             "<p>"
             + " | ".join(
@@ -468,7 +488,7 @@ def _email(doc: Document) -> EmailMessage:
             + "</p>"
         )
     html_parts.append("</body></html>")
-    return EmailMessage(subject=subject, text="\n".join(text_parts).rstrip() + "\n", html="\n".join(html_parts) + "\n")
+    return "\n".join(html_parts) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -483,11 +503,13 @@ class WebhookMessage:
     headers: tuple[tuple[str, str], ...]
 
 
-def render_webhook(view: NotificationView, *, source: str = "urn:signoff:approval") -> WebhookMessage:
+def render_webhook(
+    view: NotificationView, *, source: str = "urn:signoff:approval", doc: Document | None = None
+) -> WebhookMessage:
     """The CloudEvent data as deterministic JSON with `ce-*` headers (CloudEvents HTTP binding, binary mode), plus a
     `notification` member with what the people-facing channels show: the title, the plain text with every id
     resolved against the catalog (names, environment types, links), and the approve / reject links, so a webhook
-    consumer needs no catalog of its own."""
+    consumer needs no catalog of its own. `doc`: the view's `document`, when the caller has it already."""
     headers = (
         ("content-type", "application/json"),
         ("ce-specversion", "1.0"),
@@ -497,13 +519,15 @@ def render_webhook(view: NotificationView, *, source: str = "urn:signoff:approva
         ("ce-subject", view.gate_id),
         ("ce-time", view.opened_at if isinstance(view, ApprovalView) else view.at),
     )
-    doc = document(view)
+    doc = doc or document(view)
     notification = {
         "title": doc.title,
-        "text": _email(doc).text,
+        "text": _email_text(doc),
         "links": {label.lower(): url for label, url, _ in doc.actions},
     }
-    return WebhookMessage(body=to_json({**view.data, "notification": notification}), headers=headers)
+    # The same bytes as `to_json({**view.data, "notification": notification})`, without decoding and re-encoding
+    # the event's data (the larger part of the body).
+    return WebhookMessage(body=data_with_notification(view, notification), headers=headers)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -522,19 +546,21 @@ class RenderedMessage:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-def render(view: NotificationView, channel_type: ChannelType) -> RenderedMessage:
-    """Render `view` for one channel type."""
+def render(view: NotificationView, channel_type: ChannelType, *, doc: Document | None = None) -> RenderedMessage:
+    """Render `view` for one channel type. `doc` is the view's `document`: pass it when rendering one view for
+    several channel types, so the document is built once."""
     if channel_type == "slack":
-        return RenderedMessage("slack", "application/json", to_json(render_slack(view)))
+        return RenderedMessage("slack", "application/json", to_json(render_slack(view, doc=doc)))
     if channel_type == "teams":
-        return RenderedMessage("teams", "application/json", to_json(render_teams(view)))
+        return RenderedMessage("teams", "application/json", to_json(render_teams(view, doc=doc)))
     if channel_type == "email":
-        mail = render_email(view)
+        mail = render_email(view, doc=doc)
         return RenderedMessage("email", "text/plain; charset=utf-8", mail.text, mail.subject, mail.html)
     if channel_type == "log":
-        mail = render_email(view)
-        return RenderedMessage("log", "text/plain; charset=utf-8", mail.text, mail.subject)
+        doc = doc or document(view)
+        subject = _one_line(doc.title)[:200]
+        return RenderedMessage("log", "text/plain; charset=utf-8", _email_text(doc), subject)
     if channel_type == "webhook":
-        hook = render_webhook(view)
+        hook = render_webhook(view, doc=doc)
         return RenderedMessage("webhook", "application/json", hook.body, headers=hook.headers)
     raise ValueError(f"unknown channel type {channel_type!r}; expected slack, teams, email or webhook")

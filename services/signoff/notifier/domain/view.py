@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote
+from weakref import WeakKeyDictionary
 
 from signoff.catalog import Catalog, InfrastructureDetails, Resolved, is_expression
 from signoff.catalog.filters import describe_filter
@@ -211,7 +212,10 @@ class ApprovalView:
     approve_url: str
     reject_url: str
     review_url: str | None
-    data_json: str
+    data_parts: tuple[str, str]
+    """The event's data as deterministic JSON members (sorted keys), those before and those after the key
+    `notification`: `data_json` joins them, the webhook body puts its `notification` member between them (see
+    `data_with_notification`) without encoding the data again."""
 
     kind: Literal["opened"] = "opened"
     headline: str = "Approval needed"
@@ -221,6 +225,11 @@ class ApprovalView:
         """The same view at a later moment (time left recomputed) under another headline: for reminders
         (`Reminder: approval needed`) and escalations (`Escalated: approval needed`)."""
         return replace(self, time_left=humanize_time_left(parse_utc(self.expires_at), now), headline=headline)
+
+    @property
+    def data_json(self) -> str:
+        """The event's data as deterministic JSON (sorted keys, no whitespace, UTF-8 kept)."""
+        return _joined(*self.data_parts)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -288,7 +297,7 @@ class ApprovalView:
             approve_url=f"{gate_url}?action=approve",
             reject_url=f"{gate_url}?action=reject",
             review_url=data.review_url,
-            data_json=_data_json(data),
+            data_parts=_data_parts(data),
         )
 
 
@@ -314,7 +323,13 @@ class OutcomeView:
     votes: tuple[str, ...]
     at: str
     gate_url: str
-    data_json: str
+    data_parts: tuple[str, str]
+    """As `ApprovalView.data_parts`."""
+
+    @property
+    def data_json(self) -> str:
+        """The event's data as deterministic JSON (sorted keys, no whitespace, UTF-8 kept)."""
+        return _joined(*self.data_parts)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -399,7 +414,7 @@ class OutcomeView:
             votes=tuple(_vote_line(vote) for vote in votes),
             at=format_utc(at),
             gate_url=gate_url,
-            data_json=_data_json(data),
+            data_parts=_data_parts(data),
         )
 
 
@@ -473,8 +488,30 @@ def _gate_url(base: str, gate_id: str) -> str:
     return f"{base}/gates/{quote(gate_id, safe='')}"
 
 
-def _data_json(data: GateEvent | RequestRefused) -> str:
-    return json.dumps(data.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+_ENCODE = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+"""`json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))`, the encoder built once."""
+
+
+def _data_parts(data: GateEvent | RequestRefused) -> tuple[str, str]:
+    dumped = data.model_dump(mode="json")
+    before = _ENCODE({key: value for key, value in dumped.items() if key < NOTIFICATION_KEY})
+    after = _ENCODE({key: value for key, value in dumped.items() if key > NOTIFICATION_KEY})
+    return before[1:-1], after[1:-1]
+
+
+def _joined(*members: str) -> str:
+    return "{" + ",".join(member for member in members if member) + "}"
+
+
+NOTIFICATION_KEY = "notification"
+
+
+def data_with_notification(view: NotificationView, notification: Any) -> str:
+    """The view's event data as JSON with a `notification` member: byte for byte `json.dumps({**view.data,
+    "notification": notification}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))`, the data not
+    encoded again."""
+    before, after = view.data_parts
+    return _joined(before, f"{_ENCODE(NOTIFICATION_KEY)}:{_ENCODE(notification)}", after)
 
 
 def _reason(raw: str, reason: str, stage: StageMetadata, position: str) -> str:
@@ -493,7 +530,59 @@ def _unresolved(kind: ItemKind, raw: str, reason: str) -> Item:
     return Item(kind=kind, resolved=False, text="", raw=raw, reason=reason)
 
 
+@dataclass(slots=True)
+class _Memo:
+    """What one catalog has resolved: reference items by (kind, raw, environment), stage views by (position, the
+    stage's JSON). Both are functions of the catalog and their key alone."""
+
+    refs: dict[tuple[str, str, str | None], Item]
+    stages: dict[tuple[str, str], StageView]
+
+
+_MEMOS: WeakKeyDictionary[Catalog, _Memo] = WeakKeyDictionary()
+"""Per catalog. A catalog is immutable and a changed one is a new `Catalog` (its memo starts empty, the old one goes
+with it), so an entry never outlives what it was resolved from."""
+
+_MEMO_LIMIT = 10_000
+"""Entries kept per table: keys come from events, and new ones must not grow a memo without end (a full table is
+emptied and starts again)."""
+
+
+def _memo(catalog: Catalog) -> _Memo:
+    memo = _MEMOS.get(catalog)
+    if memo is None:
+        memo = _MEMOS.setdefault(catalog, _Memo({}, {}))
+    return memo
+
+
+def _remember(table: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(table) >= _MEMO_LIMIT:
+        table.clear()
+    table[key] = value
+
+
 def _ref(
+    kind: Literal["service", "environment", "environmentGroup", "infrastructure", "gitopsCluster"],
+    raw: str,
+    catalog: Catalog,
+    stage: StageMetadata,
+    position: str,
+    environment: str | None = None,
+) -> Item:
+    if is_expression(raw):  # its reason names the stage: resolved each time (no catalog lookup)
+        return _resolve_ref(kind, raw, catalog, stage, position, environment)
+    # Anything else resolves the same in every stage and event: gates name the same few services, environments
+    # and infrastructures again and again, so each is resolved once per catalog.
+    refs = _memo(catalog).refs
+    key = (kind, raw, environment)
+    item = refs.get(key)
+    if item is None:
+        item = _resolve_ref(kind, raw, catalog, stage, position, environment)
+        _remember(refs, key, item)
+    return item
+
+
+def _resolve_ref(
     kind: Literal["service", "environment", "environmentGroup", "infrastructure", "gitopsCluster"],
     raw: str,
     catalog: Catalog,
@@ -599,6 +688,18 @@ def _filter_view(
 
 
 def _stage_view(stage: StageMetadata, position: Literal["current", "upcoming"], catalog: Catalog) -> StageView:
+    # The gates of one pipeline carry the same stages, execution after execution: each is resolved once per
+    # catalog (keyed by its JSON, which pydantic-core writes in a few microseconds).
+    stages = _memo(catalog).stages
+    key = (position, stage.model_dump_json())
+    view = stages.get(key)
+    if view is None:
+        view = _resolve_stage(stage, position, catalog)
+        _remember(stages, key, view)
+    return view
+
+
+def _resolve_stage(stage: StageMetadata, position: Literal["current", "upcoming"], catalog: Catalog) -> StageView:
     group = (
         _ref("environmentGroup", stage.environment_group_ref, catalog, stage, position)
         if stage.environment_group_ref is not None
