@@ -8,8 +8,8 @@
 - A failed try is retried with bounded exponential backoff (`domain.retry`), then dead-lettered (`dead`); a
   permanent failure (e.g. HTTP 404) is dead-lettered at once.
 - Time comes from the injected clock; NOTIFY from the handler wakes it, a polling interval is the fallback.
-- A lane claims ahead (up to `PREFETCH` x its concurrency, all leased) and starts the next claimed row as soon as a
-  send finishes, and successful sends are recorded in batches: a fast sink is fed without a database round trip per
+- A lane claims ahead (up to `PREFETCH` x its concurrency, all leased; fewer for a channel with a long timeout, see
+  `prefetch_depth`) and starts the next claimed row as soon as a send finishes, and successful sends are recorded in batches: a fast sink is fed without a database round trip per
   delivery. A crash before a batch is recorded leaves those rows `sending`; their lease brings them back and the
   idempotency key lets the sink drop the repeat, as for any crash mid-send.
 - On shutdown, sends in flight are cancelled, the successes not yet recorded written, and every other row this
@@ -51,6 +51,17 @@ PREFETCH = 8  # rows a lane keeps claimed per unit of concurrency
 RECORD_LINGER_SECONDS = 0.02
 
 
+def prefetch_depth(lease: timedelta, timeout: float) -> int:
+    """Rows a lane claims ahead per unit of concurrency: `PREFETCH`, fewer when the channel's send timeout is long.
+
+    A claimed row is leased from the claim, not from its send. With `d` rows per slot, the last one claimed starts
+    after at most `d - 1` sends per slot and ends `d` timeouts after the claim even if every send hangs to the
+    timeout; `d <= lease / timeout - 1` keeps that a timeout short of the lease's end, so no other replica claims a
+    row this one is still going to send.
+    """
+    return max(1, min(PREFETCH, int(lease.total_seconds() // max(timeout, 0.001)) - 1))
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded exponential backoff (see `signoff.notifier.domain.retry`)."""
@@ -69,6 +80,7 @@ class Lane:
     transport: Transport
     concurrency: int
     timeout: float
+    prefetch: int = PREFETCH  # rows claimed ahead per unit of concurrency (`prefetch_depth`)
     in_flight: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     claimed: deque[tuple[Outgoing, int]] = field(default_factory=deque)  # claimed, waiting for a free slot
     gauge: Gauge = field(init=False, repr=False)  # this lane's in-flight gauge, looked up once
@@ -84,13 +96,13 @@ class Lane:
     @property
     def room(self) -> int:
         """Rows to claim now: enough to keep every slot busy for a few sends."""
-        return PREFETCH * self.concurrency - len(self.in_flight) - len(self.claimed)
+        return self.prefetch * self.concurrency - len(self.in_flight) - len(self.claimed)
 
     @property
     def wants_claim(self) -> bool:
         """Whether to claim now: once half the lane's prefetch is used up, so claims come in large batches (a
         round trip per many rows) and the next one is back before the claimed rows run out."""
-        return self.room >= max(1, PREFETCH * self.concurrency // 2)
+        return self.room >= max(1, self.prefetch * self.concurrency // 2)
 
 
 class Dispatcher:

@@ -15,7 +15,7 @@ from signoff.catalog import Catalog
 from signoff.catalog.yamldoc import read_document
 from signoff.contracts.topics import TOPICS
 from signoff.notifier.channels import Secrets, build_transports
-from signoff.notifier.dispatcher import Dispatcher, Lane, RetryPolicy
+from signoff.notifier.dispatcher import Dispatcher, Lane, RetryPolicy, prefetch_depth
 from signoff.notifier.domain import Routing, RoutingError
 from signoff.notifier.handlers import NotifierHandler, Notifying, send_due_reminders
 from signoff.notifier.repository import SCHEMA, NotifierRepository
@@ -93,15 +93,16 @@ def notifier_spec(
             transports = build_transports(
                 routing, secrets, session, default_timeout=settings.channel_timeout_seconds, pool=context.pool
             )
-            lanes = {
-                name: Lane(
+            lanes = {}
+            for name, channel in routing.channels.items():
+                timeout = float(channel.settings.get("timeout_seconds", settings.channel_timeout_seconds))
+                lanes[name] = Lane(
                     channel=name,
                     transport=transports[name],
                     concurrency=int(channel.settings.get("concurrency", settings.channel_concurrency)),
-                    timeout=float(channel.settings.get("timeout_seconds", settings.channel_timeout_seconds)),
+                    timeout=timeout,
+                    prefetch=prefetch_depth(policy.lease, timeout),
                 )
-                for name, channel in routing.channels.items()
-            }
             await Dispatcher(
                 context.pool,
                 lanes,
