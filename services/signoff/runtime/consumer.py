@@ -25,6 +25,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 import asyncpg
@@ -583,3 +584,28 @@ def dead_letter_record(
             ),
         ],
     )
+
+
+INBOX_PRUNE_CHUNK = 10_000  # rows per DELETE: a large first prune holds no long lock and makes no huge WAL burst
+
+
+async def prune_inbox(conn: asyncpg.Connection, schema: str, retention: timedelta) -> int:
+    """Delete the inbox rows received more than `retention` ago (by the database's clock, which stamped them), in
+    chunks; returns how many were deleted.
+
+    An event id the inbox forgot is applied again if its record comes back, so the retention must exceed the
+    topics' (`SIGNOFF_INBOX_RETENTION_DAYS`); the handlers' own keys (a gate's natural key, a decision id) still
+    refuse most repeats.
+    """
+    deleted = 0
+    while True:
+        status = await conn.execute(
+            f"""DELETE FROM "{schema}".inbox WHERE ctid IN (
+                    SELECT ctid FROM "{schema}".inbox WHERE received_at < now() - $1::interval LIMIT $2)""",  # noqa: S608
+            retention,
+            INBOX_PRUNE_CHUNK,
+        )
+        count = int(status.rsplit(" ", 1)[-1])
+        deleted += count
+        if count < INBOX_PRUNE_CHUNK:
+            return deleted

@@ -9,6 +9,7 @@ import gc
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Protocol
 
 import asyncpg
@@ -16,7 +17,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from signoff.contracts.topics import DEAD_LETTER_TOPIC
-from signoff.runtime.consumer import BatchHandler, ConsumerLoop
+from signoff.runtime.consumer import BatchHandler, ConsumerLoop, prune_inbox
 from signoff.runtime.db import pool_from_settings
 from signoff.runtime.http import HealthServer
 from signoff.runtime.kafka import ensure_topics, make_consumer, make_producer
@@ -130,6 +131,7 @@ async def run_until_signalled(role: Role) -> None:
 
 BACKGROUND_GRACE_SECONDS = 15.0
 POOL_CLOSE_SECONDS = 10.0
+INBOX_PRUNE_INTERVAL_SECONDS = 3600.0
 
 
 class Service:
@@ -199,6 +201,7 @@ class Service:
             asyncio.create_task(self.loop.run(), name="consumer"),
             *(asyncio.create_task(lane.run(), name=f"consumer-{lane.name}") for lane in self.lanes),
             *(asyncio.create_task(relay.run(), name=f"outbox-relay-{relay.lane}") for relay in self.relays),
+            asyncio.create_task(self._prune_inbox(), name="inbox-pruner"),
             *(asyncio.create_task(task(context), name=task.__name__) for task in spec.background),
         ]
         log.info(
@@ -209,6 +212,27 @@ class Service:
             lanes={lane.name: list(lane.topics) for lane in self.lanes},
             http_port=self.http.port,
         )
+
+    async def _prune_inbox(self) -> None:
+        """Forget applied event ids older than SIGNOFF_INBOX_RETENTION_DAYS, at start and hourly (the inbox would
+        otherwise grow by a row per event forever). A failure waits for the next round; it never stops the role."""
+        assert self.pool is not None
+        retention = timedelta(days=self.settings.inbox_retention_days)
+        while not self.stopping.is_set():
+            try:
+                async with self.pool.acquire() as conn:
+                    deleted = await prune_inbox(conn, self.spec.schema, retention)
+                if deleted:
+                    log.info(
+                        "inbox_pruned",
+                        schema=self.spec.schema,
+                        rows=deleted,
+                        retention_days=self.settings.inbox_retention_days,
+                    )
+            except Exception as exc:  # the database away: the rows wait for the next round
+                log.warning("inbox_prune_failed", schema=self.spec.schema, error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), INBOX_PRUNE_INTERVAL_SECONDS)
 
     @property
     def loops(self) -> list[ConsumerLoop]:

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
         "event, the naive consumer the benchmark compares with).",
     )
 
+    inbox_retention_days: float = Field(
+        30,
+        gt=0,
+        description="How long the inbox remembers an applied event's id (duplicates within it are skipped); "
+        "older rows are deleted hourly. Keep it above the topics' retention, so a redelivered record is still known.",
+    )
+
     database_url: SecretStr = Field(
         SecretStr("postgresql://postgres@localhost:5432/signoff"), description="PostgreSQL DSN (libpq URL)."
     )
