@@ -9,9 +9,10 @@
   permanent failure (e.g. HTTP 404) is dead-lettered at once.
 - Time comes from the injected clock; NOTIFY from the handler wakes it, a polling interval is the fallback.
 - A lane claims ahead (up to `PREFETCH` x its concurrency, all leased; fewer for a channel with a long timeout, see
-  `prefetch_depth`) and starts the next claimed row as soon as a send finishes, and successful sends are recorded in batches: a fast sink is fed without a database round trip per
-  delivery. A crash before a batch is recorded leaves those rows `sending`; their lease brings them back and the
-  idempotency key lets the sink drop the repeat, as for any crash mid-send.
+  `prefetch_depth`) and starts the next claimed row as soon as a send finishes, and successful sends are recorded
+  in batches: a fast sink is fed without a database round trip per delivery. A crash before a batch is recorded
+  leaves those rows `sending`; their lease brings them back and the idempotency key lets the sink drop the repeat,
+  as for any crash mid-send.
 - On shutdown, sends in flight are cancelled, the successes not yet recorded written, and every other row this
   replica claimed and did not settle released (due at once, the try not counted): waiting for a slot, cancelled
   mid-send, or cancelled while its failed try was being recorded.
