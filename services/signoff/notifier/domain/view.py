@@ -23,7 +23,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 from weakref import WeakKeyDictionary
 
-from signoff.catalog import Catalog, InfrastructureDetails, Resolved, is_expression
+from signoff.catalog import Catalog, InfrastructureDetails, RefKind, Resolved, is_expression
 from signoff.catalog.filters import describe_filter
 from signoff.contracts.base import format_utc, parse_utc
 from signoff.contracts.envelope import Event
@@ -562,7 +562,7 @@ def _remember(table: dict[Any, Any], key: Any, value: Any) -> None:
 
 
 def _ref(
-    kind: Literal["service", "environment", "environmentGroup", "infrastructure", "gitopsCluster"],
+    kind: RefKind,
     raw: str,
     catalog: Catalog,
     stage: StageMetadata,
@@ -583,7 +583,7 @@ def _ref(
 
 
 def _resolve_ref(
-    kind: Literal["service", "environment", "environmentGroup", "infrastructure", "gitopsCluster"],
+    kind: RefKind,
     raw: str,
     catalog: Catalog,
     stage: StageMetadata,
