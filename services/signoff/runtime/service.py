@@ -97,8 +97,9 @@ class Role(Protocol):
 
 # The cyclic collector's thresholds once a role serves (CPython's defaults: 700, 10, 10). A batch of a thousand
 # events allocates millions of short-lived objects; at the defaults the collector runs every 700 of them and keeps
-# re-walking everything that survived, which cost about a fifth of the approval role's CPU in P1's burst (1,030 ->
-# 815 us per request, docs/benchmarks.md). Reference counting still frees what is not in a cycle at once.
+# re-walking everything that survived, which cost 15-20 % of the approval role's CPU in P1's burst (about 1,030 ->
+# 815-900 us per request, docs/benchmarks.md "The collector"). Reference counting still frees what is not in a
+# cycle at once.
 SERVING_GC_THRESHOLDS = (10_000, 50, 100)
 
 
