@@ -117,6 +117,14 @@ class System:
         assert not {"SIGNOFF_DATABASE_URL", "SIGNOFF_KAFKA_BOOTSTRAP", "SIGNOFF_DECISION_KEYS"} & env.keys()
         return env
 
+    def log_tail(self, role: str, lines: int = 60) -> str:
+        """The last `lines` lines of `role`'s output in the stack's log (to explain a failed wait)."""
+        path = self.work / "dev" / "dev-up.log"
+        if not path.is_file():
+            return f"(no {path})"
+        mine = [line for line in path.read_text(errors="replace").splitlines() if line.startswith(f"{role:<9}|")]
+        return "\n".join(mine[-lines:])
+
     def signoff(self, *args: str, user: str = "alice", check: bool = True) -> subprocess.CompletedProcess[str]:
         """A client command as `user` (from a folder with no dev stack in it)."""
         return self._run(args, self.client_env(user), check, cwd=self.work / "home")

@@ -84,7 +84,10 @@ def test_dana_approves_in_slack_the_pipeline_uses_her_input_and_the_message_says
     gate_id = system.waiting_approval("e2e_slack")["externalExecutionId"]
 
     # The request is posted with buttons.
-    (post,) = eventually_sync(lambda: slack_sink.posts_for(gate_id), timeout=90, what="the request in Slack")
+    try:
+        (post,) = eventually_sync(lambda: slack_sink.posts_for(gate_id), timeout=90, what="the request in Slack")
+    except AssertionError as failure:  # seen once in CI under load: say what the notifier was doing
+        raise AssertionError(f"{failure}\nthe notifier's log:\n{system.log_tail('notifier')}") from None
     assert post.authorization == f"Bearer {BOT_TOKEN}" and post.body["channel"] == CHANNEL
     slack.assert_blocks_valid(post.body["blocks"])
     posted, ts = post.body, post.answer["ts"]
