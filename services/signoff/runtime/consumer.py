@@ -605,7 +605,7 @@ async def prune_inbox(conn: asyncpg.Connection, schema: str, retention: timedelt
             retention,
             INBOX_PRUNE_CHUNK,
         )
-        count = int(status.rsplit(" ", 1)[-1])
+        count = int(status.split()[-1])
         deleted += count
         if count < INBOX_PRUNE_CHUNK:
             return deleted
