@@ -44,6 +44,9 @@ async def test_two_replicas_share_executions_without_running_a_step_twice(execut
             await executor.send(gate_approved(opened, {"foo": request.execution_id}))
         for request in requests:
             await executor.wait_status(request.execution_id, "SUCCEEDED")
+            # A script's report commits the last step (and so the status); the runner's next pass, on either
+            # replica, publishes the end: wait for that event, then count it below.
+            await executor.wait_for(wire.ExecutionSucceeded.event_type, request.execution_id)
 
         async with executor.pool.acquire() as conn:
             logs = await conn.fetch(f'SELECT execution_id, step_path, attempt, output FROM "{SCHEMA}".step_logs')  # noqa: S608
