@@ -26,6 +26,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -379,7 +380,7 @@ def build_transports(
                     token=secrets.get(channel.secret_ref),
                     base_url=str(channel.settings.get("api_url", "https://slack.com/api/")),
                     session=session,
-                    timeout=int(float(channel.settings.get("timeout_seconds", default_timeout))),
+                    timeout=math.ceil(channel.send_timeout(default_timeout)),  # the SDK takes whole seconds
                 )
                 transports[name] = SlackBotTransport(pool, client, name, str(channel.settings["channel"]))
             elif channel.type in ("slack", "teams"):
@@ -391,8 +392,7 @@ def build_transports(
                 transports[name] = HttpTransport(session, str(channel.settings["url"]), signing_key=key)
             elif channel.type == "email":
                 password = secrets.get(channel.secret_ref) if channel.secret_ref else None
-                timeout = float(channel.settings.get("timeout_seconds", default_timeout))
-                transports[name] = SmtpTransport(channel, password, timeout)
+                transports[name] = SmtpTransport(channel, password, channel.send_timeout(default_timeout))
             else:
                 path = channel.settings.get("path")
                 transports[name] = LogTransport(name, Path(str(path)) if path else None)

@@ -68,6 +68,14 @@ def notifier_spec(
     secrets_dir = settings.channel_secrets_dir or _secrets_dir()
     secrets = Secrets(secrets_dir)
     for name, channel in routing.channels.items():
+        timeout = channel.send_timeout(settings.channel_timeout_seconds)
+        if timeout >= settings.delivery_lease_seconds:
+            # A send still under way when its claim runs out would be claimed and sent again by another replica.
+            raise ValueError(
+                f"channel {name!r}: a send may take {timeout:g}s, not less than the delivery lease of "
+                f"{settings.delivery_lease_seconds:g}s (SIGNOFF_DELIVERY_LEASE_SECONDS): lower the channel's "
+                "timeout_seconds (or SIGNOFF_CHANNEL_TIMEOUT_SECONDS) or raise the lease"
+            )
         if channel.secret_ref:
             try:
                 secrets.get(channel.secret_ref)
@@ -95,11 +103,11 @@ def notifier_spec(
             )
             lanes = {}
             for name, channel in routing.channels.items():
-                timeout = float(channel.settings.get("timeout_seconds", settings.channel_timeout_seconds))
+                timeout = channel.send_timeout(settings.channel_timeout_seconds)
                 lanes[name] = Lane(
                     channel=name,
                     transport=transports[name],
-                    concurrency=int(channel.settings.get("concurrency", settings.channel_concurrency)),
+                    concurrency=channel.send_concurrency(settings.channel_concurrency),
                     timeout=timeout,
                     prefetch=prefetch_depth(policy.lease, timeout),
                 )

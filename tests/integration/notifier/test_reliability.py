@@ -59,7 +59,7 @@ async def test_a_flaky_sink_ends_with_every_delivery_sent_or_dead_lettered(notif
 
 async def test_a_sink_that_never_answers_does_not_hold_back_the_others(notifier: NotifierHarness) -> None:
     notifier.http.behaviour["stuck"] = "hang"
-    routing = webhook_routing(notifier, ("stuck", {"concurrency": 1, "timeout_seconds": 600}), ("healthy", {}))
+    routing = webhook_routing(notifier, ("stuck", {"concurrency": 1, "timeout_seconds": 100}), ("healthy", {}))
     await notifier.start(routing)
     gates = [gate_opened() for _ in range(5)]
     for opened in gates:

@@ -1,4 +1,5 @@
-"""How far a dispatcher lane claims ahead: never so far that a claimed row's lease could end before it is sent."""
+"""How far a dispatcher lane claims ahead: never so far that a claimed row's lease could end before it is sent; and no
+channel whose one send could outlast the lease."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from datetime import timedelta
 import pytest
 
 from signoff.notifier.dispatcher import PREFETCH, Lane, prefetch_depth
+from signoff.notifier.domain import Routing
+from signoff.notifier.service import notifier_spec
+from signoff.notifier.settings import NotifierSettings
 
 LEASE = timedelta(minutes=2)  # SIGNOFF_DELIVERY_LEASE_SECONDS' default
 
@@ -34,3 +38,27 @@ def test_a_lane_claims_up_to_its_depth_per_slot_and_again_once_half_is_used() ->
     assert lane.room == 5 and not lane.wants_claim
     lane.claimed.popleft()
     assert lane.room == 6 and lane.wants_claim
+
+
+def test_a_channel_whose_timeout_reaches_the_lease_stops_the_role_at_start() -> None:
+    routing = Routing.from_mapping(
+        {
+            "channels": [
+                {"name": "fast", "type": "log"},
+                {"name": "slow", "type": "log", "settings": {"timeout_seconds": 120}},
+            ]
+        },
+        "routing.yaml",
+    )
+    settings = NotifierSettings(delivery_lease_seconds=LEASE.total_seconds())
+    with pytest.raises(
+        ValueError, match=r"channel 'slow': a send may take 120s, not less than the delivery lease of 120s"
+    ):
+        notifier_spec(settings, routing=routing)
+    # Below the lease (and the default timeout, for the channel without one), the role starts.
+    assert notifier_spec(NotifierSettings(delivery_lease_seconds=121), routing=routing).name == "notifier"
+    with pytest.raises(ValueError, match="channel 'fast': a send may take 10s"):
+        notifier_spec(
+            NotifierSettings(delivery_lease_seconds=10),
+            routing=Routing.from_mapping({"channels": [{"name": "fast", "type": "log"}]}, "routing.yaml"),
+        )

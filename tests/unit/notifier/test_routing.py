@@ -157,6 +157,12 @@ def test_errors_name_their_path() -> None:
         ({"name": "w", "type": "webhook", "secret_ref": "k"}, "needs settings.url"),
         ({"name": "w", "type": "webhook", "settings": {"url": "https://x.example.com"}}, "needs secret_ref"),
         ({"name": "t", "type": "teams", "secret_ref": "k", "settings": {"webhook_url": "https://x"}}, "secret_ref"),
+        ({"name": "l", "type": "log", "settings": {"timeout_seconds": "10s"}}, "timeout_seconds is the timeout"),
+        ({"name": "l", "type": "log", "settings": {"timeout_seconds": 0}}, "a number of seconds above 0"),
+        ({"name": "l", "type": "log", "settings": {"timeout_seconds": True}}, "timeout_seconds is the timeout"),
+        ({"name": "l", "type": "log", "settings": {"concurrency": 0}}, "a whole number from 1 to 1000"),
+        ({"name": "l", "type": "log", "settings": {"concurrency": 2.5}}, "a whole number from 1 to 1000"),
+        ({"name": "l", "type": "log", "settings": {"concurrency": "4"}}, "concurrency is the sends in flight"),
     ],
 )
 def test_channel_settings_are_checked(channel: dict, message: str) -> None:
@@ -178,3 +184,18 @@ def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
         )
         == []
     )
+
+
+def test_a_channels_timeout_and_concurrency_fall_back_to_the_role_defaults() -> None:
+    routing = Routing.from_mapping(
+        {
+            "channels": [
+                {"name": "tuned", "type": "log", "settings": {"timeout_seconds": 2.5, "concurrency": 3}},
+                {"name": "plain", "type": "log"},
+            ]
+        },
+        "routing.yaml",
+    )
+    tuned, plain = routing.channels["tuned"], routing.channels["plain"]
+    assert (tuned.send_timeout(10.0), tuned.send_concurrency(8)) == (2.5, 3)
+    assert (plain.send_timeout(10.0), plain.send_concurrency(8)) == (10.0, 8)

@@ -98,8 +98,16 @@ class Channel(_Model):
 
     name: ChannelName
     type: ChannelType
-    settings: dict[str, str | int | bool] = Field(default_factory=dict)
+    settings: dict[str, str | int | float | bool] = Field(default_factory=dict)
     secret_ref: str | None = Field(None, min_length=1, max_length=253)
+
+    def send_timeout(self, default: float) -> float:
+        """Seconds one send may take: `settings.timeout_seconds`, else `default` (SIGNOFF_CHANNEL_TIMEOUT_SECONDS)."""
+        return float(self.settings.get("timeout_seconds", default))
+
+    def send_concurrency(self, default: int) -> int:
+        """Sends in flight at once: `settings.concurrency`, else `default` (SIGNOFF_CHANNEL_CONCURRENCY)."""
+        return int(self.settings.get("concurrency", default))
 
     @model_validator(mode="after")
     def _check(self) -> Channel:
@@ -122,6 +130,16 @@ class Channel(_Model):
                 raise ValueError("a webhook channel needs settings.url (an http(s) URL)")
             if not self.secret_ref:
                 raise ValueError("a webhook channel needs secret_ref: the secret holding its HMAC signing key")
+        # Checked here, not where the dispatcher starts: a timeout of "10s" or a concurrency of 0 would otherwise
+        # stop the role after start, or leave the channel's deliveries waiting with no slot to send them.
+        timeout = self.settings.get("timeout_seconds")
+        if timeout is not None and (isinstance(timeout, bool | str) or timeout <= 0):
+            raise ValueError("settings.timeout_seconds is the timeout of one send: a number of seconds above 0")
+        concurrency = self.settings.get("concurrency")
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1000
+        ):
+            raise ValueError("settings.concurrency is the sends in flight at once: a whole number from 1 to 1000")
         for key in ("webhook_url", "password", "token", "secret"):
             if key in self.settings:
                 raise ValueError(f"settings.{key} looks like a secret: name it with secret_ref instead")
