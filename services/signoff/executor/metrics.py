@@ -7,6 +7,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from signoff.runtime.metrics import role_metrics
 
 SCRIPTS_RUNNING = Gauge("signoff_executor_scripts_running", "ShellScript processes this replica runs now.")
+SCRIPTS_WAITING = Gauge(
+    "signoff_executor_scripts_waiting", "ShellScript steps of this replica waiting for a slot (SIGNOFF_MAX_SCRIPTS)."
+)
 SCRIPT_SECONDS = Histogram(
     "signoff_executor_script_duration_seconds",
     "Wall time of ShellScript steps, by how they ended.",
@@ -25,4 +28,12 @@ RUNNER_PASS_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
-role_metrics("executor", SCRIPTS_RUNNING, SCRIPT_SECONDS, EXECUTIONS_FINISHED, REQUESTS_REFUSED, RUNNER_PASS_SECONDS)
+role_metrics(
+    "executor",
+    SCRIPTS_RUNNING,
+    SCRIPTS_WAITING,
+    SCRIPT_SECONDS,
+    EXECUTIONS_FINISHED,
+    REQUESTS_REFUSED,
+    RUNNER_PASS_SECONDS,
+)

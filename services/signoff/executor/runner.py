@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -44,7 +44,13 @@ from signoff.executor.domain.actions import (
     StartWait,
 )
 from signoff.executor.mapping import approval_requested, finished, outbox_record
-from signoff.executor.metrics import EXECUTIONS_FINISHED, RUNNER_PASS_SECONDS, SCRIPT_SECONDS, SCRIPTS_RUNNING
+from signoff.executor.metrics import (
+    EXECUTIONS_FINISHED,
+    RUNNER_PASS_SECONDS,
+    SCRIPT_SECONDS,
+    SCRIPTS_RUNNING,
+    SCRIPTS_WAITING,
+)
 from signoff.executor.repository import ExecutorRepository, Loaded, runner_channel
 from signoff.executor.scripts import ScriptProcess, ScriptResult, ensure_gone, run_script
 from signoff.runtime import tracing
@@ -75,6 +81,7 @@ class Runner:
         lease_seconds: float = 30.0,
         batch_size: int = 20,
         instance: str | None = None,
+        max_scripts: int = 32,
     ) -> None:
         self.pool = pool
         self.clock = clock
@@ -85,6 +92,8 @@ class Runner:
         self.batch_size = batch_size
         self.instance = instance or f"executor-{uuid.uuid4().hex[:12]}"
         self.scripts: dict[ScriptKey, asyncio.Task[None]] = {}
+        # Started steps beyond this wait in their task (still this replica's: leased, cancellable, not "lost").
+        self._script_slots = asyncio.Semaphore(max_scripts)
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -261,16 +270,19 @@ class Runner:
 
     async def _run_script(self, action: RunShellScript) -> None:
         key = (action.execution_id, action.step_path, action.attempt)
-        SCRIPTS_RUNNING.inc()
-        began = time.perf_counter()
         try:
-            try:
-                result = await run_script(action, on_started=lambda process: self._record(action, process))
-            except asyncio.CancelledError:
-                SCRIPT_SECONDS.labels("cancelled").observe(time.perf_counter() - began)
-                raise  # cancelled by the state machine (abort, deadline) or by stop(): nothing to report
-            except Exception as exc:  # could not even start (no bash, no temp dir): a step failure, not a crash
-                result = ScriptResult(exit_code=None, error=f"could not run the script: {exc!r}")
+            async with self._script_slot(action):
+                SCRIPTS_RUNNING.inc()
+                began = time.perf_counter()
+                try:
+                    result = await run_script(action, on_started=lambda process: self._record(action, process))
+                except asyncio.CancelledError:
+                    SCRIPT_SECONDS.labels("cancelled").observe(time.perf_counter() - began)
+                    raise  # cancelled by the state machine (abort, deadline) or by stop(): nothing to report
+                except Exception as exc:  # could not even start (no bash, no temp dir): a step failure, not a crash
+                    result = ScriptResult(exit_code=None, error=f"could not run the script: {exc!r}")
+                finally:
+                    SCRIPTS_RUNNING.dec()
             SCRIPT_SECONDS.labels("succeeded" if result.succeeded else "failed").observe(time.perf_counter() - began)
             delay = 0.1
             while True:
@@ -285,12 +297,27 @@ class Runner:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
         finally:
-            SCRIPTS_RUNNING.dec()
             # A task that ended without reporting leaves its step RUNNING with no process: the next pass over the
             # execution finds no task for it and applies the restart rule (see _advance).
             if self.scripts.get(key) is asyncio.current_task():
                 del self.scripts[key]
             self._wake.set()
+
+    @contextlib.asynccontextmanager
+    async def _script_slot(self, action: RunShellScript) -> AsyncIterator[None]:
+        """One of the replica's `max_scripts` process slots; when all are taken, the step waits here for one (said
+        once in the log; counted by signoff_executor_scripts_waiting). Its deadline still runs meanwhile."""
+        if self._script_slots.locked():
+            log.info("script_waiting_for_slot", execution_id=action.execution_id, step=action.step_path)
+        SCRIPTS_WAITING.inc()
+        try:
+            await self._script_slots.acquire()
+        finally:
+            SCRIPTS_WAITING.dec()
+        try:
+            yield
+        finally:
+            self._script_slots.release()
 
     async def _record(self, action: RunShellScript, process: ScriptProcess) -> None:
         """Remember the script's process, so a replica resuming the execution can make sure it is gone."""

@@ -53,6 +53,7 @@ def executor_spec(
             repository=repository,
             poll_interval=settings.runner_poll_seconds,
             lease_seconds=settings.script_lease_seconds,
+            max_scripts=settings.max_scripts,
         )
         await runner.run(context.stopping)
 

@@ -20,6 +20,13 @@ class ExecutorSettings(Settings):
     runner_poll_seconds: float = Field(
         1.0, gt=0, description="How often the runner looks for due waits and script deadlines besides its wake-ups."
     )
+    max_scripts: int = Field(
+        32,
+        ge=1,
+        le=10_000,
+        description="ShellScript processes this replica runs at once; a step started beyond it waits for a slot "
+        "(its timeout counts meanwhile), so a burst of runs cannot fork without bound.",
+    )
     script_lease_seconds: float = Field(
         30.0,
         ge=1,
