@@ -31,6 +31,9 @@ class EventData(ContractModel):
     """The `data` of one CloudEvent type. Subclasses set `event_type` and say which id the event is about."""
 
     event_type: ClassVar[str]
+    checked_as_sent: ClassVar[bool] = False
+    """Whether a consumer's checks read the data object as the sender wrote it (`Event.received`), not only the
+    validated model: a decision's signature covers the JSON as sent."""
 
     def default_subject(self) -> str:
         """The CloudEvents `subject`: the gate or execution id the event is about (or the best id known yet)."""

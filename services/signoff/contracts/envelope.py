@@ -10,6 +10,7 @@ consumer loop writes to the dead-letter topic (see `topics`).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
@@ -18,11 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, Union
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, create_model
 
-from signoff.contracts.base import EventData, format_utc, parse_utc
+from signoff.contracts.base import EventData, UtcDateTime, format_utc, parse_utc
 from signoff.contracts.events import EVENT_TYPES
 
 SPECVERSION = "1.0"
@@ -97,7 +98,8 @@ class Event(Generic[D]):
     traceparent: str | None = None
     received: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     """The data object as decoded from the message (JSON as the sender wrote it), for checks over what was sent
-    (a decision's signature); None for an event built here."""
+    (a decision's signature): kept for the types that are `checked_as_sent`, None otherwise and for an event built
+    here."""
 
     specversion: ClassVar[str] = SPECVERSION
     datacontenttype: ClassVar[str] = DATA_CONTENT_TYPE
@@ -194,6 +196,10 @@ def decode(
     if content_type.lower().startswith("application/cloudevents-batch"):
         raise ContractError(ContractErrorReason.NOT_CLOUDEVENT, "CloudEvents batch mode is not supported")
     binary = f"{BINARY_HEADER_PREFIX}specversion" in header_map and not _is_structured(content_type)
+    if not binary:
+        event = _structured_in_one_pass(value, header_map.get(TRACEPARENT_HEADER))
+        if event is not None:
+            return event
     attributes, data = _binary_mode(value, header_map) if binary else _structured_mode(value)
     traceparent = header_map.get(TRACEPARENT_HEADER) or attributes.get("traceparent")
     return _event(attributes, data, traceparent)
@@ -237,6 +243,61 @@ def _loads(value: bytes, what: str) -> Any:
         return json.loads(value)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ContractError(ContractErrorReason.MALFORMED_JSON, f"{what} is not valid UTF-8 JSON: {exc}") from None
+
+
+_NonEmptyText = Annotated[str, StringConstraints(min_length=1)]
+
+
+class _Envelope(BaseModel):
+    """A structured-mode CloudEvent as this service writes one: what `_event` accepts, stated as a model, so the
+    common case is validated by pydantic-core from the bytes in one pass (no JSON document in Python first)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    specversion: Literal["1.0"]
+    id: _NonEmptyText
+    source: _NonEmptyText
+    subject: _NonEmptyText | None = None
+    time: UtcDateTime
+    datacontenttype: Literal["application/json"] | None = None
+    traceparent: Any = None
+
+
+@functools.cache
+def _envelopes() -> TypeAdapter[_Envelope]:
+    # Built on first use (a CLI that never decodes does not pay for it). Types whose checks read the data as sent
+    # (`checked_as_sent`) are left out: they take the full checks, whose model and `received` come from one decoded
+    # document (two parsers need not agree on a repeated member, and a signature must cover what is applied).
+    models = [
+        create_model(
+            f"{model.__name__}Envelope",
+            __base__=_Envelope,
+            type=(Literal[model.event_type], ...),  # type: ignore[valid-type]
+            data=(model, ...),
+        )
+        for model in EVENT_TYPES.values()
+        if not model.checked_as_sent
+    ]
+    return TypeAdapter(Annotated[Union[tuple(models)], Field(discriminator="type")])  # noqa: UP007
+
+
+def _structured_in_one_pass(value: bytes, traceparent_header: str | None) -> Event[EventData] | None:
+    """The event, when `value` is a valid structured-mode event of a type that need not keep its document; None
+    otherwise, and the full checks of `decode` decide (they name the reason, and accept what this stricter pass
+    leaves to them: another JSON content type, a decision)."""
+    try:
+        envelope = _envelopes().validate_json(value, extra="ignore")
+    except ValidationError:
+        return None
+    traceparent = traceparent_header or envelope.traceparent
+    return Event(
+        id=envelope.id,
+        source=envelope.source,
+        subject=envelope.subject or envelope.data.default_subject(),
+        time=envelope.time,
+        data=envelope.data,
+        traceparent=traceparent if valid_traceparent(traceparent) else None,
+    )
 
 
 def _structured_mode(value: bytes) -> tuple[Mapping[str, Any], Any]:
@@ -321,7 +382,7 @@ def _event(attributes: Mapping[str, Any], data: Any, traceparent: object) -> Eve
         time=time,
         data=model_data,
         traceparent=traceparent if valid_traceparent(traceparent) else None,
-        received=data,
+        received=data if model.checked_as_sent else None,
     )
 
 

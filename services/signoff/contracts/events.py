@@ -487,6 +487,7 @@ class ApprovalDecision(EventData):
     Subject: the gate id, else `pipeline/stage/action`. Kafka key: `token_digest(token)`."""
 
     event_type = "io.signoff.approval.decision.v1"
+    checked_as_sent = True  # the signature covers the data object as sent
 
     decision_id: Identifier = Field(
         description="Unique id chosen by the sender; a replay of the same id is a duplicate, not a second vote."

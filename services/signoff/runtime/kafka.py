@@ -11,6 +11,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from signoff.runtime.settings import Settings
 
@@ -39,11 +40,32 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+class KeyHashPartitioner:
+    """aiokafka's default partitioner (the Java client's murmur2 of the key, so every producer puts a key on the
+    same partition), remembering the hash of recent keys: the hash is pure Python, and the records of one gate
+    (its event and the CDEvent mirroring it, its later outcome) share their key."""
+
+    def __init__(self, remembered: int = 4096) -> None:
+        self.remembered = remembered
+        self._hashes: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return DefaultPartitioner()(key, all_partitions, available)
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self.remembered:
+                self._hashes.clear()  # recent keys matter, not a true LRU
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
+
+
 def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
     """acks=all; idempotence as configured (on for real Kafka, off for the embedded Tansu, which refuses it)."""
     return AIOKafkaProducer(
         **connection_options(settings),
         client_id=client_id,
+        partitioner=KeyHashPartitioner(),
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=5,

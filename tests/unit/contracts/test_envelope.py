@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from signoff.contracts import ApprovalRequested, ContractError, ContractErrorReason, decode, encode, new_event
+from signoff.contracts import ApprovalRequested, ContractError, ContractErrorReason, decode, encode, envelope, new_event
 from signoff.contracts.envelope import STRUCTURED_CONTENT_TYPE, valid_traceparent
 from tests.unit.contracts.conftest import EXAMPLES, example, to_bytes
 
@@ -194,3 +194,65 @@ def test_example_decision_subject_defaults_to_gate() -> None:
     document = example("io.signoff.approval.decision.v1")
     document.pop("subject")
     assert decode(to_bytes(document), []).subject == document["data"]["gate_id"]
+
+
+# The common case is validated in one pass from the bytes (`_structured_in_one_pass`); what that pass does not
+# accept gets the full checks (`_event`). Both must read an event the same way.
+
+
+def _both_ways(document: dict[str, Any], traceparent_header: str | None = None) -> tuple[Any, Any]:
+    one_pass = envelope._structured_in_one_pass(to_bytes(document), traceparent_header)
+    full = envelope._event(document, document.get("data"), traceparent_header or document.get("traceparent"))
+    return one_pass, full
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.json")), ids=lambda path: path.stem)
+def test_one_pass_reads_every_example_as_the_full_checks_do(path) -> None:
+    document = json.loads(path.read_text())
+    one_pass, full = _both_ways(document)
+    if full.data.checked_as_sent:
+        assert one_pass is None  # a decision keeps the document its signature covers
+        assert full.received == document["data"]
+        return
+    assert one_pass == full
+    assert (one_pass.traceparent, one_pass.received) == (full.traceparent, None)
+
+
+def test_one_pass_agrees_on_unknown_fields_offsets_and_traceparents(requested: dict[str, Any]) -> None:
+    requested["time"] = "2025-03-04T10:30:00.250+01:00"
+    requested["subject"] = None
+    requested["traceparent"] = TRACEPARENT
+    requested["newer_attribute"] = {"nested": [1, 2]}
+    requested["data"]["newer_field"] = "ignored"
+    requested["data"]["key"]["newer_key_field"] = 3
+    one_pass, full = _both_ways(requested)
+    assert one_pass == full
+    assert one_pass.time == datetime(2025, 3, 4, 9, 30, 0, 250000, tzinfo=UTC)
+    assert one_pass.subject == "payments_release/exec-7f3c2a91/deploy_staging/Harness_Approval_Step/1"
+    assert one_pass.traceparent == full.traceparent == TRACEPARENT
+    requested["traceparent"] = "not-a-traceparent"
+    one_pass, full = _both_ways(requested, traceparent_header=None)
+    assert one_pass.traceparent is None and full.traceparent is None
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"datacontenttype": "application/vnd.other+json"}, None),  # another JSON type: the full checks accept it
+        ({"specversion": "0.3"}, ContractErrorReason.NOT_CLOUDEVENT),
+        ({"id": ""}, ContractErrorReason.NOT_CLOUDEVENT),
+        ({"type": "io.signoff.unknown.v1"}, ContractErrorReason.UNKNOWN_TYPE),
+        ({"time": "2025-03-04T09:30:00"}, ContractErrorReason.INVALID_ENVELOPE),
+        ({"subject": ""}, ContractErrorReason.INVALID_ENVELOPE),
+        ({"data": None}, ContractErrorReason.INVALID_DATA),
+    ],
+)
+def test_what_one_pass_leaves_alone_the_full_checks_decide(
+    requested: dict[str, Any], change: dict[str, Any], reason: ContractErrorReason | None
+) -> None:
+    requested.update(change)
+    assert envelope._structured_in_one_pass(to_bytes(requested), None) is None
+    if reason is None:
+        assert decode(to_bytes(requested), STRUCTURED).id == requested["id"]
+    else:
+        assert refused(to_bytes(requested)).reason is reason
