@@ -311,16 +311,33 @@ class ExecutorRepository:
             process.started,
         )
 
+    async def record_script_starting(self, conn: asyncpg.Connection, key: tuple[str, str, int], owner: str) -> None:
+        """Remember that a script (execution id, step path, attempt) is about to be spawned: written before the
+        process exists, so a script without a row is known never to have started (see `script_processes`)."""
+        await conn.execute(
+            f"""INSERT INTO {self._t("script_processes")} (execution_id, step_path, attempt, owner)
+                VALUES ($1, $2, $3, $4)
+                ON CONFLICT (execution_id, step_path, attempt) DO UPDATE SET owner = $4, recorded_at = now()""",  # noqa: S608
+            *key,
+            owner,
+        )
+
     async def script_processes(
         self, conn: asyncpg.Connection, execution_id: str
-    ) -> dict[tuple[str, int], ScriptProcess]:
-        """The recorded processes of `execution_id`'s scripts, by (step path, attempt)."""
+    ) -> dict[tuple[str, int], ScriptProcess | None]:
+        """The scripts of `execution_id` that were started, by (step path, attempt): their process, or None when
+        it was about to be spawned and is not known (it died with its replica, if it ever ran)."""
         rows = await conn.fetch(
             f"""SELECT step_path, attempt, host, pid, started FROM {self._t("script_processes")}
                 WHERE execution_id = $1""",  # noqa: S608
             execution_id,
         )
-        return {(r["step_path"], r["attempt"]): ScriptProcess(r["host"], r["pid"], r["started"]) for r in rows}
+        return {
+            (r["step_path"], r["attempt"]): ScriptProcess(r["host"], r["pid"], r["started"])
+            if r["pid"] is not None
+            else None
+            for r in rows
+        }
 
     async def forget_script_processes(
         self, conn: asyncpg.Connection, execution_id: str, step_path: str | None = None

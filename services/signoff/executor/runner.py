@@ -173,8 +173,8 @@ class Runner:
             # The replica running its scripts stopped renewing its lease: it died (its scripts with it) or fenced
             # itself; what may be left of them on this host is killed before anything starts again.
             log.warning("recovering_execution", execution_id=execution.execution_id, previous_owner=owner)
-            await self._ensure_earlier_attempts_gone(conn, execution)
-            execution.recover(now)
+            never_started = await self._ensure_earlier_attempts_gone(conn, execution)
+            execution.recover(now, never_started)
         elif owner == self.instance and execution.running_scripts():
             # Our own scripts, but no task runs any of them (a task that died without reporting; should not
             # happen): never leave the execution hanging. While one still runs, a lost sibling fails at its deadline.
@@ -234,18 +234,26 @@ class Runner:
         )
         return start, cancel, ended
 
-    async def _ensure_earlier_attempts_gone(self, conn: asyncpg.Connection, execution) -> None:
+    async def _ensure_earlier_attempts_gone(self, conn: asyncpg.Connection, execution) -> set[str]:
+        """Kill what is left on this host of the scripts of `execution`'s RUNNING steps; returns the steps whose
+        script never started (no row: it waited for a slot on the replica that is gone)."""
         processes = await self.repository.script_processes(conn, execution.execution_id)
+        never_started: set[str] = set()
         for path in execution.running_scripts():
-            process = processes.get((path, execution.step(path).attempt))
-            if process is None:
+            key = (path, execution.step(path).attempt)
+            if key not in processes:
+                never_started.add(path)
                 continue
+            process = processes[key]
+            if process is None:
+                continue  # about to be spawned when its replica stopped: if it ran, it died with that replica
             if await ensure_gone(process):
                 log.info("earlier_attempt_gone", execution_id=execution.execution_id, step=path, pid=process.pid)
             else:
                 # Still there after SIGKILL: stuck in the kernel, it cannot run another line of the script.
                 log.error("earlier_attempt_unkillable", execution_id=execution.execution_id, step=path, pid=process.pid)
         await self.repository.forget_script_processes(conn, execution.execution_id)
+        return never_started
 
     # ------------------------------------------------------------------------------------------------ scripts
 
@@ -272,6 +280,7 @@ class Runner:
         key = (action.execution_id, action.step_path, action.attempt)
         try:
             async with self._script_slot(action):
+                await self._record_starting(action)
                 SCRIPTS_RUNNING.inc()
                 began = time.perf_counter()
                 try:
@@ -318,6 +327,23 @@ class Runner:
             yield
         finally:
             self._script_slots.release()
+
+    async def _record_starting(self, action: RunShellScript) -> None:
+        """Write the script's row before its process exists, retrying while the database is away: a script is
+        never spawned unrecorded, so a replica resuming the execution knows a step without a row never ran."""
+        key = (action.execution_id, action.step_path, action.attempt)
+        delay = 0.1
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    await self.repository.record_script_starting(conn, key, self.instance)
+                return
+            except TRANSIENT_ERRORS as exc:
+                log.warning(
+                    "script_start_not_recorded", execution_id=action.execution_id, error=repr(exc), retry_in=delay
+                )
+                await asyncio.sleep(delay)  # backing off from an unreachable database
+                delay = min(delay * 2, 5.0)
 
     async def _record(self, action: RunShellScript, process: ScriptProcess) -> None:
         """Remember the script's process, so a replica resuming the execution can make sure it is gone."""

@@ -196,6 +196,21 @@ class ExecutorRole:
 
         return await eventually(reached, timeout=30, what=f"step {path} of {execution_id} {status}")
 
+    async def wait_script_running(self, execution_id: str, path: str) -> None:
+        """Until the step's script process runs (recorded with its pid): a step is RUNNING from its dispatch, and
+        its script starts only after that commit (later still when it waits for a script slot)."""
+
+        async def running():
+            async with self.pool.acquire() as conn:
+                return await conn.fetchval(
+                    f"""SELECT pid FROM "{SCHEMA}".script_processes
+                        WHERE execution_id = $1 AND step_path = $2 AND pid IS NOT NULL""",  # noqa: S608
+                    execution_id,
+                    path,
+                )
+
+        await eventually(running, timeout=30, what=f"the script of step {path} of {execution_id} to run")
+
     async def logs(self, execution_id: str) -> dict[str, str]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(

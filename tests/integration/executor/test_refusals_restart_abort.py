@@ -93,6 +93,7 @@ async def test_a_script_running_when_the_executor_stops_fails_by_the_restart_rul
     request = execution_request(text, pipeline_id="test_pipeline")
     await executor.send(request)
     await executor.wait_step(request.execution_id, "s.long", "RUNNING")
+    await executor.wait_script_running(request.execution_id, "s.long")
 
     await executor.stop_service()
     await executor.start_service()
@@ -194,6 +195,7 @@ async def test_the_scripts_of_a_replica_that_died_fail_once_its_lease_runs_out(e
     request = execution_request(text, pipeline_id="test_pipeline")
     await executor.send(request)
     await executor.wait_step(request.execution_id, "s.long", "RUNNING")
+    await executor.wait_script_running(request.execution_id, "s.long")
     held = await executor.execution(request.execution_id)
     assert held["owner"] is not None
 

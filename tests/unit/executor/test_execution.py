@@ -20,6 +20,7 @@ from signoff.executor.domain.actions import (
 from signoff.executor.domain.execution import (
     APPROVAL_ANSWER_GRACE,
     NO_APPROVAL_ANSWER,
+    NOT_STARTED_REASON,
     RESTART_REASON,
     Execution,
     InvalidStart,
@@ -509,6 +510,32 @@ def test_restart_reruns_a_script_marked_retry_on_restart_as_the_next_attempt() -
     execution.recover(T0)
     assert execution.step("s.a").reason == f"{RESTART_REASON} (retryOnRestart: gave up after 3 attempts)"
     assert execution.status == ExecutionStatus.FAILED
+
+
+def test_restart_queues_again_a_script_that_never_started_and_fails_the_one_that_ran() -> None:
+    execution = start(pipeline(stage("s", parallel(shell("ran"), shell("waited")))))
+    assert kinds(execution.next_actions(T0)) == [("run_shell_script", "s.ran"), ("run_shell_script", "s.waited")]
+    restored = Execution.from_dict(execution.to_dict())
+    restored.recover(T0 + timedelta(minutes=1), never_started={"s.waited"})
+    # The script that may have run fails by the rule, and fails the pipeline; the other lost nothing, but the
+    # pipeline has failed: it is not started again.
+    assert restored.step("s.ran").reason == RESTART_REASON
+    assert restored.status == ExecutionStatus.FAILED
+    assert restored.step("s.waited").status != StepStatus.RUNNING
+
+    alone = start(pipeline(stage("s", shell("waited"), shell("next"))))
+    [first] = alone.next_actions(T0)
+    assert isinstance(first, RunShellScript) and first.attempt == 1
+    for attempt in (2, 3):
+        alone = Execution.from_dict(alone.to_dict())
+        alone.recover(T0, never_started={"s.waited"})
+        assert alone.step("s.waited").reason == f"queued again: {NOT_STARTED_REASON}"
+        [again] = alone.next_actions(T0)
+        assert isinstance(again, RunShellScript) and (again.step_path, again.attempt) == ("s.waited", attempt)
+    alone = Execution.from_dict(alone.to_dict())
+    alone.recover(T0, never_started={"s.waited"})  # a replica dying again and again: bounded like retryOnRestart
+    assert alone.step("s.waited").reason == f"{NOT_STARTED_REASON} (gave up after 3 attempts)"
+    assert alone.status == ExecutionStatus.FAILED
 
 
 def test_restart_rearms_waits_and_leaves_approvals_alone() -> None:

@@ -17,8 +17,10 @@ Life of an execution (docs/pipelines.md, "Execution"):
 Restart rule (`recover(now)`, called once by an executor that takes an execution over after a restart): a
 ShellScript step that was RUNNING has lost its process; it FAILS with reason "executor restarted while the step
 was running", unless its spec sets `retryOnRestart: true`, in which case it is queued again as the next attempt
-(at most `MAX_ATTEMPTS` attempts in all). A RUNNING Wait keeps its deadline and its timer is re-armed. A step
-WAITING_APPROVAL needs nothing: its gate lives in the approval service, whose outcome event will arrive.
+(at most `MAX_ATTEMPTS` attempts in all). A ShellScript step whose script never started (it was waiting for one
+of the replica's script slots) lost nothing: it is queued again as the next attempt whatever `retryOnRestart`
+says (within the same bound). A RUNNING Wait keeps its deadline and its timer is re-armed. A step WAITING_APPROVAL
+needs nothing: its gate lives in the approval service, whose outcome event will arrive.
 
 A step WAITING_APPROVAL still has a deadline, in case no answer ever comes (the request was lost or dead-lettered,
 the approval service is gone): the gate's expiry plus `APPROVAL_ANSWER_GRACE` once GateOpened told it, before that
@@ -30,7 +32,7 @@ the step's own timeout (if it has one) plus the grace. Past it, `tick` fails the
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -101,8 +103,10 @@ from signoff.kernel import (
 )
 
 MAX_ATTEMPTS = 3
-"""Attempts of a `retryOnRestart` script across executor restarts, the first included."""
+"""Attempts of a script across executor restarts (`retryOnRestart`, or a script that never started), the first
+included."""
 RESTART_REASON = "executor restarted while the step was running"
+NOT_STARTED_REASON = "executor restarted before the step's script started (it waited for a script slot)"
 
 APPROVAL_ANSWER_GRACE = timedelta(minutes=15)
 """How long past a gate's expiry a step waits for the approval service's outcome before it fails."""
@@ -492,8 +496,9 @@ class Execution:
         self._settle(now)
         return changed
 
-    def recover(self, now: datetime) -> None:
-        """Apply the restart rule (module docstring) after loading an execution whose executor restarted."""
+    def recover(self, now: datetime, never_started: Collection[str] = ()) -> None:
+        """Apply the restart rule (module docstring) after loading an execution whose executor restarted;
+        `never_started`: the paths of RUNNING script steps whose script is known not to have started."""
         _check_now(now)
         for state in self._state.steps:
             if self._state.status != ExecutionStatus.RUNNING:
@@ -512,6 +517,11 @@ class Execution:
                         until=state.deadline,
                     )
                 )
+            elif isinstance(spec, ShellScriptSpec) and state.path in never_started and state.attempt < MAX_ATTEMPTS:
+                state.status = StepStatus.QUEUED
+                state.attempt += 1
+                state.started_at = state.deadline = None
+                state.reason = f"queued again: {NOT_STARTED_REASON}"
             elif isinstance(spec, ShellScriptSpec) and spec.retry_on_restart and state.attempt < MAX_ATTEMPTS:
                 state.status = StepStatus.QUEUED
                 state.attempt += 1
@@ -519,7 +529,9 @@ class Execution:
                 state.reason = f"queued again (retryOnRestart): {RESTART_REASON}"
             else:
                 reason = RESTART_REASON
-                if isinstance(spec, ShellScriptSpec) and spec.retry_on_restart:
+                if isinstance(spec, ShellScriptSpec) and state.path in never_started:
+                    reason = f"{NOT_STARTED_REASON} (gave up after {state.attempt} attempts)"
+                elif isinstance(spec, ShellScriptSpec) and spec.retry_on_restart:
                     reason += f" (retryOnRestart: gave up after {state.attempt} attempts)"
                 self._finish_step(state, StepStatus.FAILED, now, reason)
                 self._fail(now, f"step {state.path} failed: {reason}", ExecutionStatus.FAILED)
