@@ -281,10 +281,17 @@ def _envelopes() -> TypeAdapter[_Envelope]:
     return TypeAdapter(Annotated[Union[tuple(models)], Field(discriminator="type")])  # noqa: UP007
 
 
+@functools.cache
+def _checked_as_sent_markers() -> tuple[bytes, ...]:
+    return tuple(json.dumps(model.event_type).encode() for model in EVENT_TYPES.values() if model.checked_as_sent)
+
+
 def _structured_in_one_pass(value: bytes, traceparent_header: str | None) -> Event[EventData] | None:
     """The event, when `value` is a valid structured-mode event of a type that need not keep its document; None
     otherwise, and the full checks of `decode` decide (they name the reason, and accept what this stricter pass
     leaves to them: another JSON content type, a decision)."""
+    if any(marker in value for marker in _checked_as_sent_markers()):
+        return None  # most likely a decision: spare it a pass that would fail (a false hit only costs that pass)
     try:
         envelope = _envelopes().validate_json(value, extra="ignore")
     except ValidationError:
