@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -293,18 +293,8 @@ class Runner:
                 finally:
                     SCRIPTS_RUNNING.dec()
             SCRIPT_SECONDS.labels("succeeded" if result.succeeded else "failed").observe(time.perf_counter() - began)
-            delay = 0.1
-            while True:
-                try:
-                    await self._report(action, result)
-                    break
-                except TRANSIENT_ERRORS as exc:
-                    # The database is away: keep the result and retry (the lease keeps other replicas off).
-                    log.warning(
-                        "script_report_retry", execution_id=action.execution_id, error=repr(exc), retry_in=delay
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+            # The database is away: keep the result and retry (the lease keeps other replicas off).
+            await self._until_written("script_report_retry", action, lambda: self._report(action, result))
         finally:
             # A task that ended without reporting leaves its step RUNNING with no process: the next pass over the
             # execution finds no task for it and applies the restart rule (see _advance).
@@ -332,16 +322,24 @@ class Runner:
         """Write the script's row before its process exists, retrying while the database is away: a script is
         never spawned unrecorded, so a replica resuming the execution knows a step without a row never ran."""
         key = (action.execution_id, action.step_path, action.attempt)
+
+        async def write() -> None:
+            async with self.pool.acquire() as conn:
+                await self.repository.record_script_starting(conn, key, self.instance)
+
+        await self._until_written("script_start_not_recorded", action, write)
+
+    @staticmethod
+    async def _until_written(event: str, action: RunShellScript, write: Callable[[], Awaitable[None]]) -> None:
+        """Run `write` until it gets through transient database errors, each logged as `event`, with bounded
+        backoff."""
         delay = 0.1
         while True:
             try:
-                async with self.pool.acquire() as conn:
-                    await self.repository.record_script_starting(conn, key, self.instance)
+                await write()
                 return
             except TRANSIENT_ERRORS as exc:
-                log.warning(
-                    "script_start_not_recorded", execution_id=action.execution_id, error=repr(exc), retry_in=delay
-                )
+                log.warning(event, execution_id=action.execution_id, error=repr(exc), retry_in=delay)
                 await asyncio.sleep(delay)  # backing off from an unreachable database
                 delay = min(delay * 2, 5.0)
 

@@ -48,10 +48,11 @@ class KeyHashPartitioner:
     def __init__(self, remembered: int = 4096) -> None:
         self.remembered = remembered
         self._hashes: dict[bytes, int] = {}
+        self._default = DefaultPartitioner()
 
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         if key is None:
-            return DefaultPartitioner()(key, all_partitions, available)
+            return self._default(key, all_partitions, available)
         hashed = self._hashes.get(key)
         if hashed is None:
             if len(self._hashes) >= self.remembered:

@@ -517,21 +517,23 @@ class Execution:
                         until=state.deadline,
                     )
                 )
-            elif isinstance(spec, ShellScriptSpec) and state.path in never_started and state.attempt < MAX_ATTEMPTS:
-                state.status = StepStatus.QUEUED
-                state.attempt += 1
-                state.started_at = state.deadline = None
-                state.reason = f"queued again: {NOT_STARTED_REASON}"
-            elif isinstance(spec, ShellScriptSpec) and spec.retry_on_restart and state.attempt < MAX_ATTEMPTS:
-                state.status = StepStatus.QUEUED
-                state.attempt += 1
-                state.started_at = state.deadline = None
-                state.reason = f"queued again (retryOnRestart): {RESTART_REASON}"
             else:
+                never_ran = isinstance(spec, ShellScriptSpec) and state.path in never_started
+                retried = never_ran or (isinstance(spec, ShellScriptSpec) and spec.retry_on_restart)
+                if retried and state.attempt < MAX_ATTEMPTS:
+                    state.status = StepStatus.QUEUED
+                    state.attempt += 1
+                    state.started_at = state.deadline = None
+                    state.reason = (
+                        f"queued again: {NOT_STARTED_REASON}"
+                        if never_ran
+                        else f"queued again (retryOnRestart): {RESTART_REASON}"
+                    )
+                    continue
                 reason = RESTART_REASON
-                if isinstance(spec, ShellScriptSpec) and state.path in never_started:
+                if never_ran:
                     reason = f"{NOT_STARTED_REASON} (gave up after {state.attempt} attempts)"
-                elif isinstance(spec, ShellScriptSpec) and spec.retry_on_restart:
+                elif retried:
                     reason += f" (retryOnRestart: gave up after {state.attempt} attempts)"
                 self._finish_step(state, StepStatus.FAILED, now, reason)
                 self._fail(now, f"step {state.path} failed: {reason}", ExecutionStatus.FAILED)
