@@ -377,9 +377,10 @@ async def _measure(
             bare = await scenarios.bare_post_loop(
                 sink.url, b"x" * body_size, options.notifications, WEBHOOK_CONCURRENCY
             )
-            for what, measured in (
-                ("gate events consumed, rendered, persisted as deliveries and sent", fanned),
-                ("deliveries sent (already planned: the dispatcher alone)", sending),
+            # The design's targets: 0.50 of the bare loop end to end, 0.70 for the dispatcher alone.
+            for what, measured, target in (
+                ("gate events consumed, rendered, persisted as deliveries and sent", fanned, 0.5),
+                ("deliveries sent (already planned: the dispatcher alone)", sending, 0.7),
             ):
                 report.add(
                     Row(
@@ -389,8 +390,8 @@ async def _measure(
                         rate(measured.rate),
                         f"bare POST loop {rate(bare.rate)}, {WEBHOOK_CONCURRENCY} in flight",
                         f"{measured.rate / bare.rate:.2f}",
-                        ">= 0.70",
-                        measured.rate / bare.rate >= 0.7,
+                        f">= {target:.2f}",
+                        measured.rate / bare.rate >= target,
                     )
                 )
 

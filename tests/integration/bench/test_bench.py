@@ -78,6 +78,11 @@ async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
     assert "broker produce->consume p99" in rows[4]["baseline"]
     assert "while a burst of 600 requests is absorbed" in rows[4]["what"]
     assert "bare POST loop" in rows[5]["baseline"] and "bare POST loop" in rows[6]["baseline"]
+    assert "dispatcher alone" not in rows[5]["what"] and "dispatcher alone" in rows[6]["what"]
+    # Each row is held to the design's target (DESIGN.md, "Performance targets"): P3 end to end to 0.50 of the
+    # bare loop, the dispatcher alone to 0.70.
+    targets = [">= 0.50", ">= 5x", "<= 3x", "<= 1.5", "<= 3x", ">= 0.50", ">= 0.70"]
+    assert [row["target"] for row in rows[:7]] == targets, rows
     assert "mine=true" in rows[8]["what"]
     assert {row["what"].split(" role ")[0] for row in rows[9:]} == {f"RSS of the {role}" for role in ROLES}
     plans = [note for note in report["notes"] if note.startswith("plan ")]
