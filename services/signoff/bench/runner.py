@@ -9,6 +9,7 @@ import os
 import platform
 import secrets
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from signoff.api.identity import issue_token
 from signoff.api.repository import ApiRepository
 from signoff.approval.repository import ApprovalRepository
 from signoff.bench import database, scenarios, workload
+from signoff.bench.cpu import CpuMeter, own_cpu_seconds, tree_cpu_seconds
 from signoff.bench.report import Report, Row, megabytes, millis, plan_lines, rate
 from signoff.bench.roles import BenchError, RoleProcess, role_env
 from signoff.bench.sink import Sink
@@ -111,14 +113,18 @@ async def run(options: BenchOptions, command: str, say: Callable[[str], None]) -
                 raise BenchError(str(exc)) from exc
             base_env = stack.env
             infrastructure = "embedded Tansu (memory storage) + PostgreSQL " + "{version}"
+            # Ours to measure: the embedded servers are children of this process (an external one is not).
+            assert stack.postgres.proc is not None and stack.broker.proc is not None
+            servers = {"PostgreSQL": stack.postgres.proc.pid, "broker": stack.broker.proc.pid}
         else:
             base_env = {
                 "SIGNOFF_KAFKA_BOOTSTRAP": options.bootstrap,
                 "SIGNOFF_DATABASE_URL": options.database_url or "",
             }
             infrastructure = f"broker {options.bootstrap} + PostgreSQL " + "{version}"
+            servers: dict[str, int] = {}
         try:
-            return await _measure(options, command, say, work, base_env, infrastructure)
+            return await _measure(options, command, say, work, base_env, infrastructure, servers)
         finally:
             if stack is not None:
                 await asyncio.to_thread(stack.stop)
@@ -131,7 +137,10 @@ async def _measure(
     work: Path,
     base_env: dict[str, str],
     infrastructure: str,
+    servers: dict[str, int],
 ) -> Report:
+    """The run itself; `servers`: the processes of the embedded PostgreSQL and broker (name -> pid), whose CPU the
+    report's notes include (none with external ones)."""
     run_id = uuid.uuid4().hex[:8]
     admin_dsn = base_env["SIGNOFF_DATABASE_URL"]
     db_name = f"signoff_bench_{run_id}"
@@ -173,6 +182,23 @@ async def _measure(
         await process.start()
         return process
 
+    def cpu_meter(role: RoleProcess, bench: str) -> CpuMeter:
+        """The CPU of `role`, the embedded servers and this process (`bench`: what it does meanwhile)."""
+        assert role.proc is not None
+        readers = {f"{role.role} role": lambda pid=role.proc.pid: tree_cpu_seconds(pid)}
+        readers |= {name: lambda pid=pid: tree_cpu_seconds(pid) for name, pid in servers.items()}
+        return CpuMeter(readers | {bench: own_cpu_seconds}, time.monotonic)
+
+    async def fan_out_noting_cpu(notifier: RoleProcess, what: str) -> scenarios.Throughput:
+        """`notifier_fan_out`, noting where the CPU went: from now (the role's start-up left out) against the POSTs
+        that arrive meanwhile (it may have sent a few before /readyz answered)."""
+        meter = cpu_meter(notifier, "bench (sink)")
+        meter.start()
+        arrived = len(sink.arrivals)
+        measured = await scenarios.notifier_fan_out(sink, options.notifications)
+        report.notes.append(meter.stop(len(sink.arrivals) - arrived).note(what, "delivery"))
+        return measured
+
     async def stop(process: RoleProcess) -> None:
         # In a thread: the sink shares this event loop and must keep answering the notifier while it drains.
         await asyncio.to_thread(process.stop)
@@ -198,7 +224,10 @@ async def _measure(
             messages = workload.requests(pipeline, options.requests)
             raw = await scenarios.raw_produce_consume(settings, producer, raw_topic, f"bench-raw-{run_id}", messages)
             say(f"P1: {options.requests:,} requests through the approval role")
+            burst_cpu = cpu_meter(approval, "bench (producer)")
+            burst_cpu.start()
             served = await scenarios.burst(producer, pool, REQUESTS, pipeline, messages)
+            report.notes.append(burst_cpu.stop(options.requests).note("P1's burst", "request"))
             report.add(
                 Row(
                     "P1",
@@ -360,7 +389,7 @@ async def _measure(
             say(f"P3: notifier fan-out of {options.notifications:,} webhook deliveries (planned and sent)")
             sink.reset()
             notifier = await start("notifier")
-            fanned = await scenarios.notifier_fan_out(sink, options.notifications)
+            fanned = await fan_out_noting_cpu(notifier, "P3 end to end")
             await stop(notifier)
             body_size = sink.body_bytes // max(1, len(sink.arrivals))
             say("P3: the same deliveries sent again by a restarted notifier (sending only)")
@@ -370,7 +399,7 @@ async def _measure(
             await database.replay_deliveries(pool)
             sink.reset()
             notifier = await start("notifier")
-            sending = await scenarios.notifier_fan_out(sink, options.notifications)
+            sending = await fan_out_noting_cpu(notifier, "P3's dispatcher alone")
             await stop(notifier)
             sink.reset()
             say(f"P3: bare POST loop of {options.notifications:,} requests of {body_size:,} bytes")

@@ -85,6 +85,16 @@ async def test_bench_reports_every_target_against_its_same_run_baseline(infra):
     assert [row["target"] for row in rows[:7]] == targets, rows
     assert "mine=true" in rows[8]["what"]
     assert {row["what"].split(" role ")[0] for row in rows[9:]} == {f"RSS of the {role}" for role in ROLES}
+    # Where the CPU went in P1's and P3's phases: the roles and the benchmark itself (the test's broker and
+    # PostgreSQL are not the bench's children, so not theirs).
+    cpu_notes = [note for note in report["notes"] if note.startswith("CPU per ")]
+    assert [note.split(" (")[0].split(":")[0] for note in cpu_notes] == [
+        "CPU per request, P1's burst",
+        "CPU per delivery, P3 end to end",
+        "CPU per delivery, P3's dispatcher alone",
+    ], report["notes"]
+    assert "approval role" in cpu_notes[0], cpu_notes  # P3's 100 POSTs may all be sent before the meter starts
+    assert not any("PostgreSQL" in note for note in cpu_notes), cpu_notes
     plans = [note for note in report["notes"] if note.startswith("plan ")]
     decision_plans = [plan for plan in plans if "mine=true" not in plan]
     assert len(decision_plans) == 2 and all("Index Scan" in plan for plan in decision_plans), plans
