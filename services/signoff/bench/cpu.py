@@ -15,38 +15,37 @@ from pathlib import Path
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # gone
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces: the fields that follow start after the last ")".
-    return text[text.rindex(")") + 2 :].split()
-
-
-def _children(parent: int) -> list[int]:
-    found = []
+def _processes() -> dict[int, tuple[int, int]]:
+    """Every process now: pid -> (parent pid, CPU ticks of its own and of the children it has reaped), from one
+    pass over /proc."""
+    found = {}
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields is not None and int(fields[1]) == parent:
-                found.append(int(entry.name))
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        # The command name (field 2) is in parentheses and may hold spaces: the fields that follow start after the
+        # last ")". Fields 4 and 14-17 of proc(5): ppid; utime, stime, cutime, cstime.
+        fields = text[text.rindex(")") + 2 :].split()
+        found[int(entry.name)] = (int(fields[1]), sum(int(value) for value in fields[11:15]))
     return found
 
 
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU of process `pid` and its descendants, including the children they have already reaped (a
     PostgreSQL server's ended backends are counted in its own `cutime`/`cstime`); 0 when it is gone."""
+    processes = _processes()
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in processes.items():
+        children.setdefault(parent, []).append(child)
     total_ticks = 0
-    pending = [pid]
+    pending = [pid] if pid in processes else []
     while pending:
         current = pending.pop()
-        fields = _stat_fields(current)
-        if fields is None:
-            continue
-        # Fields 14-17 of proc(5): utime, stime, cutime, cstime (here 0-based from field 3).
-        total_ticks += sum(int(value) for value in fields[11:15])
-        pending.extend(_children(current))
+        total_ticks += processes[current][1]
+        pending.extend(children.get(current, ()))
     return total_ticks / _TICKS
 
 
