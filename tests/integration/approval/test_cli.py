@@ -109,6 +109,19 @@ async def test_groups_load_then_show(role: Role, tmp_path: Path) -> None:
     assert missing.exit_code == 1 and missing.stderr.startswith("error: no group nobody_here")
 
 
+async def test_groups_load_refuses_a_file_that_would_empty_the_directory(role: Role, tmp_path: Path) -> None:
+    file = tmp_path / "groups.yaml"
+    file.write_text("groups:\n  release:\n    - frank\n")
+    assert (await role.run("groups", "load", str(file))).exit_code == 0
+    for text in ("[]", "", "grups: {release: [gina]}"):
+        file.write_text(text)
+        refused = await role.run("groups", "load", str(file))
+        assert refused.exit_code == 1 and refused.stderr.startswith(f"error: {file}: "), refused.stderr
+        assert refused.stderr.count("\n") == 1
+    listed = json.loads((await role.run("groups", "list", "--json")).stdout)
+    assert listed == [{"group": "release", "members": 1}]  # the directory the last good load left
+
+
 async def test_a_restart_of_the_role_does_not_undo_groups_load_merge(role: Role, tmp_path: Path) -> None:
     """The directory file is loaded once (again only when it changes): what `groups load` did since survives."""
     # The role has loaded its directory file (its first batch does, before it opens a gate): the file's first load

@@ -62,3 +62,34 @@ def test_read_directory(tmp_path: Path) -> None:
     path.write_text("- not a mapping\n")
     with pytest.raises(ValueError, match="mapping"):
         read_directory(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", "expected a mapping of user groups"),
+        ("[]", "expected a mapping of user groups"),
+        ("{}", "lists no members"),
+        ("groups: {docs: []}", "lists no members"),
+        ("grups: {docs: [dana]}", "grups: Input should be a valid list"),  # a typo is not a group named grups
+        ("groups: {docs: [dana]}\nextra: 1", "unknown key(s) beside `groups`: extra"),
+        ("groups: {docs: [' bob']}", "groups.docs.0: String should match pattern"),
+        ("groups: {'a b': [dana]}", "groups.a b: String should match pattern"),
+        ("groups: {docs: [{user: dana, slak: U1}]}", "groups.docs.0.slak: Extra inputs are not permitted"),
+        ("groups: {docs: [{email: dana@example.com}]}", "groups.docs.0.user: Field required"),
+        ("groups: {docs: [{user: dana, email: dana}]}", "groups.docs.0.email: String should match pattern"),
+        ("groups: {docs: [[dana]]}", "groups.docs.0: a member is a user id or a mapping with `user`"),
+    ],
+)
+def test_read_directory_refuses_what_would_empty_or_garble_the_directory(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "directory.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="directory.yaml: ") as refused:
+        read_directory(path)
+    assert error in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_read_directory_takes_ids_handles_and_the_legacy_user_id_key(tmp_path: Path) -> None:
+    path = tmp_path / "directory.yaml"
+    path.write_text("docs: [dana, {user_id: eli, slack: 123}]\nqa:\n")
+    assert read_directory(path) == [("docs", "dana", None, {}), ("docs", "eli", None, {"slack": "123"})]
