@@ -274,8 +274,10 @@ def test_boto3_does_the_same_from_python(system: System):
     assert (unsigned.status_code, unsigned.json()["__type"]) == (403, "MissingAuthenticationTokenException")
 
 
-def curl(system: System, method: str, path: str, key: str, body: dict | None = None) -> tuple[int, dict | list]:
-    args = ["curl", "-sS", "-X", method, f"{api_url(system)}{path}", "-H", f"x-api-key: {key}"]
+def curl(system: System, method: str, path: str, key: str | None, body: dict | None = None) -> tuple[int, dict | list]:
+    args = ["curl", "-sS", "-X", method, f"{api_url(system)}{path}"]
+    if key is not None:
+        args += ["-H", f"x-api-key: {key}"]
     if body is not None:
         args += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
     done = subprocess.run([*args, "-w", "\n%{http_code}"], capture_output=True, text=True, timeout=120, check=True)
@@ -299,6 +301,8 @@ def test_curl_approves_and_rejects_through_harness_endpoints(system: System):
 
     status, denied = curl(system, "POST", activity, "sgf_" + "x" * 43, approve)
     assert (status, denied["status"], denied["code"]) == (401, "ERROR", "INVALID_TOKEN"), denied
+    status, anonymous = curl(system, "POST", activity, None, approve)
+    assert (status, anonymous["status"], anonymous["code"]) == (401, "ERROR", "INVALID_TOKEN"), anonymous
     status, refused = curl(system, "POST", activity, system.token("bob"), approve)
     assert status == 400 and "not_eligible" in refused["message"], refused
     first = {"action": "APPROVE", "approverInputs": [{"name": "foo", "value": "from-dana"}], "comments": "one"}
@@ -319,7 +323,7 @@ def test_curl_approves_and_rejects_through_harness_endpoints(system: System):
 
     entries = audit(system, gate_id)
     denied = {(e["reason"], e["actor"]) for e in entries if e["kind"] == "denied"}
-    assert {("invalid_token", None), ("already_acted", "dana")} <= denied, entries
+    assert {("invalid_token", None), ("missing_credentials", None), ("already_acted", "dana")} <= denied, entries
     refusals = {(e["reason"], e["actor"]) for e in entries if e["kind"] == "refused"}
     assert {("not_eligible", "bob"), ("gate_closed", "carol")} <= refusals, entries
 

@@ -108,7 +108,7 @@ async def _authenticate(context: ApiContext, request: Request, gate_ids: list[st
     key = request.headers.get("x-api-key")
     try:
         if not key:
-            raise AuthenticationFailed("unauthenticated", "no x-api-key header: send a personal API token")
+            raise AuthenticationFailed("missing_credentials", "no x-api-key header: send a personal API token")
         if not key.startswith(TOKEN_PREFIX):
             raise AuthenticationFailed("invalid_token", "x-api-key must be a personal API token (sgf_…)")
         return await context.authenticator.authenticate(f"Bearer {key}")
