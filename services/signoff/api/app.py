@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signoff import __version__
+from signoff import contracts as wire
 from signoff.api import audit, codepipeline, gates, harness, metrics, models
 from signoff.api.decisions import DecisionDesk
 from signoff.api.executions import ExecutionDesk
@@ -76,8 +77,10 @@ def _problem_response(problem: ApiProblem, request: Request) -> JSONResponse:
     )
 
 
-class BodyLimit:
-    """Refuses a request body over `limit` bytes with 413, by Content-Length or while it streams in."""
+class RequestGuard:
+    """Refuses, before the app sees it: a URL with a NUL character in its path or query (400: no id or filter holds
+    one, and PostgreSQL's text cannot), and a request body over `limit` bytes (413), by Content-Length or while it
+    streams in (chunked)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -86,23 +89,36 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        for part, holds_nul in (("path", "\x00" in scope["path"]), ("query", b"%00" in scope["query_string"])):
+            if holds_nul:
+                problem = f"the URL's {part} {wire.NUL_PROBLEM}"
+                invalid = ApiProblem(400, "invalid_request", problem, errors=[{"field": part, "message": problem}])
+                await self._refuse(invalid, scope, send)
+                return
         too_large = ApiProblem(413, "too_large", f"the request body is over {self.limit} bytes")
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             await self._refuse(too_large, scope, send)
             return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        # The body is read here, before the app sees any of it (at most `limit` bytes are held): an error raised
+        # from inside the app's receive() would be turned into FastAPI's 400 "error parsing the body".
+        messages: list[Message] = []
+        seen, more = 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise too_large
-            return message
+            messages.append(message)
+            if message["type"] != "http.request":
+                break  # the client went away: the app sees that
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                await self._refuse(too_large, scope, send)
+                return
+            more = message.get("more_body", False)
 
-        await self.app(scope, counted, send)
+        async def replayed() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replayed, send)
 
     @staticmethod
     async def _refuse(problem: ApiProblem, scope: Scope, send: Send) -> None:
@@ -166,6 +182,16 @@ def _parse_cursor(value: str | None) -> tuple[datetime, str] | None:
         ) from None
 
 
+def _field_error(error: Mapping[str, Any]) -> dict[str, str]:
+    """One of FastAPI's validation errors as {field, message}. A body that is not JSON is located by a character
+    offset (`("body", 22)`), which is not a field: the field is `body` and the offset goes into the message."""
+    if error.get("type") == "json_invalid":
+        offset = next((part for part in error["loc"] if isinstance(part, int)), None)
+        where = "" if offset is None else f" at character {offset}"
+        return {"field": "body", "message": f"not valid JSON{where}: {error['ctx'].get('error', error['msg'])}"}
+    return {"field": ".".join(str(p) for p in error["loc"] if p != "body") or "body", "message": error["msg"]}
+
+
 def create_app(context: ApiContext | None) -> FastAPI:
     """The application around `context` (built in the role's lifespan; tests build it the same way). Without a
     context it only describes itself (`openapi_document`)."""
@@ -180,13 +206,15 @@ def create_app(context: ApiContext | None) -> FastAPI:
         docs_url=None,  # the interactive pages load assets from the internet; the document is enough
         redoc_url=None,
         responses={
+            400: {"model": models.Problem, "description": "`malformed_body` (not JSON) or `invalid_cursor`."},
             401: {"model": models.Problem, "description": "No, expired, revoked or invalid credentials."},
+            413: {"model": models.Problem, "description": "`too_large`: a body over SIGNOFF_API_MAX_BODY_BYTES."},
             422: {"model": models.Problem, "description": "The request names a field with a problem."},
         },
     )
     app.state.context = context
     if context is not None:
-        app.add_middleware(BodyLimit, limit=context.max_body_bytes)
+        app.add_middleware(RequestGuard, limit=context.max_body_bytes)
 
     @app.middleware("http")
     async def _measured(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
@@ -203,10 +231,7 @@ def create_app(context: ApiContext | None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": ".".join(str(p) for p in error["loc"] if p != "body") or "body", "message": error["msg"]}
-            for error in exc.errors()
-        ]
+        errors = [_field_error(error) for error in exc.errors()]
         first = errors[0] if errors else {"field": "body", "message": "invalid"}
         status = 400 if any(error.get("type") == "json_invalid" for error in exc.errors()) else 422
         code = "malformed_body" if status == 400 else "invalid_request"
@@ -244,16 +269,15 @@ def create_app(context: ApiContext | None) -> FastAPI:
         after: Annotated[str | None, Query(description="The `next` cursor of the previous page.")] = None,
     ) -> models.GateList:
         """Gates, newest first."""
+        if mine and status not in (None, "pending"):
+            message = "mine=true lists the pending gates you may decide: leave status out, or drop mine"
+            raise ApiProblem(422, "invalid_request", message, errors=[{"field": "status", "message": message}])
         before = _parse_cursor(after)
         async with context.pool.acquire() as conn:
             if mine:
-                rows = await context.approval.decidable_by(conn, user_key(caller.user), limit=limit, before=before)
-                rows = [
-                    row
-                    for row in rows
-                    if (pipeline is None or row["pipeline_id"] == pipeline)
-                    and (group is None or group in gates.groups_of(row["policy"]))
-                ]
+                rows = await context.approval.decidable_by(
+                    conn, user_key(caller.user), limit=limit, before=before, pipeline=pipeline, group=group
+                )
             else:
                 rows = await context.approval.list_gates(
                     conn, status=status, group=group, pipeline=pipeline, limit=limit, before=before

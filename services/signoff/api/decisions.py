@@ -232,6 +232,9 @@ class DecisionDesk:
             ]
             first = errors[0]
             raise ApiProblem(422, "invalid_decision", f"{first['field']}: {first['message']}", errors=errors) from None
+        if (field := wire.model_nul_field(decision)) is not None:  # valid, but the approval service could not store it
+            error = {"field": field, "message": wire.NUL_PROBLEM}
+            raise ApiProblem(422, "invalid_decision", f"{field}: {wire.NUL_PROBLEM}", errors=[error])
         return decision.signed(key)
 
     async def _publish_and_wait(self, decision: wire.ApprovalDecision, traceparent: str | None) -> Verdict | None:

@@ -352,20 +352,37 @@ class ApprovalRepository:
             FROM {self._t("gate_approvers")} a JOIN {self._t("gates")} g ON g.id = a.gate_id
             WHERE a.user_key = $1 AND g.status = 'pending'
               AND ($3::timestamptz IS NULL OR (a.opened_at, a.gate_id) < ($3, $4))
+              AND ($5::text IS NULL OR g.pipeline_id = $5)
+              AND ($6::text IS NULL OR g.members_by_group ? $6)
             ORDER BY a.opened_at DESC, a.gate_id DESC
             LIMIT $2"""  # noqa: S608
 
     async def decidable_by(
-        self, conn: asyncpg.Connection, user_key: str, *, limit: int, before: tuple[datetime, str] | None = None
+        self,
+        conn: asyncpg.Connection,
+        user_key: str,
+        *,
+        limit: int,
+        before: tuple[datetime, str] | None = None,
+        pipeline: str | None = None,
+        group: str | None = None,
     ) -> list[asyncpg.Record]:
-        """Pending gates `user_key` may decide, newest first (one index range scan of gate_approvers)."""
+        """Pending gates `user_key` may decide, newest first (one index range scan of gate_approvers), of
+        `pipeline` and of user `group` (in the resolved directory, as `list_gates`) when given: filtered before the
+        limit, so a page is full whenever more gates match."""
         return await conn.fetch(
-            self._decidable_sql(), user_key, limit, before[0] if before else None, before[1] if before else None
+            self._decidable_sql(),
+            user_key,
+            limit,
+            before[0] if before else None,
+            before[1] if before else None,
+            pipeline,
+            group,
         )
 
     async def explain_decidable_by(self, conn: asyncpg.Connection, user_key: str, limit: int) -> str:
         """The query plan of `decidable_by` (the benchmark prints it)."""
-        rows = await conn.fetch(f"EXPLAIN {self._decidable_sql()}", user_key, limit, None, None)
+        rows = await conn.fetch(f"EXPLAIN {self._decidable_sql()}", user_key, limit, None, None, None, None)
         return "\n".join(row[0] for row in rows)
 
     async def find_gate_by_token(

@@ -5,11 +5,13 @@ from signoff.contracts.base import ContractModel, EventData, Person, format_utc,
 from signoff.contracts.durations import DurationError, parse_duration
 from signoff.contracts.envelope import (
     MAX_EVENT_BYTES,
+    NUL_PROBLEM,
     ContractError,
     ContractErrorReason,
     Event,
     decode,
     encode,
+    model_nul_field,
     new_event,
 )
 from signoff.contracts.events import (
@@ -44,6 +46,7 @@ __all__ = [
     "EVENT_MODELS",
     "EVENT_TYPES",
     "MAX_EVENT_BYTES",
+    "NUL_PROBLEM",
     "TOPICS",
     "ApprovalCancelRequested",
     "ApprovalDecision",
@@ -79,6 +82,7 @@ __all__ = [
     "encode",
     "format_utc",
     "message_key",
+    "model_nul_field",
     "new_event",
     "parse_duration",
     "parse_utc",

@@ -107,12 +107,36 @@ async def test_bad_input_gets_a_problem_naming_the_field(front_door: FrontDoor) 
             f"/gates/{gate_id}/decisions", content=b"{not json", headers={"Content-Type": "application/json"}
         )
         huge = await dana.post(f"/gates/{gate_id}/decisions", content=b"x" * (1_048_577))
+
+        async def chunks():  # no Content-Length: chunked, so only the stream's length tells
+            for _ in range(17):
+                yield b"x" * 65_536
+
+        chunked = await dana.post(f"/gates/{gate_id}/decisions", content=chunks())
         unknown = await dana.post("/gates/no-such-gate/decisions", json={"status": "Approved"})
+        # PostgreSQL's text cannot hold NUL: refused here, naming the field, not lost on the way to the database.
+        nul = await dana.post(f"/gates/{gate_id}/decisions", json={"status": "Approved", "comment": "a\x00b"})
+        nul_input = await dana.post(
+            f"/gates/{gate_id}/decisions", json={"status": "Approved", "inputs": {"foo": "\x00"}}
+        )
+        nul_path = await dana.get("/gates/%00")
+        nul_query = await dana.get("/gates", params={"pipeline": "\x00"})
     assert maybe.status_code == 422 and maybe.json()["errors"][0]["field"] == "status"
     assert broken.status_code == 400 and broken.json()["code"] == "malformed_body"
+    assert broken.json()["errors"][0]["field"] == "body" and "at character 1" in broken.json()["detail"]
     assert huge.status_code == 413 and huge.json()["code"] == "too_large"
+    assert "content-length" not in chunked.request.headers
+    assert chunked.status_code == 413 and chunked.json()["code"] == "too_large"
     assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_gate"
-    for answer in (maybe, broken, huge, unknown):
+    assert (nul.status_code, nul.json()["code"], nul.json()["errors"][0]["field"]) == (
+        422,
+        "invalid_decision",
+        "comment",
+    )
+    assert "NUL" in nul.json()["detail"] and nul_input.json()["errors"][0]["field"] == "inputs.foo"
+    assert (nul_path.status_code, nul_path.json()["errors"][0]["field"]) == (400, "path")
+    assert (nul_query.status_code, nul_query.json()["errors"][0]["field"]) == (400, "query")
+    for answer in (maybe, broken, huge, chunked, unknown, nul, nul_input, nul_path, nul_query):
         assert answer.headers["content-type"] == "application/problem+json"
         assert "Traceback" not in answer.text
 
@@ -126,6 +150,24 @@ async def test_mine_lists_only_the_gates_i_may_decide_newest_first(front_door: F
         everything = (await dana.get("/gates", params={"pipeline": pipeline})).json()["gates"]
     assert [g["gate_id"] for g in mine] == [docs_gate]
     assert {g["gate_id"] for g in everything} == {docs_gate, sre_gate}
+
+
+async def test_mine_filters_by_pipeline_and_group_before_the_page_is_cut(front_door: FrontDoor) -> None:
+    """A page of one is the newest gate that matches, though newer gates of dana's do not: the filters are part of
+    the query, not applied to a page already cut (which came back empty, with no next)."""
+    pipeline = pipeline_name()
+    wanted, _ = await front_door.open_gate(request(pipeline=pipeline, groups=("docs",), timeout="1d"))
+    for _ in range(2):  # newer gates dana may decide, of another pipeline
+        await front_door.open_gate(request(pipeline=pipeline_name(), groups=("docs",), timeout="1d"))
+    async with await front_door.client("dana") as dana:
+        by_pipeline = await dana.get("/gates", params={"mine": "true", "pipeline": pipeline, "limit": 1})
+        by_group = await dana.get("/gates", params={"mine": "true", "group": "docs", "limit": 2})
+        other_group = await dana.get("/gates", params={"mine": "true", "group": "sre", "pipeline": pipeline})
+        closed = await dana.get("/gates", params={"mine": "true", "status": "approved"})
+    assert [g["gate_id"] for g in by_pipeline.json()["gates"]] == [wanted]
+    assert len(by_group.json()["gates"]) == 2 and by_group.json()["next"] is not None
+    assert other_group.json() == {"gates": [], "next": None}
+    assert (closed.status_code, closed.json()["errors"][0]["field"]) == (422, "status")
 
 
 async def test_a_service_principal_decides_for_a_user_only_with_the_permission_and_the_audit_names_both(

@@ -23,7 +23,7 @@ async def test_the_served_document_is_the_committed_one(front_door: FrontDoor) -
     assert document == json.loads(COMMITTED.read_text())
     assert document["openapi"].startswith("3.1")
     decide = document["paths"]["/api/v1/gates/{gate_id}/decisions"]["post"]
-    assert {"200", "202", "401", "403", "404", "409", "422"} <= decide["responses"].keys()
+    assert {"200", "202", "400", "401", "403", "404", "409", "413", "422"} <= decide["responses"].keys()
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 

@@ -256,3 +256,34 @@ def test_what_one_pass_leaves_alone_the_full_checks_decide(
         assert decode(to_bytes(requested), STRUCTURED).id == requested["id"]
     else:
         assert refused(to_bytes(requested)).reason is reason
+
+
+def test_refuses_a_nul_character_naming_the_field_it_is_in(requested: dict[str, Any]) -> None:
+    """PostgreSQL's text cannot hold NUL: such an event is refused as it enters, never failed in a handler."""
+    in_data = json.loads(json.dumps(requested))
+    in_data["data"]["message"] = "ship\x00it"
+    error = refused(to_bytes(in_data))
+    assert (error.reason, error.event_id) == (ContractErrorReason.INVALID_DATA, requested["id"])
+    assert str(error) == "message: contains a NUL character (\\u0000), which no text column can store"
+    in_key = json.loads(json.dumps(requested))
+    in_key["data"]["key"]["pipeline_id\x00"] = "x"
+    assert str(refused(to_bytes(in_key))).startswith("key.pipeline_id\x00: contains a NUL")
+    in_envelope = {**requested, "subject": "a\x00b"}
+    assert refused(to_bytes(in_envelope)).reason is ContractErrorReason.INVALID_ENVELOPE
+    headers = [("ce_specversion", b"1.0"), ("ce_id", b"x\x00"), ("ce_source", b"s"), ("ce_type", b"t")]
+    assert str(refused(to_bytes(requested["data"]), headers)).startswith("header ce_id contains a NUL character")
+
+
+def test_an_escaped_backslash_before_u0000_is_no_nul(requested: dict[str, Any]) -> None:
+    document = json.loads(json.dumps(requested))
+    document["data"]["message"] = "C:\\u0000"  # a backslash, then the text u0000
+    value = to_bytes(document)
+    assert b"\\\\u0000" in value
+    assert decode(value, STRUCTURED).data.message == "C:\\u0000"
+
+
+def test_model_nul_field_names_the_json_path() -> None:
+    event = decode(to_bytes(example("io.signoff.approval.requested.v1")), STRUCTURED)
+    assert envelope.model_nul_field(event.data) is None
+    flawed = event.data.model_copy(update={"message": "a\x00"})
+    assert envelope.model_nul_field(flawed) == "message"
