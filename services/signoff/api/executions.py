@@ -66,10 +66,17 @@ class ExecutionDesk:
             raise ApiProblem(503, "broker_unavailable", "the request could not be sent; try again") from None
 
     async def start(self, principal: Principal, request: models.ExecutionRequest) -> models.ExecutionStarted:
-        """Validate as `signoff run` does, then request the execution with `principal` as its triggerer."""
+        """Validate as `signoff run` does, then request the execution with `principal` as its triggerer.
+
+        Validating is CPU-bound and grows with the document: it runs in a worker thread, so one request's pipeline
+        never holds up the other requests on the event loop."""
         try:
-            pipeline = check_start(
-                request.pipeline_yaml, catalog=self.catalog, variables=request.variables, user=principal.user
+            pipeline = await asyncio.to_thread(
+                check_start,
+                request.pipeline_yaml,
+                catalog=self.catalog,
+                variables=request.variables,
+                user=principal.user,
             )
         except StartRefused as exc:
             raise ApiProblem(
@@ -91,6 +98,13 @@ class ExecutionDesk:
             raise ApiProblem(
                 422, "invalid_request", f"{field}: {first['msg']}", errors=[{"field": field, "message": first["msg"]}]
             ) from None
+        if (field := wire.model_nul_field(data)) is not None:  # valid, but the executor could not store it
+            raise ApiProblem(
+                422,
+                "invalid_request",
+                f"{field}: {wire.NUL_PROBLEM}",
+                errors=[{"field": field, "message": wire.NUL_PROBLEM}],
+            )
         await self._publish(data)
         log.info("execution_requested", execution_id=execution_id, pipeline=pipeline.identifier, user=principal.user)
         return models.ExecutionStarted(

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from signoff.catalog.yamldoc import read_yaml
 from signoff.contracts.base import Email, Identifier
 
 _T = TypeVar("_T")
@@ -35,7 +35,7 @@ def read_directory(path: Path) -> list[tuple[str, str, str | None, dict[str, str
     that is not such a document, a user id or group name the wire contract refuses (no whitespace, no `/`), an
     unknown key, or a file that lists nobody: replacing the directory with that would leave every pending gate
     without approvers (an empty file or `[]` is far more often a mistake than a wish)."""
-    document: Any = yaml.safe_load(path.read_text())
+    document: Any = read_yaml(path)  # strict: a repeated key or an alias bomb is refused, with line and column
     if not isinstance(document, dict):
         raise ValueError(f"{path}: expected a mapping of user groups to member lists (`groups: {{GROUP: [USER]}}`)")
     groups, where = document, ""

@@ -3,7 +3,9 @@
 Shared by the catalog, the executor's pipeline parser and the notifier's routing so that all name a bad spot the
 same way: `pipeline.stages[1].stage.spec.execution.steps[0].step.type`. The loader is PyYAML's safe loader made
 strict about duplicate mapping keys, which plain PyYAML silently resolves to the last one (a classic way to lose a
-step's spec).
+step's spec), and about alias expansion, which PyYAML leaves unbounded (yaml/pyyaml#235): its loader shares an
+anchored node between its aliases, but everything that walks the loaded document (validation, JSON, a message naming
+every problem) meets each alias as a full copy, so a few KiB of nested aliases (an "alias bomb") would cost gigabytes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,23 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+MAX_ALIAS_NODES = 20_000
+"""How many nodes YAML aliases may add to a document, each alias counted as a full copy of its anchor's node (as
+anything walking the loaded document meets it); more is refused as an alias bomb. A document without aliases adds
+none, so this never limits a document written out in full (the api bounds those by size: `pipeline_yaml` is at most
+256 KiB). 20,000 is about what the largest pipeline the api accepts holds written out (256 KiB at the ~19 bytes per
+node of examples/pipelines ≈ 14,000 nodes), and 50 times the largest example document whole (387 nodes, no
+aliases): anchors reusing a step or a stage many times fit, while aliases can at most double the work of the
+largest document anyone can send. Counting happens while the document is composed, from each anchor's size
+(never expanding anything), so refusing a bomb costs about as much as reading its text."""
+
+MAX_REPORTED_ISSUES = 20
+"""An error message lists at most this many problems, then `and N more`: however many an expanded document has,
+what is reported (a 422 body, a CLI line, a dead letter's reason) stays short."""
+
+MAX_ISSUE_CHARS = 500
+"""A reported problem longer than this (a quoted value can be the size of the document) is cut, ending in `…`."""
 
 
 class YamlDocumentError(ValueError):
@@ -39,8 +58,57 @@ class Issue:
         return f"{self.path}: {self.message}"
 
 
+def describe_issues(issues: Sequence[object], separator: str = "; ") -> str:
+    """The first `MAX_REPORTED_ISSUES` of `issues` (each cut to `MAX_ISSUE_CHARS`), then `and N more`."""
+    shown = [_clip(str(issue)) for issue in issues[:MAX_REPORTED_ISSUES]]
+    if len(issues) > len(shown):
+        shown.append(f"and {len(issues) - len(shown)} more")
+    return separator.join(shown)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ISSUE_CHARS else f"{text[: MAX_ISSUE_CHARS - 1]}…"
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping (merge keys `<<` may still be overridden)."""
+    """SafeLoader that refuses a key repeated in one mapping (merge keys `<<` may still be overridden), a document
+    whose aliases add more than `MAX_ALIAS_NODES` nodes, and an alias inside the node it names (a recursive
+    document: it would expand forever)."""
+
+    # Composing keeps two counts: the nodes written in the text, and the nodes of the document with every alias
+    # expanded (an alias adds its anchor's expanded size, known once the anchored node is composed). PyYAML refuses
+    # a repeated anchor name, so an anchor names one node per document.
+    _written = 0
+    _expanded = 0
+    _anchor_sizes: dict[str, int]
+
+    def compose_document(self) -> yaml.Node | None:
+        self._written, self._expanded, self._anchor_sizes = 0, 0, {}
+        return super().compose_document()
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)  # refuses an undefined alias
+            size = self._anchor_sizes.get(event.anchor)
+            if size is None:  # its anchor's node is still being composed: the alias is inside it
+                problem = f"the alias *{event.anchor} is inside the node it names (a recursive document)"
+                raise yaml.composer.ComposerError(None, None, problem, event.start_mark)
+            self._expanded += size
+            if self._expanded - self._written > MAX_ALIAS_NODES:
+                problem = (
+                    f"the document expands to more than {MAX_ALIAS_NODES} nodes beyond those written (YAML aliases, "
+                    "each a full copy of its anchor's node); alias fewer or smaller parts"
+                )
+                raise yaml.composer.ComposerError(None, None, problem, event.start_mark)
+            return node
+        before = self._expanded
+        node = super().compose_node(parent, index)
+        self._written += 1
+        self._expanded += 1
+        if event.anchor is not None:
+            self._anchor_sizes[event.anchor] = self._expanded - before
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -125,15 +193,15 @@ def issues_from_validation_error(error: ValidationError, base: str, skip: Sequen
 
 class DocumentError(ValueError):
     """A document (`kind`: catalog, routing, pipeline) is unreadable or invalid; `issues` lists every problem by
-    path in the file."""
+    path in the file (its message lists the first `MAX_REPORTED_ISSUES`)."""
 
     kind = "document"
 
     def __init__(self, source: str, issues: Iterable[Issue]) -> None:
         self.source = source
         self.issues = list(issues)
-        lines = "\n".join(f"  {issue}" for issue in self.issues)
-        super().__init__(f"{source}: invalid {self.kind} ({len(self.issues)} problem(s)):\n{lines}")
+        lines = describe_issues(self.issues, separator="\n  ")
+        super().__init__(f"{source}: invalid {self.kind} ({len(self.issues)} problem(s)):\n  {lines}")
 
 
 def read_document(path: str | Path, error: type[DocumentError]) -> Any:

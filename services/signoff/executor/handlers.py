@@ -20,7 +20,7 @@ import structlog
 
 from signoff import contracts as wire
 from signoff.catalog import Catalog
-from signoff.catalog.yamldoc import YamlDocumentError, parse_yaml
+from signoff.catalog.yamldoc import YamlDocumentError, describe_issues, parse_yaml
 from signoff.contracts.events import FailureCause
 from signoff.contracts.topics import DEAD_LETTER_TOPIC
 from signoff.executor.domain.actions import TriggeredBy
@@ -142,7 +142,7 @@ class ExecutorHandler:
                 definitions=repo.definitions,
             )
         except InvalidStart as exc:
-            raise Refused("invalid_variables", f"{source}: {'; '.join(exc.problems)}") from None
+            raise Refused("invalid_variables", f"{source}: {describe_issues(exc.problems)}") from None
         await repo.save_pipeline(uow.conn, pipeline.identifier, pipeline.name, text, now)
         sequence = await repo.next_sequence(uow.conn, pipeline.identifier)
         execution = Execution.start(

@@ -6,14 +6,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from signoff.catalog import Catalog
+from signoff.catalog.yamldoc import describe_issues
 from signoff.executor.domain.actions import TriggeredBy
 from signoff.executor.domain.execution import Execution, InvalidStart
 from signoff.executor.domain.pipeline import Pipeline, PipelineError, parse_pipeline
 
 
 def pipeline_problem(exc: PipelineError) -> str:
-    """A pipeline's problems on one line: `path: message; path: message`."""
-    return "; ".join(str(issue) for issue in exc.issues)
+    """A pipeline's problems on one line: `path: message; path: message`, the first `MAX_REPORTED_ISSUES` of them
+    and then `and N more` (a document whose aliases repeat a mistake must not make a megabyte of message)."""
+    return describe_issues(exc.issues)
 
 
 class StartRefused(ValueError):
@@ -23,7 +25,9 @@ class StartRefused(ValueError):
 def check_start(
     text: str, *, catalog: Catalog | None, variables: dict[str, str], user: str, source: str = "<pipeline>"
 ) -> Pipeline:
-    """The parsed pipeline, or StartRefused with every problem on one line."""
+    """The parsed pipeline, or StartRefused with its problems on one line (the first `MAX_REPORTED_ISSUES`).
+
+    It is CPU-bound (a large pipeline takes a while to validate): the api runs it off its event loop."""
     try:
         pipeline = parse_pipeline(text, catalog=catalog, source=source)
     except PipelineError as exc:
@@ -39,5 +43,5 @@ def check_start(
             catalog=catalog,
         )
     except InvalidStart as exc:
-        raise StartRefused("; ".join(exc.problems)) from None
+        raise StartRefused(describe_issues(exc.problems)) from None
     return pipeline

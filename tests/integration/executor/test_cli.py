@@ -25,6 +25,7 @@ from signoff.api.service import ApiRole
 from signoff.api.settings import ApiSettings
 from signoff.cli.main import cli
 from tests.integration.executor.conftest import CATALOG, EXAMPLE, ExecutorRole, gate_opened
+from tests.support.yaml_bombs import alias_bomb
 from tests.unit.executor.builders import approval, as_yaml, parallel, pipeline, shell, stage
 
 pytestmark = pytest.mark.integration
@@ -247,3 +248,23 @@ async def test_the_api_refuses_an_invalid_pipeline_naming_the_field_and_lets_an_
         aborted = await admin.post(f"/executions/{execution_id}/abort", json={"reason": "freeze"})
     assert aborted.status_code == 200, aborted.text
     assert aborted.json()["status"] == "ABORTED" and "aborted by root: freeze" in aborted.json()["reason"]
+
+
+async def test_an_alias_bomb_is_a_short_422_and_a_one_line_cli_error_and_the_api_answers_meanwhile(
+    role, tmp_path: Path
+) -> None:
+    headers = {"Authorization": f"Bearer {role.tokens['alice']}"}
+    async with httpx.AsyncClient(base_url=f"{role.api.url}/api/v1", headers=headers, timeout=60) as alice:
+        bomb, me = await asyncio.gather(
+            alice.post("/executions", json={"pipeline_yaml": alias_bomb(), "variables": {}}), alice.get("/me")
+        )
+    assert bomb.status_code == 422 and bomb.headers["content-type"].startswith("application/problem+json")
+    assert bomb.json()["code"] == "invalid_pipeline" and bomb.json()["errors"][0]["field"] == "pipeline_yaml"
+    assert "the document expands to more than" in bomb.json()["detail"] and len(bomb.content) < 2000
+    assert me.status_code == 200 and me.json()["user"] == "alice"
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    result = await role.cli("run", str(path))
+    assert result.exit_code == 1
+    assert "YAML aliases" in _one_line_error(result)
