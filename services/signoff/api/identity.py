@@ -32,10 +32,13 @@ from joserfc.errors import (
     MissingClaimError,
 )
 from joserfc.jwk import Key, KeySet
+from pydantic import TypeAdapter, ValidationError
 
 from signoff.api import sigv4
 from signoff.api.access_keys import CredentialsKeyError, SecretBox
 from signoff.api.repository import TOUCH_INTERVAL, ApiRepository, ApiToken
+from signoff.contracts.base import Identifier
+from signoff.contracts.durations import format_duration
 
 if TYPE_CHECKING:
     from signoff.api.settings import ApiSettings
@@ -127,6 +130,36 @@ def token_digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
+# Every token expires (docs/identity.md): a bearer secret that outlives the job it was made for is the one that
+# leaks unnoticed. Three years covers a service principal's token on a slow rotation cycle while still bounding
+# the damage of a forgotten one, and keeps `now + lifetime` far inside what Python's datetime and PostgreSQL's
+# timestamptz can hold (a lifetime of millions of days overflows both).
+MAX_TOKEN_LIFETIME = timedelta(days=3 * 365)
+
+# A credential's user is the approver of its decisions and the triggerer of its runs: the wire contract's user id
+# (no whitespace, no `/`, 1-128 characters), so no credential is made for a user whose every decision is refused.
+_USER_ID: TypeAdapter[str] = TypeAdapter(Identifier)
+
+
+def check_user_id(user: str) -> str:
+    """`user` if a credential (API token, access key) may be made for it: a user id as the wire contract's events
+    carry it. ValueError saying why not otherwise."""
+    try:
+        return _USER_ID.validate_python(user)
+    except ValidationError as exc:
+        raise ValueError(f"{user!r} is not a valid user id: {exc.errors()[0]['msg']}") from None
+
+
+def check_token_lifetime(lifetime: timedelta) -> timedelta:
+    """`lifetime` if a token may live that long (positive, at most MAX_TOKEN_LIFETIME); ValueError otherwise."""
+    if lifetime <= timedelta(0):
+        raise ValueError("a token's lifetime must be positive")
+    if lifetime > MAX_TOKEN_LIFETIME:
+        most = f"{format_duration(MAX_TOKEN_LIFETIME)} ({MAX_TOKEN_LIFETIME.days // 365} years)"
+        raise ValueError(f"a token's lifetime is at most {most}; every token expires")
+    return lifetime
+
+
 def new_token_id() -> str:
     """A token's public id (`tok_` + 16 hex digits): what `tokens list` shows and `tokens revoke` takes."""
     return "tok_" + secrets.token_hex(8)
@@ -143,12 +176,13 @@ async def issue_token(
     now: datetime,
 ) -> tuple[ApiToken, str]:
     """Create an API token for `user` valid for `lifetime` from `now`: the stored row and the token's text (the only
-    time it exists outside the caller's hands)."""
+    time it exists outside the caller's hands). ValueError for an unknown permission, a `user` that is not a user
+    id (check_user_id) or a lifetime check_token_lifetime refuses."""
     unknown = set(permissions) - PERMISSIONS
     if unknown:
         raise ValueError(f"unknown permission {sorted(unknown)[0]!r}; known: {', '.join(sorted(PERMISSIONS))}")
-    if lifetime <= timedelta(0):
-        raise ValueError("a token's lifetime must be positive")
+    check_user_id(user)
+    check_token_lifetime(lifetime)
     text = new_token_text()
     token = await repository.create_token(
         conn,

@@ -21,7 +21,7 @@ from signoff.api.repository import AccessKey, ApiRepository
 from signoff.api.settings import ApiSettings
 from signoff.approval.repository import ApprovalRepository
 from signoff.cli.errors import CliError, CliUsageError
-from signoff.cli.plumbing import cli_settings, echo_json, run_with_connection
+from signoff.cli.plumbing import check_user, cli_settings, echo_json, run_with_connection
 from signoff.devstack.stack import CREDENTIALS_KEY_FILE, default_state_dir
 from signoff.runtime.devenv import ENV_FILE, find_env_file, read_env_file, supervisor_pid
 from signoff.runtime.settings import Settings
@@ -90,6 +90,7 @@ def create(user: str) -> None:
     store the secret now: it is never shown again)."""
     if not user.strip():
         raise CliUsageError("--user must not be empty")
+    check_user("--user", user)
     settings = cli_settings(ApiSettings)
     key = settings.api_credentials_key.get_secret_value() if settings.api_credentials_key else None
     box = _box(key)

@@ -16,7 +16,7 @@ import click
 
 from signoff.approval.directory import read_directory
 from signoff.approval.repository import SCHEMA, ApprovalRepository
-from signoff.cli.client import ApiClient, echo_answer, save_credentials
+from signoff.cli.client import ApiClient, echo_answer, save_credentials, segment
 from signoff.cli.errors import CliError, CliUsageError
 from signoff.cli.plumbing import cli_settings, echo_json, run_with_connection
 from signoff.runtime.settings import Settings
@@ -47,7 +47,7 @@ def login(url: str, token: str | None) -> None:
         raise CliUsageError("--url must start with http:// or https://")
     token = token or click.prompt("token", hide_input=True)
     _, me = ApiClient(url, token).call("GET", "/me")
-    path = save_credentials(url, token)
+    path = save_credentials(url, token.strip())  # as it was sent
     click.echo(f"signed in to {url} as {me['user']} (saved in {path})")
 
 
@@ -83,7 +83,8 @@ def pending(group: str | None, mine: bool, limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(gate_id: str, as_json: bool) -> None:
     """Show one gate: the approval message, status, who may approve and how far, inputs, votes, its token."""
-    _, gate = _client().call("GET", f"/gates/{gate_id}")
+    path = f"/gates/{segment(gate_id, 'GATE_ID')}"
+    _, gate = _client().call("GET", path)
     if as_json:
         echo_json(gate)
         return
@@ -121,7 +122,8 @@ def show(gate_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def audit(gate_id: str, as_json: bool) -> None:
     """Show the audit trail of one gate: request, each decision (by whom, via what), refusals, outcome."""
-    _, trail = _client().call("GET", f"/gates/{gate_id}/audit")
+    path = f"/gates/{segment(gate_id, 'GATE_ID')}/audit"
+    _, trail = _client().call("GET", path)
     if as_json:
         echo_json(trail)
         return
@@ -145,7 +147,8 @@ def _parse_inputs(values: tuple[str, ...]) -> dict[str, str]:
 
 def _vote(gate_id: str, status: str, comment: str, inputs: dict[str, str], token: str | None) -> None:
     body = {"status": status, "comment": comment, "inputs": inputs, "token": token}
-    code, answer = _client().call("POST", f"/gates/{gate_id}/decisions", json_body=body)
+    path = f"/gates/{segment(gate_id, 'GATE_ID')}/decisions"
+    code, answer = _client().call("POST", path, json_body=body)
     echo_answer(answer, code)
 
 
@@ -174,9 +177,11 @@ def read_input_json(spec: str) -> dict[str, Any]:
         raise CliUsageError("--cli-input-json expects file://PATH")
     path = Path(spec.removeprefix("file://")).expanduser()
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # JSON is UTF-8 (RFC 8259), whatever the locale says
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); JSON must be UTF-8") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -11,13 +11,14 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from signoff.cli.errors import CliError
+from signoff.cli.errors import CliError, CliUsageError
 from signoff.runtime.devenv import find_env_file, read_env_file, supervisor_alive
 
 START_HINT = "start a local stack with `./signoffw dev up`, then `export SIGNOFF_TOKEN=$(./signoffw dev token USER)`"
@@ -108,32 +109,79 @@ class ApiClient:
                 "no token: set SIGNOFF_TOKEN or run `signoff login --url URL` (on a dev stack "
                 "`signoff dev token USER` prints one)"
             )
+        token = _header_safe_token(self.token)
         try:
             response = httpx.request(
                 method,
                 f"{self.url}/api/v1{path}",
                 json=json_body,
                 params={k: v for k, v in (params or {}).items() if v is not None},
-                headers={"Authorization": f"Bearer {self.token}", **(headers or {})},
+                headers={"Authorization": f"Bearer {token}", **(headers or {})},
                 timeout=self.timeout,
             )
         except httpx.TimeoutException:
             raise CliError(f"the signoff API at {self.url} did not answer within {self.timeout:g}s") from None
-        except httpx.HTTPError as exc:
+        except httpx.ConnectError as exc:
             raise CliError(
                 f"no signoff API is reachable at {self.url} ({type(exc).__name__}: {exc}); {START_HINT}"
             ) from None
-        body = _json(response)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise CliError(f"the signoff API URL {self.url} is not a valid URL: {exc}") from None
+        except httpx.HTTPError as exc:  # reached, but the exchange broke (a reset connection, a garbled answer)
+            raise CliError(
+                f"the request to the signoff API at {self.url} failed ({type(exc).__name__}: {exc})"
+            ) from None
+        try:
+            body = response.json()
+        except ValueError:
+            raise CliError(unexpected_text(response)) from None
         if response.status_code in ok:
             return response.status_code, body
+        if not _is_problem(body):
+            raise CliError(unexpected_text(response))
         raise CliError(problem_text(response.status_code, body))
 
 
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return {"detail": response.text[:300]}
+def _header_safe_token(token: str) -> str:
+    """`token` without surrounding whitespace; a one-line error (before any request) unless what is left could be
+    a bearer token at all: printable ASCII without spaces, as API tokens (`sgf_…`) and JWTs are. Never echoed: it
+    is a secret."""
+    stripped = token.strip()
+    if not stripped or not all("!" <= c <= "~" for c in stripped):
+        raise CliError(
+            "the token is not a valid token: a token is printable ASCII without spaces or control characters "
+            "(check SIGNOFF_TOKEN, or `signoff login` again)"
+        )
+    return stripped
+
+
+def segment(value: str, what: str) -> str:
+    """`value` as one percent-encoded URL path segment, so an id such as `../me` or `?x=1` stays one segment and
+    cannot reach another endpoint. An empty `value`, or one with a `/`, is a usage error naming `what` (the
+    argument or option): no id has a `/` (the wire contract's ids are joined with it), and the API, which routes
+    on the decoded path, could not tell `a%2Fb` from two segments anyway."""
+    if not value:
+        raise CliUsageError(f"{what} must not be empty")
+    if "/" in value:
+        raise CliUsageError(f"{what} {value!r} is not an id: ids never contain '/'")
+    if value in (".", ".."):  # dot segments are removed from a URL's path even when percent-encoding leaves them
+        return "%2E" * len(value)
+    return quote(value, safe="")
+
+
+def _is_problem(body: Any) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("code"), str) and isinstance(body.get("detail"), str)
+
+
+def unexpected_text(response: httpx.Response) -> str:
+    """One line for an answer that is not what the API sends (not JSON, or an error that is not a problem
+    document, e.g. from a proxy in front of it): its HTTP status, where a redirect points, the start of its text."""
+    status = f"HTTP {response.status_code}" + (f" {response.reason_phrase}" if response.reason_phrase else "")
+    text = f"the signoff API answered {response.request.method} {response.url.path} with {status}"
+    if response.is_redirect and response.headers.get("location"):
+        text += f" (a redirect to {response.headers['location']})"
+    excerpt = "".join(c if c.isprintable() else " " for c in " ".join(response.text.split())[:200])
+    return text + (f": {excerpt}" if excerpt else "")
 
 
 def problem_text(status: int, body: Any) -> str:

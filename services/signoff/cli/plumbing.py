@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import asyncpg
 import click
 from pydantic import ValidationError
 
-from signoff.cli.errors import CliError
+from signoff.cli.errors import CliError, CliUsageError
 from signoff.runtime.db import create_pool
 from signoff.runtime.settings import Settings, load_settings
 
@@ -38,6 +40,18 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(jsonable(value), indent=2, sort_keys=True))
 
 
+def check_user(what: str, user: str) -> None:
+    """A usage error naming `what` (the option or argument) unless `user` is a user id as the wire contract has it
+    (what the approval service checks every decision's approver against): a credential for anything else
+    authenticates, yet every decision with it is refused."""
+    from signoff.api.identity import check_user_id  # the admin commands' import; `pending` does not need it
+
+    try:
+        check_user_id(user)
+    except ValueError as exc:
+        raise CliUsageError(f"{what}: {exc}") from None
+
+
 def cli_settings(settings_class: type[S]) -> S:
     """Settings from the environment (or the dev stack's env file); an invalid one is a one-line error."""
     try:
@@ -52,15 +66,31 @@ async def connection(
     settings: Settings, *, unreachable: str = "cannot reach the database"
 ) -> AsyncIterator[asyncpg.Connection]:
     """One connection for the command; an unreachable database is a one-line error starting with `unreachable`."""
+    dsn = settings.database_url.get_secret_value()
     try:
-        pool = await create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=1)
+        pool = await create_pool(dsn, min_size=1, max_size=1)
     except (OSError, asyncpg.PostgresError) as exc:
-        raise CliError(f"{unreachable}: {exc}") from None
+        raise CliError(f"{unreachable}: {_without_password(str(exc), dsn)}") from None
+    except ValueError as exc:  # asyncpg's ClientConfigurationError, or a URL it cannot even split (a port `abc`)
+        raise CliError(
+            "SIGNOFF_DATABASE_URL is not a PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE): "
+            f"{_without_password(str(exc), dsn)}"
+        ) from None
     try:
         async with pool.acquire() as conn:
             yield conn
     finally:
         await pool.close()
+
+
+def _without_password(text: str, dsn: str) -> str:
+    """`text` (an error about `dsn`) with the URL's password, should it quote it, masked."""
+    match = re.match(r"^[^:/?#]*://[^/?#@]*?:([^/?#]*)@", dsn)
+    if match is None or not match.group(1):
+        return text
+    for secret in {match.group(1), unquote(match.group(1))}:
+        text = text.replace(secret, "***")
+    return text
 
 
 def run_with_connection(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:

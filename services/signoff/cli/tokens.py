@@ -15,11 +15,11 @@ import asyncpg
 import click
 from pydantic import SecretStr
 
-from signoff.api.identity import PERMISSIONS, issue_token
+from signoff.api.identity import PERMISSIONS, check_token_lifetime, issue_token
 from signoff.api.repository import ApiRepository, ApiToken
 from signoff.approval.repository import ApprovalRepository
 from signoff.cli.errors import CliError, CliUsageError
-from signoff.cli.plumbing import cli_settings, echo_json, run_with_connection
+from signoff.cli.plumbing import check_user, cli_settings, echo_json, run_with_connection
 from signoff.contracts.durations import DurationError, parse_duration
 from signoff.devstack.stack import default_state_dir
 from signoff.runtime.devenv import ENV_FILE, find_env_file, read_env_file, supervisor_pid
@@ -37,9 +37,10 @@ def _lifetime(text: str) -> timedelta:
         lifetime = parse_duration(text)
     except DurationError as exc:
         raise CliUsageError(f"--expires: {exc}") from None
-    if lifetime <= timedelta(0):
-        raise CliUsageError("--expires: a token's lifetime must be positive")
-    return lifetime
+    try:
+        return check_token_lifetime(lifetime)
+    except ValueError as exc:
+        raise CliUsageError(f"--expires: {exc}") from None
 
 
 def _schemas_missing(what: str) -> CliError:
@@ -99,6 +100,7 @@ def create(user: str, expires: str, name: str, permissions: tuple[str, ...]) -> 
     """Create a token for USER and print it (only the token, on stdout; store it now: it is never shown again)."""
     if not user.strip():
         raise CliUsageError("--user must not be empty")
+    check_user("--user", user)
     if not name.strip():
         raise CliUsageError("--name must not be empty")
     lifetime = _lifetime(expires)
@@ -196,6 +198,7 @@ def dev_token(user: str, state_dir: Path | None) -> None:
     """Print a token (name `dev`, valid 7 days) for USER of the running dev stack's directory (e.g. alice, dana).
 
     Refused outside a dev stack: production tokens come from `signoff tokens create`."""
+    check_user("USER", user)
     if state_dir is None:
         found = find_env_file()
         state_dir = found.parent if found is not None else default_state_dir()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from signoff.cli.client import ApiClient
+from signoff.cli.client import ApiClient, segment
 from signoff.cli.errors import CliError, CliUsageError
 
 POLL_INTERVAL_SECONDS = 0.5
@@ -39,9 +39,11 @@ def _check_locally(file: Path, catalog_path: Path | None, variables: dict[str, s
     from signoff.executor.validation import StartRefused, check_start
 
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8")  # YAML files are UTF-8 here, whatever the locale says
     except OSError as exc:
         raise CliError(f"cannot read {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{file} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     catalog = None
     if catalog_path is not None:
         try:
@@ -58,7 +60,7 @@ def _check_locally(file: Path, catalog_path: Path | None, variables: dict[str, s
 def _wait_for_end(client: ApiClient, execution_id: str, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        status, row = client.call("GET", f"/executions/{execution_id}", ok=(200, 404))
+        status, row = client.call("GET", f"/executions/{segment(execution_id, 'EXECUTION')}", ok=(200, 404))
         if status == 200 and row["status"] in FINISHED:
             return row
         if time.monotonic() > deadline:
@@ -124,7 +126,8 @@ def executions(pipeline: str | None, limit: int, as_json: bool) -> None:
 @click.option("--reason", default="", help="Why (shown to the approvers of its cancelled gate).")
 def abort(execution_id: str, reason: str) -> None:
     """Abort a running execution you started (admins: any): its scripts stop, its waiting gate is cancelled."""
-    status, row = ApiClient.configured().call("POST", f"/executions/{execution_id}/abort", json_body={"reason": reason})
+    path = f"/executions/{segment(execution_id, 'EXECUTION')}/abort"
+    status, row = ApiClient.configured().call("POST", path, json_body={"reason": reason})
     if status == 202:
         raise CliError(f"abort of execution {execution_id} requested; it is still {row['status'].lower()}")
     click.echo(f"execution {execution_id} {row['status'].lower()}" + (f": {row['reason']}" if row["reason"] else ""))
@@ -134,7 +137,8 @@ def abort(execution_id: str, reason: str) -> None:
 @click.argument("execution_id", metavar="EXECUTION")
 def logs(execution_id: str) -> None:
     """The output of each script an execution ran (its last 64 KiB), in the order they ended."""
-    _, answer = ApiClient.configured().call("GET", f"/executions/{execution_id}/logs")
+    path = f"/executions/{segment(execution_id, 'EXECUTION')}/logs"
+    _, answer = ApiClient.configured().call("GET", path)
     for row in answer["logs"]:
         code = "timed out" if row["exit_code"] is None else f"exit {row['exit_code']}"
         click.echo(f"== {row['step_path']} (attempt {row['attempt']}, {code})")
@@ -149,7 +153,8 @@ def logs(execution_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (CodePipeline's shape).")
 def get_pipeline_state(name: str, as_json: bool) -> None:
     """The state of a pipeline's latest execution, with the token of a waiting approval (like CodePipeline's)."""
-    _, state = ApiClient.configured().call("GET", f"/pipelines/{name}/state")
+    path = f"/pipelines/{segment(name, '--name')}/state"
+    _, state = ApiClient.configured().call("GET", path)
     if as_json:
         click.echo(json.dumps(state, indent=2))
         return

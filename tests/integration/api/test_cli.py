@@ -146,3 +146,32 @@ async def test_login_stores_the_url_and_token_owner_only_and_later_commands_use_
     assert listed.exit_code == 0, listed.output
     refused = await front_door.cli(None, "login", "--url", front_door.url, SIGNOFF_LOGIN_TOKEN="sgf_" + "z" * 43)
     assert refused.exit_code == 1 and "not signed in" in _one_line_error(refused)
+
+
+async def test_ids_reach_the_api_as_one_segment_whatever_they_hold(front_door: FrontDoor) -> None:
+    # Percent-encoded: `?x=1` is not a query, `..` does not climb to /api/v1, `#` is not a fragment.
+    for gate_id in ("?x=1", "..", ".", "a#b", "100%", "ä"):
+        for command in ("show", "audit", "approve"):
+            result = await front_door.cli("bob", command, gate_id)
+            assert result.exit_code == 1, (command, gate_id, result.output)
+            assert _one_line_error(result) == f"error: failed (unknown_gate): no gate {gate_id}", (command, gate_id)
+    state = await front_door.cli("bob", "get-pipeline-state", "--name", "?x=1")
+    assert _one_line_error(state) == "error: failed (unknown_pipeline): no execution of pipeline '?x=1'"
+    # No id is empty or holds a `/`: a usage error, nothing is asked (`../me` would have been GET /api/v1/me).
+    for args, what in [
+        (("show", "../me"), "GATE_ID '../me' is not an id"),
+        (("show", ""), "GATE_ID must not be empty"),
+        (("logs", ""), "EXECUTION must not be empty"),
+        (("get-pipeline-state", "--name", "a/b"), "--name 'a/b' is not an id"),
+    ]:
+        result = await front_door.cli("bob", *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert _one_line_error(result).startswith(f"error: {what}"), args
+
+
+async def test_a_token_that_cannot_be_a_header_is_refused_although_the_api_is_up(front_door: FrontDoor) -> None:
+    for token in ("sgf_ä", "sgf_a\nb"):
+        result = await front_door.cli(None, "pending", SIGNOFF_TOKEN=token)
+        assert result.exit_code == 1, result.output
+        error = _one_line_error(result)
+        assert error.startswith("error: the token is not a valid token: a token is printable ASCII"), error

@@ -110,12 +110,22 @@ async def test_revoke_refuses_the_token_from_then_on(signoff, pool):
     assert caught.value.reason == "revoked_token"
 
 
-async def test_bad_input_is_one_line_and_a_non_zero_exit(signoff):
+async def test_bad_input_is_one_line_and_a_non_zero_exit(signoff, pool):
     cases = [
         (("tokens", "revoke", "tok_nope"), 1, "error: no API token tok_nope"),
         (("tokens", "create", "--user", "alice", "--expires", "soon"), 2, "error: --expires: invalid duration"),
         (("tokens", "create", "--user", "alice", "--expires", "0s"), 2, "error: --expires: a token's lifetime"),
         (("tokens", "create", "--user", " "), 2, "error: --user must not be empty"),
+        (
+            ("tokens", "create", "--user", "dana", "--expires", "99999999d"),
+            2,
+            "error: --expires: a token's lifetime is at most 1095d (3 years)",
+        ),
+        (
+            ("tokens", "create", "--user", " bob"),
+            2,
+            "error: --user: ' bob' is not a valid user id: String should match pattern",
+        ),
     ]
     for args, code, start in cases:
         result = await signoff.run(*args)
@@ -123,6 +133,8 @@ async def test_bad_input_is_one_line_and_a_non_zero_exit(signoff):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(start), (args, result.stderr)
         assert result.stdout == ""
+    async with pool.acquire() as conn:
+        assert await conn.fetchval(f'SELECT count(*) FROM "{SCHEMA}".tokens') == 0  # noqa: S608
 
 
 async def test_an_unreachable_database_is_one_line(signoff):
