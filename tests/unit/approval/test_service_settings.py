@@ -84,7 +84,7 @@ def test_read_directory(tmp_path: Path) -> None:
 def test_read_directory_refuses_what_would_empty_or_garble_the_directory(tmp_path: Path, text: str, error: str) -> None:
     path = tmp_path / "directory.yaml"
     path.write_text(text)
-    with pytest.raises(ValueError, match="directory.yaml: ") as refused:
+    with pytest.raises(ValueError, match=r"directory\.yaml: ") as refused:
         read_directory(path)
     assert error in str(refused.value) and "\n" not in str(refused.value)
 
