@@ -119,8 +119,12 @@ class Dispatcher:
         repository: NotifierRepository | None = None,
         poll_interval: float = 1.0,
         rand: Callable[[], float] | None = None,
+        drop_unrouted: bool = True,
     ) -> None:
+        """`drop_unrouted`: at start, end the deliveries of channels that `lanes` does not have (removed from the
+        routing file); False keeps them for replicas whose routing has them."""
         self.pool = pool
+        self.drop_unrouted = drop_unrouted
         self.lanes = dict(lanes)
         self.clock = clock
         self.policy = policy or RetryPolicy()
@@ -267,7 +271,11 @@ class Dispatcher:
         recorder = asyncio.create_task(self._record_until(stopping))
         try:
             # Deliveries of a channel removed from the routing file would wait forever: end them, once.
-            dropped = await self.repository.drop_unrouted(listener, sorted(self.lanes), self.clock.now())
+            dropped = (
+                await self.repository.drop_unrouted(listener, sorted(self.lanes), self.clock.now())
+                if self.drop_unrouted
+                else 0
+            )
             if dropped:
                 log.warning("deliveries_dropped", reason="channel removed", count=dropped)
             await listener.add_listener(WAKE_CHANNEL, self.wake)

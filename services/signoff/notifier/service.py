@@ -37,12 +37,23 @@ DEV_ROUTING = {
 }
 """The routing without a routing file: every notification is a log line of the notifier (see docs)."""
 
+DEV_ROUTING_SOURCE = "<default dev routing>"
+
+
+def dev_routing() -> Routing:
+    """The development routing (`DEV_ROUTING`)."""
+    return Routing.from_mapping(DEV_ROUTING, DEV_ROUTING_SOURCE)
+
 
 def load_routing(settings: NotifierSettings) -> Routing:
     """The routing file, or the development routing (one `log` channel for every group) when none is set."""
     if settings.routing_file is None:
-        log.warning("no_routing_file", using="dev-log: notifications are logged, not sent")
-        return Routing.from_mapping(DEV_ROUTING, "<default dev routing>")
+        log.warning(
+            "no_routing_file",
+            using="dev-log: notifications are logged, not sent",
+            kept="deliveries of other channels: left to the replicas whose routing has them",
+        )
+        return dev_routing()
     return read_routing(settings.routing_file)
 
 
@@ -118,6 +129,9 @@ def notifier_spec(
                 policy=policy,
                 repository=repository,
                 poll_interval=settings.dispatch_interval_seconds,
+                # A replica without a routing file (a pod that lost its mount) knows no channel: ending every
+                # other channel's deliveries as removed would lose what the other replicas still send.
+                drop_unrouted=routing.source != DEV_ROUTING_SOURCE,
             ).run(context.stopping)
 
     async def reminders(context: ServiceContext) -> None:

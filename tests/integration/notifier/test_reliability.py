@@ -11,6 +11,7 @@ import pytest
 
 from signoff.notifier.domain import Routing
 from signoff.notifier.repository import SCHEMA, NewDelivery, NotifierRepository
+from signoff.notifier.service import dev_routing
 from signoff.runtime.clock import FixedClock
 from tests.integration.notifier.conftest import START, NotifierHarness, gate_opened, signature_ok
 from tests.support.waiting import eventually
@@ -227,6 +228,26 @@ async def test_a_delivery_whose_channel_was_removed_from_routing_is_dropped(noti
     )
     (gone,) = [row for row in rows if row["channel"] == "gone"]
     assert gone["last_error"] == "dropped: channel removed" and gone["attempts"] == 1
+
+
+async def test_a_replica_without_a_routing_file_drops_no_other_channels_deliveries(notifier: NotifierHarness) -> None:
+    """A pod that lost its routing mount falls back to the dev-log routing: the deliveries of the real channels are
+    not its to end (it did end them all, as removed channels, for every other replica)."""
+    notifier.http.behaviour["hook"] = "retry-after"  # its first try fails; the retry waits two minutes
+    await notifier.start(webhook_routing(notifier, ("hook", {})))
+    opened = gate_opened()
+    await notifier.publish(opened)
+    await notifier.wait_deliveries(
+        opened.gate_id, lambda r: r["status"] == "pending" and r["attempts"] == 1, count=1, what="the first try"
+    )
+    await notifier.stop_service()
+    await notifier.start(dev_routing())
+    later = gate_opened()
+    await notifier.publish(later)  # sent by dev-log: the dispatcher is past its start
+    await notifier.wait_deliveries(later.gate_id, lambda r: r["status"] == "sent", count=1, what="dev-log sent")
+    (kept,) = await notifier.wait_deliveries(opened.gate_id, lambda r: True, count=1, what="the hook's delivery")
+    assert (kept["channel"], kept["status"], kept["attempts"]) == ("hook", "pending", 1)
+    assert "dropped" not in (kept["last_error"] or "")
 
 
 async def test_a_claim_is_an_index_scan_in_claim_order_however_large_the_backlog(notifier: NotifierHarness) -> None:
