@@ -36,7 +36,7 @@ from signoff.runtime.kafka import ensure_topics, make_producer
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.migrations import load_migrations, migrate
 from signoff.runtime.service import run_until_signalled, until_stopped
-from signoff.runtime.settings import load_settings
+from signoff.runtime.startup import StartupError, role_settings, starting
 from signoff.runtime.tracing import traced
 
 log = structlog.get_logger(__name__)
@@ -207,9 +207,9 @@ class ApiRole:
 @click.command()
 def api() -> None:
     """Run the api role (the REST API /api/v1 for approvers and pipelines) until SIGTERM."""
-    settings = load_settings(ApiSettings)
+    settings = role_settings("api", ApiSettings)
     configure_logging(settings.log_level, settings.log_format, role="api")
     if problem := settings.slack_problem():
-        raise click.ClickException(problem)
-    with traced("api"):
+        raise StartupError(problem)
+    with starting("api", settings), traced("api"):
         asyncio.run(ApiRole(settings).run())

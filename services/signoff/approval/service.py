@@ -19,7 +19,7 @@ from signoff.contracts.topics import TOPICS
 from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.service import Lane, Service, ServiceContext, ServiceSpec
-from signoff.runtime.settings import load_settings
+from signoff.runtime.startup import role_settings, starting
 from signoff.runtime.tracing import traced
 
 REQUESTS_TOPIC = "signoff.approval.requests.v1"
@@ -95,7 +95,7 @@ def approval_spec(settings: ApprovalSettings, clock: Clock | None = None) -> Ser
 @click.command()
 def approval() -> None:
     """Run the approval service (gates, votes, timeouts) until SIGTERM."""
-    settings = load_settings(ApprovalSettings)
+    settings = role_settings("approval", ApprovalSettings)
     configure_logging(settings.log_level, settings.log_format, role="approval")
-    with traced("approval"):
+    with starting("approval", settings), traced("approval"):
         asyncio.run(Service(approval_spec(settings), settings).run())

@@ -15,11 +15,12 @@ from urllib.parse import quote
 
 import click
 import httpx
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from signoff.cli.errors import CliError, CliUsageError
 from signoff.runtime.devenv import find_env_file, read_env_file, supervisor_alive
+from signoff.runtime.settings import setting_problem
 
 START_HINT = "start a local stack with `./signoffw dev up`, then `export SIGNOFF_TOKEN=$(./signoffw dev token USER)`"
 
@@ -82,8 +83,8 @@ class ApiClient:
         a running dev stack."""
         try:
             settings = ClientSettings()
-        except ValueError as exc:
-            raise CliError(f"invalid setting: {' '.join(str(exc).split())[:200]}") from None
+        except ValidationError as exc:  # its message without the value given (SIGNOFF_TOKEN is a secret)
+            raise CliError(f"invalid setting {setting_problem(exc, ClientSettings)}") from None
         saved = _saved()
         url = settings.api_url or saved.get("url") or _dev_stack_url()
         if not url:

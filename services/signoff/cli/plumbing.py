@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import unquote
 
 import asyncpg
 import click
@@ -18,7 +16,8 @@ from pydantic import ValidationError
 
 from signoff.cli.errors import CliError, CliUsageError
 from signoff.runtime.db import create_pool
-from signoff.runtime.settings import Settings, load_settings
+from signoff.runtime.settings import Settings, load_settings, setting_problem
+from signoff.runtime.startup import mask_password
 
 S = TypeVar("S", bound=Settings)
 T = TypeVar("T")
@@ -57,8 +56,7 @@ def cli_settings(settings_class: type[S]) -> S:
     try:
         return load_settings(settings_class)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise CliError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise CliError(f"invalid setting {setting_problem(exc, settings_class)}") from None
 
 
 @asynccontextmanager
@@ -70,27 +68,17 @@ async def connection(
     try:
         pool = await create_pool(dsn, min_size=1, max_size=1)
     except (OSError, asyncpg.PostgresError) as exc:
-        raise CliError(f"{unreachable}: {_without_password(str(exc), dsn)}") from None
+        raise CliError(f"{unreachable}: {mask_password(str(exc), dsn)}") from None
     except ValueError as exc:  # asyncpg's ClientConfigurationError, or a URL it cannot even split (a port `abc`)
         raise CliError(
             "SIGNOFF_DATABASE_URL is not a PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE): "
-            f"{_without_password(str(exc), dsn)}"
+            f"{mask_password(str(exc), dsn)}"
         ) from None
     try:
         async with pool.acquire() as conn:
             yield conn
     finally:
         await pool.close()
-
-
-def _without_password(text: str, dsn: str) -> str:
-    """`text` (an error about `dsn`) with the URL's password, should it quote it, masked."""
-    match = re.match(r"^[^:/?#]*://[^/?#@]*?:([^/?#]*)@", dsn)
-    if match is None or not match.group(1):
-        return text
-    for secret in {match.group(1), unquote(match.group(1))}:
-        text = text.replace(secret, "***")
-    return text
 
 
 def run_with_connection(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:

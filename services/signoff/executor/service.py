@@ -17,7 +17,7 @@ from signoff.executor.settings import ExecutorSettings
 from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.service import Service, ServiceContext, ServiceSpec
-from signoff.runtime.settings import load_settings
+from signoff.runtime.startup import role_settings, starting
 from signoff.runtime.tracing import traced
 
 REQUESTS_TOPIC = EXECUTION_REQUESTS.name
@@ -72,7 +72,7 @@ def executor_spec(
 @click.command()
 def executor() -> None:
     """Run the executor service (pipelines, scripts, approval steps) until SIGTERM."""
-    settings = load_settings(ExecutorSettings)
+    settings = role_settings("executor", ExecutorSettings)
     configure_logging(settings.log_level, settings.log_format, role="executor")
-    with traced("executor"):
+    with starting("executor", settings), traced("executor"):
         asyncio.run(Service(executor_spec(settings), settings).run())

@@ -23,7 +23,7 @@ from signoff.notifier.settings import NotifierSettings
 from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.service import Service, ServiceContext, ServiceSpec
-from signoff.runtime.settings import load_settings
+from signoff.runtime.startup import role_settings, starting
 from signoff.runtime.tracing import traced
 
 log = structlog.get_logger(__name__)
@@ -167,11 +167,9 @@ def _secrets_dir() -> Path | None:
 @click.command()
 def notifier() -> None:
     """Run the notifier service (approval notifications on Slack, Teams, e-mail, webhooks) until SIGTERM."""
-    settings = load_settings(NotifierSettings)
+    settings = role_settings("notifier", NotifierSettings)
     configure_logging(settings.log_level, settings.log_format, role="notifier")
-    try:
-        spec = notifier_spec(settings)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    with traced("notifier"):
-        asyncio.run(Service(spec, settings).run())
+    with starting("notifier", settings):
+        spec = notifier_spec(settings)  # a bad routing file or a missing channel secret: one line, before anything
+        with traced("notifier"):
+            asyncio.run(Service(spec, settings).run())

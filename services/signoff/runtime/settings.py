@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from signoff.runtime.devenv import find_env_file, supervisor_alive
@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     database_pool_min: int = Field(1, ge=0)
     database_pool_max: int = Field(10, ge=1)
 
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Settings:
+        if self.database_pool_min > self.database_pool_max:
+            raise ValueError(
+                f"SIGNOFF_DATABASE_POOL_MIN ({self.database_pool_min}) is over SIGNOFF_DATABASE_POOL_MAX "
+                f"({self.database_pool_max})"
+            )
+        return self
+
     http_host: str = Field("0.0.0.0", description="Bind address of /healthz, /readyz and /metrics.")  # noqa: S104
     http_port: int = Field(8080, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics (0 = any).")
 
@@ -94,3 +103,14 @@ def load_settings(settings_class: type[S] = Settings, **overrides: object) -> S:
         _secrets_dir=secrets_dir if secrets_dir and Path(secrets_dir).is_dir() else None,  # type: ignore[call-arg]
         **overrides,
     )
+
+
+def setting_problem(exc: ValidationError, settings_class: type[BaseSettings] = Settings) -> str:
+    """`SIGNOFF_NAME: what is wrong` for the first error (and how many more), without the value given."""
+    errors = exc.errors()
+    first = errors[0]
+    prefix = str(settings_class.model_config.get("env_prefix", ""))
+    # A check across settings (no location) names its variables in its message.
+    name = f"{prefix}{'_'.join(str(part) for part in first['loc']).upper()}: " if first["loc"] else ""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{name}{first['msg'].removeprefix('Value error, ')}{more}"

@@ -15,7 +15,7 @@ def test_a_signing_secret_without_the_token_and_key_is_one_line_and_exit_1(tmp_p
     env = {"SIGNOFF_SLACK_SIGNING_SECRET": "s3cret-value", "SIGNOFF_SLACK_BOT_TOKEN": "xoxb-t0ken-value"}
     result = CliRunner().invoke(cli, ["api"], env={**env, "SIGNOFF_HOME": str(tmp_path)})
     assert result.exit_code == 1
-    assert result.output.strip() == ("Error: SIGNOFF_SLACK_SIGNING_SECRET is set but SIGNOFF_SLACK_DECISION_KEY is not")
+    assert result.output.strip() == "error: SIGNOFF_SLACK_SIGNING_SECRET is set but SIGNOFF_SLACK_DECISION_KEY is not"
     assert "s3cret-value" not in result.output and "xoxb-t0ken-value" not in result.output
 
 
