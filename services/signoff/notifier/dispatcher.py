@@ -63,6 +63,11 @@ def prefetch_depth(lease: timedelta, timeout: float) -> int:
     return max(1, min(PREFETCH, int(lease.total_seconds() // max(timeout, 0.001)) - 1))
 
 
+STOP_SEND_GRACE_SECONDS = 10.0
+"""How long a stopping dispatcher waits for its sends in flight (within the role's 15 s for background work, and
+Kubernetes' 60 s grace): the default channel timeout."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded exponential backoff (see `signoff.notifier.domain.retry`)."""
@@ -265,7 +270,8 @@ class Dispatcher:
             await self.record_sent()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Dispatch until `stopping` is set; then cancel and release the sends in flight."""
+        """Dispatch until `stopping` is set; then let the sends in flight finish (at most STOP_SEND_GRACE_SECONDS),
+        cancel and release the rest."""
         listener = await self.pool.acquire()
         delay = 0.1
         recorder = asyncio.create_task(self._record_until(stopping))
@@ -299,9 +305,17 @@ class Dispatcher:
             # while it is still cleaning up (a leaked connection would make pool.close() wait forever).
             try:
                 tasks = [task for lane in self.lanes.values() for task in lane.in_flight.values()]
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                try:
+                    if tasks and stopping.is_set():
+                        # Sends under way may finish first (each is bounded by its channel's timeout): cancelled,
+                        # a message already out would be sent again after the restart, and chat webhooks do not
+                        # dedupe. What is still under way after the grace is cancelled and given back.
+                        grace = min(STOP_SEND_GRACE_SECONDS, max(lane.timeout for lane in self.lanes.values()))
+                        await asyncio.wait(tasks, timeout=grace)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
                 recorder.cancel()
                 await asyncio.gather(recorder, return_exceptions=True)
                 await self.record_sent()

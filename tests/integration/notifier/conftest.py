@@ -80,6 +80,9 @@ class HttpSink:
             self.hanging[path] += 1
             await self.release.wait()
             return web.Response(status=503)
+        if mode == "held":  # answers 200 once released: a slow sink that does accept
+            self.hanging[path] += 1
+            await self.release.wait()
         if mode == "flaky" and self.random.random() < 0.5:
             return web.Response(status=503, text="flaky")
         if mode == "fail-first" and sum(1 for h in self.hits[path] if h.headers.get("Idempotency-Key") == key) == 1:

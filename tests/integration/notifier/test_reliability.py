@@ -108,6 +108,33 @@ async def test_a_restart_mid_retry_loses_and_duplicates_nothing(notifier: Notifi
         assert len(tries) >= 2
 
 
+async def test_a_stop_lets_a_send_under_way_finish_so_it_is_not_sent_again(notifier: NotifierHarness) -> None:
+    """SIGTERM while a message is on its way: the send is answered and recorded, not cancelled and sent again by
+    the next replica (chat webhooks do not dedupe)."""
+    notifier.http.behaviour["slow"] = "held"
+    await notifier.start(webhook_routing(notifier, ("slow", {})))
+    opened = gate_opened()
+    await notifier.publish(opened)
+
+    async def in_flight() -> bool:
+        return notifier.http.hanging["slow"] == 1
+
+    await eventually(in_flight, what="the send in flight")
+    service = notifier.service
+    assert service is not None
+    stopping = asyncio.create_task(notifier.stop_service())
+
+    async def stop_begun() -> bool:
+        return service.stopping.is_set()
+
+    await eventually(stop_begun, what="the stop begun")
+    notifier.http.release.set()  # the sink answers while the dispatcher is stopping
+    await stopping
+    (row,) = await notifier.deliveries(opened.gate_id)
+    assert (row["status"], row["attempts"]) == ("sent", 1), row
+    assert len(notifier.http.hits["slow"]) == 1
+
+
 async def test_a_stop_while_a_failed_try_is_being_recorded_gives_the_delivery_back(notifier: NotifierHarness) -> None:
     """The shutdown cancels a send whose failure is being written: the row must not stay `sending` for its lease
     (two minutes by default), it is released like any row this replica had not settled."""
