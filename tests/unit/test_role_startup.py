@@ -63,6 +63,16 @@ def _error_line(done: subprocess.CompletedProcess[str]) -> str:
         ),
         (
             "approval",
+            {"SIGNOFF_DEFAULT_TIMEOUT": "40d", "SIGNOFF_MAX_TIMEOUT": "30d"},
+            "error: approval: SIGNOFF_DEFAULT_TIMEOUT (40d) is over SIGNOFF_MAX_TIMEOUT (30d)",
+        ),
+        (
+            "notifier",
+            {"SIGNOFF_DELIVERY_BACKOFF_BASE_SECONDS": "100", "SIGNOFF_DELIVERY_BACKOFF_CAP_SECONDS": "1"},
+            "error: notifier: SIGNOFF_DELIVERY_BACKOFF_CAP_SECONDS (1) is under SIGNOFF_DELIVERY_BACKOFF_BASE_SECONDS",
+        ),
+        (
+            "approval",
             {"SIGNOFF_DECISION_KEYS": "{bad"},
             "error: approval did not start: ValueError: SIGNOFF_DECISION_KEYS",
         ),

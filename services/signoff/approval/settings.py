@@ -6,7 +6,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from signoff.contracts import parse_duration
 from signoff.runtime.settings import Settings
@@ -57,6 +57,14 @@ class ApprovalSettings(Settings):
     def _check_duration(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> ApprovalSettings:
+        if self.default_timeout_span > self.max_timeout_span:  # every request naming no timeout would be refused
+            raise ValueError(
+                f"SIGNOFF_DEFAULT_TIMEOUT ({self.default_timeout}) is over SIGNOFF_MAX_TIMEOUT ({self.max_timeout})"
+            )
+        return self
 
     @property
     def default_timeout_span(self) -> timedelta:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from signoff.runtime.settings import Settings
 
@@ -45,13 +45,22 @@ class NotifierSettings(Settings):
         1.0, gt=0, description="Polling fallback of the dispatcher and the reminder scheduler (NOTIFY wakes them)."
     )
 
+    @model_validator(mode="after")
+    def _cap_over_base(self) -> NotifierSettings:
+        if self.delivery_backoff_cap_seconds < self.delivery_backoff_base_seconds:
+            raise ValueError(
+                f"SIGNOFF_DELIVERY_BACKOFF_CAP_SECONDS ({self.delivery_backoff_cap_seconds:g}) is under "
+                f"SIGNOFF_DELIVERY_BACKOFF_BASE_SECONDS ({self.delivery_backoff_base_seconds:g})"
+            )
+        return self
+
     @property
     def backoff_base(self) -> timedelta:
         return timedelta(seconds=self.delivery_backoff_base_seconds)
 
     @property
     def backoff_cap(self) -> timedelta:
-        return timedelta(seconds=max(self.delivery_backoff_cap_seconds, self.delivery_backoff_base_seconds))
+        return timedelta(seconds=self.delivery_backoff_cap_seconds)
 
     @property
     def lease(self) -> timedelta:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from signoff.runtime.devenv import find_env_file, supervisor_alive
 
@@ -69,6 +69,19 @@ class Settings(BaseSettings):
     )
     database_pool_min: int = Field(1, ge=0)
     database_pool_max: int = Field(10, ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Secret files before the dev stack's env file (pydantic's default puts the env file first): a mounted
+        # secret is the deployment's, the env file only a local stack that happens to run.
+        return init_settings, env_settings, file_secret_settings, dotenv_settings
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Settings:

@@ -139,7 +139,9 @@ async def test_a_stop_while_a_failed_try_is_being_recorded_gives_the_delivery_ba
     """The shutdown cancels a send whose failure is being written: the row must not stay `sending` for its lease
     (two minutes by default), it is released like any row this replica had not settled."""
     notifier.http.behaviour["stall"] = "hang"  # holds the request until released, then answers 503
-    await notifier.start(webhook_routing(notifier, ("stall", {})), delivery_backoff_base_seconds=60)
+    await notifier.start(
+        webhook_routing(notifier, ("stall", {})), delivery_backoff_base_seconds=60, delivery_backoff_cap_seconds=60
+    )
     opened = gate_opened()
     await notifier.publish(opened)
 

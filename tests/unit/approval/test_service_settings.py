@@ -27,6 +27,25 @@ def test_decision_keys_from_a_secret_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert settings.decision_key("cli") == b"from-file"
 
 
+def test_a_secret_file_wins_over_the_dev_stacks_env_file_and_the_environment_over_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SIGNOFF_DATABASE_URL", raising=False)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "signoff_database_url").write_text("postgresql://from-the-secret@db/signoff")
+    env_file = tmp_path / "dev.env"
+    env_file.write_text("SIGNOFF_DATABASE_URL=postgresql://from-the-dev-stack@db/signoff\n")
+
+    def url() -> str:
+        settings = ApprovalSettings(_env_file=env_file, _secrets_dir=str(secrets))
+        return settings.database_url.get_secret_value()
+
+    assert url() == "postgresql://from-the-secret@db/signoff"
+    monkeypatch.setenv("SIGNOFF_DATABASE_URL", "postgresql://from-the-environment@db/signoff")
+    assert url() == "postgresql://from-the-environment@db/signoff"
+
+
 def test_malformed_decision_keys_are_refused_without_echoing_them() -> None:
     settings = ApprovalSettings(_env_file=None, decision_keys="not json hunter2")
     with pytest.raises(ValueError, match="not valid JSON") as caught:
