@@ -37,6 +37,10 @@ ADMIN = "admin"
 POLL_SECONDS = 0.2
 
 
+CONCURRENT_CHECKS = 2
+"""Pipeline checks one api replica runs at once (one per core of a typical pod, with room for the event loop)."""
+
+
 class ExecutionDesk:
     """Starts, aborts and reads executions."""
 
@@ -54,6 +58,9 @@ class ExecutionDesk:
         self.pool, self.producer, self.catalog = pool, producer, catalog
         self.wait_seconds, self.clock, self.requests_topic = wait_seconds, clock, requests_topic
         self.repository = repository or ExecutorRepository()
+        # Pipeline checks at once: each is CPU in a thread sharing the interpreter with the event loop, so many large
+        # documents at the same time would starve every other request; the rest wait their turn.
+        self._checks = asyncio.Semaphore(CONCURRENT_CHECKS)
 
     async def _publish(self, data: wire.EventData) -> None:
         # Under the request's span when tracing is on: the run's trace starts (or continues the caller's) here.
@@ -71,13 +78,14 @@ class ExecutionDesk:
         Validating is CPU-bound and grows with the document: it runs in a worker thread, so one request's pipeline
         never holds up the other requests on the event loop."""
         try:
-            pipeline = await asyncio.to_thread(
-                check_start,
-                request.pipeline_yaml,
-                catalog=self.catalog,
-                variables=request.variables,
-                user=principal.user,
-            )
+            async with self._checks:
+                pipeline = await asyncio.to_thread(
+                    check_start,
+                    request.pipeline_yaml,
+                    catalog=self.catalog,
+                    variables=request.variables,
+                    user=principal.user,
+                )
         except StartRefused as exc:
             raise ApiProblem(
                 422, "invalid_pipeline", str(exc), errors=[{"field": "pipeline_yaml", "message": str(exc)}]

@@ -84,3 +84,33 @@ async def test_a_nul_character_in_a_variable_is_a_422_naming_it_and_nothing_is_p
     assert (caught.value.status, caught.value.code) == (422, "invalid_request")
     assert caught.value.errors == [{"field": "variables.tag", "message": wire.NUL_PROBLEM}]
     assert producer.sent == []
+
+
+async def test_at_most_concurrent_checks_run_at_once_the_rest_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked = executions.check_start
+    running, most = 0, 0
+    lock = threading.Lock()
+    release = threading.Event()
+    arrived = threading.Semaphore(0)
+
+    def slow_check(*args, **kwargs):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        arrived.release()
+        assert release.wait(10)
+        with lock:
+            running -= 1
+        return checked(*args, **kwargs)
+
+    monkeypatch.setattr(executions, "check_start", slow_check)
+    producer = Producer()
+    request = models.ExecutionRequest(pipeline_yaml=as_yaml(pipeline(stage("s", shell("a")))))
+    desk_ = desk(producer)
+    starts = [asyncio.create_task(desk_.start(ALICE, request)) for _ in range(executions.CONCURRENT_CHECKS + 2)]
+    for _ in range(executions.CONCURRENT_CHECKS):  # the first ones are in their threads
+        assert await asyncio.to_thread(arrived.acquire, True, 10)
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*starts), 30)
+    assert most == executions.CONCURRENT_CHECKS and len(producer.sent) == len(starts)
