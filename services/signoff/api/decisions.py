@@ -25,7 +25,7 @@ from signoff import contracts as wire
 from signoff.api import gates, metrics, models
 from signoff.api.identity import Principal
 from signoff.api.outcomes import OutcomeWaiters
-from signoff.api.problems import ApiProblem, refusal_problem
+from signoff.api.problems import ApiProblem, refusal_problem, refuse_nul
 from signoff.api.repository import ApiRepository, StoredAnswer
 from signoff.approval.repository import ApprovalRepository
 from signoff.contracts.events import DecisionStatus
@@ -232,9 +232,7 @@ class DecisionDesk:
             ]
             first = errors[0]
             raise ApiProblem(422, "invalid_decision", f"{first['field']}: {first['message']}", errors=errors) from None
-        if (field := wire.model_nul_field(decision)) is not None:  # valid, but the approval service could not store it
-            error = {"field": field, "message": wire.NUL_PROBLEM}
-            raise ApiProblem(422, "invalid_decision", f"{field}: {wire.NUL_PROBLEM}", errors=[error])
+        refuse_nul(decision, "invalid_decision")
         return decision.signed(key)
 
     async def _publish_and_wait(self, decision: wire.ApprovalDecision, traceparent: str | None) -> Verdict | None:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from signoff import contracts as wire
 from signoff.api import models
 from signoff.api.identity import Principal
-from signoff.api.problems import ApiProblem
+from signoff.api.problems import ApiProblem, refuse_nul
 from signoff.catalog import Catalog
 from signoff.contracts.topics import EXECUTION_REQUESTS
 from signoff.executor.domain.state import ExecutionStatus
@@ -106,13 +106,7 @@ class ExecutionDesk:
             raise ApiProblem(
                 422, "invalid_request", f"{field}: {first['msg']}", errors=[{"field": field, "message": first["msg"]}]
             ) from None
-        if (field := wire.model_nul_field(data)) is not None:  # valid, but the executor could not store it
-            raise ApiProblem(
-                422,
-                "invalid_request",
-                f"{field}: {wire.NUL_PROBLEM}",
-                errors=[{"field": field, "message": wire.NUL_PROBLEM}],
-            )
+        refuse_nul(data, "invalid_request")
         await self._publish(data)
         log.info("execution_requested", execution_id=execution_id, pipeline=pipeline.identifier, user=principal.user)
         return models.ExecutionStarted(

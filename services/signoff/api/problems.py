@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
+from signoff.contracts import NUL_PROBLEM, model_nul_field
 from signoff.contracts.events import RefusalReason
 
 PROBLEM_TYPE = "application/problem+json"
@@ -72,3 +75,10 @@ class ApiProblem(Exception):
 def refusal_problem(reason: str, detail: str, *, decision_id: str) -> ApiProblem:
     """The approval service refused a decision: its reason as a problem."""
     return ApiProblem(REFUSAL_STATUS.get(reason, 500), reason, detail, decision_id=decision_id)
+
+
+def refuse_nul(data: BaseModel, code: str) -> None:
+    """Raise a 422 `code` naming the field of `data` (an event about to be published) that holds a NUL character:
+    valid for the contract, but the role consuming it could not store it, so the request would be lost."""
+    if (field := model_nul_field(data)) is not None:
+        raise ApiProblem(422, code, f"{field}: {NUL_PROBLEM}", errors=[{"field": field, "message": NUL_PROBLEM}])
