@@ -358,6 +358,14 @@ def test_reject_fails_the_pipeline_and_skips_the_rest(catalog: Catalog) -> None:
     assert not execution.abort(now=T0)
 
 
+def test_a_rejection_no_person_made_names_nobody(catalog: Catalog) -> None:
+    execution = blue_green(catalog)
+    request = run_to_approval(execution)
+    assert execution.approval_rejected(request.step_path, [], "the timeout action rejected it", now=T0)
+    assert execution.reason == f"approval {request.step_path} was rejected: the timeout action rejected it"
+    assert execution.status == ExecutionStatus.FAILED
+
+
 def test_expiry_fails_the_pipeline(catalog: Catalog) -> None:
     execution = blue_green(catalog)
     request = run_to_approval(execution)

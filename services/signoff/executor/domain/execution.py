@@ -410,8 +410,9 @@ class Execution:
             return False
         activities = _activities(approvers, DecisionStatus.REJECT, comments, now)
         state.approval = ApprovalOutcome(action=GateStatus.REJECTED, activities=activities, decided_at=now)
-        who = ", ".join(activity.approver.name for activity in activities) or "an approver"
-        reason = f"rejected by {who}" + (f": {comments}" if comments else "")
+        # Nobody is named when no person rejected it (its timeout action, a newer gate): `comments` says what did.
+        who = ", ".join(activity.approver.name for activity in activities)
+        reason = (f"rejected by {who}" if who else "rejected") + (f": {comments}" if comments else "")
         self._finish_step(state, StepStatus.APPROVAL_REJECTED, now, reason)
         self._fail(now, f"approval {path} was {reason}", ExecutionStatus.FAILED)
         return True
