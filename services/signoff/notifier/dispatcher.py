@@ -13,9 +13,10 @@
   in batches: a fast sink is fed without a database round trip per delivery. A crash before a batch is recorded
   leaves those rows `sending`; their lease brings them back and the idempotency key lets the sink drop the repeat,
   as for any crash mid-send.
-- On shutdown, sends in flight are cancelled, the successes not yet recorded written, and every other row this
-  replica claimed and did not settle released (due at once, the try not counted): waiting for a slot, cancelled
-  mid-send, or cancelled while its failed try was being recorded.
+- On shutdown, sends in flight may finish (at most `STOP_SEND_GRACE_SECONDS`), then the rest are cancelled, the
+  successes not yet recorded written, and every other row this replica claimed and did not settle released (due
+  at once, the try not counted): waiting for a slot, cancelled mid-send, or cancelled while its failed try was
+  being recorded.
 """
 
 from __future__ import annotations
