@@ -4,8 +4,10 @@ the Grafana dashboard only use metrics the code exports; the metrics table of do
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.deploy.manifests import DEPLOY, REPO
@@ -104,3 +106,47 @@ def test_every_exported_metric_is_documented() -> None:
         if f"`{name}{'_total' if kind == 'counter' else ''}`" not in documented
     ]
     assert not missing, f"docs/deploying.md, Metrics: {missing}"
+
+
+def _failing_channel_alerts(tmp_path: Path, series: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`promtool test rules` of SignoffNotifierChannelFailing over SERIES (name{labels} -> values), expecting it
+    to fire for channel "teams" alone after 40 minutes of those series."""
+    groups = tmp_path / "rules.yaml"
+    groups.write_text(yaml.safe_dump(rule()["spec"]))
+    fired = {
+        "exp_labels": {"severity": "warning", "namespace": "signoff", "channel": "teams"},
+        "exp_annotations": {
+            "summary": "signoff notifier channel teams fails every delivery",
+            "description": "No delivery on teams succeeded in 15 minutes while tries failed: check the channel's "
+            "URL, credentials (secret_ref) and the notifier's `delivery_retry_scheduled` logs.",
+        },
+    }
+    case = {
+        "interval": "1m",
+        "input_series": [{"series": name, "values": values} for name, values in series.items()],
+        "alert_rule_test": [{"eval_time": "40m", "alertname": "SignoffNotifierChannelFailing", "exp_alerts": [fired]}],
+    }
+    tests = tmp_path / "tests.yaml"
+    tests.write_text(yaml.safe_dump({"rule_files": [groups.name], "evaluation_interval": "1m", "tests": [case]}))
+    return promtool("test", "rules", str(tests))
+
+
+@pytest.mark.parametrize(
+    "failures",
+    [
+        pytest.param(["dead_lettered"], id="only-permanent-failures"),
+        pytest.param(["retried"], id="only-retried"),
+        pytest.param(["retried", "dead_lettered"], id="both"),
+    ],
+)
+def test_a_channel_that_fails_every_delivery_raises_the_alert(tmp_path: Path, failures: list[str]) -> None:
+    """A deleted webhook answers 404 to every try: only `dead_lettered` grows, and the alert must still fire. A
+    channel that also delivers ("slack") must not."""
+    labels = 'namespace="signoff",pod="signoff-notifier-0"'
+    series = {
+        f'signoff_notifier_deliveries_{kind}_total{{{labels},channel="teams"}}': "0+2x60" for kind in failures
+    }
+    series[f'signoff_notifier_deliveries_dead_lettered_total{{{labels},channel="slack"}}'] = "0+1x60"
+    series[f'signoff_notifier_deliveries_sent_total{{{labels},channel="slack"}}'] = "0+5x60"
+    done = _failing_channel_alerts(tmp_path, series)
+    assert done.returncode == 0, done.stdout + done.stderr
