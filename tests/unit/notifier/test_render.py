@@ -177,6 +177,14 @@ def test_hostile_names_in_subject_and_titles_are_escaped() -> None:
     assert "<b>" not in teams_text(render_teams(view))
 
 
+def test_a_line_break_in_a_bold_name_does_not_break_the_bold() -> None:
+    """Bold cannot span lines in mrkdwn or Teams markdown: a pipeline name with CR/LF is bolded as one line."""
+    event = opened(pipeline_name="Pay\r\nments\ndeploy")
+    view = ApprovalView.from_gate_opened(event, catalog(), now=NOW, approval_page_url=PAGE)
+    assert "*Pay ments deploy*" in slack_text(render_slack(view))
+    assert "**Pay ments deploy**" in teams_text(render_teams(view))
+
+
 def test_webhook_payload_is_the_event_data_with_the_resolved_notification(view: ApprovalView) -> None:
     message = render_webhook(view)
     body = json.loads(message.body)

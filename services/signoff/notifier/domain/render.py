@@ -4,7 +4,7 @@
   (Slack's escaping rules), so `<!channel>` or `<http://evil|x>` in a message stays text. Slack has no escape for
   `*`, `_`, `~` and `` ` ``; a zero-width space is put after each, so `*bold*` shows its asterisks instead of
   formatting. Link labels also lose `|`.
-- Microsoft Teams (incoming webhook, one Adaptive Card 1.4): TextBlock text is the Adaptive Card markdown subset
+- Microsoft Teams (incoming webhook, one Adaptive Card 1.5): TextBlock text is the Adaptive Card markdown subset
   (bold, italic, lists, links); the characters that can start one of those, and `<`, `>`, `&` (some hosts render
   HTML), are backslash-escaped (CommonMark escapes, honoured by Teams desktop, web and, since 2023, mobile), so
   `[x](http://evil)`, `*bold*`, `<script>` and `&amp;` show literally. List and heading markers at a line start
@@ -282,7 +282,9 @@ def _spans(line: Line, text: Callable[[str], str], strong: Callable[[str], str],
     out = []
     for span in line:
         if isinstance(span, Strong):
-            out.append(strong(span.value))
+            # Bold cannot span a line break in mrkdwn or Teams markdown: a CR/LF in a pipeline name would leave
+            # the markers unmatched and show them as text.
+            out.append(strong(_one_line(span.value)))
         elif isinstance(span, Href):
             out.append(link(span))
         else:
