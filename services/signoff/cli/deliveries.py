@@ -36,7 +36,8 @@ def _line(row: dict[str, Any]) -> str:
         status = f"retrying (next {row['next_attempt_at'].isoformat()})"
     tries = f"{row['attempts']}/{row['max_attempts']} tries"
     error = f"  last error: {row['last_error']}" if row["last_error"] and row["status"] != "sent" else ""
-    return f"{row['gate_id']}  {what}  {row['channel']} -> {row['recipient']}  {status}  {tries}{error}"
+    # The id is what the notifier's logs name (delivery_id), so a line here can be found there.
+    return f"#{row['id']}  {row['gate_id']}  {what}  {row['channel']} -> {row['recipient']}  {status}  {tries}{error}"
 
 
 @click.command("deliveries")

@@ -42,6 +42,8 @@ async def test_deliveries_shows_sent_and_dead_lettered(notifier: NotifierHarness
     teams = next(line for line in lines if "docs-teams" in line)
     assert " dead " in teams and "1/4 tries" in teams and "HTTP 404" in teams
     assert "docs-mail -> bob@example.com  sent" in result.stdout
+    ids = [row["id"] for row in await notifier.deliveries(opened.gate_id)]
+    assert [line.split()[0] for line in lines[:5]] == [f"#{n}" for n in ids]  # the logs' delivery_id
     assert lines[-1] == "1 dead, 4 sent"
 
     result = await run(notifier, "deliveries", "--json")
