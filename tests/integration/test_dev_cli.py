@@ -17,6 +17,7 @@ import pytest
 
 from signoff import contracts as wire
 from signoff.approval.service import REQUESTS_TOPIC
+from signoff.devstack.process import free_port
 from signoff.devstack.stack import KEYS_FILE
 from signoff.runtime.devenv import ENV_FILE, read_env_file
 from signoff.runtime.kafka import make_producer
@@ -42,13 +43,14 @@ async def test_dev_up_lets_a_directory_user_approve_with_a_dev_token_through_the
         "SIGNOFF_LOG_FORMAT": "json",
         "XDG_CONFIG_HOME": str(home / "config"),
     }
-    up = _signoff("dev", "up", "--detach", "--state-dir", str(state), env=env)
+    api_port = free_port()  # chosen by the caller, and the decisions below go through it
+    up = _signoff("dev", "up", "--detach", "--state-dir", str(state), "--api-port", str(api_port), env=env)
     assert up.returncode == 0, up.stderr
     try:
         stack_env = read_env_file(state / ENV_FILE)
         keys = json.loads((state / KEYS_FILE).read_text())
         assert len(keys["api"]) >= 32 and keys["api"] not in (state / ENV_FILE).read_text()
-        assert stack_env["SIGNOFF_API_URL"].startswith("http://127.0.0.1:")
+        assert stack_env["SIGNOFF_API_URL"] == f"http://127.0.0.1:{api_port}"
 
         # The stack reported ready with its directory loaded: a token for dana at once, none for a stranger.
         token = _signoff("dev", "token", "dana", env=env)

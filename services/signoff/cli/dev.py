@@ -45,17 +45,20 @@ def _state_dir_option(func):
 @dev.command()
 @click.option("--kafka-port", type=click.IntRange(1, 65535), default=None, help="Broker port [default: a free one].")
 @click.option("--postgres-port", type=click.IntRange(1, 65535), default=None, help="PostgreSQL port [default: free].")
+@click.option("--api-port", type=click.IntRange(1, 65535), default=None, help="The api's port [default: a free one].")
 @click.option("--detach", is_flag=True, help="Run in the background; stop it with `signoff dev down`.")
 @_state_dir_option
-def up(kafka_port: int | None, postgres_port: int | None, detach: bool, state_dir: Path | None) -> None:
+def up(
+    kafka_port: int | None, postgres_port: int | None, api_port: int | None, detach: bool, state_dir: Path | None
+) -> None:
     """Start the broker, PostgreSQL and every service role, in the foreground (Ctrl-C stops all)."""
     state_dir = (state_dir or default_state_dir()).absolute()
     if (pid := supervisor_pid(state_dir)) is not None:
         raise CliError(f"a dev stack is already running from {state_dir} (pid {pid}); `signoff dev down` stops it")
     if detach:
-        _detach(state_dir, kafka_port, postgres_port)
+        _detach(state_dir, kafka_port, postgres_port, api_port)
         return
-    Supervisor(state_dir, kafka_port, postgres_port).run()
+    Supervisor(state_dir, kafka_port, postgres_port, api_port).run()
 
 
 @dev.command()
@@ -112,7 +115,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _detach(state_dir: Path, kafka_port: int | None, postgres_port: int | None) -> None:
+def _detach(state_dir: Path, kafka_port: int | None, postgres_port: int | None, api_port: int | None) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "dev-up.log"
     argv = [sys.executable, "-m", "signoff", "dev", "up", "--state-dir", str(state_dir)]
@@ -120,6 +123,8 @@ def _detach(state_dir: Path, kafka_port: int | None, postgres_port: int | None) 
         argv += ["--kafka-port", str(kafka_port)]
     if postgres_port:
         argv += ["--postgres-port", str(postgres_port)]
+    if api_port:
+        argv += ["--api-port", str(api_port)]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -183,9 +188,11 @@ class Supervisor:
     restart printed; the broker and PostgreSQL keep running (and are started again on their own ports if they
     die). Everything stops only on SIGINT / SIGTERM (Ctrl-C, `signoff dev down`)."""
 
-    def __init__(self, state_dir: Path, kafka_port: int | None, postgres_port: int | None) -> None:
+    def __init__(
+        self, state_dir: Path, kafka_port: int | None, postgres_port: int | None, api_port: int | None = None
+    ) -> None:
         self.state_dir = state_dir
-        self.stack = DevStack(state_dir, kafka_port=kafka_port, postgres_port=postgres_port)
+        self.stack = DevStack(state_dir, kafka_port=kafka_port, postgres_port=postgres_port, api_port=api_port)
         self.roles: dict[str, _Role] = {name: _Role(name) for name in ROLES}
         self._infra_retry_at: dict[str, float] = {}  # broker / postgres -> when to try starting it again
         self.stopping = threading.Event()
