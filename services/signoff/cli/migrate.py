@@ -10,6 +10,7 @@ from signoff.cli.errors import CliError
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.migrations import MigrationError, migrate_all
 from signoff.runtime.settings import load_settings
+from signoff.runtime.startup import mask_password
 
 
 @click.command()
@@ -17,9 +18,10 @@ def migrate() -> None:
     """Create or upgrade the database schemas of every service (idempotent; safe to run concurrently)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format, role="migrate")
+    dsn = settings.database_url.get_secret_value()
     try:
-        asyncio.run(migrate_all(settings.database_url.get_secret_value()))
+        asyncio.run(migrate_all(dsn))
     except (MigrationError, OSError) as exc:
-        raise CliError(f"migration failed: {exc}") from exc
+        raise CliError(f"migration failed: {mask_password(str(exc), dsn)}") from exc
     except Exception as exc:  # asyncpg errors (bad DSN, auth): one line for the operator, not a traceback
-        raise CliError(f"migration failed: {type(exc).__name__}: {exc}") from exc
+        raise CliError(f"migration failed: {mask_password(f'{type(exc).__name__}: {exc}', dsn)}") from exc
