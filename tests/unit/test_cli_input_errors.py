@@ -232,6 +232,7 @@ def test_tokens_create_refuses_a_lifetime_over_the_maximum(env, expires: str) ->
         (("tokens", "create", "--user", "team/bob"), "--user", "team/bob"),
         (("access-keys", "create", "--user", "bo b"), "--user", "bo b"),
         (("dev", "token", " bob"), "USER", " bob"),
+        (("dev", "access-key", "team/bob"), "USER", "team/bob"),
     ],
 )
 def test_credentials_are_refused_for_a_user_id_the_wire_contract_refuses(

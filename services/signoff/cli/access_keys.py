@@ -184,6 +184,7 @@ def dev_access_key(user: str, state_dir: Path | None) -> None:
     AWS_SECRET_ACCESS_KEY=…), for `aws codepipeline --endpoint-url`.
 
     Refused outside a dev stack: production keys come from `signoff access-keys create`."""
+    check_user("USER", user)
     if state_dir is None:
         found = find_env_file()
         state_dir = found.parent if found is not None else default_state_dir()
