@@ -144,6 +144,9 @@ def test_aborting_the_execution_cancels_its_gate(system: System):
     system.signoff("abort", execution_id, "--reason", "wrong tag", user="alice")
     system.wait_status(execution_id, "ABORTED")
     assert "wrong tag" in _notice(system, waiting["externalExecutionId"], CANCELLED).raw
+    audit = json.loads(system.signoff("audit", waiting["externalExecutionId"], "--json", user="alice").stdout)
+    (cancel,) = [entry for entry in audit["entries"] if entry["kind"] == "cancel"]
+    assert cancel["text"] == "gate cancelled (cancelled: aborted by alice: wrong tag)", cancel
     late = system.signoff("approve", waiting["externalExecutionId"], user="dana", check=False)
     assert late.returncode == 1 and "gate_closed" in late.stderr, late.stderr
 

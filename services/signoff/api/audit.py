@@ -49,8 +49,10 @@ def _approval_entry(row: Mapping[str, Any], vote: Mapping[str, Any] | None) -> m
         text = _OUTCOME_WORDS.get(detail.get("event", ""), "outcome")
         if detail.get("detail"):
             text += f": {detail['detail']}"
+    elif kind == "cancel" and reason:
+        text = f"cancel refused ({reason})"
     elif kind == "cancel":
-        text = f"cancel refused ({reason})" if reason else "gate cancelled"
+        text = "gate cancelled" + (f" ({detail['detail']})" if detail.get("detail") else "")
     else:
         text = kind
     return models.AuditEntry(

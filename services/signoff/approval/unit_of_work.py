@@ -333,7 +333,10 @@ class ApprovalUnitOfWork:
             reason=event.reason.value if isinstance(event, domain_events.DecisionRefused) else None,
             detail={
                 "event": data.event_type,
-                "detail": getattr(event, "detail", ""),
+                # A cancel's reason says who or what withdrew the gate ("cancelled: aborted by dana: wrong tag").
+                "detail": event.reason
+                if isinstance(event, domain_events.GateCancelled)
+                else getattr(event, "detail", ""),
                 # A service principal that decided for the approver: the audit names both.
                 **({"submitted_by": cause.submitted_by} if cause.submitted_by and decision_id else {}),
             },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -132,6 +133,11 @@ async def test_cancel(approval: ApprovalHarness) -> None:
     (cancelled,) = await approval.wait_for(CANCELLED, where=lambda d: d.gate_id == opened.gate_id)
     assert cancelled.reason == "aborted"
     assert await approval.gate_status(opened.gate_id) == "cancelled"
+    async with approval.pool.acquire() as conn:
+        audited = await conn.fetchrow(
+            "SELECT detail FROM approval.audit WHERE gate_id = $1 AND kind = 'cancel'", opened.gate_id
+        )
+    assert audited["detail"]["detail"] == "aborted"  # the trail says why
 
 
 async def test_timeout_fail_and_auto_approve_via_expiry(approval: ApprovalHarness) -> None:
