@@ -36,7 +36,7 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from signoff.api import gates, models
+from signoff.api import gates, metrics, models
 from signoff.api import slack_views as views
 from signoff.api.decisions import DecisionDesk
 from signoff.api.identity import Principal
@@ -50,6 +50,8 @@ log = structlog.get_logger(__name__)
 
 SOURCE = "slack"
 SIGNATURE_WINDOW = timedelta(minutes=5)
+TIMESTAMP_DIGITS = 12
+"""A signed request's `X-Slack-Request-Timestamp`: Unix seconds, digits only (more than 12 is no time near now)."""
 CREDENTIAL = "slack"
 """How a Slack user is proven: the request's signature (Slack vouches for `user.id`) and the directory's mapping."""
 
@@ -121,8 +123,9 @@ class SlackDesk:
 
     async def receive(self, body: bytes, timestamp: str | None, signature: str | None) -> Response:
         """One request of Slack's: verify, dedupe, then answer (at once) and finish in the background."""
-        if not timestamp or not signature or not self.verifier.is_valid(body, timestamp, signature):
+        if not timestamp or not signature or not self._signed(body, timestamp, signature):
             log.info("slack_signature_refused", has_signature=bool(signature))
+            metrics.AUTHENTICATION_FAILURES.labels("invalid_signature").inc()
             raise ApiProblem(401, "invalid_signature", "the request does not carry Slack's valid, recent signature")
         digest = hashlib.sha256(b"v0:" + timestamp.encode() + b":" + body).digest()
         async with self.pool.acquire() as conn:
@@ -145,6 +148,21 @@ class SlackDesk:
             ) from None
         # Other interactions (a modal closed, ...) need nothing from signoff.
         return Response(status_code=200)
+
+    def _signed(self, body: bytes, timestamp: str, signature: str) -> bool:
+        """Whether Slack signed `body` at `timestamp` (within the window). Anything a caller can send in the headers
+        is an answer, never an error: slack_sdk's verifier raises on a timestamp that is not an integer (`int()`),
+        a signature that is not ASCII (`hmac.compare_digest`) and a body that is not UTF-8, so those are refused
+        here, before it, as a signature that does not verify."""
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= TIMESTAMP_DIGITS):
+            return False
+        if not signature.isascii():
+            return False
+        try:
+            body.decode()
+        except UnicodeDecodeError:
+            return False
+        return self.verifier.is_valid(body, timestamp, signature)
 
     # ------------------------------------------------------------------------------------------------ press
 
@@ -275,7 +293,7 @@ def _payload(body: bytes) -> dict[str, Any]:
     try:
         fields = parse_qs(body.decode(), strict_parsing=True, max_num_fields=10)
         payload = json.loads(fields["payload"][0])
-    except (UnicodeDecodeError, ValueError, KeyError, IndexError):
+    except (ValueError, RecursionError, KeyError, IndexError):  # UnicodeDecodeError is a ValueError
         raise ApiProblem(
             400,
             "malformed_body",

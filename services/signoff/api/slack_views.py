@@ -31,7 +31,8 @@ STATUS = {"approve": DecisionStatus.APPROVED, "reject": DecisionStatus.REJECTED}
 
 
 class BadInteraction(ValueError):
-    """A payload signoff did not send the parts of (unknown action, a value that names no gate)."""
+    """A payload signoff did not send the parts of (unknown action, a value that names no gate), or with a part of
+    the wrong shape (a string where Slack sends an object, ...); its message names the part."""
 
 
 @dataclass(frozen=True)
@@ -65,22 +66,23 @@ def _plain(text: str, limit: int) -> dict[str, Any]:
 
 def read_click(payload: Mapping[str, Any]) -> Click:
     """The button press of a `block_actions` payload; BadInteraction when it is not one of signoff's buttons."""
-    actions = payload.get("actions") or []
-    action = actions[0] if actions and isinstance(actions[0], Mapping) else {}
-    if action.get("action_id") not in ACTIONS:
-        raise BadInteraction(f"unknown action_id {action.get('action_id')!r}")
-    try:
-        value = json.loads(action.get("value") or "")
-    except json.JSONDecodeError:
-        raise BadInteraction("the button's value is not signoff's") from None
-    if not isinstance(value, dict) or not isinstance(value.get("gate_id"), str) or value.get("action") not in STATUS:
-        raise BadInteraction("the button's value names no gate")
+    payload = _object(payload, "payload")
+    actions = payload.get("actions")
+    if actions is not None and not isinstance(actions, list):
+        raise BadInteraction("actions: not a list")
+    action = _object(actions[0], "actions[0]") if actions else {}
+    action_id = action.get("action_id")
+    if not isinstance(action_id, str) or action_id not in ACTIONS:
+        raise BadInteraction(f"actions[0].action_id: unknown action_id {_shown(action_id)}")
+    value = _json(action.get("value"), "actions[0].value", "the button's value is not signoff's")
+    if not isinstance(value, dict) or not isinstance(value.get("gate_id"), str) or not _known(value.get("action")):
+        raise BadInteraction("actions[0].value: the button's value names no gate")
     return Click(
-        slack_user=str((payload.get("user") or {}).get("id", "")),
+        slack_user=_slack_user(payload),
         gate_id=value["gate_id"],
         action=value["action"],
-        trigger_id=str(payload.get("trigger_id", "")),
-        response_url=payload.get("response_url"),
+        trigger_id=_text(payload.get("trigger_id"), "trigger_id"),
+        response_url=_text(payload.get("response_url"), "response_url") or None,
     )
 
 
@@ -156,40 +158,88 @@ def _input_block(item: ApproverInput) -> dict[str, Any]:
 
 def read_submission(payload: Mapping[str, Any]) -> Submission:
     """The values of a submitted decision modal; BadInteraction when it is not signoff's modal."""
-    view = payload.get("view") or {}
+    payload = _object(payload, "payload")
+    view = _object(payload.get("view"), "view")
     if view.get("callback_id") != CALLBACK_ID:
-        raise BadInteraction(f"unknown view callback_id {view.get('callback_id')!r}")
-    try:
-        metadata = json.loads(view.get("private_metadata") or "")
-    except json.JSONDecodeError:
-        raise BadInteraction("the view's private_metadata is not signoff's") from None
+        raise BadInteraction(f"view.callback_id: unknown view callback_id {_shown(view.get('callback_id'))}")
+    metadata = _json(view.get("private_metadata"), "view.private_metadata", "not signoff's")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("gate_id"), str):
-        raise BadInteraction("the view names no gate")
-    if metadata.get("action") not in STATUS:
-        raise BadInteraction("the view names no action")
-    values = (view.get("state") or {}).get("values") or {}
-    comment = _value(values.get(COMMENT_BLOCK))
+        raise BadInteraction("view.private_metadata: the view names no gate")
+    if not _known(metadata.get("action")):
+        raise BadInteraction("view.private_metadata: the view names no action")
+    view_id = _text(view.get("id"), "view.id")
+    if not view_id:
+        raise BadInteraction("view.id: the view has no id")
+    values = _object(_object(view.get("state"), "view.state").get("values"), "view.state.values")
+    comment = _value(values.get(COMMENT_BLOCK), f"view.state.values.{COMMENT_BLOCK}")
     inputs = {
-        block.removeprefix(INPUT_BLOCK_PREFIX): _value(fields)
+        block.removeprefix(INPUT_BLOCK_PREFIX): _value(fields, f"view.state.values.{block}")
         for block, fields in values.items()
-        if block.startswith(INPUT_BLOCK_PREFIX)
+        if isinstance(block, str) and block.startswith(INPUT_BLOCK_PREFIX)
     }
     return Submission(
-        slack_user=str((payload.get("user") or {}).get("id", "")),
-        view_id=str(view.get("id", "")),
+        slack_user=_slack_user(payload),
+        view_id=view_id,
         gate_id=metadata["gate_id"],
         action=metadata["action"],
-        response_url=metadata.get("response_url"),
+        response_url=_text(metadata.get("response_url"), "view.private_metadata.response_url") or None,
         comment=comment,
         inputs=inputs,
     )
 
 
-def _value(fields: Any) -> str:
-    field = (fields or {}).get(VALUE_ACTION) or {}
+def _value(fields: Any, where: str) -> str:
+    """The value of one input block (`{"value": {"type": ..., "value" | "selected_option": ...}}`); absent is ''."""
+    field = _object(_object(fields, where).get(VALUE_ACTION), f"{where}.{VALUE_ACTION}")
     if field.get("type") == "static_select":
-        return str((field.get("selected_option") or {}).get("value") or "")
-    return str(field.get("value") or "")
+        option = _object(field.get("selected_option"), f"{where}.{VALUE_ACTION}.selected_option")
+        return _text(option.get("value"), f"{where}.{VALUE_ACTION}.selected_option.value")
+    return _text(field.get("value"), f"{where}.{VALUE_ACTION}.value")
+
+
+# ---------------------------------------------------------------------------------------------- payload parts
+# Slack's payloads are JSON: each part is checked for its type here, so a part of the wrong shape is a
+# BadInteraction naming it (422), never a TypeError / AttributeError (500). An absent part (or JSON null) is empty.
+
+
+def _object(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BadInteraction(f"{where}: not an object")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadInteraction(f"{where}: not a string")
+    return value
+
+
+def _json(value: Any, where: str, words: str) -> Any:
+    """`value` (a string of JSON) parsed; BadInteraction when it is not a string or not JSON."""
+    text = _text(value, where)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise BadInteraction(f"{where}: {words}") from None
+
+
+def _known(action: Any) -> bool:
+    return isinstance(action, str) and action in STATUS
+
+
+def _slack_user(payload: Mapping[str, Any]) -> str:
+    """The id of the Slack user who pressed or submitted ('' when Slack sent none: an unknown user)."""
+    return _text(_object(payload.get("user"), "user").get("id"), "user.id")
+
+
+def _shown(value: Any) -> str:
+    """A value of the payload in a message: its repr, cut short."""
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:79] + "…"
 
 
 def submission_errors(submission: Submission, inputs: Sequence[ApproverInput]) -> dict[str, str]:

@@ -276,6 +276,39 @@ async def test_forged_missing_or_stale_signatures_are_401_and_change_nothing(wor
     assert [e for e in await world.audit(gate_id) if e["kind"] in ("vote", "denied")] == []
 
 
+async def test_a_timestamp_that_is_not_a_number_is_401_like_a_bad_signature(world: SlackWorld) -> None:
+    body, headers = slack.signed(SIGNING_SECRET, {"type": "block_actions", "user": slack.user(DANA, "dana")})
+    before = await world.interactions_recorded()
+    for timestamp in ("abc", "", "1e3", "-1", "9" * 5000):
+        answer = await world.post(body, {**headers, "X-Slack-Request-Timestamp": timestamp})
+        assert answer.status_code == 401, (timestamp[:10], answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["code"] == "invalid_signature"
+    assert await world.interactions_recorded() == before
+
+
+async def test_a_signed_payload_of_the_wrong_shape_is_422_naming_the_part(world: SlackWorld) -> None:
+    button = {"action_id": "signoff_approve", "value": json.dumps({"gate_id": "g", "action": "approve"})}
+    modal = {"id": "V1", "callback_id": "signoff_decision", "private_metadata": button["value"]}
+    shapes = {
+        "actions[0].value": {"type": "block_actions", "actions": [{**button, "value": 7}]},
+        "actions": {"type": "block_actions", "actions": {"0": button}},
+        "actions[0]": {"type": "block_actions", "actions": ["signoff_approve"]},
+        "user": {"type": "block_actions", "user": "UDANA0001", "actions": [button]},
+        "user.id": {"type": "block_actions", "user": {"id": 7}, "actions": [button]},
+        "view": {"type": "view_submission", "view": "V1"},
+        "view.private_metadata": {"type": "view_submission", "view": {**modal, "private_metadata": 7}},
+        "view.state.values": {"type": "view_submission", "view": {**modal, "state": {"values": ["comment"]}}},
+    }
+    for field, payload in shapes.items():
+        answer = await world.send(payload)
+        assert answer.status_code == 422, (field, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        problem = answer.json()
+        assert problem["code"] == "invalid_interaction" and problem["detail"].startswith(f"{field}: "), problem
+    assert world.sink.of("/api/views.open") == []
+
+
 async def test_a_replayed_submission_is_no_second_vote(world: SlackWorld) -> None:
     gate_id, _ = await world.door.open_gate(gate_request(groups=("docs",), minimum_count=2))
     await world.press(gate_id, "signoff_approve", DANA, "dana")
