@@ -3,10 +3,12 @@ gates (`/`). Server-rendered HTML (Jinja2, autoescaped), usable without JavaScri
 served from here; every response carries a strict Content-Security-Policy and refuses to be framed.
 
 Who decides is proven as for the JSON API, by a session instead of a bearer token: a signed cookie (itsdangerous,
-keyed by SIGNOFF_API_SESSION_SECRET; HttpOnly, SameSite=Lax, Secure unless the pages are on loopback, bounded by
-SIGNOFF_API_SESSION_MINUTES) made by an OIDC sign-in (authorization code + PKCE) against SIGNOFF_OIDC_ISSUER, or, in a
-dev stack only (SIGNOFF_API_DEV_MODE), by choosing a directory user. Every POST carries the session's CSRF token. A
-GET never decides: mail scanners fetch links before people do. Votes go through the same `DecisionDesk` as the API's.
+keyed by SIGNOFF_API_SESSION_SECRET; HttpOnly, SameSite=Lax, Secure unless a dev stack or a plain-http loopback
+SIGNOFF_API_PUBLIC_URL, bounded by SIGNOFF_API_SESSION_MINUTES) made by an OIDC sign-in (authorization code + PKCE)
+against SIGNOFF_OIDC_ISSUER, or, in a dev stack only (SIGNOFF_API_DEV_MODE), by choosing a directory user. A sign-out
+lists the session's id in the api schema, so a copy of its cookie is refused too. Every POST carries the session's
+CSRF token. A GET never decides: mail scanners fetch links before people do. Votes go through the same
+`DecisionDesk` as the API's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import ipaddress
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -32,6 +34,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from signoff.api import gates, models
 from signoff.api.identity import AuthenticationFailed, IdentityProviderUnavailable, OidcVerifier, Principal
 from signoff.api.problems import ApiProblem
+from signoff.api.settings import ApiSettings
 from signoff.contracts.base import format_utc, parse_utc
 from signoff.contracts.events import DecisionStatus
 from signoff.kernel import user_key
@@ -39,7 +42,6 @@ from signoff.notifier.domain.view import expression_parts
 
 if TYPE_CHECKING:
     from signoff.api.app import ApiContext
-    from signoff.api.settings import ApiSettings
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +60,10 @@ SECURITY_HEADERS = {
 }
 COMMENT_MAX = models.DecisionRequest.model_fields["comment"].metadata[0].max_length
 LOGIN_LIFETIME = timedelta(minutes=10)  # from the redirect to the identity provider until its answer comes back
+MAX_SESSION_LIFETIME = timedelta(
+    minutes=next(m.le for m in ApiSettings.model_fields["api_session_minutes"].metadata if hasattr(m, "le"))
+)  # SIGNOFF_API_SESSION_MINUTES's bound
+ECHO_MAX = 64  # what a page repeats of a request (a gate id, an input name): a URL can be far longer than a page needs
 
 # The approval service's refusal reasons in words, for a person (the detail follows).
 REFUSALS = {
@@ -92,6 +98,11 @@ def safe_url(url: str | None) -> str | None:
     except ValueError:
         return None
     return url.strip() if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def bounded(text: str, limit: int = ECHO_MAX) -> str:
+    """`text` cut to `limit` characters (an ellipsis marks the cut), for repeating what a request named."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def message_parts(text: str) -> list[tuple[str, bool]]:
@@ -171,6 +182,17 @@ class PageSettings:
     session_lifetime: timedelta
     dev_mode: bool = False
     oidc: OidcClient | None = None
+    public_url: str | None = None
+    """SIGNOFF_API_PUBLIC_URL as configured (None when unset: the pages are behind something that did not say)."""
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Whether the session cookie is Secure: always, except in a dev stack or when the configured public URL is
+        plain http on loopback (no TLS there, and a Secure cookie would never come back). An unset public URL is
+        not a reason: a production api behind a TLS-terminating ingress sees only http itself."""
+        if self.dev_mode:
+            return False
+        return not (self.public_url and urlsplit(self.public_url).scheme == "http" and _loopback(self.public_url))
 
     async def aclose(self) -> None:
         """Release the ID-token verifier's HTTP client."""
@@ -200,6 +222,7 @@ class PageSettings:
             session_lifetime=timedelta(minutes=settings.api_session_minutes),
             dev_mode=settings.api_dev_mode,
             oidc=oidc,
+            public_url=settings.api_public_url,
         )
 
 
@@ -240,9 +263,9 @@ def _now(request: Request) -> datetime:
     return _context(request).clock()
 
 
-def _read_session(request: Request) -> Session:
-    """The request's session, or a fresh anonymous one (a missing, forged, or expired cookie). Expiry is judged on
-    the api's clock against the time the session was signed in."""
+async def _read_session(request: Request) -> Session:
+    """The request's session, or a fresh anonymous one (a missing, forged, expired or signed-out cookie). Expiry is
+    judged on the api's clock against the time the session was signed in."""
     serializer = _serializer(request)
     raw = request.cookies.get(COOKIE)
     if serializer is not None and raw:
@@ -263,8 +286,21 @@ def _read_session(request: Request) -> Session:
             if session.user is not None and _now(request).timestamp() - session.issued > lifetime.total_seconds():
                 log.info("page_session_expired", user=session.user)
                 return Session(csrf=secrets.token_urlsafe(32), changed=True, ended=True)
+            if session.user is not None and await _revoked(request, session):
+                log.info("page_session_revoked", user=session.user, sid=session.sid)
+                return Session(csrf=secrets.token_urlsafe(32), changed=True, ended=True)
             return session
     return Session(csrf=secrets.token_urlsafe(32), changed=True)
+
+
+async def _revoked(request: Request, session: Session) -> bool:
+    """Whether the signed-in `session` was signed out (a copy of its cookie outlives the browser's). A session
+    without an id cannot be told apart from another, so it counts as revoked."""
+    if not session.sid:
+        return True
+    context = _context(request)
+    async with context.pool.acquire() as conn:
+        return await context.api.session_revoked(conn, session.sid)
 
 
 def _signed_in(request: Request, session: Session, user: str, via: str) -> Session:
@@ -304,7 +340,7 @@ def _write_session(request: Request, response: Response, session: Session) -> No
         max_age=int(_page_settings(request).session_lifetime.total_seconds()),
         path="/",
         httponly=True,
-        secure=not _loopback(_context(request).base_url or str(request.base_url)),
+        secure=_page_settings(request).secure_cookies,
         samesite="lax",
     )
 
@@ -374,7 +410,7 @@ async def stylesheet() -> Response:
 @router.get("/", response_class=HTMLResponse)
 async def index(request: Request) -> Response:
     """The gates I may decide now, newest first, and the pending gates waiting on others."""
-    session = _read_session(request)
+    session = await _read_session(request)
     if session.user is None:
         return _to_sign_in(request, session, "/")
     context = _context(request)
@@ -407,9 +443,11 @@ async def _gate_page(
         row = await context.approval.find_gate(conn, gate_id)
         votes = await context.approval.votes_of(conn, [gate_id]) if row is not None else []
     if row is None:
-        return _problem_page(request, session, 404, "No such gate", f"There is no gate {gate_id}.")
+        return _problem_page(request, session, 404, "No such gate", f"There is no gate {bounded(gate_id)}.")
     assert session.user is not None
     detail = gates.detail(row, votes, user=session.user, now=context.clock(), base_url="", catalog=context.catalog)
+    errors = errors or {}
+    fields = {item.name for item in detail.inputs} | {"comment"}
     return _render(
         request,
         session,
@@ -419,7 +457,10 @@ async def _gate_page(
         action=action if action in ("approve", "reject") else None,
         answer=answer,
         values=values or {item.name: item.default_value for item in detail.inputs},
-        errors=errors or {},
+        errors=errors,
+        # Errors of inputs the form has no field for (an unknown input, a form of an earlier attempt): listed apart,
+        # or the page would only say 422.
+        other_errors=[(bounded(name), message) for name, message in sorted(errors.items()) if name not in fields],
         comment=comment,
         refusal_words=REFUSALS,
         nonce=secrets.token_urlsafe(16),
@@ -431,7 +472,7 @@ async def _gate_page(
 async def gate_page(request: Request, gate_id: str, action: str | None = None) -> Response:
     """The whole request and the decision form. `?action=approve|reject` (the notification's links) focuses that
     button and asks to confirm; it decides nothing."""
-    session = _read_session(request)
+    session = await _read_session(request)
     if session.user is None:
         return _to_sign_in(request, session, str(request.url.path) + (f"?{request.url.query}" if action else ""))
     return await _gate_page(request, session, gate_id, action=action)
@@ -444,7 +485,7 @@ _INPUT_FIELD = re.compile(r"^input\.(.+)$")
 async def decide(request: Request, gate_id: str) -> Response:
     """A vote from the form, by the signed-in user, through the same desk as the API's; the page again with the
     approval service's answer."""
-    session = _read_session(request)
+    session = await _read_session(request)
     page = f"/gates/{quote(gate_id, safe='')}"
     if session.user is None:
         return _to_sign_in(request, session, page)
@@ -511,7 +552,7 @@ async def decide(request: Request, gate_id: str) -> Response:
 @router.get("/sign-in", response_class=HTMLResponse)
 async def sign_in(request: Request, next: str | None = None, ended: str | None = None) -> Response:
     """How to sign in: the identity provider, and in a dev stack the directory's users."""
-    session = _read_session(request)
+    session = await _read_session(request)
     back_to = _local_path(next)
     settings = _page_settings(request)
     users: list[dict[str, Any]] = []
@@ -534,7 +575,7 @@ async def sign_in(request: Request, next: str | None = None, ended: str | None =
 @router.post("/sign-in/dev", response_class=HTMLResponse)
 async def dev_sign_in(request: Request) -> Response:
     """A dev stack's sign-in as any directory user; refused unless SIGNOFF_API_DEV_MODE is set."""
-    session = _read_session(request)
+    session = await _read_session(request)
     settings = _page_settings(request)
     if not settings.dev_mode or not settings.session_secret:
         return _problem_page(
@@ -560,7 +601,7 @@ def _redirect_uri(request: Request) -> str:
 @router.get("/auth/login")
 async def oidc_login(request: Request, next: str | None = None) -> Response:
     """Off to the identity provider (authorization code, PKCE S256, state and nonce kept in the session)."""
-    session = _read_session(request)
+    session = await _read_session(request)
     oidc = _page_settings(request).oidc
     if oidc is None or not _page_settings(request).session_secret:
         return _problem_page(request, session, 404, "Not available", "OIDC sign-in is not configured.")
@@ -598,7 +639,7 @@ async def oidc_login(request: Request, next: str | None = None) -> Response:
 async def oidc_callback(request: Request) -> Response:
     """The identity provider's answer: the code redeemed (with the PKCE verifier), the ID token verified (keys,
     issuer, audience, expiry, nonce), then a session for its user."""
-    session = _read_session(request)
+    session = await _read_session(request)
     oidc = _page_settings(request).oidc
     login = session.login
     session.login, session.changed = None, True
@@ -628,9 +669,18 @@ async def oidc_callback(request: Request) -> Response:
 
 @router.post("/sign-out", response_class=HTMLResponse)
 async def sign_out(request: Request) -> Response:
-    session = _read_session(request)
+    """End the session: its cookie replaced by an anonymous one, and its id listed as revoked until it would have
+    expired, so a copy of the cookie is refused too."""
+    session = await _read_session(request)
     form = await request.form()
     if session.user is not None and not _csrf_ok(session, form):
         return _problem_page(request, session, 403, "Not signed out", "The form is out of date: reload and try again.")
-    response = _redirect(request, Session(csrf=secrets.token_urlsafe(32), changed=True), "/sign-in")
-    return response
+    if session.user is not None:
+        context = _context(request)
+        # Kept for the longest lifetime the setting allows, not the current one: raising it later must not
+        # bring a signed-out session back.
+        expires = datetime.fromtimestamp(session.issued, tz=UTC) + MAX_SESSION_LIFETIME
+        async with context.pool.acquire() as conn:
+            await context.api.revoke_session(conn, session.sid, expires, _now(request))
+        log.info("page_signed_out", user=session.user, sid=session.sid)
+    return _redirect(request, Session(csrf=secrets.token_urlsafe(32), changed=True), "/sign-in")

@@ -1,6 +1,7 @@
 """All SQL of the api role's own `api` schema: API tokens, access keys, idempotency keys, Slack interactions seen,
-and the requests it refused before they reached the approval service. (The approval and executor schemas are read
-through their services' repositories, read-only.) Methods take the connection of the caller's transaction."""
+the approval pages' signed-out sessions, and the requests it refused before they reached the approval service. (The
+approval and executor schemas are read through their services' repositories, read-only.) Methods take the connection
+of the caller's transaction."""
 
 from __future__ import annotations
 
@@ -306,6 +307,34 @@ class ApiRepository:
             at,
         )
         return row is not None
+
+    # ------------------------------------------------------------------------------------------------ page sessions
+
+    async def revoke_session(
+        self, conn: asyncpg.Connection, session_id: str, expires_at: datetime, now: datetime
+    ) -> None:
+        """Record that the pages' session `session_id` ended (a sign-out) and must be refused until `expires_at`,
+        when it would have run out anyway. Entries already past their expiry are dropped on the way."""
+        await conn.execute(
+            f"DELETE FROM {self._t('revoked_sessions')} WHERE expires_at < $1",  # noqa: S608
+            now,
+        )
+        await conn.execute(
+            f"""INSERT INTO {self._t("revoked_sessions")} (session_id, expires_at) VALUES ($1, $2)
+                ON CONFLICT (session_id) DO UPDATE SET expires_at = greatest(
+                    {self._t("revoked_sessions")}.expires_at, excluded.expires_at)""",  # noqa: S608
+            session_id,
+            expires_at,
+        )
+
+    async def session_revoked(self, conn: asyncpg.Connection, session_id: str) -> bool:
+        """Whether the pages' session `session_id` was signed out (a pruned entry's session has expired anyway)."""
+        return bool(
+            await conn.fetchval(
+                f"SELECT EXISTS (SELECT 1 FROM {self._t('revoked_sessions')} WHERE session_id = $1)",  # noqa: S608
+                session_id,
+            )
+        )
 
     async def denials_of_gate(self, conn: asyncpg.Connection, gate_id: str) -> list[asyncpg.Record]:
         return await conn.fetch(

@@ -1,11 +1,13 @@
 """The approval pages over real HTTP (the api and approval roles on the real broker and PostgreSQL): sessions and
 their cookie, sign-in (a dev stack's, and OIDC's authorization code with PKCE against a local identity provider),
-CSRF, what a GET may not do, and what the page shows. The browser journeys are in tests/e2e/test_approval_page.py."""
+sign-out (a copy of the cookie is refused after it), CSRF, what a GET may not do, and what the page shows. The
+browser journeys are in tests/e2e/test_approval_page.py."""
 
 from __future__ import annotations
 
 import contextlib
 import re
+import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +17,8 @@ import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from signoff.api.pages import COOKIE
+from signoff.api.pages import COOKIE, ECHO_MAX, MAX_SESSION_LIFETIME
+from signoff.api.repository import SCHEMA as API_SCHEMA
 from tests.integration.api.conftest import FrontDoor, pipeline_name, running_front_door
 from tests.integration.approval.conftest import request
 from tests.support.oidc import AUDIENCE, IdentityProvider
@@ -46,6 +49,18 @@ async def _sign_in(door: FrontDoor, user: str, back_to: str = "/") -> AsyncItera
         signed = await client.post("/sign-in/dev", data={"csrf": _csrf(form.text), "user": user, "next": back_to})
         assert signed.status_code == 303 and signed.headers["location"] == back_to, signed.text
         yield client
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def _revoked(door: FrontDoor) -> list[dict]:
+    async with door.pool.acquire() as conn:
+        rows = await conn.fetch(f'SELECT session_id, expires_at FROM "{API_SCHEMA}".revoked_sessions')  # noqa: S608
+    return [dict(row) for row in rows]
 
 
 async def _votes(door: FrontDoor, gate_id: str) -> list[dict]:
@@ -181,6 +196,75 @@ async def test_an_expired_session_goes_back_to_sign_in_and_then_to_the_same_gate
             context.clock = real_clock
 
 
+async def test_a_sign_out_revokes_the_session_so_a_copy_of_its_cookie_grants_nothing(page_door: FrontDoor) -> None:
+    gate_id, _ = await page_door.open_gate(request(pipeline=pipeline_name(), groups=("docs",), timeout="1d"))
+    link = f"/gates/{gate_id}"
+    async with _sign_in(page_door, "dana") as dana, _sign_in(page_door, "dana") as elsewhere:
+        page = await dana.get(link)
+        assert page.status_code == 200
+        copied = dana.cookies[COOKIE]
+        out = await dana.post("/sign-out", data={"csrf": _csrf(page.text)})
+        assert out.status_code == 303 and out.headers["location"] == "/sign-in"
+        assert (await dana.get(link)).status_code == 303
+        # Only that session ended: dana's other browser is still signed in.
+        assert "Signed in as <strong>dana</strong>" in (await elsewhere.get(link)).text
+    async with httpx.AsyncClient(base_url=page_door.url, timeout=60) as thief:
+        thief.cookies.set(COOKIE, copied)
+        stolen = await thief.get(link)
+        thief.cookies.set(COOKIE, copied)
+        posted = await thief.post(link, data={"csrf": _csrf(page.text), "decision": "Approved"})
+    assert stolen.status_code == 303 and stolen.headers["location"].startswith("/sign-in?next=")
+    assert posted.status_code == 303 and posted.headers["location"].startswith("/sign-in?next=")
+    assert await _votes(page_door, gate_id) == []
+    (first,) = await _revoked(page_door)
+
+    # A revoked id is kept only while its session could still be valid, for the longest lifetime the setting
+    # allows (raising it must not bring the session back): the next sign-out after that prunes it.
+    context = page_door.api.context
+    real_clock = context.clock
+    later = datetime.now(UTC) + MAX_SESSION_LIFETIME + timedelta(minutes=1)
+    context.clock = lambda: later
+    try:
+        async with _sign_in(page_door, "eli") as eli:
+            page = await eli.get("/")
+            await eli.post("/sign-out", data={"csrf": _csrf(page.text)})
+    finally:
+        context.clock = real_clock
+    (second,) = await _revoked(page_door)
+    assert second["session_id"] != first["session_id"]
+    assert abs(second["expires_at"] - (later + MAX_SESSION_LIFETIME)) < timedelta(seconds=5)
+
+
+async def test_an_approval_refused_for_its_inputs_or_by_the_decision_says_why(page_door: FrontDoor) -> None:
+    gate_id, _ = await page_door.open_gate(request(pipeline=pipeline_name(), groups=("docs",), timeout="1d"))
+    async with _sign_in(page_door, "dana") as dana:
+        form = await dana.get(f"/gates/{gate_id}")
+        sent = {"csrf": _csrf(form.text), "decision": "Approved"}
+        # An input the gate does not have (a tampered form, or one of another attempt): the form has no field for it.
+        unknown = await dana.post(f"/gates/{gate_id}", data=sent | {"input.colour": "red", "input." + "z" * 500: "x"})
+        # A 422 of the decision itself (a NUL character no role could store).
+        nul = await dana.post(f"/gates/{gate_id}", data=sent | {"comment": "ship\x00it"})
+    assert unknown.status_code == 422, unknown.text
+    errors = re.search(r'<div class="notice notice-bad" role="alert" id="errors">(.*?)</div>', unknown.text, re.S)
+    assert errors, unknown.text
+    assert "Nothing was recorded" in errors.group(1) and "colour: this gate has no such input" in errors.group(1)
+    assert "z" * (ECHO_MAX - 1) + "…: this gate has no such input" in errors.group(1)
+    assert "z" * ECHO_MAX not in unknown.text
+    assert nul.status_code == 422, nul.text
+    assert "Refused (invalid_decision)" in nul.text and "comment: " in nul.text
+    assert await _votes(page_door, gate_id) == []
+
+
+async def test_the_404_page_repeats_a_bounded_part_of_the_gate_id(page_door: FrontDoor) -> None:
+    asked = "g" * 5000
+    async with _sign_in(page_door, "dana") as dana:
+        shown = await dana.get(f"/gates/{asked}")
+        posted = await dana.post(f"/gates/{asked}", data={"csrf": _csrf(shown.text), "decision": "Rejected"})
+    for page in (shown, posted):
+        assert page.status_code == 404, page.text[:500]
+        assert f"There is no gate {'g' * (ECHO_MAX - 1)}…." in page.text and "g" * ECHO_MAX not in page.text
+
+
 async def test_a_comment_over_the_limit_comes_back_by_its_field_and_nothing_is_recorded(page_door: FrontDoor) -> None:
     gate_id, _ = await page_door.open_gate(request(pipeline=pipeline_name(), groups=("docs",), timeout="1d"))
     async with _sign_in(page_door, "dana") as dana:
@@ -217,7 +301,7 @@ async def test_catalog_names_are_escaped_and_their_links_are_links(page_door: Fr
     assert '<a href="https://runbooks.example.com/evil" rel="noopener noreferrer">Real runbook</a>' in page
 
 
-async def test_without_dev_mode_nobody_is_listed_and_the_dev_sign_in_is_refused(
+async def test_without_dev_mode_nobody_is_listed_the_dev_sign_in_is_refused_and_the_cookie_is_secure(
     settings, names, tmp_path: Path
 ) -> None:
     async with (
@@ -228,6 +312,8 @@ async def test_without_dev_mode_nobody_is_listed_and_the_dev_sign_in_is_refused(
         refused = await client.post("/sign-in/dev", data={"csrf": "no form offers one", "user": "dana"})
         home = await client.get("/")
     assert "dana" not in page.text and "directory user" not in page.text
+    # No SIGNOFF_API_PUBLIC_URL is no proof of a loopback-only api: behind an ingress it is reached over TLS.
+    assert "Secure" in page.headers["set-cookie"]
     assert refused.status_code == 403 and "only in a dev stack" in refused.text
     assert home.status_code == 303 and home.headers["location"].startswith("/sign-in")
 
@@ -244,10 +330,13 @@ async def idp() -> AsyncIterator[IdentityProvider]:
 async def test_oidc_sign_in_uses_the_code_flow_with_pkce_and_its_user_decides(
     settings, names, tmp_path: Path, idp: IdentityProvider
 ) -> None:
+    port = _free_port()  # a plain-http loopback public URL: the one case besides dev mode without a Secure cookie
     async with running_front_door(
         settings,
         names,
         tmp_path,
+        api_port=port,
+        api_public_url=f"http://127.0.0.1:{port}",
         api_session_secret=SECRET,
         oidc_issuer=idp.issuer,
         oidc_audience=AUDIENCE,
@@ -260,6 +349,7 @@ async def test_oidc_sign_in_uses_the_code_flow_with_pkce_and_its_user_decides(
             assert "Sign in with your identity provider" in sign_in.text and "directory user" not in sign_in.text
             to_idp = await browser.get("/auth/login", params={"next": f"/gates/{gate_id}"})
             assert to_idp.status_code == 303 and to_idp.headers["location"].startswith(idp.issuer + "/auth?")
+            assert "Secure" not in to_idp.headers["set-cookie"]
             back = await browser.get(to_idp.headers["location"])  # the identity provider signs dana in
             callback = back.headers["location"]
             landed = await browser.get(callback)
