@@ -143,9 +143,7 @@ def test_a_channel_that_fails_every_delivery_raises_the_alert(tmp_path: Path, fa
     """A deleted webhook answers 404 to every try: only `dead_lettered` grows, and the alert must still fire. A
     channel that also delivers ("slack") must not."""
     labels = 'namespace="signoff",pod="signoff-notifier-0"'
-    series = {
-        f'signoff_notifier_deliveries_{kind}_total{{{labels},channel="teams"}}': "0+2x60" for kind in failures
-    }
+    series = {f'signoff_notifier_deliveries_{kind}_total{{{labels},channel="teams"}}': "0+2x60" for kind in failures}
     series[f'signoff_notifier_deliveries_dead_lettered_total{{{labels},channel="slack"}}'] = "0+1x60"
     series[f'signoff_notifier_deliveries_sent_total{{{labels},channel="slack"}}'] = "0+5x60"
     done = _failing_channel_alerts(tmp_path, series)
