@@ -15,14 +15,21 @@ Every request carries `Idempotency-Key` (e-mail: `X-Signoff-Idempotency-Key` and
 every try of a delivery, so a sink can drop a repeat after a retry or a crash mid-send, and the W3C `traceparent`
 of the run (HTTP and e-mail header alike): the send's span when tracing is on, else the gate event's.
 
-A failure raises `DeliveryFailed`; `permanent` ones (HTTP 4xx other than 408 / 425 / 429, an SMTP refusal of
-the recipient) are dead-lettered at once, the others retried, no sooner than a 429 / 503 response's `Retry-After`.
+A failure raises `DeliveryFailed`; `permanent` ones (an HTTP 3xx, which is not followed, or 4xx other than 408 /
+425 / 429; an SMTP 5xx, at RCPT or elsewhere) are dead-lettered at once, the others (an SMTP 4xx such as greylisting)
+retried, no sooner than a 429 / 503 response's `Retry-After`. A failure's text never quotes an HTTP channel's URL:
+an incoming-webhook URL is the channel's credential, and the text is shown by `signoff deliveries` and logged.
+
+`check_channels` reads every channel's configuration (secrets, URLs, the `whsec_` key, the SMTP port) without
+connecting to anything, so the role refuses to start on a bad one instead of failing once it is running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
+import errno
 import hashlib
 import hmac
 import json
@@ -41,6 +48,7 @@ import aiohttp
 import aiosmtplib
 import asyncpg
 import structlog
+import yarl
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from standardwebhooks.webhooks import Webhook
@@ -144,9 +152,77 @@ def retry_after(value: str | None, now: datetime) -> timedelta | None:
 
 
 def _http_error(status: int, text: str, headers: Mapping[str, str]) -> DeliveryFailed:
+    if 300 <= status < 400:
+        # Not followed: the signed body would be posted again to wherever `Location` says. A webhook URL that
+        # answers with a redirect is a misconfigured one (like a 4xx), and its Location is not quoted (it may
+        # carry the credential too).
+        return DeliveryFailed(f"HTTP {status}: redirected (3xx), not followed", permanent=True)
     permanent = 400 <= status < 500 and status not in RETRYABLE_STATUS
     wait = retry_after(headers.get("Retry-After"), datetime.now(UTC)) if status in (429, 503) else None
     return DeliveryFailed(f"HTTP {status}: {text[:200]}", permanent=permanent, retry_after=wait)
+
+
+def _client_failure(channel: str, exc: aiohttp.ClientError) -> DeliveryFailed:
+    """A request that got no usable answer, told by the exception's type and a reason in our own words, the channel
+    naming where it went: aiohttp's own messages quote the URL (`Connection timeout to host <url>`, a
+    `ClientResponseError`'s `url=...`), and an incoming-webhook URL is the channel's credential."""
+    return DeliveryFailed(f"{type(exc).__name__}: {_client_reason(exc)} (channel {channel!r})")
+
+
+def _client_reason(exc: aiohttp.ClientError) -> str:
+    """What went wrong with a request, without a word of its URL (host, path, query or userinfo)."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "DNS lookup failed"
+    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch):
+        return "TLS handshake or certificate refused"
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientConnectionResetError):
+        return "connection closed by the server"
+    if isinstance(exc, aiohttp.ClientOSError):  # connector errors too: their text names the host
+        if isinstance(exc.__cause__, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+            return "connection refused"
+        name = errno.errorcode.get(exc.errno) if exc.errno is not None else None
+        return f"connection failed ({name})" if name else "connection failed"
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return "too many redirects"
+    if isinstance(exc, aiohttp.ClientResponseError):  # the answer could not be parsed as HTTP
+        return "invalid HTTP response"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "response body cut short or malformed"
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return "invalid URL"
+    return "request failed"
+
+
+def http_url(url: str, what: str) -> str:
+    """`url` when it is an absolute http(s) URL with a host, as aiohttp reads it; else ValueError naming `what`
+    (the setting), never the URL, which may be the channel's credential."""
+    try:
+        parsed = yarl.URL(url)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host or not parsed.is_absolute():
+        raise ValueError(f"{what} is not a valid http(s) URL with a host")
+    return url
+
+
+def webhook_key(key: str, what: str) -> bytes:
+    """The HMAC key of a webhook secret: `whsec_<base64>` (Standard Webhooks' form, padding optional) decoded, any
+    other text its UTF-8 bytes. ValueError naming `what` (the secret) when the `whsec_` key is malformed; the key
+    is never quoted."""
+    if not key.startswith("whsec_"):
+        return key.encode()
+    encoded = key.removeprefix("whsec_")
+    try:
+        # validate: a lax decoder drops characters outside the alphabet, so sender and receiver could hold
+        # different keys; the padding is optional, as Standard Webhooks' libraries read it.
+        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError(f"{what} holds a malformed whsec_ key: the part after whsec_ is not valid base64") from None
+    if not decoded:
+        raise ValueError(f"{what} holds an empty whsec_ key")
+    return decoded
 
 
 class WebhookSigner:
@@ -173,18 +249,19 @@ class HttpTransport:
         session: aiohttp.ClientSession,
         url: str,
         *,
+        channel: str,
         signing_key: str | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        """`signing_key`: the channel's secret; `whsec_<base64>` (Standard Webhooks' form) is the base64-decoded
-        key, any other text its UTF-8 bytes. `now`: the clock of `webhook-timestamp`."""
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("a webhook URL must be http(s)")
+        """`channel`: the routing channel's name, what a failure names (never the URL). `signing_key`: the
+        channel's secret; `whsec_<base64>` (Standard Webhooks' form) is the base64-decoded key, any other text its
+        UTF-8 bytes. `now`: the clock of `webhook-timestamp`."""
         self.session = session
-        self.url = url
+        self.url = http_url(url, "the URL")
+        self.channel = channel
         self.signer = None
         if signing_key is not None:
-            self.signer = WebhookSigner(signing_key if signing_key.startswith("whsec_") else signing_key.encode())
+            self.signer = WebhookSigner(webhook_key(signing_key, "the signing key"))
         self.now = now
 
     async def send(self, outgoing: Outgoing) -> None:
@@ -203,11 +280,14 @@ class HttpTransport:
             headers["webhook-timestamp"] = str(int(moment.timestamp()))
             headers["webhook-signature"] = self.signer.sign(outgoing.idempotency_key, moment, body)
         try:
-            async with self.session.post(self.url, data=body, headers=headers) as response:
+            # allow_redirects=False: a 3xx is a failed delivery (`_http_error`), the signed body is never re-posted
+            # to another address.
+            async with self.session.post(self.url, data=body, headers=headers, allow_redirects=False) as response:
                 if response.status >= 300:
                     raise _http_error(response.status, await response.text(errors="replace"), response.headers)
         except aiohttp.ClientError as exc:
-            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+            # from None: the cause's text (and a traceback logged with it) would quote the URL.
+            raise _client_failure(self.channel, exc) from None
 
 
 class SlackBotTransport:
@@ -321,11 +401,19 @@ class SmtpTransport:
                 timeout=self.timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            raise DeliveryFailed(f"recipient refused: {exc}", permanent=True) from exc
+            raise _recipients_refused(exc) from exc
         except aiosmtplib.SMTPResponseException as exc:
             raise DeliveryFailed(f"SMTP {exc.code}: {exc.message}", permanent=500 <= exc.code < 600) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _recipients_refused(exc: aiosmtplib.SMTPRecipientsRefused) -> DeliveryFailed:
+    """Every recipient refused at RCPT: permanent only when each refusal is a 5xx; a 4xx (greylisting's 451, a full
+    mailbox, a server short of resources) is the server's "try again later"."""
+    refusals = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+    permanent = bool(exc.recipients) and all(500 <= r.code < 600 for r in exc.recipients)
+    return DeliveryFailed(f"recipient refused: {refusals}", permanent=permanent)
 
 
 class LogTransport:
@@ -358,6 +446,37 @@ def _append(path: Path, text: str) -> None:
         handle.write(text)
 
 
+def check_channels(routing: Routing, secrets: Secrets) -> None:
+    """Every channel's configuration read as its transport reads it (its secret found, its URLs valid, its `whsec_`
+    key decoded, its SMTP port a port), connecting to nothing: the role's start-up check. Raises ValueError
+    `channel '<name>': ...` naming the setting or the secret, never a secret's value."""
+    for name, channel in routing.channels.items():
+        try:
+            _check_channel(channel, secrets)
+        except ValueError as exc:  # SecretMissing too
+            raise ValueError(f"channel {name!r}: {exc}") from None
+
+
+def _check_channel(channel: Channel, secrets: Secrets) -> None:
+    """One channel's check; its ValueError names the setting (check_channels adds the channel)."""
+    secret = secrets.get(channel.secret_ref) if channel.secret_ref else None
+    where = f"secret {channel.secret_ref!r} ({secrets.variable(channel.secret_ref)})" if channel.secret_ref else ""
+    if slack_bot(channel):
+        http_url(str(channel.settings.get("api_url", "https://slack.com/api/")), "settings.api_url")
+    elif channel.type in ("slack", "teams"):
+        assert secret is not None  # the routing model requires secret_ref
+        http_url(secret, f"the incoming-webhook URL in {where}")
+    elif channel.type == "webhook":
+        assert secret is not None
+        http_url(str(channel.settings["url"]), "settings.url")
+        webhook_key(secret, f"the signing key in {where}")
+    elif channel.type == "email":
+        port = channel.settings.get("smtp_port", 25)
+        text = "" if isinstance(port, bool | float) else str(port).strip()  # 25 or "25", as SmtpTransport reads it
+        if not text.isdigit() or not 1 <= int(text) <= 65535:
+            raise ValueError("settings.smtp_port is not a port number (1 to 65535)")
+
+
 def build_transports(
     routing: Routing,
     secrets: Secrets,
@@ -366,9 +485,10 @@ def build_transports(
     default_timeout: float,
     pool: asyncpg.Pool | None = None,
 ) -> dict[str, Transport]:
-    """A transport per routing channel; raises `SecretMissing` / `ValueError` naming the channel at start-up,
+    """A transport per routing channel; raises `ValueError` naming the channel (`check_channels`'s, first),
     so a misconfigured channel stops the role instead of dead-lettering every delivery. `pool`: where Slack
     channels in bot mode keep their messages' ids (required when one is routed)."""
+    check_channels(routing, secrets)
     transports: dict[str, Transport] = {}
     for name, channel in routing.channels.items():
         try:
@@ -385,11 +505,11 @@ def build_transports(
                 transports[name] = SlackBotTransport(pool, client, name, str(channel.settings["channel"]))
             elif channel.type in ("slack", "teams"):
                 assert channel.secret_ref is not None  # the routing model requires it
-                transports[name] = HttpTransport(session, secrets.get(channel.secret_ref))
+                transports[name] = HttpTransport(session, secrets.get(channel.secret_ref), channel=name)
             elif channel.type == "webhook":
                 assert channel.secret_ref is not None
                 key = secrets.get(channel.secret_ref)
-                transports[name] = HttpTransport(session, str(channel.settings["url"]), signing_key=key)
+                transports[name] = HttpTransport(session, str(channel.settings["url"]), channel=name, signing_key=key)
             elif channel.type == "email":
                 password = secrets.get(channel.secret_ref) if channel.secret_ref else None
                 transports[name] = SmtpTransport(channel, password, channel.send_timeout(default_timeout))

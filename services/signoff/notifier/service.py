@@ -14,7 +14,7 @@ import structlog
 from signoff.catalog import Catalog
 from signoff.catalog.yamldoc import read_document
 from signoff.contracts.topics import TOPICS
-from signoff.notifier.channels import Secrets, build_transports
+from signoff.notifier.channels import Secrets, build_transports, check_channels
 from signoff.notifier.dispatcher import Dispatcher, Lane, RetryPolicy, prefetch_depth
 from signoff.notifier.domain import Routing, RoutingError
 from signoff.notifier.handlers import NotifierHandler, Notifying, send_due_reminders
@@ -71,8 +71,8 @@ def notifier_spec(
     topic: str = GATES_TOPIC,
     group_id: str | None = None,
 ) -> ServiceSpec:
-    """The notifier role's spec: routing, catalog and channel secrets are checked here, so a bad file or a
-    missing secret stops the role at start with the reason."""
+    """The notifier role's spec: routing, catalog and channels (secrets, URLs, signing keys) are checked here, so a
+    bad file, a missing secret or a malformed URL or key stops the role at start with the reason."""
     clock = clock or SystemClock()
     routing = routing or load_routing(settings)
     catalog = catalog or (Catalog.load(settings.catalog_file) if settings.catalog_file else Catalog.empty())
@@ -87,11 +87,9 @@ def notifier_spec(
                 f"{settings.delivery_lease_seconds:g}s (SIGNOFF_DELIVERY_LEASE_SECONDS): lower the channel's "
                 "timeout_seconds (or SIGNOFF_CHANNEL_TIMEOUT_SECONDS) or raise the lease"
             )
-        if channel.secret_ref:
-            try:
-                secrets.get(channel.secret_ref)
-            except ValueError as exc:
-                raise ValueError(f"channel {name!r}: {exc}") from None
+    # Secrets, URLs, `whsec_` keys: read here, before the role joins its group, so a bad one is the reason the
+    # role does not start rather than a crash of its dispatcher (a restart loop) once it runs.
+    check_channels(routing, secrets)
     repository = NotifierRepository(SCHEMA)
     notifying = Notifying(routing, catalog, settings.approval_page_url, settings.delivery_max_attempts)
     policy = RetryPolicy(
