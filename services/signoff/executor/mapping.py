@@ -29,7 +29,13 @@ from signoff.contracts.events import (
     TimeoutAction,
 )
 from signoff.contracts.events import DecisionStatus as WireStatus
-from signoff.executor.domain.actions import ApprovalRequest, Approver, ExecutionFinished, FilterMetadata
+from signoff.executor.domain.actions import (
+    ApprovalActivity,
+    ApprovalRequest,
+    Approver,
+    ExecutionFinished,
+    FilterMetadata,
+)
 from signoff.executor.domain.actions import StageMetadata as DomainStageMetadata
 from signoff.executor.domain.execution import Execution
 from signoff.executor.domain.state import StepState, StepStatus
@@ -68,25 +74,58 @@ def gate_key(key: wire.GateKey) -> GateKey:
     return GateKey(key.pipeline_id, key.execution_id, key.stage_id, key.step_id, key.attempt)
 
 
-def approved_by(data: wire.GateApproved) -> tuple[list[Approver], str | None]:
-    """Who approved an approved gate (the votes whose status is approve, in order) and their comments joined."""
+def _activity(vote: wire.Vote, *, comment: str | None = None) -> ApprovalActivity:
+    """One vote as the approval activity `<+...output.approvalActivities[n]>` reads: its approver, its decision,
+    its own comment (`comment` when the event says it more fully) and the time the approver decided. The wire names
+    the approver by user id only, with no e-mail (`.user.email` stays unknown)."""
+    return ApprovalActivity(
+        approver=Approver(name=vote.approver),
+        action=_DECISION_STATUS[vote.status],
+        comments=(comment or vote.comment) or None,
+        decided_at=vote.decided_at,
+    )
+
+
+def approved_by(data: wire.GateApproved) -> tuple[list[ApprovalActivity], str | None]:
+    """What approved an approved gate: an activity per approving vote, in order, each with its own comment and
+    time; and the outcome's own comment, which an approval has none of (each activity carries its voter's)."""
     approving = [vote for vote in data.votes if _DECISION_STATUS[vote.status] is DecisionStatus.APPROVE]
-    return [Approver(name=vote.approver) for vote in approving], "; ".join(
-        v.comment for v in approving if v.comment
-    ) or None
+    return [_activity(vote) for vote in approving], None
 
 
-def rejected_by(data: wire.GateRejected) -> tuple[list[Approver], str | None]:
-    """Who rejected a rejected gate (nobody when its timeout action or a newer gate did) and the comment: theirs,
-    or what rejected it."""
-    approvers = [Approver(name=data.rejected_by)] if data.rejected_by else []
+def rejected_by(data: wire.GateRejected) -> tuple[list[ApprovalActivity], str | None]:
+    """Who rejected a rejected gate (nobody when its timeout action or a newer gate did), as an activity with the
+    vote's own time, and the comment: theirs, or what rejected it."""
+    activities: list[ApprovalActivity] = []
+    if data.rejected_by:
+        vote = next(
+            (
+                vote
+                for vote in reversed(data.votes)
+                if vote.approver == data.rejected_by and _DECISION_STATUS[vote.status] is DecisionStatus.REJECT
+            ),
+            None,
+        )
+        if vote is not None:
+            activities.append(_activity(vote, comment=data.comment))
+        else:  # the event names the rejecter without their vote: the gate's rejection is when they decided
+            activities.append(
+                ApprovalActivity(
+                    approver=Approver(name=data.rejected_by),
+                    action=DecisionStatus.REJECT,
+                    comments=data.comment or None,
+                    decided_at=data.rejected_at,
+                )
+            )
     if data.comment:
-        return approvers, data.comment
+        return activities, data.comment
+    if activities and activities[0].comments:
+        return activities, activities[0].comments
     if data.cause == RejectionCause.TIMEOUT_ACTION:
-        return approvers, "the timeout action rejected it"
+        return activities, "the timeout action rejected it"
     if data.cause == RejectionCause.SUPERSEDED:
-        return approvers, f"superseded by gate {data.superseded_by}"
-    return approvers, None
+        return activities, f"superseded by gate {data.superseded_by}"
+    return activities, None
 
 
 # ---------------------------------------------------------------------------------------------------- approvals

@@ -131,7 +131,9 @@ HOSTILE = '$(touch {marker}) `touch {marker}` ; touch {marker} && echo it\'s "qu
 
 async def test_values_from_an_approval_and_the_run_reach_a_script_as_data(settings, names, database_url, tmp_path):
     """An approver input, comment and name and a run's variable full of shell syntax pass through the real approval
-    role (decided through the api) into a script that echoes them: the script prints them verbatim and none runs."""
+    role (decided through the api) into a script that echoes them: the script prints them verbatim and none runs.
+    Two approvers decide, each with a comment of their own: each approval activity is its vote's, with its own
+    comment and time (when the approver decided, not when the executor, whose clock stays at START, resumed)."""
     from tests.unit.executor.builders import approval as approval_step
     from tests.unit.executor.builders import as_yaml, pipeline, shell, stage
 
@@ -139,7 +141,8 @@ async def test_values_from_an_approval_and_the_run_reach_a_script_as_data(settin
     hostile = HOSTILE.format(marker=marker)
     approver = "o'brien;$(echo${IFS}ran)`echo${IFS}ran`\""  # user ids hold no spaces or slashes
     directory = tmp_path / "directory.yaml"
-    directory.write_text(json.dumps({"groups": {"docs": [{"user": approver}]}}))
+    second = "dana"
+    directory.write_text(json.dumps({"groups": {"docs": [{"user": approver}, {"user": second}]}}))
     approval_settings = ApprovalSettings(
         **{**settings.model_dump(), "decision_keys": {"api": KEY}, "directory_file": directory}
     )
@@ -156,10 +159,15 @@ async def test_values_from_an_approval_and_the_run_reach_a_script_as_data(settin
             "cat <<EOF",
             "<+execution.steps." + steps + ".approvalActivities[0].user.name>",
             "EOF",
+            "echo '<+execution.steps." + steps + ".approvalActivities[1].comments>'",
+            "echo '<+execution.steps." + steps + ".approvalActivities[1].user.name>'",
+            "echo '<+execution.steps." + steps + ".approvalActivities[0].approvedAt>'",
+            "echo '<+execution.steps." + steps + ".approvalActivities[1].approvedAt>'",
         ]
     )
+    two = approval_step("approve", approvers={"userGroups": ["docs"], "minimumCount": 2})
     document = pipeline(
-        stage("release", approval_step("approve"), shell("show", script)),
+        stage("release", two, shell("show", script)),
         variables=[{"name": "v", "type": "String", "value": "<+input>"}],
     )
     executor = RealGatesRole(settings, names, database_url)
@@ -170,32 +178,43 @@ async def test_values_from_an_approval_and_the_run_reach_a_script_as_data(settin
         requests_topic=executor.requests,
     )
     await api.start()
+    tokens = {}
     async with executor.pool.acquire() as conn:
-        _, token_text = await issue_token(
-            conn,
-            ApiRepository(),
-            user=approver,
-            name="test",
-            permissions=(),
-            lifetime=timedelta(days=1),
-            now=datetime.now(UTC),
-        )
+        for user in (approver, second):
+            _, tokens[user] = await issue_token(
+                conn,
+                ApiRepository(),
+                user=user,
+                name="test",
+                permissions=(),
+                lifetime=timedelta(days=1),
+                now=datetime.now(UTC),
+            )
     env = {
         "SIGNOFF_HOME": str(tmp_path / "home"),
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
         "SIGNOFF_API_URL": api.url,
-        "SIGNOFF_TOKEN": token_text,
+        "SIGNOFF_TOKEN": tokens[approver],
     }
     try:
+        before = datetime.now(UTC)
         request = execution_request(as_yaml(document), pipeline_id="test_pipeline", variables={"v": hostile})
         await executor.send(request)
         gate = await eventually(lambda: executor.gate_row(request.execution_id), timeout=30, what="GateOpened")
         args = ["approve", gate["gate_id"], "--token", gate["token"], "--comment", hostile, "--input", f"foo={hostile}"]
         result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env, catch_exceptions=False)
         assert result.exit_code == 0, result.output
+        args = ["approve", gate["gate_id"], "--token", gate["token"], "--comment", "second look"]
+        env_second = {**env, "SIGNOFF_TOKEN": tokens[second], "SIGNOFF_HOME": str(tmp_path / "home-second")}
+        result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env_second, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        after = datetime.now(UTC)
         await executor.wait_status(request.execution_id, "SUCCEEDED")
         printed = (await executor.logs(request.execution_id))["release.show"]
-        assert printed == f"{hostile}\n{hostile}\n{hostile}\n{approver}\n"
+        *lines, first_at, second_at = printed.removesuffix("\n").split("\n")
+        assert "\n".join(lines) + "\n" == f"{hostile}\n{hostile}\n{hostile}\n{approver}\nsecond look\n{second}\n"
+        decided = [datetime.fromisoformat(first_at), datetime.fromisoformat(second_at)]
+        assert before <= decided[0] <= decided[1] <= after, (decided, before, after)
         assert not marker.exists()
     finally:
         await api.stop()

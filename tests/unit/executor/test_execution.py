@@ -9,6 +9,7 @@ import pytest
 
 from signoff.catalog import Catalog, Resolved, Unresolved
 from signoff.executor.domain.actions import (
+    ApprovalActivity,
     Approver,
     CancelApproval,
     ExecutionFinished,
@@ -364,6 +365,83 @@ def test_a_rejection_no_person_made_names_nobody(catalog: Catalog) -> None:
     assert execution.approval_rejected(request.step_path, [], "the timeout action rejected it", now=T0)
     assert execution.reason == f"approval {request.step_path} was rejected: the timeout action rejected it"
     assert execution.status == ExecutionStatus.FAILED
+
+
+def _votes() -> tuple[ApprovalActivity, ApprovalActivity]:
+    """Two approvers' votes as the outcome event carries them: different comments, different times."""
+    return (
+        ApprovalActivity(
+            approver=Approver(name="ada"), action="approve", comments="ship it", decided_at=T0 + timedelta(minutes=5)
+        ),
+        ApprovalActivity(
+            approver=Approver(name="bob"), action="approve", comments="checked", decided_at=T0 + timedelta(minutes=9)
+        ),
+    )
+
+
+ACTIVITIES = "<+execution.steps.approve.output.approvalActivities"
+
+
+def test_each_approval_activity_is_its_own_votes_comment_and_time() -> None:
+    execution = start(pipeline(stage("s", approval("approve"), shell("after"))))
+    [request] = execution.next_actions(T0)
+    processed = T0 + timedelta(hours=1)
+    ada, bob = _votes()
+    assert execution.approval_approved(request.step_path, {}, [ada, bob], now=processed)
+    outcome = execution.step("s.approve").approval
+    assert outcome is not None and outcome.activities == (ada, bob) and outcome.decided_at == processed
+    ctx = execution.context_for("s.after")
+    rendered = {
+        path: render(f"{ACTIVITIES}{path}>", ctx).text
+        for path in ("[0].comments", "[0].approvedAt", "[0].user.name", "[1].comments", "[1].approvedAt")
+    }
+    assert rendered == {
+        "[0].comments": "ship it",
+        "[0].approvedAt": ada.decided_at.isoformat(),
+        "[0].user.name": "ada",
+        "[1].comments": "checked",
+        "[1].approvedAt": bob.decided_at.isoformat(),
+    }
+    restored = Execution.from_dict(json.loads(json.dumps(execution.to_dict())))
+    assert restored.step("s.approve").approval == outcome
+
+
+def test_bare_approvers_share_the_outcomes_comment_and_time() -> None:
+    execution = start(pipeline(stage("s", approval("approve"), shell("after"))))
+    [request] = execution.next_actions(T0)
+    ada, _ = _votes()
+    assert execution.approval_rejected(request.step_path, [ada, Approver(name="bob")], "no", now=T0)
+    outcome = execution.step("s.approve").approval
+    assert outcome is not None
+    assert [(a.approver.name, a.action, a.comments, a.decided_at) for a in outcome.activities] == [
+        ("ada", "approve", "ship it", ada.decided_at),
+        ("bob", "reject", "no", T0),
+    ]
+
+
+def test_an_approval_stored_before_votes_carried_their_own_time_still_loads() -> None:
+    """Stored activities keep their shape (approver, action, comments, decided_at): an execution stored earlier,
+    with the Harness spelling of its actions, loads and renders as it was stored."""
+    execution = start(pipeline(stage("s", approval("approve"), shell("after"))))
+    [request] = execution.next_actions(T0)
+    execution.approval_approved(request.step_path, {}, [Approver(name="Bo")], "lgtm; ok", now=T0)
+    data = json.loads(json.dumps(execution.to_dict()))
+    stored = data["steps"][0]["approval"]
+    assert stored["activities"] == [
+        {
+            "approver": {"name": "Bo", "email": None},
+            "action": "approve",
+            "comments": "lgtm; ok",
+            "decided_at": "2025-03-01T09:00:00Z",
+        }
+    ]
+    stored.update(action="APPROVED", activities=[{**stored["activities"][0], "action": "APPROVE"}])
+    restored = Execution.from_dict(data)
+    ctx = restored.context_for("s.after")
+    assert render(f"{ACTIVITIES}[0].comments> <+execution.steps.approve.output.action>", ctx).text == (
+        "lgtm; ok APPROVED"
+    )
+    assert render(f"{ACTIVITIES}[0].action>", ctx).text == "APPROVE"
 
 
 def test_expiry_fails_the_pipeline(catalog: Catalog) -> None:

@@ -8,11 +8,20 @@ import pytest
 
 from signoff import contracts as wire
 from signoff.catalog import Catalog
-from signoff.contracts.events import FailureCause, RunStatus, TimeoutAction
+from signoff.contracts.events import (
+    ApprovalCause,
+    DecisionStatus,
+    FailureCause,
+    RejectionCause,
+    RunStatus,
+    TimeoutAction,
+    Vote,
+)
 from signoff.executor.domain.actions import Approver, ExecutionFinished, RequestApproval, TriggeredBy
 from signoff.executor.domain.execution import Execution
+from signoff.executor.domain.expressions import render
 from signoff.executor.domain.pipeline import parse_pipeline
-from signoff.executor.mapping import approval_requested, finished, step_changed
+from signoff.executor.mapping import approval_requested, approved_by, finished, rejected_by, step_changed
 from signoff.executor.views import pipeline_state
 from tests.unit.executor.builders import EXAMPLES, approval, deployment, pipeline, shell, stage
 
@@ -229,3 +238,97 @@ def test_an_unresolved_filter_is_carried_with_its_expression_and_reason(catalog:
     (env_filter,) = upcoming.environment_filters
     assert env_filter.tags == {"region": later}
     assert env_filter.unresolved_reason == "stage 'd' has no step outputs yet"
+
+
+# -- gate outcomes --------------------------------------------------------------------------------------------------
+
+GATE_KEY = wire.GateKey(pipeline_id="test_pipeline", execution_id="ex-1", stage_id="d", step_id="approve", attempt=1)
+
+
+def _vote(approver: str, comment: str, at: datetime, status: DecisionStatus = DecisionStatus.APPROVED) -> Vote:
+    return Vote(
+        decision_id=f"dec-{approver}", source="cli", approver=approver, status=status, comment=comment, decided_at=at
+    )
+
+
+def test_each_approval_activity_carries_its_own_votes_comment_and_time(catalog: Catalog) -> None:
+    """Two approvers with different comments, deciding at different times: each activity is that vote's, not the
+    comments joined at the time the executor processed the outcome."""
+    ada_at, bob_at, processed = T0 + timedelta(minutes=5), T0 + timedelta(minutes=9), T0 + timedelta(hours=1)
+    data = wire.GateApproved(
+        gate_id="g1",
+        key=GATE_KEY,
+        cause=ApprovalCause.APPROVERS,
+        votes=[_vote("ada", "ship it", ada_at), _vote("bob", "", bob_at), _vote("cy", "checked", bob_at)],
+        approved_at=processed - timedelta(minutes=1),
+    )
+    activities, comments = approved_by(data)
+    assert comments is None
+    assert [(a.approver.name, a.action, a.comments, a.decided_at) for a in activities] == [
+        ("ada", "approve", "ship it", ada_at),
+        ("bob", "approve", None, bob_at),
+        ("cy", "approve", "checked", bob_at),
+    ]
+
+    execution = _start(pipeline(deployment("d", approval("approve"), shell("after"))), catalog)
+    _at_approval(execution)
+    assert execution.approval_approved("d.approve", data.inputs, activities, comments, now=processed)
+    ctx = execution.context_for("d.after")
+    steps = "<+pipeline.stages.d.spec.execution.steps.approve.output.approvalActivities"
+    expected = {
+        "[0].comments": "ship it",
+        "[0].user.name": "ada",
+        "[0].action": "APPROVE",
+        "[0].approvedAt": ada_at.isoformat(),
+        "[1].comments": "",
+        "[1].approvedAt": bob_at.isoformat(),
+        "[2].comments": "checked",
+        "[2].user.name": "cy",
+    }
+    assert {path: render(f"{steps}{path}>", ctx).text for path in expected} == expected
+    # The wire carries no e-mail of a voter: it stays unknown, with the reason.
+    email = render(f"{steps}[0].user.email>", ctx)
+    assert email.unresolved and "no e-mail" in str(email.reasons)
+
+    restored = Execution.from_dict(execution.to_dict())
+    assert restored.step("d.approve").approval == execution.step("d.approve").approval
+
+
+def test_a_rejection_is_the_rejecting_votes_with_its_own_time(catalog: Catalog) -> None:
+    ada_at, bob_at = T0 + timedelta(minutes=5), T0 + timedelta(minutes=9)
+    data = wire.GateRejected(
+        gate_id="g1",
+        key=GATE_KEY,
+        cause=RejectionCause.APPROVER,
+        votes=[_vote("ada", "fine by me", ada_at), _vote("bob", "not today", bob_at, DecisionStatus.REJECTED)],
+        rejected_by="bob",
+        comment="not today",
+        rejected_at=bob_at + timedelta(seconds=1),
+    )
+    activities, comment = rejected_by(data)
+    assert comment == "not today"
+    assert [(a.approver.name, a.action, a.comments, a.decided_at) for a in activities] == [
+        ("bob", "reject", "not today", bob_at)
+    ]
+    execution = _start(pipeline(deployment("d", approval("approve"), shell("after"))), catalog)
+    _at_approval(execution)
+    assert execution.approval_rejected("d.approve", activities, comment, now=T0 + timedelta(hours=1))
+    assert execution.reason == "approval d.approve was rejected by bob: not today"
+    assert execution.step("d.approve").approval.activities == tuple(activities)  # type: ignore[union-attr]
+    # An event naming the rejecter without their vote: the gate's rejection is when they decided.
+    (without_vote,), _ = rejected_by(data.model_copy(update={"votes": []}))
+    assert (without_vote.approver.name, without_vote.comments, without_vote.decided_at) == (
+        "bob",
+        "not today",
+        data.rejected_at,
+    )
+
+
+def test_a_rejection_nobody_voted_names_nobody_and_says_what_rejected_it() -> None:
+    at = T0 + timedelta(minutes=5)
+    timeout = wire.GateRejected(gate_id="g1", key=GATE_KEY, cause=RejectionCause.TIMEOUT_ACTION, rejected_at=at)
+    assert rejected_by(timeout) == ([], "the timeout action rejected it")
+    superseded = wire.GateRejected(
+        gate_id="g1", key=GATE_KEY, cause=RejectionCause.SUPERSEDED, superseded_by="g2", rejected_at=at
+    )
+    assert rejected_by(superseded) == ([], "superseded by gate g2")

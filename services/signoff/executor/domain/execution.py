@@ -371,13 +371,15 @@ class Execution:
         self,
         path: str,
         inputs: Mapping[str, Any] | None = None,
-        approvers: Iterable[Approver] = (),
+        approvers: Iterable[ApprovalActivity | Approver] = (),
         comments: str | None = None,
         *,
         now: datetime,
     ) -> bool:
         """The gate was approved. `inputs` are the final approver inputs; declared inputs missing from it take
-        their (rendered) default; undeclared names are dropped."""
+        their (rendered) default; undeclared names are dropped. `approvers`: an activity per vote, each with its
+        own comment and time (what `mapping.approved_by` reads from the outcome event), or bare approvers, who get
+        `comments` and `now`."""
         _check_now(now)
         state = self._get(path, ("HarnessApproval",), "approval_approved")
         if not self._live(state, None, {StepStatus.WAITING_APPROVAL}):
@@ -401,9 +403,15 @@ class Execution:
         return True
 
     def approval_rejected(
-        self, path: str, approvers: Iterable[Approver] = (), comments: str | None = None, *, now: datetime
+        self,
+        path: str,
+        approvers: Iterable[ApprovalActivity | Approver] = (),
+        comments: str | None = None,
+        *,
+        now: datetime,
     ) -> bool:
-        """The gate was rejected: the step is APPROVAL_REJECTED and the pipeline fails."""
+        """The gate was rejected: the step is APPROVAL_REJECTED and the pipeline fails. `approvers` as for
+        `approval_approved`; `comments` is also what the step's reason says."""
         _check_now(now)
         state = self._get(path, ("HarnessApproval",), "approval_rejected")
         if not self._live(state, None, {StepStatus.WAITING_APPROVAL}):
@@ -838,10 +846,15 @@ class Execution:
 
 
 def _activities(
-    approvers: Iterable[Approver], action: DecisionStatus, comments: str | None, now: datetime
+    approvers: Iterable[ApprovalActivity | Approver], action: DecisionStatus, comments: str | None, now: datetime
 ) -> tuple[ApprovalActivity, ...]:
+    """The activities of an outcome: an activity (a vote as the outcome event carried it) is kept as it is, with
+    its own comment and time; a bare approver decided `action` with `comments` at `now`."""
     return tuple(
-        ApprovalActivity(approver=approver, action=action, comments=comments, decided_at=now) for approver in approvers
+        approver
+        if isinstance(approver, ApprovalActivity)
+        else ApprovalActivity(approver=approver, action=action, comments=comments, decided_at=now)
+        for approver in approvers
     )
 
 
