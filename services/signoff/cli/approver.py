@@ -19,6 +19,7 @@ from signoff.approval.repository import SCHEMA, ApprovalRepository
 from signoff.cli.client import ApiClient, echo_answer, save_credentials, segment
 from signoff.cli.errors import CliError, CliUsageError
 from signoff.cli.plumbing import cli_settings, echo_json, run_with_connection
+from signoff.notifier.domain.view import mark_expressions
 from signoff.runtime.settings import Settings
 
 
@@ -96,8 +97,13 @@ def show(gate_id: str, as_json: bool) -> None:
     click.echo(f"status    {gate['status']}   {gate['time_left']} ({expiry})")
     click.echo(f"token     {gate['token']}")
     click.echo("message")
-    for line in (gate["message"] or "(none)").splitlines() or [""]:
+    # An expression the executor could not resolve yet is marked as the notifications and the page mark it.
+    for line in (mark_expressions(gate["message"]) or "(none)").splitlines() or [""]:
         click.echo(f"  {line}")
+    for entry in gate["history"]:  # includePipelineExecutionHistory: what ran before the gate opened
+        what = entry["stage_name"] + (f" / {entry['step_name']}" if entry["step_name"] else "")
+        ended = f" -> {entry['ended_at']}" if entry["ended_at"] else ""
+        click.echo(f"history   {what}: {entry['status']} ({entry['started_at'] or 'not started'}{ended})")
     click.echo(f"progress  {gate['policy']['text']}")
     if gate["policy"]["disallow_pipeline_executor"]:
         click.echo(f"          {gate['triggered_by']} (who triggered it) may not approve")

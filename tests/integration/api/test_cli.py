@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
+from signoff.contracts.base import format_utc
+from signoff.contracts.events import HistoryEntry
 from tests.integration.api.conftest import FrontDoor, pipeline_name
-from tests.integration.approval.conftest import request
+from tests.integration.approval.conftest import START, request
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +75,17 @@ async def test_a_refused_vote_exits_1_with_the_reason(front_door: FrontDoor) -> 
 
 async def test_pending_show_and_audit_through_the_api(front_door: FrontDoor) -> None:
     req = request(pipeline=pipeline_name(), timeout="1d", groups=("sre",), minimum_count=2)
+    history = [
+        {"stage_id": "build", "stage_name": "Build", "status": "succeeded", "started_at": START, "ended_at": START},
+        {"stage_id": "deploy_prod", "stage_name": "Deploy prod", "status": "running", "started_at": START},
+    ]
+    req = req.model_copy(
+        update={
+            "message": "Ship <+pipeline.variables.tag> to prod?\nChange CHG-7",
+            "include_pipeline_execution_history": True,
+            "execution_history": [HistoryEntry.model_validate(entry) for entry in history],
+        }
+    )
     gate_id, token = await front_door.open_gate(req)
 
     text = await front_door.cli("bob", "pending", "--mine")
@@ -87,7 +100,15 @@ async def test_pending_show_and_audit_through_the_api(front_door: FrontDoor) -> 
     assert token in shown.stdout and "pending" in shown.stdout
     assert "progress  1 of 2 approvers (group sre)" in shown.stdout
     assert "vote      bob Approved via api" in shown.stdout and "you       may decide" in shown.stdout
-    assert "message" in shown.stdout
+    lines = shown.stdout.splitlines()
+    message = lines.index("message")
+    assert lines[message + 1 : message + 3] == [
+        "  Ship (unresolved: <+pipeline.variables.tag>) to prod?",
+        "  Change CHG-7",
+    ]
+    at = format_utc(START)
+    assert f"history   Build: succeeded ({at} -> {at})" in lines
+    assert f"history   Deploy prod: running ({at})" in lines
 
     carol = await front_door.cli("carol", "approve", gate_id)
     assert carol.exit_code == 0 and "2 of 2 approvers" in carol.stdout and "gate is now approved" in carol.stdout
