@@ -6,8 +6,10 @@ import pytest
 
 from signoff.executor.domain.expressions import (
     Context,
+    DeclaredSteps,
     Unknown,
     bind_script,
+    expression_syntax_problems,
     find_expressions,
     marker,
     render,
@@ -223,3 +225,120 @@ def test_an_unresolved_expression_in_a_script_keeps_its_raw_text() -> None:
     assert bound.text == 'echo <+pipeline.variables.nope> "${SIGNOFF_EXPR_1}"'
     assert bound.unresolved == ["<+pipeline.variables.nope>"]
     assert bound.reasons == {"<+pipeline.variables.nope>": "no pipeline variable 'nope'"}
+
+
+# -- checked before anything runs --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no expression",
+        "<+pipeline.name>",
+        "<+input>.default(<+pipeline.variables.x>)",
+        "<+<+pipeline.variables.tag>.length()>",  # nested: unsupported, left unresolved when it runs
+        '<+secrets.getValue("token")>',
+        "echo <+pipeline.name> > out.txt 2>&1",
+        "<+pipeline.variables.n > 3>",  # an operator: unsupported, not malformed
+    ],
+)
+def test_well_formed_expressions_have_no_syntax_problem(text: str) -> None:
+    assert expression_syntax_problems(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "problems"),
+    [
+        ("<+pipeline.name", ["unclosed expression '<+pipeline.name': no '>' closes it on its line"]),
+        ("<+a <+pipeline.name>", ["unclosed expression '<+a <+pipeline.name>': no '>' closes it on its line"]),
+        ("x <+pipeline.\nname>", ["unclosed expression '<+pipeline.': no '>' closes it on its line"]),
+        ("<+> and <+ >", ["empty expression '<+>'", "empty expression '<+ >'"]),
+    ],
+)
+def test_unclosed_and_empty_expressions_are_syntax_problems(text: str, problems: list[str]) -> None:
+    assert expression_syntax_problems(text) == problems
+
+
+def test_an_unclosed_expression_never_resolves() -> None:
+    """What the check refuses is what rendering leaves unresolved: the raw text, not an expression."""
+    rendered = render("<+pipeline.name", Context.for_pipeline(name="P", identifier="p"))
+    assert rendered.text == "<+pipeline.name" and expression_syntax_problems(rendered.text)
+
+
+@pytest.fixture
+def declared() -> DeclaredSteps:
+    steps = DeclaredSteps()
+    steps.add_stage("build")
+    steps.add_step("build", "compile")
+    steps.add_step("build", "smoke", ("checks", "inner"))
+    steps.add_stage("prod")
+    steps.add_step("prod", "approve")
+    return steps
+
+
+@pytest.mark.parametrize(
+    ("text", "stage"),
+    [
+        ("<+pipeline.stages.prod.name> <+pipeline.stages.build.spec.execution.steps.compile.status>", None),
+        ("<+pipeline.stages.prod.spec.execution.steps.approve.output.approvalActivities[0].user.name>", "build"),
+        ("<+execution.steps.smoke.status> <+execution.steps.checks.steps.inner.steps.smoke.status>", "build"),
+        ("<+execution.steps.approve.output.approverInputs.foo>", None),  # a pipeline variable: any stage's step
+        ("<+stage.name> <+pipeline.variables.x> <+service.name> <+pipeline.stages[0].name>", "build"),
+        ("<+pipeline.stages.build.name.toUpperCase()>", "prod"),
+    ],
+)
+def test_references_to_declared_stages_and_steps_pass(declared: DeclaredSteps, text: str, stage: str | None) -> None:
+    assert declared.reference_problems(text, stage) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "stage", "problem"),
+    [
+        ("<+pipeline.stages.nosuch.name>", None, "<+pipeline.stages.nosuch.name>: no stage 'nosuch' in the pipeline"),
+        (
+            "x <+pipeline.stages.prod.spec.execution.steps.nosuch.output.approvalActivities> y",
+            "build",
+            "<+pipeline.stages.prod.spec.execution.steps.nosuch.output.approvalActivities>: "
+            "no step 'nosuch' in stage 'prod'",
+        ),
+        (
+            "<+execution.steps.approve.status>",
+            "build",
+            "<+execution.steps.approve.status>: no step 'approve' in stage 'build'",
+        ),
+        ("<+execution.steps.nosuch.status>", None, "<+execution.steps.nosuch.status>: no stage has a step 'nosuch'"),
+        (
+            "<+execution.steps.checks.steps.smoke.status>",  # smoke is in checks.inner, not directly in checks
+            "build",
+            "<+execution.steps.checks.steps.smoke.status>: no step 'smoke' in step group 'checks' of stage 'build'",
+        ),
+        (
+            "<+execution.steps.compile.steps.x.status>",
+            "build",
+            "<+execution.steps.compile.steps.x.status>: 'compile' in stage 'build' is a step, not a step group: "
+            "it has no steps",
+        ),
+    ],
+)
+def test_references_to_undeclared_stages_and_steps_are_problems(
+    declared: DeclaredSteps, text: str, stage: str | None, problem: str
+) -> None:
+    assert declared.reference_problems(text, stage) == [problem]
+
+
+def test_declared_steps_are_placed_as_the_context_resolves_them() -> None:
+    """The check and the context share where a step is reachable: what passes the check resolves once it ran."""
+    ctx = Context.for_pipeline(name="P", identifier="p").with_stage(identifier="build", name="Build")
+    ctx = ctx.with_step(stage="build", identifier="smoke", groups=("checks", "inner"), status="SUCCEEDED")
+    declared = DeclaredSteps()
+    declared.add_step("build", "smoke", ("checks", "inner"))
+    for text in (
+        "<+execution.steps.smoke.status>",
+        "<+execution.steps.checks.steps.inner.steps.smoke.status>",
+        "<+pipeline.stages.build.spec.execution.steps.checks.steps.inner.steps.smoke.status>",
+    ):
+        assert declared.reference_problems(text, "build") == []
+        assert render(text, ctx).text == "SUCCEEDED"
+    for text in ("<+execution.steps.inner.steps.smoke.status>", "<+execution.steps.checks.steps.smoke.status>"):
+        assert declared.reference_problems(text, "build") != []
+        assert not render(text, ctx).complete

@@ -368,3 +368,10 @@ def test_shell_script_spec_details() -> None:
     assert step.spec.environment_variables[0].value == "3"
     assert step.spec.output_variables[0].shell_variable == "RESULT"
     assert step.spec.retry_on_restart
+
+
+def test_parsing_leaves_expressions_that_cannot_resolve_to_the_start_check() -> None:
+    """A stored execution's document is parsed again when it loads: refusing its expressions here would strand it.
+    The start check (`signoff.executor.validation.expression_problems`) refuses them before a new one starts."""
+    document = pipeline(stage("s", shell("a", "echo <+pipeline.stages.nosuch.name> <+unclosed")))
+    assert issues(document) == []

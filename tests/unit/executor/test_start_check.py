@@ -1,5 +1,7 @@
 """The start check (`check_start`, behind `signoff run` and the api): an alias bomb is a short one-line refusal,
-however many problems a pipeline has its message lists a bounded number, and aliases in moderation still work."""
+however many problems a pipeline has its message lists a bounded number, and aliases in moderation still work;
+expressions that could never resolve (unclosed, naming a stage or step the pipeline lacks) are refused, by place,
+before any step runs."""
 
 from __future__ import annotations
 
@@ -8,12 +10,23 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from signoff.catalog import Catalog
 from signoff.catalog.yamldoc import MAX_ALIAS_NODES, MAX_REPORTED_ISSUES
 from signoff.cli.main import cli
 from signoff.executor.domain.pipeline import PipelineError, parse_pipeline
 from signoff.executor.validation import StartRefused, check_start, pipeline_problem
 from tests.support.yaml_bombs import alias_bomb
-from tests.unit.executor.builders import as_yaml, pipeline, shell, stage
+from tests.unit.executor.builders import (
+    EXAMPLES,
+    approval,
+    as_yaml,
+    group,
+    pipeline,
+    seed_pipeline_yaml,
+    shell,
+    stage,
+    wait,
+)
 
 ANCHORED = """\
 pipeline:
@@ -91,3 +104,179 @@ def test_signoff_run_refuses_an_alias_bomb_in_one_error_line_before_calling_the_
     assert len(lines) == 1 and lines[0].startswith(f"error: {bomb}: invalid pipeline: (root): line ")
     assert "expands to more than" in lines[0] and len(lines[0]) < 400
     assert result.stdout == ""
+
+
+# -- expressions that could never resolve are refused before anything runs ---------------------------------------
+
+APPROVE_PATH = "pipeline.stages[1].stage.spec.execution.steps[0].step"
+
+
+def _refusal(document: dict) -> str:
+    with pytest.raises(StartRefused) as caught:
+        check_start(as_yaml(document), catalog=None, variables={}, user="alice")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("invalid pipeline: ")
+    return message
+
+
+def _deploy_then(*steps: dict) -> dict:
+    """A pipeline whose first stage deploys (a script) and whose second holds `steps`: a refusal at start means the
+    deploy never ran."""
+    return pipeline(stage("deploy", shell("rollout", outputs=("url",))), stage("verify", *steps))
+
+
+def test_an_unclosed_expression_in_an_approval_message_is_refused_with_its_place() -> None:
+    message = _refusal(_deploy_then(approval(message="Deployed <+pipeline.stages.deploy.name, approve?")))
+    assert message == (
+        f"invalid pipeline: {APPROVE_PATH}.spec.approvalMessage: unclosed expression "
+        "'<+pipeline.stages.deploy.name, approve?': no '>' closes it on its line"
+    )
+
+
+@pytest.mark.parametrize(
+    ("step", "field"),
+    [
+        (
+            shell("check", "curl <+execution.steps.check.output.outputVariables.url\necho >done"),
+            "spec.source.spec.script",
+        ),
+        (
+            shell("check", spec={"environmentVariables": [{"name": "X", "value": "<+stage.name"}]}),
+            "spec.environmentVariables[0].value",
+        ),
+        (wait("pause", "<+pipeline.variables.pause"), "spec.duration"),
+        ({"step": {**shell("check")["step"], "timeout": "<+pipeline.variables.t"}}, "timeout"),
+        (approval(message="<+a <+pipeline.name>"), "spec.approvalMessage"),
+        (approval(message="empty <+>"), "spec.approvalMessage"),
+    ],
+)
+def test_an_unclosed_or_empty_expression_in_any_field_is_refused_with_its_place(step: dict, field: str) -> None:
+    message = _refusal(_deploy_then(step))
+    assert message.startswith(f"invalid pipeline: {APPROVE_PATH}.{field}: ")
+    assert "unclosed expression" in message or "empty expression '<+>'" in message
+
+
+def test_an_unclosed_expression_in_a_pipeline_variable_is_refused_with_its_place() -> None:
+    document = pipeline(stage("s", shell("a")), variables=[{"name": "v", "type": "String", "value": "x <+stage.name"}])
+    assert _refusal(document).startswith("invalid pipeline: pipeline.variables[0].value: unclosed expression")
+
+
+@pytest.mark.parametrize(
+    ("expression", "problem"),
+    [
+        (
+            "<+pipeline.stages.nosuch.spec.execution.steps.x.output.approvalActivities>",
+            "no stage 'nosuch' in the pipeline",
+        ),
+        ("<+pipeline.stages.nosuch.name>", "no stage 'nosuch' in the pipeline"),
+        (
+            "<+pipeline.stages.deploy.spec.execution.steps.nosuch.output.outputVariables.url>",
+            "no step 'nosuch' in stage 'deploy'",
+        ),
+        ("<+execution.steps.nosuch.output.approverInputs.foo>", "no step 'nosuch' in stage 'verify'"),
+        # `execution.steps` means the stage it is written in: the deploy stage's step is not there.
+        ("<+execution.steps.rollout.output.outputVariables.url>", "no step 'rollout' in stage 'verify'"),
+        ("<+execution.steps.checks.steps.nosuch.status>", "no step 'nosuch' in step group 'checks' of stage 'verify'"),
+        ("<+execution.steps.approve.steps.x.status>", "'approve' in stage 'verify' is a step, not a step group"),
+    ],
+)
+def test_a_reference_to_a_stage_or_step_that_does_not_exist_is_refused_with_its_place(
+    expression: str, problem: str
+) -> None:
+    document = _deploy_then(approval(message=f"Approve? {expression} ok"), group("checks", shell("smoke")))
+    message = _refusal(document)
+    assert message.startswith(f"invalid pipeline: {APPROVE_PATH}.spec.approvalMessage: {expression}: {problem}")
+
+
+def test_a_reference_in_a_script_names_the_script_field() -> None:
+    document = _deploy_then(
+        shell("smoke", "curl <+pipeline.stages.deploy.spec.execution.steps.rolout.output.outputVariables.url>")
+    )
+    assert _refusal(document) == (
+        f"invalid pipeline: {APPROVE_PATH}.spec.source.spec.script: "
+        "<+pipeline.stages.deploy.spec.execution.steps.rolout.output.outputVariables.url>: "
+        "no step 'rolout' in stage 'deploy'"
+    )
+
+
+def test_a_pipeline_variable_may_name_a_step_of_any_stage_but_not_one_of_none() -> None:
+    good = {"name": "url", "type": "String", "value": "<+execution.steps.rollout.output.outputVariables.url>"}
+    check_start(
+        as_yaml(pipeline(stage("deploy", shell("rollout", outputs=("url",))), variables=[good])),
+        catalog=None,
+        variables={},
+        user="alice",
+    )
+    bad = {**good, "value": "<+execution.steps.nosuch.output.outputVariables.url>"}
+    message = _refusal(pipeline(stage("deploy", shell("rollout")), variables=[bad]))
+    assert message == (
+        "invalid pipeline: pipeline.variables[0].value: <+execution.steps.nosuch.output.outputVariables.url>: "
+        "no stage has a step 'nosuch'"
+    )
+
+
+def test_valid_forward_and_backward_references_and_runtime_values_still_start() -> None:
+    """Only identifiers are checked: a step further on, a step inside a group (directly or through it), runtime
+    inputs, secrets and expressions the evaluator leaves unresolved (method calls) all pass."""
+    document = pipeline(
+        stage(
+            "deploy",
+            shell(
+                "rollout",
+                "echo <+pipeline.stages.verify.spec.execution.steps.approve.output.approverInputs.foo>",
+                outputs=("url",),
+            ),
+            group(
+                "checks",
+                group("inner", shell("smoke", "echo <+execution.steps.checks.steps.inner.steps.smoke.status>")),
+            ),
+            shell("after", "curl <+execution.steps.smoke.output.outputVariables.x> > out.txt 2>&1"),
+        ),
+        stage(
+            "verify",
+            approval(
+                message=(
+                    "<+pipeline.stages.deploy.spec.execution.steps.rollout.output.outputVariables.url> "
+                    "<+pipeline.stages.deploy.spec.execution.steps.checks.steps.inner.steps.smoke.status> "
+                    "<+execution.steps.approve.output.approvalActivities[0].user.name> <+pipeline.stages.later.name> "
+                    "<+pipeline.variables.tag.toUpperCase()> <+<+pipeline.variables.tag>.length()> "
+                    '<+secrets.getValue("token")> <+stage.name> <+service.name> a > b'
+                )
+            ),
+        ),
+        stage("later", wait("pause", "<+pipeline.variables.pause>")),
+        variables=[
+            {"name": "tag", "type": "String", "value": "<+input>.default(1.0)"},
+            {"name": "pause", "type": "String", "value": "<+input>.default(1m).allowedValues(1m,2m)"},
+        ],
+    )
+    check_start(as_yaml(document), catalog=None, variables={}, user="alice")
+
+
+def test_steps_signoff_never_runs_may_name_steps_of_their_own() -> None:
+    document = pipeline(stage("deploy", shell("rollout")))
+    document["pipeline"]["stages"][0]["stage"]["spec"]["execution"]["rollbackSteps"] = [
+        shell("undo", "echo <+execution.steps.undo.status>")
+    ]
+    check_start(as_yaml(document), catalog=None, variables={}, user="alice")
+    document["pipeline"]["stages"][0]["stage"]["spec"]["execution"]["rollbackSteps"] = [shell("undo", "echo <+x")]
+    assert "rollbackSteps[0].step.spec.source.spec.script: unclosed expression" in _refusal(document)
+
+
+def test_the_seed_and_the_example_pipelines_still_start() -> None:
+    check_start(seed_pipeline_yaml(), catalog=None, variables={}, user="alice")
+    catalog = Catalog.load(EXAMPLES / "catalog.yaml")
+    for path in sorted((EXAMPLES / "pipelines").glob("*.yaml")):
+        check_start(path.read_text(), catalog=catalog, variables={}, user="alice", source=str(path))
+
+
+def test_signoff_run_refuses_a_reference_to_a_missing_stage_before_calling_the_api(tmp_path: Path) -> None:
+    file = tmp_path / "p.yaml"
+    file.write_text(as_yaml(_deploy_then(approval(message="<+pipeline.stages.nosuch.name>"))))
+    env = {"SIGNOFF_API_URL": "http://127.0.0.1:9", "SIGNOFF_TOKEN": "unused", "SIGNOFF_CATALOG_FILE": None}
+    result = CliRunner().invoke(cli, ["run", str(file)], env=env)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"error: {file}: invalid pipeline: {APPROVE_PATH}.spec.approvalMessage: <+pipeline.stages.nosuch.name>: "
+        "no stage 'nosuch' in the pipeline"
+    )

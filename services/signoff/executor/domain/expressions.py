@@ -195,13 +195,7 @@ class Context:
             node["name"] = name
         if status is not None:
             node["status"] = status
-        steps[identifier] = node
-        container = steps
-        for group in groups:
-            group_node = container.setdefault(group, {"identifier": group})
-            container = group_node.setdefault("steps", {})
-        if groups:
-            container[identifier] = node
+        _place_step(steps, identifier, groups, node)
         return ctx
 
     # -- resolving -----------------------------------------------------------------------------------------------
@@ -286,6 +280,123 @@ class Context:
         if path.endswith("approverInputs"):
             return f"the approval has no input {segment!r}"
         return f"{segment!r} is not known at {path or 'the top level'}"
+
+
+def _place_step(steps: dict[str, Any], identifier: str, groups: Sequence[str], node: dict[str, Any]) -> None:
+    # Where a step is reachable in its stage's `steps` tree: by its identifier, and through its step groups
+    # (`GROUP.steps.INNER.steps.ID`; only the outermost group is at the top). `Context.with_step` and
+    # `DeclaredSteps` both place steps here, so what validation accepts is what the context resolves.
+    steps[identifier] = node
+    container = steps
+    for group in groups:
+        group_node = container.setdefault(group, {"identifier": group})
+        container = group_node.setdefault("steps", {})
+    if groups:
+        container[identifier] = node
+
+
+# -- checking expressions before anything runs -------------------------------------------------------------------
+
+_OPEN_OR_CLOSE = re.compile(r"<\+|>|\n")
+_REFERENCE = re.compile(r"<\+\s*([A-Za-z_$][\w$-]*(?:\.[A-Za-z_$][\w$-]*|\[\d+\])*)")
+_SHOWN = 160
+
+
+def _shown(text: str) -> str:
+    line = text.split("\n", 1)[0]
+    return line if len(line) <= _SHOWN else f"{line[: _SHOWN - 1]}…"
+
+
+def expression_syntax_problems(text: str) -> list[str]:
+    """Why some `<+` in `text` is not an expression, in order: one that no `>` on its line closes (nested
+    `<+<+a>.b>` pairs are counted), and an empty `<+>`. Such text never resolves: it is refused before anything
+    runs. Whatever the evaluator does not support (method calls, operators, `<+input>`, secrets) is not a problem
+    here: it stays unresolved with its reason when the pipeline runs."""
+    problems: list[str] = []
+    opened: list[int] = []
+
+    def unclosed() -> None:
+        if opened:
+            problems.append(f"unclosed expression {_shown(text[opened[0] :])!r}: no '>' closes it on its line")
+            opened.clear()
+
+    for match in _OPEN_OR_CLOSE.finditer(text):
+        mark = match.group(0)
+        if mark == "<+":
+            opened.append(match.start())
+        elif mark == ">":
+            if opened:
+                start = opened.pop()
+                if not text[start + 2 : match.start()].strip():
+                    problems.append(f"empty expression {text[start : match.end()]!r}")
+        else:
+            unclosed()
+    unclosed()
+    return problems
+
+
+class DeclaredSteps:
+    """The stage and step identifiers a pipeline declares, placed as the context places steps: what
+    `<+pipeline.stages.S...>`, `<+pipeline.stages.S.spec.execution.steps.ID...>` and `<+execution.steps.ID...>`
+    (also through step groups, `steps.GROUP.steps.ID`) can ever name. Built once per pipeline, before it runs."""
+
+    def __init__(self) -> None:
+        self._stages: dict[str, dict[str, Any]] = {}
+
+    def add_stage(self, identifier: str) -> None:
+        """Declare a stage (its steps are added with `add_step`)."""
+        self._stages.setdefault(identifier, {})
+
+    def add_step(self, stage: str, identifier: str, groups: Sequence[str] = ()) -> None:
+        """Declare a step of `stage`, inside the step groups `groups` (outermost first)."""
+        _place_step(self._stages.setdefault(stage, {}), identifier, groups, {"identifier": identifier})
+
+    def reference_problems(self, text: str, stage: str | None) -> list[str]:
+        """Why references in `text` name a stage or step the pipeline does not have, in order. `stage` is the stage
+        whose part of the document `text` is in (what `<+execution.steps...>` means there); None outside any stage
+        (a pipeline variable: the stage that uses it decides, so a step of any stage will do). Only identifiers are
+        checked: whether a value is there is known when the pipeline runs, so forward references pass."""
+        problems: list[str] = []
+        for match in _REFERENCE.finditer(text):
+            segments: list[str | int] = [
+                name if name else int(index) for name, index in _SEGMENT.findall(match.group(1))
+            ]
+            problem = self._problem(segments, stage)
+            if problem is not None:
+                end = text.find(">", match.end())
+                raw = text[match.start() : end + 1] if end != -1 else match.group(0)
+                problems.append(f"{_shown(raw)}: {problem}")
+        return problems
+
+    def _problem(self, segments: list[str | int], stage: str | None) -> str | None:
+        if segments[:2] == ["execution", "steps"] and len(segments) > 2:
+            if stage is not None:
+                return self._step_problem(stage, segments[2:])
+            if not any(self._step_problem(known, segments[2:]) is None for known in self._stages):
+                return f"no stage has a step {segments[2]!r}"
+            return None
+        if segments[:2] == ["pipeline", "stages"] and len(segments) > 2 and isinstance(segments[2], str):
+            named = segments[2]
+            if named not in self._stages:
+                return f"no stage {named!r} in the pipeline"
+            if segments[3:6] == ["spec", "execution", "steps"] and len(segments) > 6:
+                return self._step_problem(named, segments[6:])
+        return None
+
+    def _step_problem(self, stage: str, rest: list[str | int]) -> str | None:
+        container = self._stages.get(stage, {})
+        where = f"stage {stage!r}"
+        while rest and isinstance(rest[0], str):
+            identifier = rest[0]
+            if identifier not in container:
+                return f"no step {identifier!r} in {where}"
+            if len(rest) < 3 or rest[1] != "steps" or not isinstance(rest[2], str):
+                return None
+            children = container[identifier].get("steps")
+            if children is None:
+                return f"{identifier!r} in {where} is a step, not a step group: it has no steps"
+            container, where, rest = children, f"step group {identifier!r} of stage {stage!r}", rest[2:]
+        return None
 
 
 def _render(text: str, ctx: Context, depth: int, *, marked: bool) -> Rendered:
