@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from signoff.runtime.startup import mask_password
+from signoff.runtime.settings import Settings
+from signoff.runtime.startup import StartupError, mask_password, role_serving, starting
 
 SECRET = "hunter2-SECRETVALUE"
 
@@ -101,3 +102,24 @@ def test_mask_password_masks_the_urls_password_quoted_or_not() -> None:
     url = "postgresql://dana:p%40ss@db.example.com/signoff"
     assert mask_password("failed for p%40ss and p@ss", url) == "failed for *** and ***"
     assert mask_password("nothing to hide", "postgresql://dana@db/signoff") == "nothing to hide"
+
+
+def test_a_failure_after_the_role_started_says_it_stopped_not_that_it_did_not_start() -> None:
+    settings = Settings()
+    with pytest.raises(StartupError) as before, starting("executor", settings):
+        raise ConnectionRefusedError("the database is gone")
+    assert before.value.format_message() == "executor did not start: ConnectionRefusedError: the database is gone"
+    with pytest.raises(StartupError) as after, starting("executor", settings):
+        role_serving()
+        raise ConnectionRefusedError("the database is gone")
+    assert after.value.format_message() == "executor stopped: ConnectionRefusedError: the database is gone"
+    with pytest.raises(StartupError) as again, starting("executor", settings):  # each run starts over
+        raise ConnectionRefusedError("the database is gone")
+    assert again.value.format_message().startswith("executor did not start: ")
+
+
+def test_a_role_that_did_not_start_does_not_log_that_it_stopped(tmp_path) -> None:
+    url = f"postgresql://signoff:{SECRET}@127.0.0.1:{_closed_port()}/signoff"
+    done = _start("approval", tmp_path, SIGNOFF_DATABASE_URL=url, SIGNOFF_LOG_LEVEL="info")
+    assert _error_line(done).startswith("error: approval did not start: ")
+    assert "service_stopped" not in done.stderr + done.stdout

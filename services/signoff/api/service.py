@@ -68,6 +68,7 @@ class ApiRole:
         self.stopping = asyncio.Event()
         self.port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.started = False  # `stop()` also cleans up after a start that failed half-way
 
     @property
     def url(self) -> str:
@@ -162,6 +163,7 @@ class ApiRole:
             asyncio.create_task(self.listener.run(self.stopping), name="gate-listener"),
         ]
         log.info("service_started", role="api", url=self.url, http_port=self.http.port)
+        self.started = True
 
     async def _not_ready(self) -> str | None:
         if not self.listener.ready.is_set():
@@ -197,7 +199,8 @@ class ApiRole:
                 await context.pages.aclose()
         if getattr(self, "pool", None) is not None:
             await self.pool.close()
-        log.info("service_stopped", role="api")
+        if self.started:  # a role that never started says why in its error line, not that it stopped
+            log.info("service_stopped", role="api")
 
     async def run(self) -> None:
         """Start, serve until SIGTERM / SIGINT, stop."""

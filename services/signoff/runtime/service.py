@@ -24,6 +24,7 @@ from signoff.runtime.kafka import ensure_topics, make_consumer, make_producer
 from signoff.runtime.migrations import load_migrations, migrate
 from signoff.runtime.outbox import MAIN_LANE, OutboxRelay
 from signoff.runtime.settings import Settings
+from signoff.runtime.startup import role_serving
 
 log = structlog.get_logger(__name__)
 
@@ -122,6 +123,7 @@ async def run_until_signalled(role: Role) -> None:
         running.add_signal_handler(sig, role.stopping.set)
     try:
         await role.start()
+        role_serving()
         settle_heap()
         await role.wait()
     finally:
@@ -150,6 +152,7 @@ class Service:
         self._lane_producers: list[AIOKafkaProducer] = []
         self.http: HealthServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.started = False  # `stop()` also cleans up after a start that failed half-way
 
     async def start(self) -> None:
         spec, settings = self.spec, self.settings
@@ -213,6 +216,7 @@ class Service:
             lanes={lane.name: list(lane.topics) for lane in self.lanes},
             http_port=self.http.port,
         )
+        self.started = True
 
     async def _prune_inbox(self) -> None:
         """Forget applied event ids older than SIGNOFF_INBOX_RETENTION_DAYS, at start and hourly (the inbox would
@@ -279,7 +283,8 @@ class Service:
                 # A connection never came back (a bug to find, not a reason to hang the shutdown): cut them all.
                 log.warning("pool_close_timed_out", role=self.spec.name, after_seconds=POOL_CLOSE_SECONDS)
                 self.pool.terminate()
-        log.info("service_stopped", role=self.spec.name)
+        if self.started:  # a role that never started says why in its error line, not that it stopped
+            log.info("service_stopped", role=self.spec.name)
 
     async def run(self) -> None:
         """Start, serve until SIGTERM / SIGINT, stop."""

@@ -47,10 +47,21 @@ def role_settings(role: str, settings_class: type[S]) -> S:
         raise StartupError(f"{role}: {setting_problem(exc, settings_class)}") from None
 
 
+class _Lifecycle:
+    serving = False  # one role a process: set once it serves, so a later failure is not "did not start"
+
+
+def role_serving() -> None:
+    """The role has started and serves: a failure from now on stopped it, rather than kept it from starting."""
+    _Lifecycle.serving = True
+
+
 @contextlib.contextmanager
 def starting(role: str, settings: Settings) -> Iterator[None]:
     """Around a role's start and run: a failure of STARTUP_FAILURES becomes a StartupError naming the role and the
-    reason (the URL's password masked)."""
+    reason (the URL's password masked): `ROLE did not start: …`, or `ROLE stopped: …` once `role_serving()` said
+    it had started (the database went away under a running role, say)."""
+    _Lifecycle.serving = False
     try:
         yield
     except StartupError:
@@ -61,7 +72,7 @@ def starting(role: str, settings: Settings) -> Iterator[None]:
         log.debug("start_failed", role=role, exc_info=True)
         text = " ".join(line.strip() for line in str(exc).splitlines())  # a file's problems are one per line
         reason = mask_password(f"{type(exc).__name__}: {text}", settings.database_url.get_secret_value())
-        raise StartupError(f"{role} did not start: {reason}") from None
+        raise StartupError(f"{role} {'stopped' if _Lifecycle.serving else 'did not start'}: {reason}") from None
 
 
 _PASSWORD = re.compile(r"^[^:/?#]*://[^/?#@]*?:([^/?#]*)@")
