@@ -275,6 +275,12 @@ async def test_issue_token_holds_every_caller_to_the_same_rules(user: str, lifet
         )
 
 
+@pytest.mark.parametrize("url", ["", "notadsn"])
+def test_migrate_refuses_a_database_url_that_is_not_one_in_one_line(env, url: str) -> None:
+    error = _one_line_error(_signoff(env, "migrate", SIGNOFF_DATABASE_URL=url))
+    assert error.startswith("error: invalid setting SIGNOFF_DATABASE_URL: not a PostgreSQL URL"), error
+
+
 def test_the_longest_lifetime_and_any_contract_user_id_are_accepted() -> None:
     assert identity.check_token_lifetime(identity.MAX_TOKEN_LIFETIME) == timedelta(days=1095)
     assert identity.check_user_id("alice@example.com") == "alice@example.com"
@@ -284,6 +290,7 @@ def test_the_longest_lifetime_and_any_contract_user_id_are_accepted() -> None:
     "url",
     [
         "notadsn",
+        "",  # not libpq's defaults (the local socket): some other database than the one meant
         "mysql://dana:s3cr3t-pw@db.example.com/signoff",
         "postgresql://dana:s3cr3t-pw@db.example.com:abc/signoff",
         "postgresql://dana:s3cr3t-pw@[::1/signoff",
@@ -295,5 +302,9 @@ def test_a_database_url_that_is_not_one_is_one_line_without_its_password(env, ur
     result = _signoff(env, *args, SIGNOFF_DATABASE_URL=url)
 
     error = _one_line_error(result)
-    assert error.startswith("error: SIGNOFF_DATABASE_URL is not a PostgreSQL URL (postgresql://USER"), error
+    # Refused as a setting (no postgresql:// scheme) or when asyncpg reads it (the rest of the URL).
+    assert error.startswith(
+        ("error: SIGNOFF_DATABASE_URL is not", "error: invalid setting SIGNOFF_DATABASE_URL: not")
+    ), error
+    assert "a PostgreSQL URL (postgresql://USER" in error, error
     assert "s3cr3t" not in result.output

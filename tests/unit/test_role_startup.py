@@ -73,6 +73,11 @@ def _error_line(done: subprocess.CompletedProcess[str]) -> str:
             "error: notifier: SIGNOFF_DELIVERY_BACKOFF_CAP_SECONDS (1) is under SIGNOFF_DELIVERY_BACKOFF_BASE_SECONDS",
         ),
         (
+            "executor",
+            {"SIGNOFF_DATABASE_URL": ""},  # not "libpq's defaults": some other database than the one meant
+            "error: executor: SIGNOFF_DATABASE_URL: not a PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)",
+        ),
+        (
             "approval",
             {"SIGNOFF_DECISION_KEYS": "{bad"},
             "error: approval did not start: ValueError: SIGNOFF_DECISION_KEYS",

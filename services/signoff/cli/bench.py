@@ -12,8 +12,9 @@ import click
 from signoff.bench.roles import BenchError
 from signoff.bench.runner import API_RATE, ROW_IDS, BenchOptions, run
 from signoff.cli.errors import CliError, CliUsageError
+from signoff.cli.plumbing import cli_settings
 from signoff.runtime.logging import configure_logging
-from signoff.runtime.settings import load_settings
+from signoff.runtime.settings import Settings
 
 
 @click.command()
@@ -71,7 +72,7 @@ def bench(
         )
     if measures_p1 and notifications > requests:
         raise CliUsageError("--notifications cannot exceed --requests (each opened gate is one delivery)")
-    settings = load_settings()
+    settings = cli_settings(Settings)
     configure_logging(settings.log_level, settings.log_format, role="bench", stream=sys.stderr)
     options = BenchOptions(
         requests,

@@ -7,16 +7,17 @@ import asyncio
 import click
 
 from signoff.cli.errors import CliError
+from signoff.cli.plumbing import cli_settings
 from signoff.runtime.logging import configure_logging
 from signoff.runtime.migrations import MigrationError, migrate_all
-from signoff.runtime.settings import load_settings
+from signoff.runtime.settings import Settings
 from signoff.runtime.startup import mask_password
 
 
 @click.command()
 def migrate() -> None:
     """Create or upgrade the database schemas of every service (idempotent; safe to run concurrently)."""
-    settings = load_settings()
+    settings = cli_settings(Settings)  # an invalid setting: one line, as for every command
     configure_logging(settings.log_level, settings.log_format, role="migrate")
     dsn = settings.database_url.get_secret_value()
     try:

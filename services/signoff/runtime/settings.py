@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from signoff.runtime.devenv import find_env_file, supervisor_alive
@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     )
     database_pool_min: int = Field(1, ge=0)
     database_pool_max: int = Field(10, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_a_url(cls, value: SecretStr) -> SecretStr:
+        # asyncpg reads only URLs, and an empty one as "libpq's defaults" (the local socket, the OS user): an
+        # empty or keyword-style value would reach some other database than the one meant, or a confusing error.
+        if not value.get_secret_value().strip().startswith(("postgresql://", "postgres://")):
+            raise ValueError("not a PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)")
+        return value
 
     @classmethod
     def settings_customise_sources(
