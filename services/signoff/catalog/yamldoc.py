@@ -29,6 +29,10 @@ node of examples/pipelines ≈ 14,000 nodes), and 50 times the largest example d
 aliases): anchors reusing a step or a stage many times fit, while aliases can at most double the work of the
 largest document anyone can send. Counting happens while the document is composed, from each anchor's size
 (never expanding anything), so refusing a bomb costs about as much as reading its text."""
+MAX_DEPTH = 100
+"""How deep a YAML document may nest (mappings and sequences). The deepest example document nests 18 levels; PyYAML
+composes and constructs by recursion, so a document nested some hundreds of levels deep (a few KiB of `[`) would
+otherwise end in a RecursionError instead of a refusal naming its line."""
 
 MAX_REPORTED_ISSUES = 20
 """An error message lists at most this many problems, then `and N more`: however many an expanded document has,
@@ -80,14 +84,27 @@ class _StrictLoader(yaml.SafeLoader):
     # a repeated anchor name, so an anchor names one node per document.
     _written = 0
     _expanded = 0
+    _depth = 0
     _anchor_sizes: dict[str, int]
 
     def compose_document(self) -> yaml.Node | None:
-        self._written, self._expanded, self._anchor_sizes = 0, 0, {}
+        self._written, self._expanded, self._depth, self._anchor_sizes = 0, 0, 0, {}
         return super().compose_document()
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         event = self.peek_event()
+        if self._depth >= MAX_DEPTH:
+            # PyYAML composes (and constructs) by recursion: a deeper document would end in a RecursionError, a
+            # traceback instead of a refusal naming the line.
+            problem = f"the document nests deeper than {MAX_DEPTH} levels"
+            raise yaml.composer.ComposerError(None, None, problem, event.start_mark)
+        self._depth += 1
+        try:
+            return self._compose_counted(parent, index, event)
+        finally:
+            self._depth -= 1
+
+    def _compose_counted(self, parent: yaml.Node | None, index: Any, event: yaml.Event) -> yaml.Node:
         if isinstance(event, yaml.AliasEvent):
             node = super().compose_node(parent, index)  # refuses an undefined alias
             size = self._anchor_sizes.get(event.anchor)

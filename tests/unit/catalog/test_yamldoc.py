@@ -10,6 +10,7 @@ import pytest
 from signoff.catalog import Catalog, CatalogError
 from signoff.catalog.yamldoc import (
     MAX_ALIAS_NODES,
+    MAX_DEPTH,
     MAX_ISSUE_CHARS,
     MAX_REPORTED_ISSUES,
     DocumentError,
@@ -80,6 +81,18 @@ again: *tags
 def test_an_alias_inside_the_node_it_names_is_refused() -> None:
     with pytest.raises(YamlDocumentError, match=r"line 1, column 12: the alias \*a is inside the node it names"):
         parse_yaml("a: &a {b: [*a]}")
+
+
+@pytest.mark.parametrize(
+    "text", ["[" * 5000 + "]" * 5000, "a:\n" + "".join(f"{'  ' * i}- b:\n" for i in range(1, 400))]
+)
+def test_a_document_nested_too_deep_is_refused_naming_the_line_not_a_recursion_error(text: str) -> None:
+    with pytest.raises(YamlDocumentError, match=rf"line \d+, column \d+: the document nests deeper than {MAX_DEPTH}"):
+        parse_yaml(text)
+
+
+def test_a_document_nested_as_deep_as_allowed_parses() -> None:
+    assert parse_yaml("[" * MAX_DEPTH + "]" * MAX_DEPTH) is not None
 
 
 def test_other_yaml_errors_are_unchanged() -> None:
