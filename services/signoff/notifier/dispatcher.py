@@ -195,8 +195,11 @@ class Dispatcher:
             error = f"no answer within {lane.timeout}s"
         except DeliveryFailed as exc:
             error, permanent, wait = str(exc), exc.permanent, exc.retry_after
-        except Exception as exc:  # a transport bug or an unexpected client error: recorded on the row, retried
-            error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a transport bug or an unexpected client error: retried
+            # Only its type on the row (shown by `signoff deliveries`, logged with the retry): an HTTP client's
+            # message may quote the channel's URL, its credential. The traceback is in the debug log.
+            log.debug("delivery_send_crashed", delivery_id=outgoing.delivery_id, channel=lane.channel, exc_info=True)
+            error = f"{type(exc).__name__} (an unexpected error; the notifier's debug log has its traceback)"
         if error is None:
             self._sent.append((lane, outgoing))
             self._sent_waiting.set()
