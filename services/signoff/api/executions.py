@@ -2,7 +2,9 @@
 
 Starts and aborts are published as `ExecutionRequested` / `ExecutionAbortRequested`, like any other system would;
 the authenticated user is the triggerer of what it starts, and only the triggerer (or an admin) may abort.
-Reads go to the executor schema through its repository, read-only.
+Reads go to the executor schema through its repository, read-only; a start also reads the approval directory (the
+groups and users its approval steps name, through the approval repository) to refuse, before anything runs, an
+approval step the approval service would refuse when its gate opens.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ from signoff import contracts as wire
 from signoff.api import models
 from signoff.api.identity import Principal
 from signoff.api.problems import ApiProblem, refuse_nul
+from signoff.api.start_policy import ApprovalCheck, approval_checks, start_policy_issues
+from signoff.approval.repository import ApprovalRepository
 from signoff.catalog import Catalog
+from signoff.catalog.yamldoc import describe_issues
 from signoff.contracts.topics import EXECUTION_REQUESTS
+from signoff.executor.domain.pipeline import Pipeline
 from signoff.executor.domain.state import ExecutionStatus
 from signoff.executor.repository import ExecutorRepository
 from signoff.executor.validation import StartRefused, check_start
@@ -41,6 +47,10 @@ CONCURRENT_CHECKS = 2
 """Pipeline checks one api replica runs at once (one per core of a typical pod, with room for the event loop)."""
 
 
+def _invalid_pipeline(message: str) -> ApiProblem:
+    return ApiProblem(422, "invalid_pipeline", message, errors=[{"field": "pipeline_yaml", "message": message}])
+
+
 class ExecutionDesk:
     """Starts, aborts and reads executions."""
 
@@ -54,10 +64,12 @@ class ExecutionDesk:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         requests_topic: str = EXECUTION_REQUESTS.name,
         repository: ExecutorRepository | None = None,
+        approval: ApprovalRepository | None = None,
     ) -> None:
         self.pool, self.producer, self.catalog = pool, producer, catalog
         self.wait_seconds, self.clock, self.requests_topic = wait_seconds, clock, requests_topic
         self.repository = repository or ExecutorRepository()
+        self.approval = approval or ApprovalRepository()
         # Pipeline checks at once: each is CPU in a thread sharing the interpreter with the event loop, so many large
         # documents at the same time would starve every other request; the rest wait their turn.
         self._checks = asyncio.Semaphore(CONCURRENT_CHECKS)
@@ -76,20 +88,18 @@ class ExecutionDesk:
         """Validate as `signoff run` does, then request the execution with `principal` as its triggerer.
 
         Validating is CPU-bound and grows with the document: it runs in a worker thread, so one request's pipeline
-        never holds up the other requests on the event loop."""
+        never holds up the other requests on the event loop. Then its approval steps are asked what the approval
+        service would refuse when their gates open (`signoff.api.start_policy`), before any step runs."""
         try:
             async with self._checks:
-                pipeline = await asyncio.to_thread(
-                    check_start,
-                    request.pipeline_yaml,
-                    catalog=self.catalog,
-                    variables=request.variables,
-                    user=principal.user,
-                )
+                pipeline, checks = await asyncio.to_thread(self._check, principal, request)
         except StartRefused as exc:
-            raise ApiProblem(
-                422, "invalid_pipeline", str(exc), errors=[{"field": "pipeline_yaml", "message": str(exc)}]
-            ) from None
+            raise _invalid_pipeline(str(exc)) from None
+        if checks:
+            async with self.pool.acquire() as conn:
+                issues = await start_policy_issues(conn, self.approval, checks, principal.user)
+            if issues:
+                raise _invalid_pipeline(describe_issues(issues))
         execution_id = uuid.uuid4().hex
         try:
             data = wire.ExecutionRequested(
@@ -112,6 +122,12 @@ class ExecutionDesk:
         return models.ExecutionStarted(
             execution_id=execution_id, pipeline=pipeline.identifier, triggered_by=principal.user
         )
+
+    def _check(self, principal: Principal, request: models.ExecutionRequest) -> tuple[Pipeline, list[ApprovalCheck]]:
+        pipeline = check_start(
+            request.pipeline_yaml, catalog=self.catalog, variables=request.variables, user=principal.user
+        )
+        return pipeline, approval_checks(pipeline)
 
     async def list(self, pipeline: str | None, limit: int) -> list[models.ExecutionSummary]:
         async with self.pool.acquire() as conn:

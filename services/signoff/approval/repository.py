@@ -562,6 +562,12 @@ class ApprovalRepository:
 
     # ------------------------------------------------------------------------------------------------ directory
 
+    async def has_directory(self, conn: asyncpg.Connection) -> bool:
+        """Whether the directory holds anyone (empty on a fresh install, before a directory file or `groups load`)."""
+        return bool(
+            await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {self._t('directory_members')})")  # noqa: S608
+        )
+
     async def members_of(self, conn: asyncpg.Connection, groups: Iterable[str]) -> list[asyncpg.Record]:
         return await conn.fetch(
             f"""SELECT group_name, user_id, email, chat_handles FROM {self._t("directory_members")}
