@@ -10,6 +10,7 @@ the test ends), `retry-after` (429 with `Retry-After: 120`), or an HTTP status t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import email
 import email.policy
@@ -18,7 +19,7 @@ import random
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -269,16 +270,23 @@ async def http_sink() -> AsyncIterator[HttpSink]:
         await sink.stop()
 
 
+@contextlib.contextmanager
+def smtp_server(handler: Any) -> Iterator[int]:
+    """A real SMTP server (aiosmtpd) on a free loopback port, answering with `handler`: its port."""
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
 @pytest.fixture
 def mail_sink() -> Any:
     sink = MailSink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with smtp_server(sink) as port:
         yield sink, port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture

@@ -14,11 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from aiosmtpd.controller import Controller
 
 from signoff.notifier.channels import DeliveryFailed, HttpTransport, Outgoing, SmtpTransport
 from signoff.notifier.domain import Routing
-from tests.integration.notifier.conftest import NotifierHarness, free_port, gate_opened
+from tests.integration.notifier.conftest import NotifierHarness, free_port, gate_opened, smtp_server
 
 pytestmark = pytest.mark.integration
 
@@ -164,13 +163,8 @@ class RefusingHandler:
 @pytest.fixture
 def refusing_smtp() -> Iterator[tuple[RefusingHandler, int]]:
     handler = RefusingHandler()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with smtp_server(handler) as port:
         yield handler, port
-    finally:
-        controller.stop()
 
 
 async def test_an_smtp_4xx_at_rcpt_is_retried_and_a_5xx_is_not(refusing_smtp: tuple[RefusingHandler, int]) -> None:
