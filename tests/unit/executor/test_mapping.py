@@ -279,6 +279,7 @@ def test_each_approval_activity_carries_its_own_votes_comment_and_time(catalog: 
         "[0].comments": "ship it",
         "[0].user.name": "ada",
         "[0].action": "APPROVE",
+        "[0].approvalAction": "APPROVE",  # Harness's name of it
         "[0].approvedAt": ada_at.isoformat(),
         "[1].comments": "",
         "[1].approvedAt": bob_at.isoformat(),

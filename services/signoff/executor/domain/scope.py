@@ -53,6 +53,7 @@ def base_context(pipeline: Pipeline, plan: Plan, state: ExecutionState) -> Conte
                     },
                     # Harness's spelling of the shared vocabulary: APPROVE / REJECT, APPROVED / REJECTED / EXPIRED.
                     "action": activity.action.upper(),
+                    "approvalAction": activity.action.upper(),  # what Harness's expressions call it
                     "comments": activity.comments or "",
                     "approvedAt": activity.decided_at.isoformat(),
                 }
