@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "approval": "signoff.approval.service:approval",
     "notifier": "signoff.notifier.service:notifier",
     "deliveries": "signoff.cli.deliveries:deliveries",
+    "dead-letters": "signoff.cli.dead_letters:dead_letters",
     "tokens": "signoff.cli.tokens:tokens",
     "access-keys": "signoff.cli.access_keys:access_keys",
     "bench": "signoff.cli.bench:bench",
