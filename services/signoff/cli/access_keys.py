@@ -22,6 +22,7 @@ from signoff.api.settings import ApiSettings
 from signoff.approval.repository import ApprovalRepository
 from signoff.cli.errors import CliError, CliUsageError
 from signoff.cli.plumbing import check_user, cli_settings, echo_json, run_with_connection
+from signoff.cli.terminal import echo
 from signoff.devstack.stack import CREDENTIALS_KEY_FILE, default_state_dir
 from signoff.runtime.devenv import ENV_FILE, find_env_file, read_env_file, supervisor_pid
 from signoff.runtime.settings import Settings
@@ -62,20 +63,20 @@ async def _create(
 
 
 def _print_created(key: AccessKey, secret: str, groups: list[str]) -> None:
-    click.echo(
+    echo(
         f"created access key {key.id} for {key.user_id}; the secret is shown only this once "
         "(use them as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY with "
         "`aws codepipeline --endpoint-url $SIGNOFF_API_URL`)",
         err=True,
     )
     if not groups:
-        click.echo(
+        echo(
             f"warning: {key.user_id} is not in the approval directory: the key authenticates, "
             "but the approval service refuses that user's decisions until the directory lists them",
             err=True,
         )
-    click.echo(f"AWS_ACCESS_KEY_ID={key.id}")
-    click.echo(f"AWS_SECRET_ACCESS_KEY={secret}")
+    echo(f"AWS_ACCESS_KEY_ID={key.id}")
+    echo(f"AWS_SECRET_ACCESS_KEY={secret}")
 
 
 @click.group("access-keys")
@@ -127,11 +128,11 @@ def list_(user: str | None, as_json: bool) -> None:
         echo_json(rows)
         return
     if not rows:
-        click.echo("no access keys")
+        echo("no access keys")
         return
     for row in rows:
         last_used = row["last_used_at"].isoformat() if row["last_used_at"] else "never"
-        click.echo(
+        echo(
             f"{row['id']}  {row['user']}  {row['state']}  created {row['created_at'].isoformat()}  "
             f"last used {last_used}"
         )
@@ -156,15 +157,15 @@ def revoke(key_id: str) -> None:
         raise CliError(f"no access key {key_id}")
     assert key.revoked_at is not None
     if key.revoked_at < now:
-        click.echo(f"access key {key.id} ({key.user_id}) was already revoked at {key.revoked_at.isoformat()}")
+        echo(f"access key {key.id} ({key.user_id}) was already revoked at {key.revoked_at.isoformat()}")
         return
-    click.echo(f"revoked access key {key.id} ({key.user_id})")
+    echo(f"revoked access key {key.id} ({key.user_id})")
 
 
 @access_keys.command("new-credentials-key")
 def new_key() -> None:
     """Print a fresh credentials key (a Fernet key) for SIGNOFF_API_CREDENTIALS_KEY."""
-    click.echo(new_credentials_key())
+    echo(new_credentials_key())
 
 
 # ---------------------------------------------------------------------------------------------------- dev stack

@@ -19,6 +19,7 @@ from signoff.approval.repository import SCHEMA, ApprovalRepository
 from signoff.cli.client import ApiClient, echo_answer, save_credentials, segment
 from signoff.cli.errors import CliError, CliUsageError
 from signoff.cli.plumbing import cli_settings, echo_json, run_with_connection
+from signoff.cli.terminal import echo
 from signoff.notifier.domain.view import mark_expressions
 from signoff.runtime.settings import Settings
 
@@ -49,7 +50,7 @@ def login(url: str, token: str | None) -> None:
     token = token or click.prompt("token", hide_input=True)
     _, me = ApiClient(url, token).call("GET", "/me")
     path = save_credentials(url, token.strip())  # as it was sent
-    click.echo(f"signed in to {url} as {me['user']} (saved in {path})")
+    echo(f"signed in to {url} as {me['user']} (saved in {path})")
 
 
 # ---------------------------------------------------------------------------------------------------- reads
@@ -70,10 +71,10 @@ def pending(group: str | None, mine: bool, limit: int, as_json: bool) -> None:
         echo_json(gates)
         return
     if not gates:
-        click.echo("no pending gates")
+        echo("no pending gates")
         return
     for g in gates:
-        click.echo(
+        echo(
             f"{g['gate_id']}  {g['pipeline_id']}/{g['stage_id']}/{g['step_id']}  execution {g['execution_id']}  "
             f"groups {','.join(g['groups']) or '-'}  {g['time_left']}"
         )
@@ -90,37 +91,37 @@ def show(gate_id: str, as_json: bool) -> None:
         echo_json(gate)
         return
     you = gate["you"]
-    click.echo(f"gate      {gate['gate_id']}   {gate['links']['page']}")
-    click.echo(f"pipeline  {gate['pipeline_name']} ({gate['pipeline_id']}, execution {gate['execution_id']})")
-    click.echo(f"stage     {gate['stage_name']}   step {gate['step_name']}   triggered by {gate['triggered_by']}")
+    echo(f"gate      {gate['gate_id']}   {gate['links']['page']}")
+    echo(f"pipeline  {gate['pipeline_name']} ({gate['pipeline_id']}, execution {gate['execution_id']})")
+    echo(f"stage     {gate['stage_name']}   step {gate['step_name']}   triggered by {gate['triggered_by']}")
     expiry = f"expires {gate['expires_at']}, then {gate['timeout_action']}"
-    click.echo(f"status    {gate['status']}   {gate['time_left']} ({expiry})")
-    click.echo(f"token     {gate['token']}")
-    click.echo("message")
+    echo(f"status    {gate['status']}   {gate['time_left']} ({expiry})")
+    echo(f"token     {gate['token']}")
+    echo("message")
     # An expression the executor could not resolve yet is marked as the notifications and the page mark it.
     for line in (mark_expressions(gate["message"]) or "(none)").splitlines() or [""]:
-        click.echo(f"  {line}")
+        echo(f"  {line}")
     for entry in gate["history"]:  # includePipelineExecutionHistory: what ran before the gate opened
         what = entry["stage_name"] + (f" / {entry['step_name']}" if entry["step_name"] else "")
         ended = f" -> {entry['ended_at']}" if entry["ended_at"] else ""
-        click.echo(f"history   {what}: {entry['status']} ({entry['started_at'] or 'not started'}{ended})")
-    click.echo(f"progress  {gate['policy']['text']}")
+        echo(f"history   {what}: {entry['status']} ({entry['started_at'] or 'not started'}{ended})")
+    echo(f"progress  {gate['policy']['text']}")
     if gate["policy"]["disallow_pipeline_executor"]:
-        click.echo(f"          {gate['triggered_by']} (who triggered it) may not approve")
+        echo(f"          {gate['triggered_by']} (who triggered it) may not approve")
     for item in gate["inputs"]:
         extras = [f"default {item['defaultValue']!r}" if item["defaultValue"] else "no default"]
         if item["required"]:
             extras.append("required")
         if item["allowedValues"]:
             extras.append("one of " + ", ".join(item["allowedValues"]))
-        click.echo(f"input     {item['name']}: {'; '.join(extras)}")
+        echo(f"input     {item['name']}: {'; '.join(extras)}")
     for v in gate["votes"]:
         comment = f"  {v['comment']!r}" if v["comment"] else ""
-        click.echo(f"vote      {v['approver']} {v['status']} via {v['source']} at {v['decided_at']}{comment}")
+        echo(f"vote      {v['approver']} {v['status']} via {v['source']} at {v['decided_at']}{comment}")
     if you["may_decide"]:
-        click.echo("you       may decide" + (f" (your vote: {you['current_vote']})" if you["current_vote"] else ""))
+        echo("you       may decide" + (f" (your vote: {you['current_vote']})" if you["current_vote"] else ""))
     else:
-        click.echo(f"you       may not decide ({you['reason']})")
+        echo(f"you       may not decide ({you['reason']})")
 
 
 @click.command("audit")
@@ -133,9 +134,9 @@ def audit(gate_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(trail)
         return
-    click.echo(f"audit of gate {gate_id}")
+    echo(f"audit of gate {gate_id}")
     for entry in trail["entries"]:
-        click.echo(f"  {entry['at']}  {entry['text']}")
+        echo(f"  {entry['at']}  {entry['text']}")
 
 
 # ---------------------------------------------------------------------------------------------------- decisions
@@ -266,9 +267,9 @@ def groups_list(as_json: bool) -> None:
         echo_json(rows)
         return
     if not rows:
-        click.echo("no groups")
+        echo("no groups")
     for r in rows:
-        click.echo(f"{r['group']}  {r['members']} member(s)")
+        echo(f"{r['group']}  {r['members']} member(s)")
 
 
 @groups.command("show")
@@ -289,10 +290,10 @@ def groups_show(group: str, as_json: bool) -> None:
     if as_json:
         echo_json({"group": group, "members": members})
         return
-    click.echo(f"group {group}")
+    echo(f"group {group}")
     for m in members:
         extra = "  ".join(f"{k}={v}" for k, v in m.items() if k != "user" and v)
-        click.echo(f"  {m['user']}  {extra}".rstrip())
+        echo(f"  {m['user']}  {extra}".rstrip())
 
 
 @groups.command("load")
@@ -316,7 +317,7 @@ def groups_load(file: Path, replace: bool) -> None:
 
     _run_db(work)
     count = len({m[0] for m in members})
-    click.echo(f"loaded {len(members)} member(s) in {count} group(s) from {file}")
+    echo(f"loaded {len(members)} member(s) in {count} group(s) from {file}")
 
 
 COMMANDS = (login, pending, show, approve, reject, audit, put_approval_result, groups)

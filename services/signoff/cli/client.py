@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import click
 import httpx
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from signoff.cli.errors import CliError, CliUsageError
+from signoff.cli.terminal import echo
 from signoff.runtime.devenv import find_env_file, read_env_file, supervisor_alive
 from signoff.runtime.settings import setting_problem
 
@@ -201,4 +201,4 @@ def echo_answer(answer: dict[str, Any], status: int) -> None:
     """Print a decision answer; 202 (no verdict within the wait) is an error exit."""
     if status == 202:
         raise CliError(answer["message"])
-    click.echo(answer["message"])
+    echo(answer["message"])

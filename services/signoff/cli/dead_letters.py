@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from signoff.cli.errors import CliError
 from signoff.cli.plumbing import cli_settings, echo_json
+from signoff.cli.terminal import echo
 from signoff.contracts.envelope import BINARY_HEADER_PREFIX
 from signoff.contracts.topics import (
     DEAD_LETTER_TOPIC,
@@ -273,7 +274,7 @@ async def _read(
         if not got and now - last_record >= IDLE_SECONDS:
             break
         if now - started >= READ_DEADLINE_SECONDS:
-            click.echo(
+            echo(
                 f"warning: stopped reading after {READ_DEADLINE_SECONDS:.0f} s: the topic is still being written",
                 err=True,
             )
@@ -316,7 +317,7 @@ def dead_letters(
     except KafkaError as exc:
         raise CliError(f"reading {topic} failed: {_one_line(str(exc) or type(exc).__name__, 300)}") from None
     if read is None:
-        click.echo(f"note: the broker at {settings.kafka_bootstrap} has no topic {topic}", err=True)
+        echo(f"note: the broker at {settings.kafka_bootstrap} has no topic {topic}", err=True)
         read = []
     matching = sorted(
         (
@@ -331,14 +332,14 @@ def dead_letters(
         echo_json([letter.as_json(show_value=show_value) for letter in shown])
         return
     if not matching:
-        click.echo("no dead letters")
+        echo("no dead letters")
         return
     for letter in shown:
-        click.echo(line(letter))
+        echo(line(letter))
         if show_value:
-            click.echo(f"    value: {letter.value}")
+            echo(f"    value: {letter.value}")
     counts = Counter(letter.reason or "-" for letter in matching)
     summary = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
     total = f"{len(matching)} dead letter{'s' if len(matching) != 1 else ''}"
     newest = f" (the newest {len(shown)} shown)" if len(shown) < len(matching) else ""
-    click.echo(f"{total}{newest}: {summary}")
+    echo(f"{total}{newest}: {summary}")

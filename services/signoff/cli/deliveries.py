@@ -10,6 +10,7 @@ import click
 
 from signoff.cli.errors import CliError
 from signoff.cli.plumbing import cli_settings, connection, echo_json
+from signoff.cli.terminal import echo
 from signoff.notifier.repository import SCHEMA, NotifierRepository
 from signoff.runtime.settings import Settings
 
@@ -53,11 +54,11 @@ def deliveries(gate: str | None, as_json: bool) -> None:
         echo_json(rows)
         return
     if not rows:
-        click.echo("no deliveries")
+        echo("no deliveries")
         return
     for row in rows:
-        click.echo(_line(row))
+        echo(_line(row))
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
-    click.echo(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    echo(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))

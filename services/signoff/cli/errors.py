@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from signoff.cli.terminal import terminal_text
+
 
 class CliError(click.ClickException):
     """A user-facing failure: printed as one `error: …` line, exit code 1 (2 for usage errors, click's own)."""
@@ -14,7 +16,7 @@ class CliError(click.ClickException):
         return self.message
 
     def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"error: {terminal_text(self.format_message())}", err=True)
 
 
 class CliUsageError(CliError):

@@ -11,10 +11,10 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
-import click
 from pydantic import ValidationError
 
 from signoff.cli.errors import CliError, CliUsageError
+from signoff.cli.terminal import echo
 from signoff.runtime.db import create_pool
 from signoff.runtime.settings import Settings, load_settings, setting_problem
 from signoff.runtime.startup import mask_password
@@ -36,7 +36,7 @@ def jsonable(value: Any) -> Any:
 
 def echo_json(value: Any) -> None:
     """Print `value` as indented JSON with sorted keys (the `--json` output of the commands)."""
-    click.echo(json.dumps(jsonable(value), indent=2, sort_keys=True))
+    echo(json.dumps(jsonable(value), indent=2, sort_keys=True))
 
 
 def check_user(what: str, user: str) -> None:

@@ -20,6 +20,7 @@ from signoff.api.repository import ApiRepository, ApiToken
 from signoff.approval.repository import ApprovalRepository
 from signoff.cli.errors import CliError, CliUsageError
 from signoff.cli.plumbing import check_user, cli_settings, echo_json, run_with_connection
+from signoff.cli.terminal import echo
 from signoff.contracts.durations import DurationError, parse_duration
 from signoff.devstack.stack import default_state_dir
 from signoff.runtime.devenv import ENV_FILE, find_env_file, read_env_file, supervisor_pid
@@ -66,13 +67,13 @@ async def _create(
 
 def _announce(token: ApiToken, groups: list[str]) -> None:
     permissions = f", permissions {', '.join(sorted(token.permissions))}" if token.permissions else ""
-    click.echo(
+    echo(
         f"created API token {token.id} ({token.name!r}) for {token.user_id}{permissions}, "
         f"expires {token.expires_at.isoformat()}; it is shown only this once",
         err=True,
     )
     if not groups:
-        click.echo(
+        echo(
             f"warning: {token.user_id} is not in the approval directory: the token authenticates, "
             "but the approval service refuses that user's decisions until the directory lists them",
             err=True,
@@ -109,7 +110,7 @@ def create(user: str, expires: str, name: str, permissions: tuple[str, ...]) -> 
         settings, lambda conn: _create(conn, user=user, name=name, permissions=permissions, lifetime=lifetime)
     )
     _announce(token, groups)
-    click.echo(text)
+    echo(text)
 
 
 def _row(token: ApiToken, now: datetime) -> dict[str, Any]:
@@ -145,12 +146,12 @@ def list_(user: str | None, as_json: bool) -> None:
         echo_json(rows)
         return
     if not rows:
-        click.echo("no tokens")
+        echo("no tokens")
         return
     for row in rows:
         permissions = f"  [{', '.join(row['permissions'])}]" if row["permissions"] else ""
         last_used = row["last_used_at"].isoformat() if row["last_used_at"] else "never"
-        click.echo(
+        echo(
             f"{row['id']}  {row['user']}  {row['name']!r}{permissions}  {row['state']}  "
             f"expires {row['expires_at'].isoformat()}  last used {last_used}"
         )
@@ -174,12 +175,12 @@ def revoke(token_id: str) -> None:
         raise CliError(f"no API token {token_id}")
     assert token.revoked_at is not None
     if token.revoked_at < now:
-        click.echo(
+        echo(
             f"API token {token.id} ({token.user_id}, {token.name!r}) was already revoked at "
             f"{token.revoked_at.isoformat()}"
         )
         return
-    click.echo(f"revoked API token {token.id} ({token.user_id}, {token.name!r})")
+    echo(f"revoked API token {token.id} ({token.user_id}, {token.name!r})")
 
 
 # ---------------------------------------------------------------------------------------------------- dev stack
@@ -226,4 +227,4 @@ def dev_token(user: str, state_dir: Path | None) -> None:
 
     token, text, groups = run_with_connection(settings, work)
     _announce(token, groups)
-    click.echo(text)
+    echo(text)

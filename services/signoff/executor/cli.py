@@ -16,6 +16,7 @@ import click
 
 from signoff.cli.client import ApiClient, segment
 from signoff.cli.errors import CliError, CliUsageError
+from signoff.cli.terminal import echo
 
 POLL_INTERVAL_SECONDS = 0.5
 FINISHED = ("SUCCEEDED", "FAILED", "ABORTED", "REFUSED")
@@ -89,7 +90,7 @@ def run(file: Path, variables: tuple[str, ...], catalog_path: Path | None, wait:
     client = ApiClient.configured()
     _, started = client.call("POST", "/executions", json_body={"pipeline_yaml": text, "variables": values})
     execution_id = started["execution_id"]
-    click.echo(execution_id)  # at once: with --wait the user can follow it (logs, get-pipeline-state) meanwhile
+    echo(execution_id)  # at once: with --wait the user can follow it (logs, get-pipeline-state) meanwhile
     if not wait:
         return
     row = _wait_for_end(client, execution_id, timeout)
@@ -97,7 +98,7 @@ def run(file: Path, variables: tuple[str, ...], catalog_path: Path | None, wait:
         raise CliError(f"the executor refused execution {execution_id}: {row['refused']}")
     if row["status"] != "SUCCEEDED":
         raise CliError(f"execution {execution_id} {row['status'].lower()}: {row['reason']}")
-    click.echo(f"execution {execution_id} succeeded")
+    echo(f"execution {execution_id} succeeded")
 
 
 @click.command("executions")
@@ -108,14 +109,14 @@ def executions(pipeline: str | None, limit: int, as_json: bool) -> None:
     """List executions, newest first."""
     _, rows = ApiClient.configured().call("GET", "/executions", params={"pipeline": pipeline, "limit": limit})
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("no executions")
+        echo("no executions")
         return
     for row in rows:
         current = ", ".join(row["current"]) or (row["reason"] or "")
-        click.echo(
+        echo(
             f"{row['execution_id']}  {row['pipeline']} #{row['sequence']}  {row['status']:<9}  "
             f"{row['started_at']}  {current}".rstrip()
         )
@@ -130,7 +131,7 @@ def abort(execution_id: str, reason: str) -> None:
     status, row = ApiClient.configured().call("POST", path, json_body={"reason": reason})
     if status == 202:
         raise CliError(f"abort of execution {execution_id} requested; it is still {row['status'].lower()}")
-    click.echo(f"execution {execution_id} {row['status'].lower()}" + (f": {row['reason']}" if row["reason"] else ""))
+    echo(f"execution {execution_id} {row['status'].lower()}" + (f": {row['reason']}" if row["reason"] else ""))
 
 
 @click.command("logs")
@@ -141,11 +142,11 @@ def logs(execution_id: str) -> None:
     _, answer = ApiClient.configured().call("GET", path)
     for row in answer["logs"]:
         code = "timed out" if row["exit_code"] is None else f"exit {row['exit_code']}"
-        click.echo(f"== {row['step_path']} (attempt {row['attempt']}, {code})")
-        click.echo(row["output"], nl=not row["output"].endswith("\n"))
+        echo(f"== {row['step_path']} (attempt {row['attempt']}, {code})")
+        echo(row["output"], nl=not row["output"].endswith("\n"))
     for failure in answer["failures"]:  # a refused or unanswered approval ran no script: say why here too
-        click.echo(f"== {failure['step_path']} (attempt {failure['attempt']}, {failure['status']})")
-        click.echo(failure["reason"])
+        echo(f"== {failure['step_path']} (attempt {failure['attempt']}, {failure['status']})")
+        echo(failure["reason"])
 
 
 @click.command("get-pipeline-state")
@@ -156,12 +157,12 @@ def get_pipeline_state(name: str, as_json: bool) -> None:
     path = f"/pipelines/{segment(name, '--name')}/state"
     _, state = ApiClient.configured().call("GET", path)
     if as_json:
-        click.echo(json.dumps(state, indent=2))
+        echo(json.dumps(state, indent=2))
         return
-    click.echo(f"pipeline {state['pipelineName']}  execution {state['pipelineExecutionId']}  {state['status']}")
+    echo(f"pipeline {state['pipelineName']}  execution {state['pipelineExecutionId']}  {state['status']}")
     for stage in state["stageStates"]:
         stage_status = stage.get("latestExecution", {}).get("status", "-")
-        click.echo(f"stage {stage['stageName']}  {stage_status}")
+        echo(f"stage {stage['stageName']}  {stage_status}")
         for action in stage["actionStates"]:
             latest = action.get("latestExecution", {})
             line = f"  {action['actionName']:<28} {latest.get('status', '-')}"
@@ -169,7 +170,7 @@ def get_pipeline_state(name: str, as_json: bool) -> None:
                 line += f"  token {latest['token']}"
             if latest.get("summary"):
                 line += f"  {latest['summary']}"
-            click.echo(line)
+            echo(line)
 
 
 COMMANDS = (run, executions, logs, abort, get_pipeline_state)

@@ -82,6 +82,8 @@ async def test_pending_show_and_audit_through_the_api(front_door: FrontDoor) -> 
     req = req.model_copy(
         update={
             "message": "Ship <+pipeline.variables.tag> to prod?\nChange CHG-7",
+            # Whoever writes the pipeline writes this: an escape sequence and a CR must not rewrite the screen.
+            "pipeline_name": "Payments\x1b[2K\rFAKE \u202eevil",
             "include_pipeline_execution_history": True,
             "execution_history": [HistoryEntry.model_validate(entry) for entry in history],
         }
@@ -101,6 +103,8 @@ async def test_pending_show_and_audit_through_the_api(front_door: FrontDoor) -> 
     assert "progress  1 of 2 approvers (group sre)" in shown.stdout
     assert "vote      bob Approved via api" in shown.stdout and "you       may decide" in shown.stdout
     lines = shown.stdout.splitlines()
+    assert "\x1b" not in shown.stdout and "\r" not in shown.stdout and "\u202e" not in shown.stdout
+    assert any(line.startswith("pipeline  Payments\\x1b[2K\\rFAKE \\u202eevil (") for line in lines), lines
     message = lines.index("message")
     assert lines[message + 1 : message + 3] == [
         "  Ship (unresolved: <+pipeline.variables.tag>) to prod?",
