@@ -308,3 +308,22 @@ def test_a_database_url_that_is_not_one_is_one_line_without_its_password(env, ur
     ), error
     assert "a PostgreSQL URL (postgresql://USER" in error, error
     assert "s3cr3t" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("pending", "--limit", "0"), "error: Invalid value for '--limit': 0 is not in the range 1<=x<=500. "),
+        (("nosuch",), "error: No such command 'nosuch'. (see `"),  # `signoff --help` (CliRunner calls it `cli`)
+        (("approve",), "error: Missing argument 'GATE_ID'. (see `"),
+        (("tokens", "create", "--permission", "root"), "error: Invalid value for '--permission': "),
+    ],
+)
+def test_clicks_own_usage_errors_are_one_line_too(env, args: tuple[str, ...], error: str) -> None:
+    assert _one_line_error(_signoff(env, *args), code=2).startswith(error)
+
+
+def test_help_and_version_still_exit_0(env) -> None:
+    assert _signoff(env, "--version").exit_code == 0
+    shown = _signoff(env, "pending", "--help")
+    assert shown.exit_code == 0 and shown.stdout.startswith("Usage: ") and " pending [OPTIONS]" in shown.stdout

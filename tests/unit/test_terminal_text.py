@@ -22,5 +22,5 @@ def test_control_characters_are_shown_as_escapes(text: str, shown: str) -> None:
 
 
 def test_line_breaks_tabs_and_other_text_stay_as_they_are() -> None:
-    text = "Deploy 1.4.2\tto prod\nCHG-1042 – Zürich 東京 ✓"
+    text = "Deploy 1.4.2\tto prod\nCHG-1042 · Zürich 東京 ✓"
     assert terminal_text(text) == text

@@ -7,11 +7,14 @@ notifier's Slack client, and every e2e step runs the CLI as a process of its own
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 import click
 
 from signoff import __version__
+from signoff.cli.terminal import terminal_text
 
 COMMANDS: dict[str, str] = {
     "dev": "signoff.cli.dev:dev",
@@ -77,7 +80,32 @@ class LazyCommands(MutableMapping[str, click.Command]):
         return name in self._table
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class SignoffGroup(click.Group):
+    """The `signoff` group: click's own usage errors (an unknown command, an option out of range) are one
+    `error: …` line naming where help is, exit 2, like every other error of the CLI (click prints three lines)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `signoff` (or a group) alone: its help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            click.echo(f"error: {terminal_text(exc.format_message())}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)  # `ctx.exit(n)` and --help / --version come back as n
+
+
+@click.group(cls=SignoffGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="signoff")
 def cli() -> None:
     """signoff: approval gates for CD pipelines, on Kafka and PostgreSQL."""
