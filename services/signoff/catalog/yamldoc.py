@@ -6,11 +6,15 @@ strict about duplicate mapping keys, which plain PyYAML silently resolves to the
 step's spec), and about alias expansion, which PyYAML leaves unbounded (yaml/pyyaml#235): its loader shares an
 anchored node between its aliases, but everything that walks the loaded document (validation, JSON, a message naming
 every problem) meets each alias as a full copy, so a few KiB of nested aliases (an "alias bomb") would cost gigabytes.
+It also refuses text no store can hold: a double-quoted escape can put a NUL character (`"\\0"`) or a lone UTF-16
+surrogate (`"\\uD800"`) in a key or a value, which PostgreSQL's text and JSON refuse (and UTF-8 cannot encode), so
+such a document would be accepted here and fail wherever it is first written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,12 +47,23 @@ MAX_ISSUE_CHARS = 500
 
 
 class YamlDocumentError(ValueError):
-    """A YAML document could not be read or parsed; the message names the source and, when known, line and column."""
+    """A YAML document could not be read or parsed; the message names the source and, when known, line and column,
+    or the path in the document (`path`: a key or a value holding text no store can hold).
 
-    def __init__(self, source: str, message: str) -> None:
-        super().__init__(f"{source}: {message}")
+    `problem` is the problem alone, `detail` the problem after its path (when there is one), `issue` both as an
+    `Issue` (at `(root)` without a path)."""
+
+    def __init__(self, source: str, message: str, path: str | None = None) -> None:
+        detail = f"{path}: {message}" if path else message
+        super().__init__(f"{source}: {detail}")
         self.source = source
-        self.detail = message
+        self.path = path
+        self.problem = message
+        self.detail = detail
+
+    @property
+    def issue(self) -> Issue:
+        return Issue(self.path or "(root)", self.problem)
 
 
 @dataclass(frozen=True, order=True)
@@ -133,9 +148,11 @@ class _StrictLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):  # SafeLoader reports it below with its own message
+                continue  # (`key in seen` would not tell: a `!!set` key, a set, is looked up as a frozenset)
             try:
                 duplicate = key in seen
-            except TypeError:  # an unhashable key; SafeLoader reports it below with its own message
+            except TypeError:  # a hashable container holding an unhashable item
                 continue
             if duplicate:
                 raise yaml.constructor.ConstructorError(
@@ -144,11 +161,66 @@ class _StrictLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_scalar(self, node: yaml.ScalarNode) -> Any:
+        value = super().construct_scalar(node)
+        if isinstance(value, str) and _SURROGATE.search(value):
+            # `"\\uD83D\\uDE00"` (how JSON escapes a character beyond U+FFFF) is one character, as in JSON; PyYAML
+            # would keep two surrogates, which no UTF-8 text holds. A lone surrogate stays, to be refused by path.
+            value = _PAIR.sub(_join_pair, value)
+        return value
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""A NUL character or a UTF-16 surrogate: no PostgreSQL text or JSON value holds one (nor does UTF-8 a surrogate).
+PyYAML's reader refuses both as raw characters; only a double-quoted escape (`\\0`, `\\x00`, `\\uD800`) makes one."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+
+
+def _join_pair(match: re.Match[str]) -> str:
+    return match.group().encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+
+
+def _shown(text: str) -> str:
+    """`text` with each NUL written `\\0` and each surrogate `\\udXXX`: safe to print, log and store."""
+    return _UNSTORABLE.sub(lambda m: "\\0" if m.group() == "\x00" else f"\\u{ord(m.group()):04x}", text)
+
+
+def _unstorable_problem(text: str) -> str | None:
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "contains a NUL character"
+    return f"contains a lone surrogate ({_shown(found.group())}), not valid Unicode text"
+
+
+def _unstorable_text(value: Any, path: str) -> tuple[str, str] | None:
+    """(path, problem) of the first key or string of a loaded document holding a NUL or a lone surrogate, in
+    document order; None when there is none. Walked only for a text with a backslash (only an escape makes one),
+    its aliases bounded like any walk of the document (`MAX_ALIAS_NODES`), its depth by `MAX_DEPTH`."""
+    if isinstance(value, str):
+        problem = _unstorable_problem(value)
+        return (path, problem) if problem else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            where = join_path(path, _shown(key) if isinstance(key, str) else str(key))
+            if isinstance(key, str) and (problem := _unstorable_problem(key)):
+                return where, f"the key {problem}"
+            if (found := _unstorable_text(item, where)) is not None:
+                return found
+    elif isinstance(value, list | tuple | set | frozenset):  # sequences; `!!omap`/`!!pairs` tuples, `!!set`
+        for index, item in enumerate(value):
+            if (found := _unstorable_text(item, join_path(path, index))) is not None:
+                return found
+    return None
+
 
 def parse_yaml(text: str, source: str = "<string>") -> Any:
-    """Parse one YAML document with the strict safe loader; errors become `YamlDocumentError` with line:column."""
+    """Parse one YAML document with the strict safe loader; errors become `YamlDocumentError` with line:column, or
+    with the path (`pipeline.stages[0].stage.name`) of a key or value holding a NUL character or a lone surrogate."""
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -156,6 +228,9 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
         raise YamlDocumentError(source, f"{where}{problem}") from exc
     except yaml.YAMLError as exc:
         raise YamlDocumentError(source, str(exc)) from exc
+    if "\\" in text and (found := _unstorable_text(document, "(root)")) is not None:
+        raise YamlDocumentError(source, found[1], path=found[0])
+    return document
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -226,7 +301,7 @@ def read_document(path: str | Path, error: type[DocumentError]) -> Any:
     try:
         return read_yaml(path)
     except YamlDocumentError as exc:
-        raise error(str(path), [Issue("(root)", exc.detail)]) from None
+        raise error(str(path), [exc.issue]) from None
 
 
 def validate_document(model: type[M], data: Any, source: str, error: type[DocumentError], expected: str) -> M:

@@ -95,10 +95,13 @@ class ExecutorHandler:
     # ------------------------------------------------------------------------------------------------ starts
 
     def _pipeline(self, text: str, source: str) -> Pipeline:
+        # A document PostgreSQL could not store (a NUL character or a lone surrogate, from a YAML escape) is refused
+        # here by the loader, naming its path with those characters escaped: the refusal's own writes (the
+        # refusal row, the dead letter, ExecutionFailed) never hold one.
         try:
             document = parse_yaml(text, source)
         except YamlDocumentError as exc:
-            raise Refused("invalid_pipeline", f"{source}: {exc}") from None
+            raise Refused("invalid_pipeline", f"{source}: {exc.detail}") from None
         try:
             return parse_pipeline(document, catalog=self.catalog, source=source)
         except PipelineError as exc:

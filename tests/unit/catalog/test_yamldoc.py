@@ -120,3 +120,59 @@ def test_an_error_lists_the_first_problems_then_how_many_more() -> None:
     assert message.splitlines()[-1] == "  and 30 more" and len(message.splitlines()) == MAX_REPORTED_ISSUES + 2
     assert describe_issues(issues[:MAX_REPORTED_ISSUES]).count(";") == MAX_REPORTED_ISSUES - 1
     assert describe_issues(["bad value " + "x" * 10_000]) == "bad value " + "x" * (MAX_ISSUE_CHARS - 11) + "…"
+
+
+# -- text no store can hold (a NUL character, a lone surrogate) is refused by path ------------------------------
+
+UNSTORABLE = [
+    # (YAML text, path, problem); every one is a double-quoted escape: the reader refuses such characters raw.
+    ('a:\n  b: "nul\\0here"\n', "a.b", "contains a NUL character"),
+    ('a: ["ok", "x\\x00"]\n', "a[1]", "contains a NUL character"),
+    ('a:\n  "k\\0ey": 1\n', "a.k\\0ey", "the key contains a NUL character"),
+    ('a: "sur\\uD800rogate"\n', "a", "contains a lone surrogate (\\ud800), not valid Unicode text"),
+    ('a: "\\uDE00 low first"\n', "a", "contains a lone surrogate (\\ude00), not valid Unicode text"),
+    ('a: [{"k\\uDBFF": 1}]\n', "a[0].k\\udbff", "the key contains a lone surrogate (\\udbff), not valid Unicode text"),
+    ('"\\0"\n', "(root)", "contains a NUL character"),
+    ('a: &x {b: "\\0"}\nc: *x\n', "a.b", "contains a NUL character"),  # the first place, in document order
+    ('a: !!set {"\\0": null}\n', "a[0]", "contains a NUL character"),
+]
+
+
+@pytest.mark.parametrize(("text", "path", "problem"), UNSTORABLE)
+def test_a_nul_character_or_a_lone_surrogate_in_a_key_or_a_value_is_refused_naming_its_path(
+    text: str, path: str, problem: str
+) -> None:
+    with pytest.raises(YamlDocumentError) as caught:
+        parse_yaml(text, "doc.yaml")
+    error = caught.value
+    assert str(error) == f"doc.yaml: {path}: {problem}"
+    assert (error.path, error.problem, error.detail) == (path, problem, f"{path}: {problem}")
+    assert error.issue == Issue(path, problem)
+    # The message itself is storable text: the characters are written as escapes.
+    assert "\x00" not in str(error) and str(error).encode("utf-8")
+
+
+def test_a_surrogate_pair_written_as_two_escapes_is_one_character_as_in_json() -> None:
+    assert parse_yaml('a: "smile \\uD83D\\uDE00"\n"\\uD83D\\uDE00": k\n') == {"a": "smile 😀", "😀": "k"}
+    assert parse_yaml('a: "\\U0001F600"\n') == {"a": "😀"}
+    with pytest.raises(YamlDocumentError, match=r"^<string>: a: contains a lone surrogate \(\\udc00\)"):
+        parse_yaml('a: "\\uD83D\\uDE00\\uDC00"\n')  # a pair, then a lone low surrogate
+
+
+def test_escapes_of_storable_characters_still_parse() -> None:
+    text = 'a: "tab\\there\\nline \\\\0 \\x01 \\u00e9 \\\\uD800"\n'
+    assert parse_yaml(text) == {"a": "tab\there\nline \\0 \x01 é \\uD800"}
+
+
+def test_a_raw_nul_or_surrogate_is_refused_by_the_reader_as_before() -> None:
+    for raw in ("a: x\x00y\n", "a: x\ud800y\n"):
+        with pytest.raises(YamlDocumentError, match="unacceptable character #x"):
+            parse_yaml(raw)
+
+
+def test_a_catalog_with_a_nul_character_is_refused_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.yaml"
+    path.write_text('services:\n  - identifier: billing\n    name: "bill\\0ing"\n')
+    with pytest.raises(CatalogError) as caught:
+        Catalog.load(path)
+    assert caught.value.issues == [Issue("services[0].name", "contains a NUL character")]

@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from signoff.catalog import Catalog
+from signoff.catalog.yamldoc import Issue
 from signoff.executor.domain.pipeline import (
     HarnessApprovalSpec,
     ParallelStages,
@@ -375,3 +376,19 @@ def test_parsing_leaves_expressions_that_cannot_resolve_to_the_start_check() -> 
     The start check (`signoff.executor.validation.expression_problems`) refuses them before a new one starts."""
     document = pipeline(stage("s", shell("a", "echo <+pipeline.stages.nosuch.name> <+unclosed")))
     assert issues(document) == []
+
+
+def test_a_nul_character_in_the_text_is_one_issue_at_its_path() -> None:
+    text = textwrap.dedent(
+        """\
+        pipeline:
+          name: "Te\\0st"
+          identifier: test_pipeline
+          stages: []
+        """
+    )
+    expected = [Issue("pipeline.name", "contains a NUL character")]
+    assert validate_pipeline(text) == expected
+    with pytest.raises(PipelineError) as caught:
+        parse_pipeline(text, source="p.yaml")
+    assert caught.value.issues == expected

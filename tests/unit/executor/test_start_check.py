@@ -280,3 +280,44 @@ def test_signoff_run_refuses_a_reference_to_a_missing_stage_before_calling_the_a
         f"error: {file}: invalid pipeline: {APPROVE_PATH}.spec.approvalMessage: <+pipeline.stages.nosuch.name>: "
         "no stage 'nosuch' in the pipeline"
     )
+
+
+# -- text PostgreSQL cannot store (a NUL character, a lone surrogate) is refused by path -------------------------
+
+FIRST_APPROVAL = "pipeline.stages[0].stage.spec.execution.steps[0].step.spec"
+
+
+@pytest.mark.parametrize(
+    ("step", "where"),
+    [
+        (approval(message="nul\0here"), "approvalMessage: contains a NUL character"),
+        (
+            approval(message="sur\ud800rogate"),
+            "approvalMessage: contains a lone surrogate (\\ud800), not valid Unicode text",
+        ),
+        (approval(**{"ke\0y": "v"}), "ke\\0y: the key contains a NUL character"),
+        (
+            approval(**{"ke\udfffy": "v"}),
+            "ke\\udfffy: the key contains a lone surrogate (\\udfff), not valid Unicode text",
+        ),
+    ],
+    ids=["nul-value", "surrogate-value", "nul-key", "surrogate-key"],
+)
+def test_a_nul_character_or_a_lone_surrogate_is_refused_naming_its_path(step: dict, where: str) -> None:
+    text = as_yaml(pipeline(stage("s", step)))  # the YAML writes them as double-quoted escapes (`"nul\0here"`)
+    assert "\x00" not in text and "\\" in text
+    message = _refusal(pipeline(stage("s", step)))
+    assert message == f"invalid pipeline: {FIRST_APPROVAL}.{where}"
+    assert "\x00" not in message and message.encode("utf-8")  # storable: the refusal is written to PostgreSQL
+
+
+def test_signoff_run_refuses_a_nul_character_before_calling_the_api(tmp_path: Path) -> None:
+    file = tmp_path / "p.yaml"
+    file.write_text(as_yaml(pipeline(stage("s", approval(message="nul\0here")))))
+    env = {"SIGNOFF_API_URL": "http://127.0.0.1:9", "SIGNOFF_TOKEN": "unused", "SIGNOFF_CATALOG_FILE": None}
+    result = CliRunner().invoke(cli, ["run", str(file)], env=env)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"error: {file}: invalid pipeline: {FIRST_APPROVAL}.approvalMessage: contains a NUL character"
+    )
+    assert result.stdout == ""

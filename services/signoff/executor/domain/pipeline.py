@@ -1157,7 +1157,7 @@ def validate_pipeline(
     try:
         data = parse_yaml(document, source) if isinstance(document, str) else document
     except YamlDocumentError as exc:
-        return [Issue("(root)", exc.detail)]
+        return [exc.issue]
     parser = _Parser(catalog)
     parser.parse(data)
     return parser.issues
@@ -1170,7 +1170,7 @@ def parse_pipeline(
     try:
         data = parse_yaml(document, source) if isinstance(document, str) else document
     except YamlDocumentError as exc:
-        raise PipelineError(source, [Issue("(root)", exc.detail)]) from None
+        raise PipelineError(source, [exc.issue]) from None
     parser = _Parser(catalog)
     pipeline = parser.parse(data)
     if parser.issues or pipeline is None:

@@ -1,0 +1,70 @@
+"""A pipeline whose YAML escapes text PostgreSQL cannot store (a NUL character, a lone surrogate) is refused by the
+executor like any invalid pipeline: dead-lettered as invalid_pipeline naming the path, an ExecutionFailed for
+waiters, a refusal row; never a handler error on the database write. The role goes on consuming."""
+
+from __future__ import annotations
+
+import pytest
+
+from signoff import contracts as wire
+from signoff.contracts.topics import DEAD_LETTER_TOPIC
+from signoff.executor.repository import ExecutorRepository
+from signoff.runtime.outbox import headers_from_json
+from tests.integration.executor.conftest import execution_request
+from tests.support.waiting import eventually
+from tests.unit.executor.builders import approval, as_yaml, pipeline, shell, stage
+
+pytestmark = pytest.mark.integration
+
+MESSAGE = "pipeline.stages[0].stage.spec.execution.steps[0].step.spec.approvalMessage"
+
+
+async def _dead_letter(executor, execution_id: str) -> dict[str, str] | None:
+    """The signoff-dlq-* headers of the dead-lettered request of `execution_id`, once there is one."""
+    for row in await executor.outbox():
+        if row["aggregatetype"] != DEAD_LETTER_TOPIC:
+            continue
+        event = wire.decode(bytes(row["payload"]), [("content-type", b"application/cloudevents+json")])
+        if event.data.execution_id == execution_id:
+            return {name: value.decode() for name, value in headers_from_json(row["headers"])}
+    return None
+
+
+def test_a_raw_nul_in_pipeline_yaml_is_refused_by_the_contract_already() -> None:
+    # Only a YAML escape (`"\0"`, plain ASCII in the event) gets a NUL past the contract to the executor.
+    request = execution_request('pipeline: "x\x00"', pipeline_id="test_pipeline")
+    value, headers = wire.encode(wire.new_event(request, source="urn:signoff:test"))
+    with pytest.raises(wire.ContractError, match="pipeline_yaml: contains a NUL character"):
+        wire.decode(value, headers)
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        ("nul\0here", "contains a NUL character"),
+        ("sur\ud800rogate", "contains a lone surrogate (\\ud800), not valid Unicode text"),
+    ],
+    ids=["nul", "lone-surrogate"],
+)
+async def test_a_yaml_escape_of_unstorable_text_is_refused_as_an_invalid_pipeline(
+    executor, message: str, problem: str
+) -> None:
+    text = as_yaml(pipeline(stage("s", approval(message=message))))
+    assert '"nul\\0here"' in text or '"sur\\uD800rogate"' in text  # an escape: the event itself is valid
+    bad = execution_request(text, pipeline_id="test_pipeline")
+    await executor.send(bad)
+
+    letter = await eventually(lambda: _dead_letter(executor, bad.execution_id), timeout=30, what="a dead letter")
+    assert letter["signoff-dlq-reason"] == "invalid_pipeline"
+    assert f"{MESSAGE}: {problem}" in letter["signoff-dlq-error"]
+    failed = await executor.wait_for(wire.ExecutionFailed.event_type, bad.execution_id)
+    assert failed.cause == "invalid_pipeline" and f"{MESSAGE}: {problem}" in failed.error
+    async with executor.pool.acquire() as conn:
+        refusal = await ExecutorRepository().refusal(conn, bad.execution_id)
+    assert refusal["reason"] == "invalid_pipeline" and f"{MESSAGE}: {problem}" in refusal["error"]
+    assert await executor.execution(bad.execution_id) is None
+
+    # The role was not stuck on it: the next request runs.
+    good = execution_request(as_yaml(pipeline(stage("s", shell("a", "echo ok")))), pipeline_id="test_pipeline")
+    await executor.send(good)
+    await executor.wait_status(good.execution_id, "SUCCEEDED")
