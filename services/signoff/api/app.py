@@ -30,7 +30,7 @@ from signoff.api.executions import ExecutionDesk
 from signoff.api.identity import AuthenticationFailed, Authenticator, IdentityProviderUnavailable, Principal
 from signoff.api.pages import PageSettings
 from signoff.api.pages import router as pages_router
-from signoff.api.problems import PROBLEM_TYPE, ApiProblem
+from signoff.api.problems import PROBLEM_TYPE, ApiProblem, refuse_nul
 from signoff.api.repository import ApiRepository
 from signoff.api.slack import SlackDesk
 from signoff.api.slack import router as slack_router
@@ -134,7 +134,7 @@ async def _principal(request: Request, _credentials: Annotated[Any, Security(_be
     """The request's authenticated principal; 401 (audited when the path names a gate) otherwise."""
     context: ApiContext = request.app.state.context
     try:
-        return await context.authenticator.authenticate(request.headers.get("authorization"))
+        return await context.authenticator.authenticate(_authorization(request))
     except AuthenticationFailed as failure:
         gate_id = request.path_params.get("gate_id")
         if gate_id:
@@ -163,6 +163,15 @@ async def _principal(request: Request, _credentials: Annotated[Any, Security(_be
 Caller = Annotated[Principal, Security(_principal)]
 
 
+def _authorization(request: Request) -> str | None:
+    """The request's one `Authorization` header; two (say, the tokens of two users) leave open who is calling, so
+    the request proves nobody."""
+    values = request.headers.getlist("authorization")
+    if len(values) > 1:
+        raise AuthenticationFailed("invalid_token", "send one Authorization header, not several")
+    return values[0] if values else None
+
+
 def _cursor(opened_at: datetime, gate_id: str) -> str:
     return base64.urlsafe_b64encode(f"{opened_at.isoformat()}|{gate_id}".encode()).decode()
 
@@ -171,7 +180,10 @@ def _parse_cursor(value: str | None) -> tuple[datetime, str] | None:
     if value is None:
         return None
     try:
-        opened, _, gate_id = base64.urlsafe_b64decode(value.encode()).decode().partition("|")
+        decoded = base64.urlsafe_b64decode(value.encode()).decode()
+        if "\x00" in decoded:
+            raise ValueError("no cursor of this api holds a NUL (nor can PostgreSQL's text)")
+        opened, _, gate_id = decoded.partition("|")
         return datetime.fromisoformat(opened), gate_id
     except ValueError:
         raise ApiProblem(
@@ -340,6 +352,15 @@ def create_app(context: ApiContext | None) -> FastAPI:
     ) -> JSONResponse:
         """CodePipeline's `put-approval-result` input (pipelineName, stageName, actionName, token, result): the
         gate is the one of that action holding the token."""
+        refuse_nul(body, "invalid_request")
+        if len(body.result.summary) > codepipeline.SUMMARY_MAX:
+            message = f"at most {codepipeline.SUMMARY_MAX} characters (as CodePipeline's put-approval-result)"
+            raise ApiProblem(
+                422,
+                "invalid_request",
+                f"result.summary: {message}",
+                errors=[{"field": "result.summary", "message": message}],
+            )
         async with context.pool.acquire() as conn:
             row = await context.approval.find_gate_by_token(
                 conn, body.pipeline_name, body.stage_name, body.action_name, body.token

@@ -44,7 +44,8 @@ _NAME = re.compile(r"^[A-Za-z0-9.@\-_]{1,100}$")
 _EXECUTION_ID = re.compile(r"^[0-9a-zA-Z-_.:]{1,200}$")
 # signoff's approval tokens are URL-safe random text (not CodePipeline's UUIDs): anything else is no token.
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,256}$")
-_SUMMARY_MAX = 512
+SUMMARY_MAX = 512
+"""CodePipeline's limit on `result.summary` (also that of /api/v1/approval-results)."""
 EXECUTION_STATUS = {
     ExecutionStatus.RUNNING: "InProgress",
     ExecutionStatus.SUCCEEDED: "Succeeded",
@@ -79,9 +80,13 @@ def _json_response(body: dict[str, Any], status: int = 200) -> Response:
 
 
 def _invalid(field: str, value: object, constraint: str) -> AwsError:
+    try:
+        shown = json.dumps(value)
+    except RecursionError:  # a value nested about as deep as json.loads allows
+        shown = "(too deeply nested)"
     return AwsError(
         "ValidationException",
-        f"1 validation error detected: Value {json.dumps(value)} at '{field}' failed to satisfy constraint: "
+        f"1 validation error detected: Value {shown} at '{field}' failed to satisfy constraint: "
         f"Member must {constraint}",
     )
 
@@ -92,7 +97,7 @@ def _string(params: dict[str, Any], field: str, pattern: re.Pattern[str], *, req
         if required:
             raise _invalid(field, None, "not be null")
         return None
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise _invalid(field, value, f"satisfy regular expression pattern: {pattern.pattern}")
     return value
 
@@ -109,9 +114,12 @@ def _page_token(params: dict[str, Any]) -> str | None:
     if value is None:
         return None
     try:
-        return base64.urlsafe_b64decode(str(value).encode()).decode()
+        decoded = base64.urlsafe_b64decode(str(value).encode()).decode()
     except (ValueError, binascii.Error):
-        raise AwsError("InvalidNextTokenException", "The next token was specified in an invalid format.") from None
+        decoded = "\x00"
+    if "\x00" in decoded:  # not valid base64, or holds what no token of this api does (nor PostgreSQL's text)
+        raise AwsError("InvalidNextTokenException", "The next token was specified in an invalid format.")
+    return decoded
 
 
 def _next_token(value: str) -> str:
@@ -133,16 +141,27 @@ async def codepipeline(request: Request) -> Response:
         operation = OPERATIONS.get(target.removeprefix(TARGET_PREFIX)) if target.startswith(TARGET_PREFIX) else None
         if operation is None:
             raise AwsError("UnknownOperationException", f"Unknown operation {target or '(no X-Amz-Target)'}")
-        try:
-            params = json.loads(body or b"{}")
-        except ValueError:
-            raise AwsError("SerializationException", "The request body is not valid JSON.") from None
+        params = _params(body)
+        if params is _NOT_JSON:
+            raise AwsError("SerializationException", "The request body is not valid JSON.")
         if not isinstance(params, dict):
             raise AwsError("SerializationException", "The request body must be a JSON object.")
         return _json_response(await operation(context, principal, params, request))
     except AwsError as error:
         log.info("codepipeline_refused", error=error.error, status=error.status)
         return error.response()
+
+
+_NOT_JSON = object()
+
+
+def _params(body: bytes) -> Any:
+    """The request's JSON (`{}` when empty); _NOT_JSON when it is not JSON, or nested deeper than the parser goes
+    (a RecursionError is no internal error: the body is refused like any other that does not parse)."""
+    try:
+        return json.loads(body or b"{}")
+    except (ValueError, RecursionError):
+        return _NOT_JSON
 
 
 async def _authenticate(context: ApiContext, request: Request, body: bytes) -> Principal:
@@ -166,10 +185,7 @@ async def _audit_refused_signature(
 ) -> None:
     """A request refused for its credentials that names a gate (PutApprovalResult's pipeline, stage, action and
     token) is in that gate's audit trail, with the access key it claimed."""
-    try:
-        params = json.loads(body or b"{}")
-    except ValueError:
-        return
+    params = _params(body)
     if not isinstance(params, dict):
         return
     async with context.pool.acquire() as conn:
@@ -199,14 +215,15 @@ async def _audit_refused_signature(
 
 async def _named_gate(context: ApiContext, conn: asyncpg.Connection, params: dict[str, Any]) -> asyncpg.Record | None:
     """The gate a PutApprovalResult input names: the one of that action holding the token, else the action's
-    latest gate; None when the input names no action that has a gate."""
+    latest gate; None when the input names no action that has a gate (nor can: not a name PutApprovalResult
+    takes)."""
     names = [params.get(field) for field in ("pipelineName", "stageName", "actionName")]
-    if not all(isinstance(name, str) and name for name in names):
+    if not all(isinstance(name, str) and _NAME.fullmatch(name) for name in names):
         return None
     pipeline, stage, action = names
     token = params.get("token")
     row = None
-    if isinstance(token, str) and token:
+    if isinstance(token, str) and _TOKEN.fullmatch(token):
         row = await context.approval.find_gate_by_token(conn, pipeline, stage, action, token)
     return row or await context.approval.latest_gate_of_step(conn, pipeline, stage, action)
 
@@ -254,8 +271,10 @@ async def put_approval_result(
     if not isinstance(result, dict):
         raise _invalid("result", result, "not be null")
     summary, status = result.get("summary"), result.get("status")
-    if not isinstance(summary, str) or len(summary) > _SUMMARY_MAX:
-        raise _invalid("result.summary", summary, f"be a string of at most {_SUMMARY_MAX} characters")
+    if not isinstance(summary, str) or len(summary) > SUMMARY_MAX:
+        raise _invalid("result.summary", summary, f"be a string of at most {SUMMARY_MAX} characters")
+    if "\x00" in summary:
+        raise _invalid("result.summary", summary, "not contain a NUL character")
     if status not in ("Approved", "Rejected"):
         raise _invalid("result.status", status, "satisfy enum value set: [Approved, Rejected]")
     assert pipeline is not None and stage is not None and action is not None and token is not None

@@ -25,7 +25,7 @@ from signoff import contracts as wire
 from signoff.api import gates, metrics, models
 from signoff.api.identity import Principal
 from signoff.api.outcomes import OutcomeWaiters
-from signoff.api.problems import ApiProblem, refusal_problem, refuse_nul
+from signoff.api.problems import ApiProblem, nul_problem, refusal_problem, refuse_nul
 from signoff.api.repository import ApiRepository, StoredAnswer
 from signoff.approval.repository import ApprovalRepository
 from signoff.contracts.events import DecisionStatus
@@ -99,6 +99,10 @@ class DecisionDesk:
     ) -> tuple[int, models.DecisionAnswer]:
         """(HTTP status, answer) for a vote by `principal` (or by the user it acts for), published as a decision of
         `source` (`api`, or `slack` for a vote made in Slack); ApiProblem when refused."""
+        # Before anything reads the database or publishes: PostgreSQL's text cannot hold a NUL.
+        if "\x00" in gate_id:
+            raise nul_problem("gate_id", "invalid_decision")
+        refuse_nul(request, "invalid_decision")
         approver, submitted_by = self._approver(principal, request)
         digest = hashlib.sha256(
             json.dumps([gate_id, request.model_dump(mode="json")], sort_keys=True).encode()
@@ -293,7 +297,9 @@ class DecisionDesk:
         )
 
     async def decide_many(self, principal: Principal, items: list[models.BulkItem]) -> models.BulkAnswer:
-        """Each item decided as one request (concurrently); a result per item, in order."""
+        """Each item decided as one request (concurrently); a result per item, in order. An item holding a NUL
+        character refuses the whole request (422 naming `decisions[i].<field>`) before any item is sent."""
+        refuse_nul(models.BulkRequest.model_construct(decisions=items), "invalid_decision")
 
         async def one(item: models.BulkItem) -> models.BulkResult:
             request = models.DecisionRequest(**item.model_dump(exclude={"gate_id"}))

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from signoff import contracts as wire
 from signoff.api import models
 from signoff.api.identity import Principal
-from signoff.api.problems import ApiProblem, refuse_nul
+from signoff.api.problems import ApiProblem, nul_problem, refuse_nul
 from signoff.api.start_policy import ApprovalCheck, approval_checks, start_policy_issues
 from signoff.approval.repository import ApprovalRepository
 from signoff.catalog import Catalog
@@ -197,6 +197,8 @@ class ExecutionDesk:
 
     async def abort(self, principal: Principal, execution_id: str, reason: str) -> tuple[int, models.ExecutionDetail]:
         """Abort a running execution (its triggerer or an admin); answers once it ended, or 202 after the wait."""
+        if "\x00" in reason:  # the executor could not store it: the abort would be dead-lettered, not done
+            raise nul_problem("reason", "invalid_request")
         async with self.pool.acquire() as conn:
             row = await self.repository.find_execution(conn, execution_id)
         if row is None:
@@ -210,14 +212,14 @@ class ExecutionDesk:
             )
         if row["status"] != ExecutionStatus.RUNNING:
             raise ApiProblem(409, "already_ended", f"execution {execution_id} already ended ({row['status'].lower()})")
-        await self._publish(
-            wire.ExecutionAbortRequested(
-                execution_id=execution_id,
-                requested_by=wire.Person(user=principal.user),
-                reason=reason,
-                requested_at=self.clock(),
-            )
+        abort = wire.ExecutionAbortRequested(
+            execution_id=execution_id,
+            requested_by=wire.Person(user=principal.user),
+            reason=reason,
+            requested_at=self.clock(),
         )
+        refuse_nul(abort, "invalid_request")
+        await self._publish(abort)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_seconds
         while loop.time() < deadline:

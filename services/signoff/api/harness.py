@@ -26,6 +26,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from signoff.api import gates, metrics, models
 from signoff.api.identity import TOKEN_PREFIX, AuthenticationFailed, IdentityProviderUnavailable, Principal
 from signoff.api.problems import ApiProblem
+from signoff.contracts import NUL_PROBLEM, model_nul_field
 from signoff.contracts.events import DecisionStatus
 from signoff.kernel import user_key
 
@@ -94,19 +95,27 @@ class ActivityRequest(BaseModel):
 
 async def _body(request: Request) -> ActivityRequest:
     try:
-        return ActivityRequest.model_validate(json.loads(await request.body() or b"null"))
+        body = ActivityRequest.model_validate(json.loads(await request.body() or b"null"))
+    except RecursionError:  # nested deeper than the parser goes: not JSON it can read, not an internal error
+        raise HarnessError(400, "INVALID_REQUEST", "the body is not JSON") from None
     except ValueError as exc:
         if isinstance(exc, ValidationError):
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "body"
             raise HarnessError(400, "INVALID_REQUEST", f"{field}: {first['msg']}") from None
         raise HarnessError(400, "INVALID_REQUEST", "the body is not JSON") from None
+    if (field := model_nul_field(body)) is not None:  # PostgreSQL's text cannot hold it
+        raise HarnessError(400, "INVALID_REQUEST", f"{field}: {NUL_PROBLEM}")
+    return body
 
 
 async def _authenticate(context: ApiContext, request: Request, gate_ids: list[str]) -> Principal:
     """The user of the personal API token in `x-api-key`; a refusal is audited on the gates the request names."""
-    key = request.headers.get("x-api-key")
+    keys = request.headers.getlist("x-api-key")
+    key = keys[0] if keys else None
     try:
+        if len(keys) > 1:  # two tokens (of two users, say) leave open who is calling
+            raise AuthenticationFailed("invalid_token", "send one x-api-key header, not several")
         if not key:
             raise AuthenticationFailed("missing_credentials", "no x-api-key header: send a personal API token")
         if not key.startswith(TOKEN_PREFIX):

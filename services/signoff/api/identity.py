@@ -425,7 +425,8 @@ def _find_key(keys: KeySet, kid: str | None, alg: str) -> Key | None:
 
 def _text_claim(claims: dict[str, Any], name: str) -> str | None:
     value = claims.get(name)
-    return value if isinstance(value, str) and value.strip() else None
+    # A NUL names nobody a text column can store (the user of votes, runs and the audit trail): no such claim.
+    return value if isinstance(value, str) and value.strip() and "\x00" not in value else None
 
 
 def _error_text(exc: Exception) -> str:

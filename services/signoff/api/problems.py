@@ -77,8 +77,14 @@ def refusal_problem(reason: str, detail: str, *, decision_id: str) -> ApiProblem
     return ApiProblem(REFUSAL_STATUS.get(reason, 500), reason, detail, decision_id=decision_id)
 
 
+def nul_problem(field: str, code: str, status: int = 422) -> ApiProblem:
+    """The problem of a request whose `field` holds a NUL character (which no text column can store)."""
+    return ApiProblem(status, code, f"{field}: {NUL_PROBLEM}", errors=[{"field": field, "message": NUL_PROBLEM}])
+
+
 def refuse_nul(data: BaseModel, code: str) -> None:
-    """Raise a 422 `code` naming the field of `data` (an event about to be published) that holds a NUL character:
-    valid for the contract, but the role consuming it could not store it, so the request would be lost."""
+    """Raise a 422 `code` naming the field of `data` (a request body, or an event about to be published) that holds
+    a NUL character: valid for the contract, but PostgreSQL's text (a lookup, or the role consuming the event)
+    could not take it, so the request would fail or be lost."""
     if (field := model_nul_field(data)) is not None:
-        raise ApiProblem(422, code, f"{field}: {NUL_PROBLEM}", errors=[{"field": field, "message": NUL_PROBLEM}])
+        raise nul_problem(field, code)

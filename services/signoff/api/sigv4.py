@@ -70,6 +70,8 @@ def parse_authorization(headers: Iterable[tuple[str, str]]) -> Authorization:
     values = header_map.get("authorization")
     if not values:
         raise SignatureRefused(MISSING, "Missing Authentication Token")
+    if len(values) > 1:  # two signatures leave open whose request this is
+        raise SignatureRefused(INVALID, "The request must carry one Authorization header, not several.")
     match = _AUTHORIZATION.match(values[0])
     if match is None:
         raise SignatureRefused(INVALID, "The Authorization header is not an AWS4-HMAC-SHA256 signature.")
