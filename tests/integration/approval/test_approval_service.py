@@ -230,11 +230,13 @@ async def test_a_request_nobody_can_serve_is_refused_by_field_and_audited(approv
     quorum = request(minimum_count=5)  # sre has 4 members
     twice = request(groups=(), users=("Bob", "bob"), minimum_count=2)
     too_long = request(timeout="31d")  # the harness allows 30d
+    # 400 unknown groups: the reason listing them all would not fit the refusal (it was dead-lettered instead).
+    many = request(groups=tuple(f"no-such-group-{n:03}" for n in range(400)))
     good = request()
-    for each in (auto, typo, quorum, twice, too_long, good):
+    for each in (auto, typo, quorum, twice, too_long, many, good):
         await approval.send(each)
     await approval.open_gate(good)
-    found = await approval.wait_for(REQUEST_REFUSED, 5)
+    found = await approval.wait_for(REQUEST_REFUSED, 6)
     by_key = {refusal.key: refusal.reasons for refusal in found}
     assert by_key == {
         auto.key: {"approver_inputs": "timeout action 'approve' needs a default for required input(s): ticket"},
@@ -248,12 +250,19 @@ async def test_a_request_nobody_can_serve_is_refused_by_field_and_audited(approv
             "policy.minimum_count": "2 approvals needed but only 1 eligible person",
         },
         too_long.key: {"timeout": "31d is over the maximum of 30d"},
+        many.key: {
+            "policy.user_groups": "unknown user groups "
+            + ", ".join(f"'no-such-group-{n:03}'" for n in range(20))
+            + ", and 380 more",
+            "policy.minimum_count": "1 approvals needed but only 0 eligible people",
+        },
     }
     assert all(refusal.triggered_by == good.triggered_by for refusal in found)
     assert [d.key for d in (e.data for e in await approval.published(OPENED))] == [good.key]
     async with approval.pool.acquire() as conn:
         audited = await conn.fetch("SELECT detail FROM approval.audit WHERE kind = 'request_refused'")
-    assert {row["detail"]["key"] for row in audited} == {r.key.as_path() for r in (auto, typo, quorum, twice, too_long)}
+    refused = (auto, typo, quorum, twice, too_long, many)
+    assert {row["detail"]["key"] for row in audited} == {r.key.as_path() for r in refused}
 
 
 async def test_a_request_without_a_timeout_gets_the_configured_default(settings, names, database_url) -> None:

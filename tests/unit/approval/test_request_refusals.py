@@ -64,3 +64,13 @@ def test_a_timeout_over_the_maximum_is_refused_and_none_leaves_it_to_the_default
     assert reasons(rule, requested_timeout=timedelta(days=30)) == {"timeout": "30d is over the maximum of 14d"}
     assert reasons(rule, requested_timeout=timedelta(0)) == {"timeout": "must be a positive duration"}
     assert reasons(rule, requested_timeout=None) == {}
+
+
+def test_hundreds_of_unknown_names_are_listed_up_to_twenty_so_the_refusal_fits_the_wire() -> None:
+    groups = tuple(f"group-{n:03}-of-a-long-name" for n in range(400))
+    users = tuple(f"user-{n:03}@example.com" for n in range(400))
+    found = reasons(RequestedRule("policy", groups, users, 1))
+    assert found["policy.user_groups"].endswith("'group-019-of-a-long-name', and 380 more")
+    assert found["policy.users"].startswith("unknown users 'user-000@example.com', ")
+    assert found["policy.users"].endswith(", and 380 more")
+    assert all(len(reason) <= 4096 for reason in found.values())  # RequestRefused's reason field

@@ -31,6 +31,19 @@ class RequestedRule:
     minimum_count: int = 1
 
 
+LISTED_AT_MOST = 20
+"""Names a reason lists before `and N more`: a reason travels in a RequestRefused field of at most 4,096 characters
+(and is read by a person); a request naming hundreds of unknown groups would not fit, and its refusal not be sent."""
+
+
+def _listed(names: Sequence[str], separator: str = ", ") -> str:
+    """The first LISTED_AT_MOST of `names` joined, then `and N more`."""
+    shown = list(names[:LISTED_AT_MOST])
+    if len(names) > len(shown):
+        shown.append(f"and {len(names) - len(shown)} more")
+    return separator.join(shown)
+
+
 def _duration(value: timedelta) -> str:
     # The domain imports nothing from contracts: a plain `1d2h` / `45m` / `30s` form for messages.
     seconds = int(value.total_seconds())
@@ -66,7 +79,7 @@ def refusal_reasons(
     for rule in rules:
         unknown_groups = [group for group in rule.user_groups if group not in directory]
         if unknown_groups:
-            listed = ", ".join(repr(group) for group in unknown_groups)
+            listed = _listed([repr(group) for group in unknown_groups])
             reasons[f"{rule.field}.user_groups"] = (
                 f"unknown user group{'s' if len(unknown_groups) > 1 else ''} {listed}"
             )
@@ -76,11 +89,13 @@ def refusal_reasons(
         problems = []
         same = [spellings for spellings in by_key.values() if len(spellings) > 1]
         if same:
-            problems += [" and ".join(repr(s) for s in spellings) + " are the same user" for spellings in same]
+            problems.append(
+                _listed([" and ".join(repr(s) for s in spellings) + " are the same user" for spellings in same], "; ")
+            )
         unknown_users = [spellings[0] for key, spellings in by_key.items() if key not in known]
         if unknown_users:
             problems.append(
-                f"unknown user{'s' if len(unknown_users) > 1 else ''} " + ", ".join(map(repr, unknown_users))
+                f"unknown user{'s' if len(unknown_users) > 1 else ''} " + _listed([repr(u) for u in unknown_users])
             )
         if problems:
             reasons[f"{rule.field}.users"] = "; ".join(problems)
@@ -99,7 +114,7 @@ def refusal_reasons(
         unfillable = [item.name for item in inputs if item.required and not item.has_default]
         if unfillable:
             reasons["approver_inputs"] = (
-                f"timeout action 'approve' needs a default for required input(s): {', '.join(unfillable)}"
+                f"timeout action 'approve' needs a default for required input(s): {_listed(unfillable)}"
             )
     if requested_timeout is not None:
         if requested_timeout <= timedelta(0):
