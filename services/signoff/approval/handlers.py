@@ -99,6 +99,18 @@ class ApprovalHandler:
                 raise UnsupportedEvent(f"the approval service does not consume {received.event.type}")
         await work.commit()
 
+    async def gave_up(self, uow: UnitOfWork, received: Received, error: str) -> None:
+        """A request this service keeps failing on is dead-lettered; its pipeline hears it as a RequestRefused, or
+        it would wait for a gate that never opens (GivingUp). Decisions and cancels need nothing: the api's wait
+        for a verdict ends on its own (202), and a cancel's execution has ended already."""
+        if not isinstance(received.event.data, wire.ApprovalRequested):
+            return
+        work = ApprovalUnitOfWork(uow, self.repository, links=self.links, metrics=self.metrics)
+        # The exception's type, not its text: that may hold SQL or values the requester should not be shown.
+        reason = f"the approval service could not process it ({error.split(':', 1)[0]}); it is on the dead-letter topic"
+        self._refuse_request(work, received, {"request": reason}, self.clock.now())
+        await work.commit()
+
     # ------------------------------------------------------------------------------------------------ requests
 
     async def _open(self, work: ApprovalUnitOfWork, requests: Sequence[Received]) -> None:

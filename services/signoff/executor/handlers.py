@@ -305,6 +305,13 @@ class ExecutorHandler:
             traceparent=received.event.traceparent,
         )
 
+    async def gave_up(self, uow: UnitOfWork, received: Received, error: str) -> None:
+        """A start request the executor keeps failing on is dead-lettered; it is recorded as refused, with an
+        ExecutionFailed, so `signoff run --wait` and subscribers hear it instead of waiting (GivingUp)."""
+        # The exception's type, not its text (it may quote SQL or values).
+        why = f"the executor could not start it ({error.split(':', 1)[0]}); it is on the dead-letter topic"
+        await self._record_refusal(uow, received, Refused("handler_error", why))
+
     # ------------------------------------------------------------------------------------------------ refusals
 
     def _refuse(self, uow: UnitOfWork, received: Received, refused: Refused) -> None:

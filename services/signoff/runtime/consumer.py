@@ -124,11 +124,21 @@ class BatchHandler(Protocol):
         the loop falls back to one event per call to isolate an event that makes this raise."""
 
 
+class GivingUp(Protocol):
+    """What a handler may add for an event its `apply` keeps failing on (a bug, a value the database refuses), in
+    the transaction that dead-letters it: what its sender needs to hear so it does not wait forever (the approval
+    service's RequestRefused, say). Optional: a handler without `gave_up` only dead-letters."""
+
+    async def gave_up(self, uow: UnitOfWork, received: Received, error: str) -> None:
+        """Called in the dead letter's transaction; if it raises, the event is dead-lettered without it."""
+
+
 @dataclass
 class _Refused:
     record: ConsumerRecord
     reason: str
     error: str
+    received: Received | None = None  # decoded, yet `apply` failed on it (handler_error): the handler may tell
 
     @property
     def inbox_id(self) -> str:
@@ -305,6 +315,9 @@ class ConsumerLoop:
             new_refusals = [r for r in refused if r.inbox_id in fresh]
             for refusal in new_refusals:
                 uow.outbox.add(self._dead_letter(refusal))
+                gave_up = getattr(self.handler, "gave_up", None)
+                if refusal.received is not None and gave_up is not None:
+                    await gave_up(uow, refusal.received, refusal.error)
             await uow.outbox.flush(conn)
         for callback in uow.after_commit:
             callback()
@@ -321,7 +334,7 @@ class ConsumerLoop:
             try:
                 await self._retrying(lambda r=received: self._apply_batch([r], []))
             except Exception as exc:
-                refusal = _Refused(received.record, "handler_error", f"{type(exc).__name__}: {exc}")
+                refusal = _Refused(received.record, "handler_error", f"{type(exc).__name__}: {exc}", received)
                 log.error("event_failed", consumer=self.name, **received.log_context(), error=repr(exc))
                 await self._dead_letter_or_quarantine(refusal)
 
@@ -329,6 +342,13 @@ class ConsumerLoop:
         """Dead-letter one refused record; if the database refuses even that, quarantine it; if that fails too,
         log it in full. Returns normally in every case: the loop moves on, and the record is never dropped
         without a trace."""
+        if refusal.received is not None:  # first with what the handler tells its sender (GivingUp)
+            try:
+                await self._retrying(lambda: self._apply_batch([], [refusal]))
+                return
+            except Exception as exc:
+                log.error("gave_up_failed", consumer=self.name, **_position(refusal.record), error=repr(exc))
+                refusal = replace(refusal, received=None)
         try:
             await self._retrying(lambda: self._apply_batch([], [refusal]))
             return

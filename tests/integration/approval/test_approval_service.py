@@ -379,3 +379,30 @@ async def test_a_decision_rebuilds_the_gate_without_its_request_document(approva
         ("carol", "cli", START),
     ]
     assert approved.key == opened.key
+
+
+async def test_a_request_the_service_fails_on_is_dead_lettered_and_refused_so_its_pipeline_does_not_wait(
+    approval: ApprovalHarness,
+) -> None:
+    # Valid by the contract, refused by the database (an attempt over PostgreSQL's integer): `apply` fails on it
+    # every time. It is dead-lettered, and the pipeline hears why instead of waiting for a gate that never opens.
+    failing = request()
+    failing = failing.model_copy(update={"key": failing.key.model_copy(update={"attempt": 2**31})})
+    good = request()
+    await approval.send(failing)
+    await approval.send(good)
+    await approval.open_gate(good)  # the loop goes on
+    (refused,) = await approval.wait_for(REQUEST_REFUSED, where=lambda data: data.key == failing.key)
+    assert set(refused.reasons) == {"request"}
+    assert refused.reasons["request"].startswith("the approval service could not process it (")
+    assert refused.reasons["request"].endswith("); it is on the dead-letter topic")
+    assert refused.triggered_by == failing.triggered_by
+    async with approval.pool.acquire() as conn:
+        dead = await conn.fetchval(
+            "SELECT count(*) FROM approval.outbox WHERE aggregatetype = $1", approval.dead_letters
+        )
+        audited = await conn.fetchval(
+            "SELECT count(*) FROM approval.audit WHERE kind = 'request_refused' AND detail->>'key' = $1",
+            failing.key.as_path(),
+        )
+    assert (dead, audited) == (1, 1)

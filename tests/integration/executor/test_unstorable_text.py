@@ -5,11 +5,14 @@ waiters, a refusal row; never a handler error on the database write. The role go
 from __future__ import annotations
 
 import pytest
+from aiokafka import ConsumerRecord
 
 from signoff import contracts as wire
 from signoff.contracts.topics import DEAD_LETTER_TOPIC
+from signoff.executor.handlers import ExecutorHandler
 from signoff.executor.repository import ExecutorRepository
-from signoff.runtime.outbox import headers_from_json
+from signoff.runtime.consumer import Received, UnitOfWork
+from signoff.runtime.outbox import MAIN_LANE, OutboxWriter, headers_from_json
 from tests.integration.executor.conftest import execution_request
 from tests.support.waiting import eventually
 from tests.unit.executor.builders import approval, as_yaml, pipeline, shell, stage
@@ -68,3 +71,21 @@ async def test_a_yaml_escape_of_unstorable_text_is_refused_as_an_invalid_pipelin
     good = execution_request(as_yaml(pipeline(stage("s", shell("a", "echo ok")))), pipeline_id="test_pipeline")
     await executor.send(good)
     await executor.wait_status(good.execution_id, "SUCCEEDED")
+
+
+async def test_a_start_the_executor_gives_up_on_is_recorded_as_refused_so_run_wait_ends(executor) -> None:
+    """What the consumer loop calls (GivingUp) for a start request `apply` keeps failing on, in the dead letter's
+    transaction: the refusal `signoff run --wait` reads, and an ExecutionFailed for subscribers."""
+    request = execution_request(as_yaml(pipeline(stage("s", shell("a", "echo ok")))), pipeline_id="test_pipeline")
+    event = wire.new_event(request, source="urn:signoff:test")
+    record = ConsumerRecord(executor.requests, 0, 7, 0, 0, b"k", b"", None, 0, 0, [])
+    async with executor.pool.acquire() as conn, conn.transaction():
+        uow = UnitOfWork(conn, OutboxWriter("executor", MAIN_LANE))
+        await ExecutorHandler().gave_up(uow, Received(event, record), "DataError: value out of int32 range")
+        await uow.outbox.flush(conn)
+    async with executor.pool.acquire() as conn:
+        refusal = await ExecutorRepository().refusal(conn, request.execution_id)
+    assert refusal["reason"] == "handler_error"
+    assert refusal["error"] == "the executor could not start it (DataError); it is on the dead-letter topic"
+    failed = await executor.wait_for(wire.ExecutionFailed.event_type, request.execution_id)
+    assert failed.cause == "invalid_pipeline" and "could not start it (DataError)" in failed.error

@@ -203,6 +203,42 @@ async def test_an_event_the_handler_refuses_is_dead_lettered_alone(harness):
     assert dict(dead.headers)[DLQ_HEADER_REASON] == b"handler_error"
 
 
+class TellingLedger(LedgerHandler):
+    """A ledger that, when it gives up on an event, tells (a ledger row for the poison's sender), or fails to."""
+
+    def __init__(self, *, tell_fails: bool = False) -> None:
+        super().__init__()
+        self.tell_fails = tell_fails
+
+    async def gave_up(self, uow, received, error: str) -> None:
+        if self.tell_fails:
+            raise RuntimeError("telling failed too")
+        await uow.conn.execute(
+            'INSERT INTO ledger.applied (event_id, subject, topic, partition, "offset") VALUES ($1, $2, $3, $4, $5)',
+            f"told:{received.event.id}",
+            error,
+            received.topic,
+            received.partition,
+            received.offset,
+        )
+
+
+@pytest.mark.parametrize("tell_fails", [False, True], ids=["tells", "telling-fails"])
+async def test_a_handler_that_gives_up_on_an_event_tells_its_sender_in_the_dead_letters_transaction(
+    harness, tell_fails: bool
+):
+    good, poison = make_event("gate-a"), make_event("poison")
+    await harness.send_event(poison)
+    last = await harness.send_event(good)
+    handler = TellingLedger(tell_fails=tell_fails)
+    async with running(harness.loop(handler), OutboxRelay(harness.pool, harness.producer, SCHEMA)):
+        await eventually(lambda: _committed_at_least(harness, last + 1), what="offsets committed")
+        [dead] = await harness.read_dead_letters(1)
+    assert dict(dead.headers)[DLQ_HEADER_REASON] == b"handler_error"  # dead-lettered either way
+    told = {} if tell_fails else {f"told:{poison.id}": 1}
+    assert await applied(harness.dsn) == {good.id: 1, **told}
+
+
 async def test_a_lost_database_connection_retries_the_batch_and_applies_it_once(harness):
     events = [make_event(f"gate-{i}") for i in range(4)]
     for event in events:
