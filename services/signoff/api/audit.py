@@ -71,6 +71,9 @@ def _denial_entry(row: Mapping[str, Any]) -> models.AuditEntry:
     detail = dict(row["detail"] or {})
     who = row["actor"] or "an unauthenticated client"
     via = f" with {row['credential']}" if row["credential"] else ""
+    repeated = row.get("repeated") or 0
+    if repeated:  # the same refusal again within a minute of each other: counted, not listed
+        detail["repeated"] = repeated
     return models.AuditEntry(
         at=row["at"],
         kind="denied",
@@ -79,5 +82,6 @@ def _denial_entry(row: Mapping[str, Any]) -> models.AuditEntry:
         reason=row["reason"],
         source="api",
         detail=detail,
-        text=f"request by {who}{via} refused by the api ({row['reason']}): {detail.get('detail', '')}".rstrip(": "),
+        text=f"request by {who}{via} refused by the api ({row['reason']}): {detail.get('detail', '')}".rstrip(": ")
+        + (f" (and {repeated} more like it, each within a minute of the last)" if repeated else ""),
     )

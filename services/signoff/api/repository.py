@@ -17,6 +17,8 @@ _TOKEN_COLUMNS = "id, user_id, name, permissions, created_at, expires_at, last_u
 
 # A token's last use is written at most this often: one UPDATE per request would turn every read into a write.
 TOUCH_INTERVAL = timedelta(minutes=1)
+DENIAL_REPEAT_WINDOW = timedelta(minutes=1)
+"""The same refusal again within this of the last one is counted on its row (`access_denials.repeated`)."""
 
 
 @dataclass(frozen=True)
@@ -279,16 +281,29 @@ class ApiRepository:
         at: datetime,
     ) -> None:
         """A request naming `gate_id` that the api refused before the approval service saw it (e.g. no or bad
-        credentials): part of that gate's audit trail."""
+        credentials): part of that gate's audit trail. The same refusal (gate, reason, actor, credential) again
+        within DENIAL_REPEAT_WINDOW of the last row is counted on that row (`repeated`) instead of a row of its
+        own, so requests nobody authenticated cannot grow a gate's trail without bound."""
+        table = self._t("access_denials")
         await conn.execute(
-            f"""INSERT INTO {self._t("access_denials")} (gate_id, reason, actor, credential, detail, at)
-                VALUES ($1, $2, $3, $4, $5, $6)""",  # noqa: S608
+            f"""WITH recent AS (
+                    SELECT seq FROM {table}
+                    WHERE gate_id = $1 AND reason = $2 AND actor IS NOT DISTINCT FROM $3
+                      AND credential IS NOT DISTINCT FROM $4 AND at > $6::timestamptz - $7::interval
+                    ORDER BY seq DESC LIMIT 1
+                ), counted AS (
+                    UPDATE {table} d SET repeated = d.repeated + 1 FROM recent WHERE d.seq = recent.seq
+                    RETURNING d.seq
+                )
+                INSERT INTO {table} (gate_id, reason, actor, credential, detail, at)
+                SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM counted)""",  # noqa: S608
             gate_id,
             reason,
             actor,
             credential,
             dict(detail),
             at,
+            DENIAL_REPEAT_WINDOW,
         )
 
     async def remember_slack_interaction(
@@ -338,7 +353,7 @@ class ApiRepository:
 
     async def denials_of_gate(self, conn: asyncpg.Connection, gate_id: str) -> list[asyncpg.Record]:
         return await conn.fetch(
-            f"""SELECT seq, gate_id, reason, actor, credential, detail, at FROM {self._t("access_denials")}
+            f"""SELECT seq, gate_id, reason, actor, credential, detail, at, repeated FROM {self._t("access_denials")}
                 WHERE gate_id = $1 ORDER BY seq""",  # noqa: S608
             gate_id,
         )

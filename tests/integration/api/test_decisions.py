@@ -99,6 +99,26 @@ async def test_bad_credentials_get_401_with_www_authenticate_and_are_audited(fro
     assert denied == [("denied", "missing_credentials"), ("denied", "invalid_token")]
 
 
+async def test_repeated_refusals_naming_a_gate_are_counted_on_one_audit_entry_not_one_each(
+    front_door: FrontDoor,
+) -> None:
+    # A gate's id is in every notification: anyone can send requests naming it, unauthenticated.
+    gate_id, _ = await front_door.open_gate(request(pipeline=pipeline_name(), groups=("docs",), timeout="1d"))
+    async with await front_door.client(None) as anonymous:
+        for _ in range(30):
+            assert (await anonymous.get(f"/gates/{gate_id}")).status_code == 401
+        forged = await anonymous.get(f"/gates/{gate_id}", headers={"Authorization": "Bearer sgf_" + "x" * 43})
+    assert forged.status_code == 401
+    async with await front_door.client("dana") as dana:
+        audit = (await dana.get(f"/gates/{gate_id}/audit")).json()
+    denied = [entry for entry in audit["entries"] if entry["kind"] == "denied"]
+    assert [(e["reason"], e["detail"].get("repeated")) for e in denied] == [
+        ("missing_credentials", 29),
+        ("invalid_token", None),
+    ]
+    assert denied[0]["text"].endswith("(and 29 more like it, each within a minute of the last)")
+
+
 async def test_bad_input_gets_a_problem_naming_the_field(front_door: FrontDoor) -> None:
     gate_id, _ = await front_door.open_gate(request(pipeline=pipeline_name(), groups=("docs",), timeout="1d"))
     async with await front_door.client("dana") as dana:
