@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,6 +88,9 @@ class DecisionDesk:
         self.decisions_topic = decisions_topic
         self.approval = approval or ApprovalRepository()
         self.api = api or ApiRepository()
+        # One request at a time per (user, Idempotency-Key) in this replica: a client retrying before its first
+        # answer must get that answer, not send the decision again (each repeat would be audited as a duplicate).
+        self._keyed: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def decide(
         self,
@@ -107,10 +111,32 @@ class DecisionDesk:
         digest = hashlib.sha256(
             json.dumps([gate_id, request.model_dump(mode="json")], sort_keys=True).encode()
         ).digest()
-        if idempotency_key is not None:
+        if idempotency_key is None:
+            return await self._decide_once(principal, gate_id, request, approver, submitted_by, None, digest, source)
+        lock = self._keyed.get((principal.user, idempotency_key))
+        if lock is None:
+            lock = self._keyed[(principal.user, idempotency_key)] = asyncio.Lock()
+        async with lock:
             stored = await self._stored(principal, idempotency_key, digest)
             if stored is not None:
                 return stored
+            return await self._decide_once(
+                principal, gate_id, request, approver, submitted_by, idempotency_key, digest, source
+            )
+
+    async def _decide_once(
+        self,
+        principal: Principal,
+        gate_id: str,
+        request: models.DecisionRequest,
+        approver: str,
+        submitted_by: str | None,
+        idempotency_key: str | None,
+        digest: bytes,
+        source: str,
+    ) -> tuple[int, models.DecisionAnswer]:
+        """Decide, and store the answer under the Idempotency-Key (when there is one)."""
+        if idempotency_key is not None:
             decision_id = str(uuid.uuid5(_IDEMPOTENT_DECISIONS, f"{principal.user}\n{idempotency_key}"))
         else:
             decision_id = str(uuid.uuid4())

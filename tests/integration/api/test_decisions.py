@@ -3,6 +3,8 @@ service judges, and the answer carries its verdict."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from signoff import contracts as wire
@@ -78,6 +80,22 @@ async def test_a_repeated_idempotency_key_returns_the_first_answer_and_records_n
     assert first.status_code == again.status_code == 200
     assert first.json() == again.json()
     assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
+    assert [e["kind"] for e in audit["entries"] if e["kind"] in ("vote", "refused")] == ["vote"]
+
+
+async def test_concurrent_requests_with_one_idempotency_key_send_the_decision_once(front_door: FrontDoor) -> None:
+    gate_id, _ = await front_door.open_gate(
+        request(pipeline=pipeline_name(), groups=("sre",), minimum_count=2, timeout="1d")
+    )
+    async with await front_door.client("bob") as bob:
+        headers = {"Idempotency-Key": "retry-storm"}
+        answers = await asyncio.gather(
+            *(bob.post(f"/gates/{gate_id}/decisions", json={"status": "Approved"}, headers=headers) for _ in range(8))
+        )
+        audit = (await bob.get(f"/gates/{gate_id}/audit")).json()
+    assert {answer.status_code for answer in answers} == {200}
+    assert len({answer.json()["decision_id"] for answer in answers}) == 1
+    # One decision reached the approval service: no repeat of it was refused as a duplicate.
     assert [e["kind"] for e in audit["entries"] if e["kind"] in ("vote", "refused")] == ["vote"]
 
 
