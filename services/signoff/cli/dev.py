@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+from prometheus_client.parser import text_string_to_metric_families
 
 from signoff.cli.access_keys import dev_access_key
 from signoff.cli.errors import CliError
@@ -63,18 +64,24 @@ def up(
 
 @dev.command()
 @_state_dir_option
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for a clean stop.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="Seconds to wait for a clean stop, then kill it [default: long enough for the longest drain].",
+)
 @click.option(
     "--purge", is_flag=True, help="Then delete the stack's data: the state dir and PostgreSQL's files kept elsewhere."
 )
-def down(state_dir: Path | None, timeout: float, purge: bool) -> None:
-    """Stop a dev stack started with `signoff dev up --detach`."""
+def down(state_dir: Path | None, timeout: float | None, purge: bool) -> None:
+    """Stop a dev stack started with `signoff dev up --detach`: the roles upstream first, each downstream one once
+    it has consumed what is on its topics (the broker keeps nothing), then the broker and PostgreSQL."""
     state_dir = (state_dir or default_state_dir()).absolute()
     pid = supervisor_pid(state_dir)
     if pid is None:
         click.echo(f"no dev stack is running from {state_dir}")
     else:
-        _stop_supervisor(state_dir, pid, timeout)
+        _stop_supervisor(state_dir, pid, STOP_TIMEOUT_SECONDS if timeout is None else timeout)
     if purge:
         if state_dir.exists() and not any((state_dir / name).exists() for name in ("postgres", "broker", KEYS_FILE)):
             raise CliError(f"{state_dir} does not look like a dev stack's folder; nothing deleted")
@@ -166,6 +173,21 @@ TERMINATE_GRACE_SECONDS = 30.0
 """A role asked to stop so it can be restarted (onto a new broker) is killed after this long."""
 STABLE_AFTER_SECONDS = 60.0
 """A role that ran this long before it exited is restarted after the shortest wait again."""
+ROLE_EXIT_SECONDS = 20.0
+"""At the stack's stop, a role SIGTERMed is killed when it has not exited after this long."""
+STOP_ORDER: tuple[str, ...] = ("api", "executor", "approval", "notifier")
+"""The order the roles stop in at the stack's stop: the front door first, then upstream before downstream."""
+DRAIN_SECONDS = 20.0
+"""At the stack's stop, how long the roles still running get to consume what is on their topics before the next one
+is stopped anyway (the broker keeps nothing across a restart: what nobody consumed before it stops is lost)."""
+QUIET_SECONDS = 1.5
+"""A role is quiet once its lag is 0 and it has consumed nothing for this long (its lag gauge is only updated after
+each batch: an unchanged consumed count is what says no batch is running)."""
+DRAIN_POLL_SECONDS = 0.2
+STOP_TIMEOUT_SECONDS = len(STOP_ORDER) * ROLE_EXIT_SECONDS + (len(STOP_ORDER) - 1) * DRAIN_SECONDS + 60.0
+"""`dev down` kills the supervisor after this long: every role's stop and drain at their longest, and the rest."""
+LAG_METRIC = "signoff_consumer_lag_records"
+CONSUMED_METRIC = "signoff_events_consumed_total"
 
 
 @dataclass
@@ -196,6 +218,10 @@ class Supervisor:
         self.roles: dict[str, _Role] = {name: _Role(name) for name in ROLES}
         self._infra_retry_at: dict[str, float] = {}  # broker / postgres -> when to try starting it again
         self.stopping = threading.Event()
+        # A second Ctrl-C / SIGTERM: stop at once, without draining. A plain flag: a signal handler that takes the
+        # lock of an Event the main thread is waiting on would deadlock.
+        self.hurry = False
+        self.ready = False  # every role answered /readyz: from then on the stop drains the topics
         self.print_lock = threading.Lock()
 
     def say(self, prefix: str, line: str) -> None:
@@ -204,7 +230,7 @@ class Supervisor:
 
     def run(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.stopping.set())
+            signal.signal(sig, self._on_signal)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
         try:
@@ -231,6 +257,7 @@ class Supervisor:
             # The env file is what `dev up --detach` and other commands wait for: write it once every role
             # answers /readyz, so the first command after `dev up` finds the API listening.
             self._wait_until_ready()
+            self.ready = True
             self._write_scrape_targets()
             self.stack.write_env_file()
             self.say(
@@ -241,18 +268,25 @@ class Supervisor:
             while not self.stopping.wait(0.2):
                 self._supervise()
         finally:
-            self.say("dev", "stopping")
             self._stop_roles()
             self.stack.stop()
             with contextlib.suppress(FileNotFoundError):
                 (self.state_dir / PID_FILE).unlink()
             self.say("dev", "stopped")
 
+    def _on_signal(self, *_: object) -> None:
+        if self.stopping.is_set():
+            self.hurry = True  # the second one: skip the drain
+        else:
+            self.stopping.set()
+
     def _say_broker_empty(self, why: str) -> None:
         self.say(
             "dev",
-            f"the broker starts empty (in-memory storage) while {why}: topics and offsets start again at 0; "
-            "consumers dedupe by event id and dead letters by record content, so reused offsets lose nothing",
+            f"the broker starts empty (in-memory storage) while {why}: topics and offsets start again at 0 "
+            "(consumers dedupe by event id and dead letters by record content, so reused offsets are safe); "
+            "`dev down` lets every role consume what is on its topics first (at most "
+            f"{DRAIN_SECONDS:.0f}s per role), but a broker that dies on its own loses what nobody consumed yet",
         )
 
     def _supervise(self) -> None:
@@ -391,14 +425,99 @@ class Supervisor:
             role.terminating_since = time.monotonic()
 
     def _stop_roles(self) -> None:
+        """Upstream first: the api (no new requests or decisions), then executor, approval, notifier, each once the
+        roles still running have consumed what is on their topics (a role's own stop publishes its outbox, which the
+        next one then catches up on), at most DRAIN_SECONDS per step. A second signal, or a stack that never got
+        ready, stops every role at once."""
         for role in self.roles.values():
             role.restart_at = None
+        order = [self.roles[name] for name in STOP_ORDER if name in self.roles]
+        order += [role for name, role in self.roles.items() if name not in STOP_ORDER]
+        if self.ready and not self.hurry:
+            for index, role in enumerate(order):
+                if index:
+                    self._drain(order[index:])
+                if self.hurry:
+                    break
+                if self._running(role):
+                    self.say("dev", f"stopping {role.name}")
+                self._stop_role(role)
+        if any(self._running(role) for role in order):
+            self.say("dev", f"stopping {', '.join(role.name for role in order if self._running(role))}")
+        for role in order:
             self._terminate(role)
-        for role in self.roles.values():
-            if role.proc is None:
-                continue
-            try:
-                role.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                role.proc.kill()
-                role.proc.wait()
+        for role in order:
+            self._stop_role(role)
+
+    @staticmethod
+    def _running(role: _Role) -> bool:
+        return role.proc is not None and role.proc.poll() is None
+
+    def _stop_role(self, role: _Role) -> None:
+        """SIGTERM `role` and wait until it exits, killing it after ROLE_EXIT_SECONDS."""
+        if role.proc is None:
+            return
+        self._terminate(role)
+        try:
+            role.proc.wait(timeout=ROLE_EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.say("dev", f"role {role.name} did not stop within {ROLE_EXIT_SECONDS:.0f}s; killing it")
+            role.proc.kill()
+            role.proc.wait()
+
+    def _drain(self, roles: list[_Role]) -> None:
+        """Until every running role of `roles` is quiet (its /metrics: lag 0 and nothing consumed for QUIET_SECONDS),
+        DRAIN_SECONDS pass (said, naming who was not quiet) or a second signal comes."""
+        running = [role for role in roles if self._running(role)]
+        if not running or self.hurry:
+            return
+        self.say("dev", f"waiting for {', '.join(role.name for role in running)} to catch up…")
+        start = time.monotonic()
+        seen: dict[str, tuple[float, float]] = {}  # role -> (consumed count, since when)
+        while True:
+            now = time.monotonic()
+            busy = []
+            for role in running:
+                if not self._running(role):
+                    continue  # it exited: nothing to wait for (it is not restarted while the stack stops)
+                reading = _consumer_progress(role.health_port)
+                if reading is None:
+                    busy.append(f"{role.name} (no /metrics)")
+                    continue
+                lag, consumed = reading
+                if role.name not in seen or seen[role.name][0] != consumed:
+                    seen[role.name] = (consumed, now if role.name in seen else start)
+                if lag > 0:
+                    busy.append(f"{role.name} (lag {lag:.0f})")
+                elif now - seen[role.name][1] < QUIET_SECONDS:
+                    busy.append(f"{role.name} (consuming)")
+            if not busy:
+                return
+            if now - start >= DRAIN_SECONDS:
+                self.say("dev", f"not quiet after {DRAIN_SECONDS:.0f}s, stopping anyway: {', '.join(busy)}")
+                return
+            time.sleep(DRAIN_POLL_SECONDS)  # polling /metrics: there is no event to wait on
+            if self.hurry:
+                self.say("dev", "stopping at once (second signal): the drain is skipped")
+                return
+
+
+def _consumer_progress(port: int) -> tuple[float, float] | None:
+    """A role's consumer lag (records, every partition) and the records it consumed so far, from its /metrics;
+    None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+    except (OSError, ValueError):
+        return None
+    lag = consumed = 0.0
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == LAG_METRIC:
+                    lag += sample.value
+                elif sample.name == CONSUMED_METRIC:
+                    consumed += sample.value
+    except ValueError:
+        return None
+    return lag, consumed
