@@ -77,10 +77,16 @@ def _problem_response(problem: ApiProblem, request: Request) -> JSONResponse:
     )
 
 
+def _is_json(content_type: bytes | None) -> bool:
+    media = (content_type or b"").split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
 class RequestGuard:
     """Refuses, before the app sees it: a URL with a NUL character in its path or query (400: no id or filter holds
-    one, and PostgreSQL's text cannot), and a request body over `limit` bytes (413), by Content-Length or while it
-    streams in (chunked)."""
+    one, and PostgreSQL's text cannot), a body of `/api/v1` that is not JSON by its Content-Type (415: it would
+    otherwise be read as no object at all, a misleading 422), and a request body over `limit` bytes (413), by
+    Content-Length or while it streams in (chunked)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -95,10 +101,19 @@ class RequestGuard:
                 invalid = ApiProblem(400, "invalid_request", problem, errors=[{"field": part, "message": problem}])
                 await self._refuse(invalid, scope, send)
                 return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
         too_large = ApiProblem(413, "too_large", f"the request body is over {self.limit} bytes")
-        length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             await self._refuse(too_large, scope, send)
+            return
+        has_body = (length is not None and length not in (b"0", b"")) or b"transfer-encoding" in headers
+        if scope["path"].startswith(f"{PREFIX}/") and has_body and not _is_json(headers.get(b"content-type")):
+            message = "send the body as JSON (Content-Type: application/json)"
+            unsupported = ApiProblem(
+                415, "unsupported_media_type", message, errors=[{"field": "Content-Type", "message": message}]
+            )
+            await self._refuse(unsupported, scope, send)
             return
         # The body is read here, before the app sees any of it (at most `limit` bytes are held): an error raised
         # from inside the app's receive() would be turned into FastAPI's 400 "error parsing the body".
@@ -221,6 +236,7 @@ def create_app(context: ApiContext | None) -> FastAPI:
             400: {"model": models.Problem, "description": "`malformed_body` (not JSON) or `invalid_cursor`."},
             401: {"model": models.Problem, "description": "No, expired, revoked or invalid credentials."},
             413: {"model": models.Problem, "description": "`too_large`: a body over SIGNOFF_API_MAX_BODY_BYTES."},
+            415: {"model": models.Problem, "description": "`unsupported_media_type`: a body that is not JSON."},
             422: {"model": models.Problem, "description": "The request names a field with a problem."},
         },
     )

@@ -150,7 +150,13 @@ async def test_bad_input_gets_a_problem_naming_the_field(front_door: FrontDoor) 
             for _ in range(17):
                 yield b"x" * 65_536
 
-        chunked = await dana.post(f"/gates/{gate_id}/decisions", content=chunks())
+        chunked = await dana.post(
+            f"/gates/{gate_id}/decisions", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        as_text = await dana.post(
+            f"/gates/{gate_id}/decisions", content=b'{"status": "Approved"}', headers={"Content-Type": "text/plain"}
+        )
+        as_form = await dana.post(f"/gates/{gate_id}/decisions", data={"status": "Approved"})
         unknown = await dana.post("/gates/no-such-gate/decisions", json={"status": "Approved"})
         # PostgreSQL's text cannot hold NUL: refused here, naming the field, not lost on the way to the database.
         nul = await dana.post(f"/gates/{gate_id}/decisions", json={"status": "Approved", "comment": "a\x00b"})
@@ -165,6 +171,9 @@ async def test_bad_input_gets_a_problem_naming_the_field(front_door: FrontDoor) 
     assert huge.status_code == 413 and huge.json()["code"] == "too_large"
     assert "content-length" not in chunked.request.headers
     assert chunked.status_code == 413 and chunked.json()["code"] == "too_large"
+    for not_json in (as_text, as_form):  # read as no object at all, this was a misleading 422 "body"
+        assert (not_json.status_code, not_json.json()["code"]) == (415, "unsupported_media_type")
+        assert not_json.json()["errors"][0]["field"] == "Content-Type"
     assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_gate"
     assert (nul.status_code, nul.json()["code"], nul.json()["errors"][0]["field"]) == (
         422,
@@ -174,7 +183,7 @@ async def test_bad_input_gets_a_problem_naming_the_field(front_door: FrontDoor) 
     assert "NUL" in nul.json()["detail"] and nul_input.json()["errors"][0]["field"] == "inputs.foo"
     assert (nul_path.status_code, nul_path.json()["errors"][0]["field"]) == (400, "path")
     assert (nul_query.status_code, nul_query.json()["errors"][0]["field"]) == (400, "query")
-    for answer in (maybe, broken, huge, chunked, unknown, nul, nul_input, nul_path, nul_query):
+    for answer in (maybe, broken, huge, chunked, as_text, as_form, unknown, nul, nul_input, nul_path, nul_query):
         assert answer.headers["content-type"] == "application/problem+json"
         assert "Traceback" not in answer.text
 
