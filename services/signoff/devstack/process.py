@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,9 +84,15 @@ def spawn(
 
 
 def run_checked(
-    argv: Sequence[str | os.PathLike[str]], *, run_as: RunAs = RunAs(), what: str, timeout: float = 120
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    run_as: RunAs = RunAs(),
+    what: str,
+    timeout: float = 120,
+    env: Mapping[str, str] | None = None,
 ) -> str:
-    """Run a short command to completion as `run_as`; raise DevStackError with its last output line on failure."""
+    """Run a short command to completion as `run_as`; raise DevStackError with its last output line on failure.
+    `env`: variables added to this process's environment for it (a password: never in `argv`, which `ps` shows)."""
     parent = os.getpid()
     try:
         done = subprocess.run(
@@ -94,6 +100,7 @@ def run_checked(
             capture_output=True,
             text=True,
             timeout=timeout,
+            env={**os.environ, **env} if env else None,
             user=run_as.uid,
             group=run_as.gid,
             extra_groups=[] if run_as.uid is not None else None,
