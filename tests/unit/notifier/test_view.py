@@ -118,6 +118,20 @@ def test_policy_with_rules_and_executor_constraint() -> None:
 
 
 @pytest.mark.parametrize(
+    ("action", "said"),
+    [
+        ("approve", "on timeout the gate is approved automatically"),
+        ("reject", "on timeout the gate is rejected automatically"),
+    ],
+)
+def test_a_timeout_action_is_said_in_words(action: str, said: str) -> None:
+    view = ApprovalView.from_gate_opened(opened(timeout_action=action), catalog(), now=NOW, approval_page_url=PAGE)
+    assert said in view.policy.constraints
+    failing = ApprovalView.from_gate_opened(opened(timeout_action="fail"), catalog(), now=NOW, approval_page_url=PAGE)
+    assert not any("on timeout" in constraint for constraint in failing.policy.constraints)
+
+
+@pytest.mark.parametrize(
     ("left", "text"),
     [
         (timedelta(days=2, hours=3, minutes=5), "2d 3h left"),

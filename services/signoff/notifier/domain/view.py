@@ -757,8 +757,9 @@ def _policy_view(data: GateOpened) -> PolicyView:
         constraints.append("every rule must pass; any eligible rejection rejects")
     if data.policy.disallow_pipeline_executor:
         constraints.append(f"{data.triggered_by.user} (who triggered the pipeline) may not approve")
-    if data.timeout_action.value != "fail":
-        constraints.append(f"on timeout the gate is {data.timeout_action.value}d automatically")
+    done = {"approve": "approved", "reject": "rejected"}.get(data.timeout_action.value)
+    if done is not None:
+        constraints.append(f"on timeout the gate is {done} automatically")
     return PolicyView(rules=rules, constraints=tuple(constraints))
 
 
