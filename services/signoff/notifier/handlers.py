@@ -303,12 +303,12 @@ async def _plan_scheduled(
     purpose: str = row["purpose"]
     if purpose.startswith(ESCALATION_PREFIX):
         group = purpose.removeprefix(ESCALATION_PREFIX)
-        view = base.restated(now=now, headline=f"Escalated to {group}: approval needed")
+        view = base.restated(now=now, headline=f"Escalated to {group}: approval needed", purpose=purpose)
         members = _members_of(opened.eligible_approvers, group)
         planned = notifying.routing.deliveries_for(view, members, groups=[group], purpose=purpose)
         kind = "escalation"
     else:
-        view = base.restated(now=now, headline="Reminder: approval needed")
+        view = base.restated(now=now, headline="Reminder: approval needed", purpose=purpose)
         planned = notifying.routing.deliveries_for(view, opened.eligible_approvers, purpose=purpose)
         kind = "reminder"
     traceparent = tracing.current_traceparent(row["traceparent"])

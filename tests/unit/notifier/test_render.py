@@ -273,8 +273,22 @@ def test_approver_inputs_show_default_required_and_allowed_values() -> None:
 
 
 def test_reminder_title(view: ApprovalView) -> None:
-    reminder = view.restated(now=NOW, headline="Reminder: approval needed")
+    reminder = view.restated(now=NOW, headline="Reminder: approval needed", purpose="reminder:1h")
     assert render_email(reminder).subject == "Reminder: approval needed: Payments release / Deploy to staging"
+
+
+def test_a_reminders_webhook_is_a_cloudevent_of_its_own_not_a_repeat_of_the_request(view: ApprovalView) -> None:
+    """Same source and id is a duplicate to a CloudEvents receiver: a reminder must not carry the request's id."""
+    request = dict(render_webhook(view).headers)
+    reminder_message = render_webhook(
+        view.restated(now=NOW, headline="Reminder: approval needed", purpose="reminder:1h")
+    )
+    reminder = dict(reminder_message.headers)
+    assert reminder["ce-id"] == f"{request['ce-id']}/reminder:1h" != request["ce-id"]
+    assert reminder["ce-type"] == request["ce-type"]  # its data is still the gate's GateOpened
+    notification = json.loads(reminder_message.body)["notification"]
+    assert notification["purpose"] == "reminder:1h" and notification["title"].startswith("Reminder: ")
+    assert "purpose" not in json.loads(render_webhook(view).body)["notification"]
 
 
 # -- payloads Slack accepts ---------------------------------------------------------------------------------------

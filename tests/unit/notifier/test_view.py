@@ -196,6 +196,6 @@ def test_infrastructures_of_an_unknown_environment_are_not_guessed() -> None:
 
 
 def test_restated_view_for_reminders(view: ApprovalView) -> None:
-    later = view.restated(now=NOW + timedelta(hours=23), headline="Reminder: approval needed")
+    later = view.restated(now=NOW + timedelta(hours=23), headline="Reminder: approval needed", purpose="reminder:1h")
     assert later.time_left == "30m left" and later.headline == "Reminder: approval needed"
     assert later.approve_url == view.approve_url and later.event_id == view.event_id

@@ -512,10 +512,13 @@ def render_webhook(
     `notification` member with what the people-facing channels show: the title, the plain text with every id
     resolved against the catalog (names, environment types, links), and the approve / reject links, so a webhook
     consumer needs no catalog of its own. `doc`: the view's `document`, when the caller has it already."""
+    # A reminder or an escalation is a notice of its own: the same CloudEvent id would make a receiver that
+    # dedupes by source and id (as CloudEvents allows) drop it as a repeat of the request.
+    purpose = view.purpose if isinstance(view, ApprovalView) else None
     headers = (
         ("content-type", "application/json"),
         ("ce-specversion", "1.0"),
-        ("ce-id", view.event_id),
+        ("ce-id", f"{view.event_id}/{purpose}" if purpose else view.event_id),
         ("ce-source", source),
         ("ce-type", view.event_type),
         ("ce-subject", view.gate_id),
@@ -526,6 +529,7 @@ def render_webhook(
         "title": doc.title,
         "text": _email_text(doc),
         "links": {label.lower(): url for label, url, _ in doc.actions},
+        **({"purpose": purpose} if purpose else {}),  # `reminder:1h`, `escalation:sre`
     }
     # The same bytes as `to_json({**view.data, "notification": notification})`, without decoding and re-encoding
     # the event's data (the larger part of the body).

@@ -220,11 +220,15 @@ class ApprovalView:
     kind: Literal["opened"] = "opened"
     headline: str = "Approval needed"
     """First words of the title: `Approval needed`, or e.g. `Reminder: approval needed` (see `restated`)."""
+    purpose: str | None = None
+    """None for the request itself; a reminder's or an escalation's schedule purpose (`reminder:1h`,
+    `escalation:sre`): a notice of its own, not a repeat of the request (see `restated`)."""
 
-    def restated(self, *, now: datetime, headline: str) -> ApprovalView:
-        """The same view at a later moment (time left recomputed) under another headline: for reminders
-        (`Reminder: approval needed`) and escalations (`Escalated: approval needed`)."""
-        return replace(self, time_left=humanize_time_left(parse_utc(self.expires_at), now), headline=headline)
+    def restated(self, *, now: datetime, headline: str, purpose: str) -> ApprovalView:
+        """The same view at a later moment (time left recomputed) under another headline, as the notice `purpose`:
+        for reminders (`Reminder: approval needed`) and escalations (`Escalated: approval needed`)."""
+        time_left = humanize_time_left(parse_utc(self.expires_at), now)
+        return replace(self, time_left=time_left, headline=headline, purpose=purpose)
 
     @property
     def data_json(self) -> str:
