@@ -22,6 +22,7 @@ from signoff.contracts.events import (
     FilterMatchType,
     FilterType,
     HistoryEntry,
+    Message,
     RejectionCause,
     RunStatus,
     StageMetadata,
@@ -202,6 +203,19 @@ def _history(request: ApprovalRequest) -> list[HistoryEntry]:
     return entries
 
 
+MESSAGE_MAX = next(m.max_length for m in Message.__metadata__ if getattr(m, "max_length", None))
+"""The longest approval message the wire carries (`Message`)."""
+
+
+def fitting_message(text: str) -> str:
+    """`text` if the wire can carry it, else cut to fit and marked as cut: a message that only grows past the limit
+    once its expressions are resolved must not fail the run halfway (a written one over it is refused by `run`)."""
+    if len(text) <= MESSAGE_MAX:
+        return text
+    mark = f"\n[…] (cut: the message is over {MESSAGE_MAX} characters)"
+    return text[: MESSAGE_MAX - len(mark)] + mark
+
+
 def approval_requested(request: ApprovalRequest, triggered_by: wire.Person) -> wire.ApprovalRequested:
     """The wire request for an approval step the execution reached. `triggered_by` is the execution's requester as
     the contract knows them (user id first: `disallowPipelineExecutor` compares user ids)."""
@@ -244,8 +258,8 @@ def approval_requested(request: ApprovalRequest, triggered_by: wire.Person) -> w
         timeout=format_duration(request.timeout) if request.timeout is not None else None,
         timeout_action=TimeoutAction(request.timeout_action.value),  # the same words
         auto_reject_previous_approvals=request.auto_reject_previous_approvals,
-        message_template=request.message.template,
-        message=request.message.text,
+        message_template=fitting_message(request.message.template),
+        message=fitting_message(request.message.text),
         include_pipeline_execution_history=request.include_pipeline_execution_history,
         execution_history=_history(request) if request.include_pipeline_execution_history else [],
         current_stage=stage_metadata(request.current_stage),

@@ -15,6 +15,7 @@ from signoff.executor.domain.actions import TriggeredBy
 from signoff.executor.domain.execution import Execution, InvalidStart
 from signoff.executor.domain.expressions import DeclaredSteps, expression_syntax_problems
 from signoff.executor.domain.pipeline import Pipeline, PipelineError, iter_steps, parse_pipeline
+from signoff.executor.mapping import MESSAGE_MAX
 
 _STAGE_PATH = re.compile(r"^pipeline\.stages\[\d+\](?:\.parallel\[\d+\])?\.stage$")
 _NEVER_RUN = frozenset({"rollbackSteps"})
@@ -36,7 +37,9 @@ def expression_problems(pipeline: Pipeline) -> list[Issue]:
     a `<+` no `>` closes (or an empty `<+>`) in any text, and a reference to a stage or step identifier the
     pipeline does not have (`<+pipeline.stages.S...>`, `<+execution.steps.ID...>` in the stage where it is
     written). They would otherwise fail the pipeline only when the step using them starts, after the steps before
-    it ran. Runtime inputs and values known only while the pipeline runs are not problems."""
+    it ran. Runtime inputs and values known only while the pipeline runs are not problems. An approval message
+    written longer than the wire carries (MESSAGE_MAX) is refused too; one that grows past it only once resolved
+    is cut and marked when the gate is requested (`mapping.fitting_message`)."""
     declared = DeclaredSteps()
     for stage in pipeline.stages():
         declared.add_stage(stage.identifier)
@@ -45,6 +48,8 @@ def expression_problems(pipeline: Pipeline) -> list[Issue]:
     issues: list[Issue] = []
 
     def text(value: str, path: str, stage: str | None, references: bool) -> None:
+        if path.endswith(".spec.approvalMessage") and len(value) > MESSAGE_MAX:
+            issues.append(Issue(path, f"at most {MESSAGE_MAX} characters (this one has {len(value)})"))
         if "<+" not in value:
             return
         problems = expression_syntax_problems(value)

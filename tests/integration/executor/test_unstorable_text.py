@@ -10,6 +10,7 @@ from aiokafka import ConsumerRecord
 from signoff import contracts as wire
 from signoff.contracts.topics import DEAD_LETTER_TOPIC
 from signoff.executor.handlers import ExecutorHandler
+from signoff.executor.mapping import MESSAGE_MAX
 from signoff.executor.repository import ExecutorRepository
 from signoff.runtime.consumer import Received, UnitOfWork
 from signoff.runtime.outbox import MAIN_LANE, OutboxWriter, headers_from_json
@@ -89,3 +90,17 @@ async def test_a_start_the_executor_gives_up_on_is_recorded_as_refused_so_run_wa
     assert refusal["error"] == "the executor could not start it (DataError); it is on the dead-letter topic"
     failed = await executor.wait_for(wire.ExecutionFailed.event_type, request.execution_id)
     assert failed.cause == "invalid_pipeline" and "could not start it (DataError)" in failed.error
+
+
+async def test_a_message_over_the_wire_limit_once_resolved_is_cut_and_marked_and_the_gate_opens(executor) -> None:
+    """Written, the message fits (1,000 references to a variable); resolved, it is 100,000 characters. The run
+    reaches its approval with the message cut and marked, instead of failing halfway (ValidationError)."""
+    variable = [{"name": "v", "type": "String", "value": "v" * 100}]
+    message = " ".join(["<+pipeline.variables.v>"] * 1000)
+    document = pipeline(stage("s", approval(message=message)), variables=variable)
+    request = execution_request(as_yaml(document), pipeline_id="test_pipeline")
+    approval_request, _ = await executor.run_to_gate(request)
+    assert approval_request.message_template == message  # as written: under the limit
+    assert len(approval_request.message) == MESSAGE_MAX
+    assert approval_request.message.startswith("v" * 100 + " ")
+    assert approval_request.message.endswith(f"[…] (cut: the message is over {MESSAGE_MAX} characters)")

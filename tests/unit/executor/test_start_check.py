@@ -14,6 +14,7 @@ from signoff.catalog import Catalog
 from signoff.catalog.yamldoc import MAX_ALIAS_NODES, MAX_REPORTED_ISSUES
 from signoff.cli.main import cli
 from signoff.executor.domain.pipeline import PipelineError, parse_pipeline
+from signoff.executor.mapping import MESSAGE_MAX, fitting_message
 from signoff.executor.validation import StartRefused, check_start, pipeline_problem
 from tests.support.yaml_bombs import alias_bomb
 from tests.unit.executor.builders import (
@@ -131,6 +132,20 @@ def test_an_unclosed_expression_in_an_approval_message_is_refused_with_its_place
         f"invalid pipeline: {APPROVE_PATH}.spec.approvalMessage: unclosed expression "
         "'<+pipeline.stages.deploy.name, approve?': no '>' closes it on its line"
     )
+
+
+def test_an_approval_message_longer_than_the_wire_carries_is_refused_with_its_place() -> None:
+    message = _refusal(_deploy_then(approval(message="ü€😀 " * 10_000)))
+    assert (
+        message
+        == f"invalid pipeline: {APPROVE_PATH}.spec.approvalMessage: at most 32768 characters (this one has 40000)"
+    )
+
+
+def test_a_message_that_grows_past_the_limit_once_resolved_is_cut_and_marked_not_failed() -> None:
+    assert fitting_message("short") == "short"
+    cut = fitting_message("x" * (MESSAGE_MAX + 1))
+    assert len(cut) == MESSAGE_MAX and cut.endswith(f"[…] (cut: the message is over {MESSAGE_MAX} characters)")
 
 
 @pytest.mark.parametrize(
