@@ -99,7 +99,7 @@ class ExecutionDesk:
             async with self.pool.acquire() as conn:
                 issues = await start_policy_issues(conn, self.approval, checks, principal.user)
             if issues:
-                raise _invalid_pipeline(describe_issues(issues))
+                raise _invalid_pipeline(f"invalid pipeline: {describe_issues(issues)}")
         execution_id = uuid.uuid4().hex
         try:
             data = wire.ExecutionRequested(

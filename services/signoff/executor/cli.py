@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from signoff.cli.client import ApiClient, segment
+from signoff.cli.client import ApiClient, problem_text, segment
 from signoff.cli.errors import CliError, CliUsageError
 from signoff.cli.terminal import echo
 
@@ -88,7 +88,13 @@ def run(file: Path, variables: tuple[str, ...], catalog_path: Path | None, wait:
     values = _parse_vars(variables)
     text = _check_locally(file, catalog_path, values)
     client = ApiClient.configured()
-    _, started = client.call("POST", "/executions", json_body={"pipeline_yaml": text, "variables": values})
+    status, started = client.call(
+        "POST", "/executions", json_body={"pipeline_yaml": text, "variables": values}, ok=(201, 422)
+    )
+    if status == 422:  # what only the api can check (its catalog, the directory): said as the local check says it
+        if started.get("code") != "invalid_pipeline":
+            raise CliError(problem_text(status, started))
+        raise CliError(f"{file}: {started['detail']}")
     execution_id = started["execution_id"]
     echo(execution_id)  # at once: with --wait the user can follow it (logs, get-pipeline-state) meanwhile
     if not wait:

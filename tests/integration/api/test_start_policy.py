@@ -79,7 +79,7 @@ async def test_an_approval_step_nobody_could_approve_is_refused_before_anything_
         )
         assert unknown.status_code == 422, unknown.text
         assert unknown.headers["content-type"].startswith("application/problem+json")
-        message = f"{GATE}.spec.approvers.userGroups: unknown user group 'sre-typo'"
+        message = f"invalid pipeline: {GATE}.spec.approvers.userGroups: unknown user group 'sre-typo'"
         body = unknown.json()
         assert body["code"] == "invalid_pipeline" and body["detail"] == message
         assert body["errors"] == [{"field": "pipeline_yaml", "message": message}]
@@ -91,7 +91,8 @@ async def test_an_approval_step_nobody_could_approve_is_refused_before_anything_
         assert refused.json()["errors"] == [
             {
                 "field": "pipeline_yaml",
-                "message": f"{GATE}.spec.approvers.minimumCount: 3 approvals needed but only 2 eligible people "
+                "message": f"invalid pipeline: {GATE}.spec.approvers.minimumCount: 3 approvals needed but only 2 "
+                "eligible people "
                 "(the pipeline executor may not approve)",
             }
         ]
@@ -120,8 +121,12 @@ async def test_signoff_run_says_which_step_cannot_be_approved(front_door: FrontD
     result = await front_door.cli("alice", "run", str(path))
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert f"{GATE}.spec.approvers.userGroups: unknown user group 'sre-typo'" in lines[0]
+    assert len(lines) == 1, result.output
+    # As the local check says its problems: the file, then the path.
+    assert lines[0] == (
+        f"error: {path}: invalid pipeline: {GATE}.spec.approvers.userGroups: unknown user group 'sre-typo'; "
+        f"{GATE}.spec.approvers.minimumCount: 1 approvals needed but only 0 eligible people"
+    )
 
 
 async def test_without_a_directory_the_approval_service_is_left_to_refuse(front_door: FrontDoor) -> None:

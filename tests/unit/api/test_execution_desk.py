@@ -279,7 +279,7 @@ async def test_a_refused_approval_step_is_a_422_naming_its_path_and_nothing_is_p
     with pytest.raises(ApiProblem) as caught:
         await approver_desk(producer, directory).start(ALICE, request)
     problem = caught.value
-    message = f"{STEP}.spec.approvers.userGroups: unknown user group 'sre-typo'"
+    message = f"invalid pipeline: {STEP}.spec.approvers.userGroups: unknown user group 'sre-typo'"
     assert (problem.status, problem.code, problem.detail) == (422, "invalid_pipeline", message)
     assert problem.errors == [{"field": "pipeline_yaml", "message": message}]
     assert producer.sent == [] and directory.asked == [{"sre-typo", "docs"}]
