@@ -41,6 +41,7 @@ def expression_problems(pipeline: Pipeline) -> list[Issue]:
     written longer than the wire carries (MESSAGE_MAX) is refused too; one that grows past it only once resolved
     is cut and marked when the gate is requested (`mapping.fitting_message`)."""
     declared = DeclaredSteps()
+    declared.add_variables(variable.name for variable in pipeline.variables)
     for stage in pipeline.stages():
         declared.add_stage(stage.identifier)
         for groups, step in iter_steps(stage.steps):

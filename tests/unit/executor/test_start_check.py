@@ -230,6 +230,24 @@ def test_a_pipeline_variable_may_name_a_step_of_any_stage_but_not_one_of_none() 
     )
 
 
+def test_a_reference_to_a_pipeline_variable_that_is_not_declared_is_refused_with_its_place() -> None:
+    declared = [{"name": "tag", "type": "String", "value": "1.0"}]
+    message = _refusal(
+        pipeline(
+            stage("deploy", shell("rollout", "echo <+pipeline.variables.tag> <+pipeline.variables.nope>")),
+            variables=declared,
+        )
+    )
+    assert message == (
+        "invalid pipeline: pipeline.stages[0].stage.spec.execution.steps[0].step.spec.source.spec.script: "
+        "<+pipeline.variables.nope>: no pipeline variable 'nope'"
+    )
+    # In an approval message too (it would have been sent as unresolved, after the deploy).
+    typo = _refusal(_deploy_then(approval(message="Ship <+pipeline.variables.tga>?")))
+    where = f"{APPROVE_PATH}.spec.approvalMessage"
+    assert typo == f"invalid pipeline: {where}: <+pipeline.variables.tga>: no pipeline variable 'tga'"
+
+
 def test_valid_forward_and_backward_references_and_runtime_values_still_start() -> None:
     """Only identifiers are checked: a step further on, a step inside a group (directly or through it), runtime
     inputs, secrets and expressions the evaluator leaves unresolved (method calls) all pass."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -342,6 +342,11 @@ class DeclaredSteps:
 
     def __init__(self) -> None:
         self._stages: dict[str, dict[str, Any]] = {}
+        self._variables: set[str] | None = None  # None: not declared to this check (any name passes)
+
+    def add_variables(self, names: Iterable[str]) -> None:
+        """Declare the pipeline's variables: `<+pipeline.variables.NAME>` of any other name can never resolve."""
+        self._variables = {*(self._variables or ()), *names}
 
     def add_stage(self, identifier: str) -> None:
         """Declare a stage (its steps are added with `add_step`)."""
@@ -369,6 +374,10 @@ class DeclaredSteps:
         return problems
 
     def _problem(self, segments: list[str | int], stage: str | None) -> str | None:
+        if segments[:2] == ["pipeline", "variables"] and len(segments) > 2 and self._variables is not None:
+            if isinstance(segments[2], str) and segments[2] not in self._variables:
+                return f"no pipeline variable {segments[2]!r}"
+            return None
         if segments[:2] == ["execution", "steps"] and len(segments) > 2:
             if stage is not None:
                 return self._step_problem(stage, segments[2:])
