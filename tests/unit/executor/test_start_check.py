@@ -354,3 +354,19 @@ def test_signoff_run_refuses_a_nul_character_before_calling_the_api(tmp_path: Pa
         f"error: {file}: invalid pipeline: {FIRST_APPROVAL}.approvalMessage: contains a NUL character"
     )
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "yaml_text",
+    [
+        # A flow mapping's comma cuts the value at `allowedValues(dev`; `prod)` becomes a key of its own.
+        "- {name: env, type: String, value: <+input>.allowedValues(dev,prod)}",
+        "- {name: env, type: String, value: '<+input>.default(world}'}",
+    ],
+)
+def test_a_malformed_runtime_input_is_refused_before_anything_runs(yaml_text: str) -> None:
+    document = as_yaml(pipeline(stage("deploy", shell("build", "echo <+pipeline.variables.env>"))))
+    text = document.replace("  stages:", "  variables:\n  " + yaml_text + "\n  stages:", 1)
+    with pytest.raises(StartRefused) as refused:
+        check_start(text, catalog=None, variables={"env": "staging"}, user="alice")
+    assert str(refused.value).startswith("invalid pipeline: pipeline.variables[0].value: malformed runtime input: ")

@@ -117,6 +117,13 @@ def parse_runtime_input(value: Any) -> RuntimeInput | None:
         return None
     match = _RUNTIME_INPUT.match(value.strip())
     if not match:
+        if value.strip().startswith("<+input>"):
+            # A runtime input written wrong (`<+input>.allowedValues(dev` — a YAML flow mapping's comma cuts it
+            # there — or `.default(x}`) would otherwise be taken for an expression and fail the run later.
+            raise ValueError(
+                "malformed runtime input: write <+input>, then any of .default(x), .allowedValues(a,b), "
+                ".executionInput() (quote the value in a YAML flow mapping: its commas split it)"
+            )
         return None
     default: str | None = None
     allowed: tuple[str, ...] | None = None
