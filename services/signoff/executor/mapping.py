@@ -185,8 +185,19 @@ def stage_metadata(metadata: DomainStageMetadata) -> StageMetadata:
 def _history(request: ApprovalRequest) -> list[HistoryEntry]:
     entries: list[HistoryEntry] = []
     for stage in request.history:
+        # A stage's times are its steps': it started with its first, and (once it is over) ended with its last.
+        status = RUN_STATUS[StepStatus(stage.status)]
+        started = [step.started_at for step in stage.steps if step.started_at is not None]
+        finished = [step.finished_at for step in stage.steps if step.finished_at is not None]
+        over = status not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
         entries.append(
-            HistoryEntry(stage_id=stage.identifier, stage_name=stage.name, status=RUN_STATUS[StepStatus(stage.status)])
+            HistoryEntry(
+                stage_id=stage.identifier,
+                stage_name=stage.name,
+                status=status,
+                started_at=min(started) if started else None,
+                ended_at=max(finished) if over and finished else None,
+            )
         )
         for step in stage.steps:
             entries.append(

@@ -97,6 +97,20 @@ def test_an_approval_request_carries_policy_inputs_metadata_and_what_stayed_unre
         (None, RunStatus.RUNNING),
         ("prepare", RunStatus.SUCCEEDED),
     ]
+    running_stage, prepare = request.execution_history
+    # The running stage started with its first step (it showed `started_at: null`) and has not ended.
+    assert running_stage.started_at == prepare.started_at is not None and running_stage.ended_at is None
+
+
+def test_a_finished_stage_of_the_history_has_the_times_of_its_steps() -> None:
+    document = pipeline(
+        stage("build", shell("a"), shell("b")), stage("gate", approval("approve", includePipelineExecutionHistory=True))
+    )
+    request = approval_requested(_at_approval(_start(document, None)).request, ADA)
+    build, step_a, step_b = request.execution_history[:3]
+    assert build.step_id is None and build.status == RunStatus.SUCCEEDED
+    assert (build.started_at, build.ended_at) == (step_a.started_at, step_b.ended_at)
+    assert build.started_at is not None and build.ended_at is not None and build.ended_at > build.started_at
 
 
 def test_unresolvable_refs_stay_as_written_in_the_metadata() -> None:
