@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import sys
 import uuid
@@ -58,21 +59,44 @@ def template_database(infra: Infra) -> str:
     return TEMPLATE_DB
 
 
-@pytest.fixture
-async def database_url(infra: Infra, template_database: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for this test only."""
+@contextlib.asynccontextmanager
+async def fresh_database(infra: Infra, template_database: str) -> AsyncIterator[str]:
+    """The URL of a fresh, migrated database (a copy of the template), dropped afterwards."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(infra.admin_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
     finally:
         await admin.close()
-    yield infra.dsn(name)
-    admin = await asyncpg.connect(infra.admin_dsn)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield infra.dsn(name)
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(infra.admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+def infra_settings(infra: Infra, database_url: str) -> Settings:
+    """Settings pointing at `database_url` and the session's broker (short group timeouts)."""
+    return Settings(
+        kafka_bootstrap=infra.kafka_bootstrap,
+        kafka_enable_idempotence=infra.enable_idempotence,
+        kafka_session_timeout_ms=infra.session_timeout_ms,
+        kafka_heartbeat_interval_ms=max(100, infra.session_timeout_ms // 4),
+        kafka_topic_partitions=3,
+        database_url=database_url,
+        http_port=0,
+        log_format="console",
+    )
+
+
+@pytest.fixture
+async def database_url(infra: Infra, template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test only."""
+    async with fresh_database(infra, template_database) as url:
+        yield url
 
 
 class Names:
@@ -96,13 +120,4 @@ def names() -> Names:
 @pytest.fixture
 def settings(infra: Infra, database_url: str) -> Settings:
     """Settings pointing at this test's database and the session's broker (short group timeouts)."""
-    return Settings(
-        kafka_bootstrap=infra.kafka_bootstrap,
-        kafka_enable_idempotence=infra.enable_idempotence,
-        kafka_session_timeout_ms=infra.session_timeout_ms,
-        kafka_heartbeat_interval_ms=max(100, infra.session_timeout_ms // 4),
-        kafka_topic_partitions=3,
-        database_url=database_url,
-        http_port=0,
-        log_format="console",
-    )
+    return infra_settings(infra, database_url)

@@ -34,9 +34,6 @@ __all__ = ["ApprovalCheck", "approval_checks", "policy_issues", "start_policy_is
 
 EXPRESSION = "<+"
 
-_TIMEOUT_ACTIONS = {"Expire": TimeoutAction.FAIL, "Approve": TimeoutAction.APPROVE, "Reject": TimeoutAction.REJECT}
-"""The step's `timeoutAction` as the kernel names it (what the executor sends)."""
-
 _YAML_KEYS = {"user_groups": "userGroups", "users": "users", "minimum_count": "minimumCount"}
 """A refusal reason's rule field (`RequestedRule` field + `.user_groups`) as the approvers block spells it."""
 
@@ -108,15 +105,8 @@ def approval_checks(pipeline: Pipeline) -> list[ApprovalCheck]:
         approvers = spec.approvers
         where = join_path(path, "spec", "approvers")
         candidates = [
-            *(
-                [RequestedRule(where, approvers.user_groups, approvers.users, approvers.minimum_count)]
-                if approvers.user_groups or approvers.users
-                else []
-            ),
-            *(
-                RequestedRule(join_path(where, "rules", index), rule.user_groups, rule.users, rule.minimum_count)
-                for index, rule in enumerate(approvers.rules)
-            ),
+            RequestedRule(f"{where}.{at}" if at else where, groups, users, count)
+            for at, groups, users, count in approvers.written_rules()
         ]
         # Names resolved while the pipeline runs may name anyone: such a rule is the approval service's to judge.
         rules = tuple(rule for rule in candidates if _literal(rule.user_groups, rule.users))
@@ -132,7 +122,7 @@ def approval_checks(pipeline: Pipeline) -> list[ApprovalCheck]:
                 rules=rules,
                 disallow_pipeline_executor=approvers.disallow_pipeline_executor,
                 inputs=inputs,
-                timeout_action=_TIMEOUT_ACTIONS[spec.timeout_action],
+                timeout_action=spec.kernel_timeout_action,
             )
         )
     return checks

@@ -485,10 +485,9 @@ def build_transports(
     default_timeout: float,
     pool: asyncpg.Pool | None = None,
 ) -> dict[str, Transport]:
-    """A transport per routing channel; raises `ValueError` naming the channel (`check_channels`'s, first),
-    so a misconfigured channel stops the role instead of dead-lettering every delivery. `pool`: where Slack
-    channels in bot mode keep their messages' ids (required when one is routed)."""
-    check_channels(routing, secrets)
+    """A transport per routing channel, for channels `check_channels` passed (the role's spec checks them before
+    it starts); a ValueError still names the channel. `pool`: where Slack channels in bot mode keep their messages'
+    ids (required when one is routed)."""
     transports: dict[str, Transport] = {}
     for name, channel in routing.channels.items():
         try:

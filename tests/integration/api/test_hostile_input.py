@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
@@ -21,8 +20,7 @@ from botocore.credentials import Credentials
 
 from signoff.api.access_keys import SecretBox, issue_access_key, new_credentials_key
 from signoff.api.repository import ApiRepository
-from signoff.runtime.settings import Settings
-from tests.conftest import Names
+from tests.conftest import Names, fresh_database, infra_settings
 from tests.integration.api.conftest import FrontDoor, pipeline_name, running_front_door
 from tests.integration.approval.conftest import request
 from tests.support.infra import Infra
@@ -40,32 +38,11 @@ async def door(
     infra: Infra, template_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[FrontDoor]:
     """The front door on a database of this module's own (the per-test fixtures are function-scoped)."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(infra.admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    finally:
-        await admin.close()
-    settings = Settings(
-        kafka_bootstrap=infra.kafka_bootstrap,
-        kafka_enable_idempotence=infra.enable_idempotence,
-        kafka_session_timeout_ms=infra.session_timeout_ms,
-        kafka_heartbeat_interval_ms=max(100, infra.session_timeout_ms // 4),
-        kafka_topic_partitions=3,
-        database_url=infra.dsn(name),
-        http_port=0,
-        log_format="console",
-    )
     tmp_path: Path = tmp_path_factory.mktemp("hostile")
-    try:
+    async with fresh_database(infra, template_database) as url:
+        settings = infra_settings(infra, url)
         async with running_front_door(settings, Names(), tmp_path, api_credentials_key=CREDENTIALS_KEY) as front:
             yield front
-    finally:
-        admin = await asyncpg.connect(infra.admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def open_gate(door: FrontDoor) -> str:

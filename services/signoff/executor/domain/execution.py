@@ -99,7 +99,6 @@ from signoff.kernel import (
     GateStatus,
     InvalidDefinition,
     Policy,
-    TimeoutAction,
 )
 
 MAX_ATTEMPTS = 3
@@ -111,9 +110,6 @@ NOT_STARTED_REASON = "executor restarted before the step's script started (it wa
 APPROVAL_ANSWER_GRACE = timedelta(minutes=15)
 """How long past a gate's expiry a step waits for the approval service's outcome before it fails."""
 NO_APPROVAL_ANSWER = "no answer from the approval service"
-
-# A HarnessApproval step's `timeoutAction` as written -> the shared kernel's (the wire's words).
-_TIMEOUT_ACTIONS = {"Expire": TimeoutAction.FAIL, "Approve": TimeoutAction.APPROVE, "Reject": TimeoutAction.REJECT}
 """The reason a step fails with when no outcome (nor refusal) arrived by its deadline."""
 
 
@@ -649,21 +645,17 @@ class Execution:
             return tuple(out)
 
         approvers = spec.approvers
-        # The Harness approvers block (its top-level groups and users are one rule, when they list anyone) becomes
-        # the shared policy here, names rendered: the one conversion; the mapping writes it to the wire as is.
-        top = (
-            [(names(approvers.user_groups, "user group"), names(approvers.users, "user"), approvers.minimum_count)]
-            if approvers.user_groups or approvers.users
-            else []
-        )
+        # The Harness approvers block becomes the shared policy here, the top-level names rendered: the one
+        # conversion; the mapping writes it to the wire as is.
+        written = [
+            (names(groups, "user group"), names(users, "user"), count) if not where else (groups, users, count)
+            for where, groups, users, count in approvers.written_rules()
+        ]
         try:
             policy = Policy(
                 rules=tuple(
                     ApprovalRule(user_groups=groups, users=users, minimum_count=count)
-                    for groups, users, count in [
-                        *top,
-                        *((rule.user_groups, rule.users, rule.minimum_count) for rule in approvers.rules),
-                    ]
+                    for groups, users, count in written
                 ),
                 disallow_pipeline_executor=approvers.disallow_pipeline_executor,
             )
@@ -715,7 +707,7 @@ class Execution:
             current_stage=self.stage_metadata(stage.identifier),
             upcoming_stages=tuple(upcoming),
             policy=policy,
-            timeout_action=_TIMEOUT_ACTIONS[spec.timeout_action],
+            timeout_action=spec.kernel_timeout_action,
             auto_reject_previous_approvals=spec.auto_reject_previous,
             inputs=inputs,
             timeout=timeout,

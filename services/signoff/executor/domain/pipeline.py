@@ -47,7 +47,7 @@ from signoff.catalog.yamldoc import (
     parse_yaml,
 )
 from signoff.contracts.durations import parse_positive_duration
-from signoff.kernel import quorum_beyond_listed
+from signoff.kernel import TimeoutAction, quorum_beyond_listed
 
 STEP_TYPES = ("HarnessApproval", "ShellScript", "Wait")
 STAGE_TYPES = ("Deployment", "CI", "Approval", "Custom")
@@ -293,6 +293,16 @@ class Approvers(_Strict):
     disallow_pipeline_executor: bool = False
     rules: tuple[ApprovalRule, ...] = ()
 
+    def written_rules(self) -> list[tuple[str, tuple[str, ...], tuple[str, ...], int]]:
+        """The rules this block makes, as written: (where, user groups, users, minimum count), `where` relative to
+        the block (`""`, `rules[0]`). The top-level groups and users are one rule when they name anyone, then each
+        of `rules`: how the executor builds the request's policy, and how `run` checks it up front."""
+        top = [("", self.user_groups, self.users, self.minimum_count)] if self.user_groups or self.users else []
+        return top + [
+            (f"rules[{index}]", rule.user_groups, rule.users, rule.minimum_count)
+            for index, rule in enumerate(self.rules)
+        ]
+
     @model_validator(mode="after")
     def _someone(self) -> Approvers:
         if not self.user_groups and not self.users and not self.rules:
@@ -300,6 +310,10 @@ class Approvers(_Strict):
         if self.users and (problem := quorum_beyond_listed(self.user_groups, self.users, self.minimum_count)):
             raise ValueError(problem)
         return self
+
+
+TIMEOUT_ACTIONS = {"Expire": TimeoutAction.FAIL, "Approve": TimeoutAction.APPROVE, "Reject": TimeoutAction.REJECT}
+"""A HarnessApproval step's `timeoutAction` as written -> the shared kernel's (the wire's words)."""
 
 
 class HarnessApprovalSpec(_Strict):
@@ -316,6 +330,11 @@ class HarnessApprovalSpec(_Strict):
         "Expire", description="On timeout: Expire (the pipeline fails), Approve or Reject."
     )
     auto_approval: Any = None
+
+    @property
+    def kernel_timeout_action(self) -> TimeoutAction:
+        """`timeout_action` in the shared kernel's words (`Expire` is `fail`)."""
+        return TIMEOUT_ACTIONS[self.timeout_action]
 
     @field_validator("auto_approval")
     @classmethod
