@@ -11,6 +11,7 @@ from tests.deploy.manifests import (
     Manifest,
     RenderError,
     by_kind,
+    container_env,
     containers,
     one,
     pod_spec,
@@ -178,3 +179,32 @@ def test_kafka_resources_can_be_applied_first(objects: list[Manifest]) -> None:
     """docs/deploying.md applies `-l app.kubernetes.io/component=kafka` first: the topics and users, only."""
     selected = Counter(o["kind"] for o in objects if o["metadata"]["labels"]["app.kubernetes.io/component"] == "kafka")
     assert selected == Counter({"KafkaTopic": 7, "KafkaUser": 7})
+
+
+def test_the_executors_scripts_run_in_a_sidecar_that_holds_none_of_its_keys(objects: list[Manifest]) -> None:
+    """docs/deploying.md, "What a pipeline's script can reach": the scripts' container shares only the runner's
+    socket with the executor's, runs as another uid, and is given no Secret, no setting, no view of its processes."""
+    spec = pod_spec(one(objects, "Deployment", "signoff-executor"))
+    assert spec is not None
+    [runner] = [c for c in spec.get("initContainers", []) if c["name"] == "script-runner"]
+    [executor] = [c for c in spec["containers"] if c["name"] == "executor"]
+    assert runner["restartPolicy"] == "Always"  # a native sidecar: up before the executor, down after it
+    args = runner["args"]
+    assert args[0] == "script-runner"
+    socket = args[args.index("--socket") + 1]
+    assert container_env(objects, executor)["SIGNOFF_SCRIPT_RUNNER_SOCKET"] == socket
+
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    runner_mounts = {m["name"]: m["mountPath"] for m in runner["volumeMounts"]}
+    executor_mounts = {m["name"]: m["mountPath"] for m in executor["volumeMounts"]}
+    [shared] = set(runner_mounts) & set(executor_mounts)
+    assert socket.startswith(runner_mounts[shared] + "/") and runner_mounts[shared] == executor_mounts[shared]
+    assert all(set(volumes[name]) == {"name", "emptyDir"} for name in runner_mounts)  # no Secret, no projection
+    assert "secrets" in executor_mounts and not runner.get("envFrom")
+    assert all("valueFrom" not in variable for variable in runner.get("env", []))
+    assert not spec.get("shareProcessNamespace")
+    runner_uid = runner["securityContext"]["runAsUser"]
+    assert runner_uid not in (
+        0,
+        executor.get("securityContext", {}).get("runAsUser", spec["securityContext"]["runAsUser"]),
+    )

@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "put-approval-result": "signoff.cli.approver:put_approval_result",
     "groups": "signoff.cli.approver:groups",
     "executor": "signoff.executor.service:executor",
+    "script-runner": "signoff.executor.script_runner:script_runner",
     "api": "signoff.api.service:api",
     # signoff.executor.cli.COMMANDS
     "run": "signoff.executor.cli:run",

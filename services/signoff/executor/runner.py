@@ -52,7 +52,8 @@ from signoff.executor.metrics import (
     SCRIPTS_WAITING,
 )
 from signoff.executor.repository import ExecutorRepository, Loaded, runner_channel
-from signoff.executor.scripts import ScriptProcess, ScriptResult, ensure_gone, run_script
+from signoff.executor.script_runner import ScriptRunnerUnavailable
+from signoff.executor.scripts import RunsScripts, ScriptProcess, ScriptResult, ensure_gone, run_script
 from signoff.runtime import tracing
 from signoff.runtime.clock import Clock
 from signoff.runtime.consumer import TRANSIENT_ERRORS
@@ -82,6 +83,7 @@ class Runner:
         batch_size: int = 20,
         instance: str | None = None,
         max_scripts: int = 32,
+        run_scripts: RunsScripts = run_script,
     ) -> None:
         self.pool = pool
         self.clock = clock
@@ -92,6 +94,8 @@ class Runner:
         self.batch_size = batch_size
         self.instance = instance or f"executor-{uuid.uuid4().hex[:12]}"
         self.scripts: dict[ScriptKey, asyncio.Task[None]] = {}
+        # run_script here, or a ScriptRunnerClient: the script then runs in the script runner (script_runner.py).
+        self._run_scripts = run_scripts
         # Started steps beyond this wait in their task (still this replica's: leased, cancellable, not "lost").
         self._script_slots = asyncio.Semaphore(max_scripts)
         self._wake = asyncio.Event()
@@ -284,10 +288,12 @@ class Runner:
                 SCRIPTS_RUNNING.inc()
                 began = time.perf_counter()
                 try:
-                    result = await run_script(action, on_started=lambda process: self._record(action, process))
+                    result = await self._run_scripts(action, on_started=lambda process: self._record(action, process))
                 except asyncio.CancelledError:
                     SCRIPT_SECONDS.labels("cancelled").observe(time.perf_counter() - began)
                     raise  # cancelled by the state machine (abort, deadline) or by stop(): nothing to report
+                except ScriptRunnerUnavailable as exc:
+                    result = ScriptResult(exit_code=None, error=f"could not run the script: {exc}")
                 except Exception as exc:  # could not even start (no bash, no temp dir): a step failure, not a crash
                     result = ScriptResult(exit_code=None, error=f"could not run the script: {exc!r}")
                 finally:

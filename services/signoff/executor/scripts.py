@@ -12,6 +12,9 @@ executor never leaves a script running on alone (a `retryOnRestart` step would o
 a step marked failed by the restart rule could go on and succeed). Only a process that leaves the group on
 purpose (`setsid`) escapes. A replica resuming an execution after the owner's lease ran out also kills the earlier
 attempt's group itself when it runs on the same host (`ensure_gone`), in case the owner was frozen, not dead.
+
+The process that calls `run_script` is the executor, or the script runner (script_runner.py), which keeps the
+scripts away from the executor's keys.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from signoff.contracts.durations import format_duration
 from signoff.devstack.process import die_with_parent
@@ -76,6 +80,15 @@ class ScriptProcess:
     host: str
     pid: int
     started: int
+
+
+class RunsScripts(Protocol):
+    """Runs a step's script to its end: `run_script` below (a process of the executor), or the script runner's
+    client (script_runner.py: a process of the runner, away from the executor's keys)."""
+
+    async def __call__(
+        self, action: RunShellScript, *, on_started: Callable[[ScriptProcess], Awaitable[None]] | None = None
+    ) -> ScriptResult: ...
 
 
 def this_host() -> str:

@@ -13,6 +13,8 @@ from signoff.executor.domain.definitions import Definitions
 from signoff.executor.handlers import ExecutorHandler
 from signoff.executor.repository import SCHEMA, ExecutorRepository
 from signoff.executor.runner import Runner
+from signoff.executor.script_runner import ScriptRunnerClient
+from signoff.executor.scripts import run_script
 from signoff.executor.settings import ExecutorSettings
 from signoff.runtime.clock import Clock, SystemClock
 from signoff.runtime.logging import configure_logging
@@ -42,10 +44,16 @@ def executor_spec(
         SCHEMA, catalog=catalog, definitions=definitions if definitions is not None else Definitions()
     )
 
+    run_scripts = (
+        ScriptRunnerClient(settings.script_runner_socket) if settings.script_runner_socket is not None else run_script
+    )
+
     def handler(context: ServiceContext) -> ExecutorHandler:
         return ExecutorHandler(catalog=catalog, clock=clock, repository=repository)
 
     async def run_executions(context: ServiceContext) -> None:
+        if isinstance(run_scripts, ScriptRunnerClient):
+            await run_scripts.probe()  # a runner that is not there stops the role, with its socket named
         runner = Runner(
             context.pool,
             clock,
@@ -54,6 +62,7 @@ def executor_spec(
             poll_interval=settings.runner_poll_seconds,
             lease_seconds=settings.script_lease_seconds,
             max_scripts=settings.max_scripts,
+            run_scripts=run_scripts,
         )
         await runner.run(context.stopping)
 

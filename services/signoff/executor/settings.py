@@ -27,6 +27,12 @@ class ExecutorSettings(Settings):
         description="ShellScript processes this replica runs at once; a step started beyond it waits for a slot "
         "(its timeout counts meanwhile), so a burst of runs cannot fork without bound.",
     )
+    script_runner_socket: Path | None = Field(
+        None,
+        description="The Unix socket of a script runner (`signoff script-runner`): ShellScript steps run there, "
+        "away from this role's keys (docs/deploying.md, \"What a pipeline's script can reach\"). Unset: they run "
+        "as processes of this role, as its user.",
+    )
     script_lease_seconds: float = Field(
         30.0,
         ge=1,

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from signoff import contracts as wire
 from signoff.contracts.events import ApprovalCause, DecisionStatus, Vote
+from signoff.executor.domain.actions import RunShellScript
 from signoff.executor.domain.definitions import Definitions
 from signoff.executor.repository import SCHEMA
 from signoff.executor.service import executor_spec
@@ -41,6 +42,23 @@ def execution_request(
         triggered_by=wire.Person(user=user, name=user.title()),
         requested_at=START,
         pipeline_yaml=yaml_text,
+    )
+
+
+def script_action(
+    script: str, *, outputs: dict[str, str] | None = None, env=None, timeout=timedelta(seconds=30)
+) -> RunShellScript:
+    """The action that runs `script` as a step, as the state machine would dispatch it."""
+    return RunShellScript(
+        execution_id="ex",
+        step_path="s.step",
+        attempt=1,
+        step_name="step",
+        script=script,
+        environment=env or {},
+        output_variables=outputs or {},
+        timeout=timeout,
+        deadline=datetime(2026, 1, 1, tzinfo=UTC) + timeout,
     )
 
 

@@ -5,30 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from signoff.executor.domain.actions import RunShellScript
 from signoff.executor.scripts import run_script
+from tests.integration.executor.conftest import script_action as _action
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-
-def _action(script: str, *, outputs: dict[str, str] | None = None, env=None, timeout=timedelta(seconds=30)):
-    return RunShellScript(
-        execution_id="ex",
-        step_path="s.step",
-        attempt=1,
-        step_name="step",
-        script=script,
-        environment=env or {},
-        output_variables=outputs or {},
-        timeout=timeout,
-        deadline=datetime(2026, 1, 1, tzinfo=UTC) + timeout,
-    )
 
 
 async def test_outputs_are_read_from_the_shell_after_the_script() -> None:
