@@ -2,7 +2,8 @@
 per event, commit the database, then commit the offsets.
 
 - Duplicates (a redelivery after a crash between the two commits, a replayed event, a re-published outbox row)
-  conflict on the inbox primary key and are skipped.
+  conflict on the inbox primary key (consumer, event id, source: CloudEvents' identity of an event) and are
+  skipped.
 - Records that fail validation are dead-lettered in the same transaction: an outbox row for the dead-letter topic
   plus an inbox row keyed by their position and a digest of their content (offsets are reused when a topic is
   recreated or a dev broker restarts empty: a new record at an old position is not a duplicate), so a redelivery
@@ -143,6 +144,10 @@ class _Refused:
     @property
     def inbox_id(self) -> str:
         return dead_letter_id(self.record)
+
+    @property
+    def inbox_key(self) -> tuple[str, str]:
+        return DEAD_LETTER_SOURCE, self.inbox_id
 
 
 @dataclass
@@ -290,7 +295,7 @@ class ConsumerLoop:
             await self._apply_one_by_one(valid, refused)
 
     async def _decode(self, records: Sequence[ConsumerRecord]) -> tuple[list[Received], list[_Refused]]:
-        valid: dict[str, Received] = {}
+        valid: dict[tuple[str, str], Received] = {}
         refused: list[_Refused] = []
         for topic, count in Counter(record.topic for record in records).items():
             EVENTS_CONSUMED.labels(self.name, topic).inc(count)
@@ -302,17 +307,17 @@ class ConsumerLoop:
                 refused.append(_Refused(record, exc.reason, str(exc)))
                 continue
             # The same event twice in one batch is applied once (the inbox insert would also skip it).
-            valid.setdefault(event.id, Received(event, record))
+            valid.setdefault(inbox_key(event), Received(event, record))
         return list(valid.values()), refused
 
     async def _apply_batch(self, valid: Sequence[Received], refused: Sequence[_Refused]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await self._claim(conn, valid, refused)
             uow = UnitOfWork(conn, OutboxWriter(self.schema, self.outbox_lane))
-            new_events = [r for r in valid if r.event.id in fresh]
+            new_events = [r for r in valid if inbox_key(r.event) in fresh]
             if new_events:
                 await self.handler.apply(uow, new_events)
-            new_refusals = [r for r in refused if r.inbox_id in fresh]
+            new_refusals = [r for r in refused if r.inbox_key in fresh]
             for refusal in new_refusals:
                 uow.outbox.add(self._dead_letter(refusal))
                 gave_up = getattr(self.handler, "gave_up", None)
@@ -374,10 +379,11 @@ class ConsumerLoop:
         headers = list(record.headers or ())
         async with self.pool.acquire() as conn, conn.transaction():
             claimed = await conn.fetchval(
-                f"""INSERT INTO "{self.schema}".inbox (consumer, event_id, topic, partition, "offset")
-                    VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING event_id""",  # noqa: S608
+                f"""INSERT INTO "{self.schema}".inbox (consumer, event_id, source, topic, partition, "offset")
+                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING event_id""",  # noqa: S608
                 self.inbox_name,
                 refusal.inbox_id,
+                DEAD_LETTER_SOURCE,
                 record.topic,
                 record.partition,
                 record.offset,
@@ -425,25 +431,33 @@ class ConsumerLoop:
 
     async def _claim(
         self, conn: asyncpg.Connection, valid: Sequence[Received], refused: Sequence[_Refused]
-    ) -> set[str]:
-        """Insert inbox rows for everything in the batch; returns the ids that were not there yet."""
-        ids = [r.event.id for r in valid] + [r.inbox_id for r in refused]
-        if not ids:
+    ) -> set[tuple[str, str]]:
+        """Insert inbox rows for everything in the batch; returns the (source, id) keys that were not there yet.
+
+        A row of source '' holds a dead letter's id, or an event's from before the inbox kept sources (runtime
+        migration 0004): an event whose id it holds is a duplicate whatever its source."""
+        keys = [inbox_key(r.event) for r in valid] + [r.inbox_key for r in refused]
+        if not keys:
             return set()
         positions = [(r.topic, r.partition, r.offset) for r in valid] + [
             (r.record.topic, r.record.partition, r.record.offset) for r in refused
         ]
         rows = await conn.fetch(
-            f"""INSERT INTO "{self.schema}".inbox (consumer, event_id, topic, partition, "offset")
-                SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int[], $5::bigint[])
-                ON CONFLICT DO NOTHING RETURNING event_id""",  # noqa: S608
+            f"""INSERT INTO "{self.schema}".inbox (consumer, event_id, source, topic, partition, "offset")
+                SELECT $1, i.* FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[])
+                    AS i(event_id, source, topic, partition, "offset")
+                WHERE i.source = '' OR NOT EXISTS (
+                    SELECT 1 FROM "{self.schema}".inbox b
+                    WHERE b.consumer = $1 AND b.event_id = i.event_id AND b.source = '')
+                ON CONFLICT DO NOTHING RETURNING source, event_id""",  # noqa: S608
             self.inbox_name,
-            ids,
+            [key[1] for key in keys],
+            [key[0] for key in keys],
             [p[0] for p in positions],
             [p[1] for p in positions],
             [p[2] for p in positions],
         )
-        return {row["event_id"] for row in rows}
+        return {(row["source"], row["event_id"]) for row in rows}
 
     def _dead_letter(self, refusal: _Refused) -> OutboxRecord:
         return dead_letter_record(
@@ -455,14 +469,14 @@ class ConsumerLoop:
             consumer=self.name,
         )
 
-    def _report(self, valid: Sequence[Received], fresh: set[str], refusals: Sequence[_Refused]) -> None:
+    def _report(self, valid: Sequence[Received], fresh: set[tuple[str, str]], refusals: Sequence[_Refused]) -> None:
         # One info line per batch (a burst of 50k requests must not cost 50k log lines); each event, with its
         # ids, at debug.
         applied: Counter[str] = Counter()
         duplicate_ids: list[str] = []
         each_event = log.is_enabled_for(logging.DEBUG)  # building every event's context costs, even when dropped
         for received in valid:
-            if received.event.id in fresh:
+            if inbox_key(received.event) in fresh:
                 applied[received.event.type] += 1
                 if each_event:
                     log.debug("event_applied", consumer=self.name, **received.log_context())
@@ -555,6 +569,15 @@ def record_digest(record: ConsumerRecord) -> str:
         part(value)
     digest.update(int(record.timestamp if record.timestamp is not None else -1).to_bytes(8, "big", signed=True))
     return digest.hexdigest()
+
+
+DEAD_LETTER_SOURCE = ""
+"""The inbox source of a dead letter's row (its id is the record's position and digest, not an event's)."""
+
+
+def inbox_key(event: Event) -> tuple[str, str]:
+    """What the inbox remembers an event by: its source and id (CloudEvents: unique together, not apart)."""
+    return event.source, event.id
 
 
 def dead_letter_id(record: ConsumerRecord) -> str:

@@ -128,6 +128,47 @@ async def test_the_same_event_delivered_three_times_is_applied_once(harness):
     assert await applied(harness.dsn) == {event.id: 1}
 
 
+async def test_events_of_two_sources_with_one_id_are_both_applied_and_each_redelivery_skipped(harness):
+    """CloudEvents: source + id identify an event. Two producers numbering their events alike are not duplicates
+    of each other; a redelivery of either still is."""
+    first = dataclasses.replace(make_event("gate-a"), id="42")
+    second = dataclasses.replace(make_event("gate-b"), id="42", source="urn:other:producer")
+    for event in (first, second, first, second):
+        last = await harness.send_event(event)
+    async with running(harness.loop(LedgerHandler())):
+        await eventually(lambda: _committed_at_least(harness, last + 1), what="offsets committed")
+    assert await applied(harness.dsn) == {"42": 2}
+    conn = await asyncpg.connect(harness.dsn)
+    try:
+        rows = await conn.fetch(f'SELECT source FROM "{SCHEMA}".inbox WHERE event_id = $1', "42")  # noqa: S608
+    finally:
+        await conn.close()
+    assert sorted(row["source"] for row in rows) == ["urn:other:producer", "urn:signoff:test"]
+
+
+async def test_an_event_remembered_before_the_inbox_kept_sources_is_still_a_duplicate(harness):
+    """A row of runtime migration 0004's upgrade has source '': a redelivery of its event, whatever its source,
+    is skipped (the crash window of a rolling upgrade); an event with a new id is applied."""
+    remembered = make_event("gate-old")
+    new = make_event("gate-new")
+    conn = await asyncpg.connect(harness.dsn)
+    try:
+        await conn.execute(
+            f"""INSERT INTO "{SCHEMA}".inbox (consumer, event_id, source, topic, partition, "offset")
+                VALUES ($1, $2, '', $3, 0, 0)""",  # noqa: S608
+            harness.group,
+            remembered.id,
+            harness.topic,
+        )
+    finally:
+        await conn.close()
+    await harness.send_event(remembered)
+    last = await harness.send_event(new)
+    async with running(harness.loop(LedgerHandler())):
+        await eventually(lambda: _committed_at_least(harness, last + 1), what="offsets committed")
+    assert await applied(harness.dsn) == {new.id: 1}
+
+
 async def _committed_at_least(harness, offset: int) -> bool:
     return await harness.committed() >= offset
 

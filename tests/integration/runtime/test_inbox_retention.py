@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 
 async def _insert(conn: asyncpg.Connection, consumer: str, ages_in_days: list[float]) -> None:
     await conn.executemany(
-        f"""INSERT INTO "{SCHEMA}".inbox (consumer, event_id, topic, partition, "offset", received_at)
-            VALUES ($1, $2, 't', 0, $3, now() - make_interval(secs => $4))""",  # noqa: S608
+        f"""INSERT INTO "{SCHEMA}".inbox (consumer, event_id, source, topic, partition, "offset", received_at)
+            VALUES ($1, $2, 'urn:test', 't', 0, $3, now() - make_interval(secs => $4))""",  # noqa: S608
         [(consumer, f"event-{index}", index, age * 86_400) for index, age in enumerate(ages_in_days)],
     )
 
