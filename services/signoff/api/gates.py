@@ -82,13 +82,21 @@ def your_turn(stored: StoredGate, user: str) -> models.YourTurn:
     return models.YourTurn(may_decide=True, current_vote=current_vote)
 
 
+def progress_words(approvals: int, minimum: int) -> str:
+    """`1 of 2 approvers`; past the minimum (votes counted together as the gate closed), `3 approvers, 2 needed`
+    rather than `3 of 2`."""
+    noun = "approver" if minimum == 1 else "approvers"
+    if approvals > minimum:
+        return f"{approvals} approvers, {minimum} needed"
+    return f"{approvals} of {minimum} {noun}"
+
+
 def policy_progress(stored: StoredGate) -> models.PolicyProgress:
     """Per rule: who counted so far out of how many, in words (`1 of 2 approvers (group sre)`)."""
     gate = stored.gate
     rules = []
     for rule, progress in zip(gate.policy.rules, gate.progress(), strict=True):
         who = ", ".join([*(f"group {g}" for g in rule.user_groups), *(f"user {u}" for u in rule.users)])
-        noun = "approver" if rule.minimum_count == 1 else "approvers"
         rules.append(
             models.RuleProgress(
                 user_groups=list(rule.user_groups),
@@ -96,7 +104,7 @@ def policy_progress(stored: StoredGate) -> models.PolicyProgress:
                 minimum_count=rule.minimum_count,
                 approved_by=list(progress.approved_by),
                 satisfied=progress.satisfied,
-                text=f"{len(progress.approved_by)} of {rule.minimum_count} {noun} ({who})",
+                text=f"{progress_words(len(progress.approved_by), rule.minimum_count)} ({who})",
             )
         )
     return models.PolicyProgress(
