@@ -208,3 +208,16 @@ def test_the_executors_scripts_run_in_a_sidecar_that_holds_none_of_its_keys(obje
         0,
         executor.get("securityContext", {}).get("runAsUser", spec["securityContext"]["runAsUser"]),
     )
+
+
+def test_metrics_are_scraped_from_the_monitoring_namespace_only(objects: list[Manifest]) -> None:
+    """The http port (/metrics, /healthz, /readyz) admits the namespace `monitoring`, not every pod of the cluster."""
+    scraped = set()
+    for name, policy in by_kind(objects, "NetworkPolicy").items():
+        for rule in policy["spec"].get("ingress", []):
+            if any(port.get("port") == "http" for port in rule.get("ports", [])):
+                assert rule.get("from") == [
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+                ], name
+                scraped.add(name)
+    assert scraped == {f"signoff-{service}" for service in SERVICES}
