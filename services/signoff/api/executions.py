@@ -95,18 +95,19 @@ class ExecutionDesk:
                 pipeline, checks = await asyncio.to_thread(self._check, principal, request)
         except StartRefused as exc:
             raise _invalid_pipeline(str(exc)) from None
-        if checks:
-            async with self.pool.acquire() as conn:
-                issues = await start_policy_issues(conn, self.approval, checks, principal.user)
-            if issues:
-                raise _invalid_pipeline(f"invalid pipeline: {describe_issues(issues)}")
+        async with self.pool.acquire() as conn:
+            issues = await start_policy_issues(conn, self.approval, checks, principal.user) if checks else []
+            # <+pipeline.triggeredBy.email>: the directory's, never one the client names.
+            email = await self.approval.email_of(conn, principal.user)
+        if issues:
+            raise _invalid_pipeline(f"invalid pipeline: {describe_issues(issues)}")
         execution_id = uuid.uuid4().hex
         try:
             data = wire.ExecutionRequested(
                 execution_id=execution_id,
                 pipeline_id=pipeline.identifier,
                 variables=request.variables,
-                triggered_by=wire.Person(user=principal.user),
+                triggered_by=wire.Person(user=principal.user, email=email),
                 requested_at=self.clock(),
                 pipeline_yaml=request.pipeline_yaml,
             )

@@ -193,11 +193,12 @@ def gate_from_row(row: Mapping[str, Any], votes: Sequence[Mapping[str, Any]]) ->
 # ---------------------------------------------------------------------------------------------------- domain -> wire
 
 
-def _wire_vote(vote: Vote) -> WireVote:
+def _wire_vote(vote: Vote, directory: Directory) -> WireVote:
     return WireVote(
         decision_id=vote.decision_id,
         source=vote.source,
         approver=vote.approver.user_id,
+        approver_email=vote.approver.email or directory.email_of(vote.approver.user_id),
         status=_TO_WIRE_STATUS[vote.status],
         comment=vote.comment,
         inputs=dict(vote.inputs),
@@ -206,7 +207,7 @@ def _wire_vote(vote: Vote) -> WireVote:
 
 
 def _current_votes(stored: StoredGate) -> list[WireVote]:
-    return [_wire_vote(vote) for vote in stored.gate.current_votes()]
+    return [_wire_vote(vote, stored.gate.directory) for vote in stored.gate.current_votes()]
 
 
 def eligible_approvers(stored_gate: Gate) -> list[EligibleApprover]:
@@ -257,7 +258,7 @@ def to_wire(
             return wire.VoteRecorded(
                 gate_id=gate_id,
                 key=key,
-                vote=_wire_vote(vote),
+                vote=_wire_vote(vote, stored.gate.directory),
                 replaced_earlier_vote=event.replaced_decision_id is not None,
                 approved_by=[
                     v.approver.user_id for v in stored.gate.current_votes() if v.status is DecisionStatus.APPROVE

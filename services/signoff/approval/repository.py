@@ -575,6 +575,14 @@ class ApprovalRepository:
             sorted(set(groups)),
         )
 
+    async def email_of(self, conn: asyncpg.Connection, user: str) -> str | None:
+        """The e-mail the directory lists for `user` (compared as `user_key` does), or None."""
+        return await conn.fetchval(
+            f"""SELECT email FROM {self._t("directory_members")}
+                WHERE lower(btrim(user_id)) = $1 AND email IS NOT NULL ORDER BY group_name LIMIT 1""",  # noqa: S608
+            user.strip().lower(),
+        )
+
     async def known_users(self, conn: asyncpg.Connection, users: Iterable[str]) -> list[str]:
         """The user ids of the directory among `users`, compared case-insensitively (the domain's `user_key`
         decides exactly; this only narrows the rows)."""

@@ -22,6 +22,7 @@ from pydantic import Field, StringConstraints, model_validator
 from signoff.contracts.base import (
     Comment,
     ContractModel,
+    Email,
     EventData,
     HttpUrl,
     Identifier,
@@ -365,6 +366,9 @@ class Vote(ContractModel):
     decision_id: Identifier = Field(description="The decision that cast this vote.")
     source: SourceName = Field(description="Decision source it came through (cli, web, slack, …).")
     approver: Identifier = Field(description="User id of the approver.")
+    approver_email: Email | None = Field(
+        None, description="The approver's e-mail, when the gate's directory snapshot lists one."
+    )
     status: DecisionStatus = Field(description="Approved or Rejected.")
     comment: Comment = Field("", description="The approver's comment.")
     inputs: StringMap = Field(default_factory=dict, description="Approver input values set with this vote.")

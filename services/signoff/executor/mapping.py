@@ -77,10 +77,10 @@ def gate_key(key: wire.GateKey) -> GateKey:
 
 def _activity(vote: wire.Vote, *, comment: str | None = None) -> ApprovalActivity:
     """One vote as the approval activity `<+...output.approvalActivities[n]>` reads: its approver, its decision,
-    its own comment (`comment` when the event says it more fully) and the time the approver decided. The wire names
-    the approver by user id only, with no e-mail (`.user.email` stays unknown)."""
+    its own comment (`comment` when the event says it more fully) and the time the approver decided. `.user.email`
+    is the one the gate's directory snapshot lists (unknown when it lists none)."""
     return ApprovalActivity(
-        approver=Approver(name=vote.approver),
+        approver=Approver(name=vote.approver, email=vote.approver_email),
         action=_DECISION_STATUS[vote.status],
         comments=(comment or vote.comment) or None,
         decided_at=vote.decided_at,

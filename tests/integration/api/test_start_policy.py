@@ -31,6 +31,11 @@ def document(identifier: str, approvers: dict) -> dict:
 
 async def requested_pipelines(bootstrap: str) -> list[str]:
     """The pipeline ids of every ExecutionRequested on the requests topic so far (up to its end offsets now)."""
+    return [request.pipeline_id for request in await requested(bootstrap)]
+
+
+async def requested(bootstrap: str) -> list[wire.ExecutionRequested]:
+    """Every ExecutionRequested on the requests topic so far (up to its end offsets now)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:
@@ -38,13 +43,13 @@ async def requested_pipelines(bootstrap: str) -> list[str]:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        found: list[str] = []
+        found: list[wire.ExecutionRequested] = []
         while [partition for partition, end in ends.items() if await consumer.position(partition) < end]:
             for batch in (await consumer.getmany(*partitions, timeout_ms=500)).values():
                 for record in batch:
                     event = wire.decode(record.value, record.headers)
                     if isinstance(event.data, wire.ExecutionRequested):
-                        found.append(event.data.pipeline_id)
+                        found.append(event.data)
     finally:
         await consumer.stop()
     return found
@@ -142,3 +147,27 @@ async def test_without_a_directory_the_approval_service_is_left_to_refuse(front_
         )
     assert started.status_code == 201, started.text
     assert started.json()["pipeline"] == identifier
+
+
+async def test_a_run_names_its_triggerer_with_the_directorys_e_mail(front_door: FrontDoor) -> None:
+    """<+pipeline.triggeredBy.email>: the api puts the directory's e-mail of the authenticated user in the request
+    (alice has one; carol is listed without); nothing the client sends names it."""
+    await directory_loaded(front_door)
+    started: dict[str, str] = {}
+    for user in ("alice", "carol"):
+        identifier = pipeline_name()
+        async with await front_door.client(user) as client:
+            answer = await client.post(
+                "/executions",
+                json={"pipeline_yaml": as_yaml(document(identifier, {"userGroups": ["docs"]}))},
+            )
+        assert answer.status_code == 201, answer.text
+        started[user] = identifier
+
+    async def published() -> dict[str, wire.Person] | None:
+        found = {r.pipeline_id: r.triggered_by for r in await requested(front_door.api.settings.kafka_bootstrap)}
+        return found if set(started.values()) <= set(found) else None
+
+    triggerers = await eventually(published, timeout=30, what="both execution requests published")
+    assert triggerers[started["alice"]] == wire.Person(user="alice", email="alice@example.com")
+    assert triggerers[started["carol"]] == wire.Person(user="carol")

@@ -58,11 +58,15 @@ async def test_quorum_of_two(approval: ApprovalHarness) -> None:
     await approval.send(first)
     (vote,) = await approval.wait_for(VOTE, where=lambda d: d.vote.decision_id == first.decision_id)
     assert vote.approved_by == ["bob"]
+    assert vote.vote.approver_email == "bob@example.com"  # the gate's directory snapshot lists it
     assert await approval.gate_status(opened.gate_id) == "pending"
     await approval.send(decision(approver="carol", token=opened.token, gate_id=opened.gate_id, comment="ok"))
     (approved,) = await approval.wait_for(APPROVED, where=lambda d: d.gate_id == opened.gate_id)
     assert approved.cause == "approvers"
-    assert {v.approver for v in approved.votes} == {"bob", "carol"}
+    assert {(v.approver, v.approver_email) for v in approved.votes} == {
+        ("bob", "bob@example.com"),
+        ("carol", "carol@example.com"),
+    }
     assert await approval.gate_status(opened.gate_id) == "approved"
 
 

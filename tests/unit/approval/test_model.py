@@ -142,6 +142,12 @@ class TestDirectory:
         assert directory.members_of("sre") == ()
         assert not directory.is_member("alice", "sre")
 
+    def test_email_of_a_member_by_user_key_from_any_group(self):
+        directory = Directory({"qa": [Member("bob")], "sre": [Member("Bob", email="bob@example.com")]})
+        assert directory.email_of(" BOB ") == "bob@example.com"
+        assert directory.email_of("carol") is None
+        assert Directory({"qa": [Member("bob")]}).email_of("bob") is None
+
     def test_group_names_are_exact(self):
         assert not Directory({"qa": [ALICE]}).is_member("alice", "QA")
 

@@ -259,9 +259,21 @@ def test_an_unresolved_filter_is_carried_with_its_expression_and_reason(catalog:
 GATE_KEY = wire.GateKey(pipeline_id="test_pipeline", execution_id="ex-1", stage_id="d", step_id="approve", attempt=1)
 
 
-def _vote(approver: str, comment: str, at: datetime, status: DecisionStatus = DecisionStatus.APPROVED) -> Vote:
+def _vote(
+    approver: str,
+    comment: str,
+    at: datetime,
+    status: DecisionStatus = DecisionStatus.APPROVED,
+    email: str | None = None,
+) -> Vote:
     return Vote(
-        decision_id=f"dec-{approver}", source="cli", approver=approver, status=status, comment=comment, decided_at=at
+        decision_id=f"dec-{approver}",
+        source="cli",
+        approver=approver,
+        approver_email=email,
+        status=status,
+        comment=comment,
+        decided_at=at,
     )
 
 
@@ -273,7 +285,11 @@ def test_each_approval_activity_carries_its_own_votes_comment_and_time(catalog: 
         gate_id="g1",
         key=GATE_KEY,
         cause=ApprovalCause.APPROVERS,
-        votes=[_vote("ada", "ship it", ada_at), _vote("bob", "", bob_at), _vote("cy", "checked", bob_at)],
+        votes=[
+            _vote("ada", "ship it", ada_at, email="ada@example.com"),
+            _vote("bob", "", bob_at),
+            _vote("cy", "checked", bob_at),
+        ],
         approved_at=processed - timedelta(minutes=1),
     )
     activities, comments = approved_by(data)
@@ -292,6 +308,7 @@ def test_each_approval_activity_carries_its_own_votes_comment_and_time(catalog: 
     expected = {
         "[0].comments": "ship it",
         "[0].user.name": "ada",
+        "[0].user.email": "ada@example.com",  # the gate's directory snapshot listed it
         "[0].action": "APPROVE",
         "[0].approvalAction": "APPROVE",  # Harness's name of it
         "[0].approvedAt": ada_at.isoformat(),
@@ -301,8 +318,8 @@ def test_each_approval_activity_carries_its_own_votes_comment_and_time(catalog: 
         "[2].user.name": "cy",
     }
     assert {path: render(f"{steps}{path}>", ctx).text for path in expected} == expected
-    # The wire carries no e-mail of a voter: it stays unknown, with the reason.
-    email = render(f"{steps}[0].user.email>", ctx)
+    # A voter the directory lists no e-mail of: it stays unknown, with the reason.
+    email = render(f"{steps}[1].user.email>", ctx)
     assert email.unresolved and "no e-mail" in str(email.reasons)
 
     restored = Execution.from_dict(execution.to_dict())

@@ -112,6 +112,15 @@ class Directory:
         """Whether ``user_id`` belonged to ``group`` when the gate opened."""
         return user_key(user_id) in self._key_sets.get(group, frozenset())
 
+    def email_of(self, user_id: str) -> str | None:
+        """The e-mail the snapshot lists for ``user_id`` (in any group), or None."""
+        key = user_key(user_id)
+        for members in self._members.values():
+            for member in members:
+                if member.key == key and member.email:
+                    return member.email
+        return None
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Directory) and self._members == other._members
 
