@@ -28,9 +28,15 @@ from tests.support.waiting import eventually_sync
 pytestmark = pytest.mark.integration
 
 
-def _signoff(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _signoff(*args: str, env: dict[str, str], cwd: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "signoff", *args], capture_output=True, text=True, timeout=180, check=False, env=env
+        [sys.executable, "-m", "signoff", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env=env,
+        cwd=cwd,
     )
 
 
@@ -58,6 +64,11 @@ async def test_dev_up_lets_a_directory_user_approve_with_a_dev_token_through_the
         env["SIGNOFF_TOKEN"] = token.stdout.strip()
         stranger = _signoff("dev", "token", "mallory", env=env)
         assert stranger.returncode == 1 and "not in the dev stack's directory" in stranger.stderr
+        # A shell that evaluated `dev env` (no SIGNOFF_HOME) finds the stack from any folder.
+        evaluated = {k: v for k, v in env.items() if k != "SIGNOFF_HOME"} | stack_env
+        assert stack_env["SIGNOFF_DEV_STATE_DIR"] == str(state)
+        elsewhere = _signoff("dev", "token", "eli", env=evaluated, cwd=tempfile.gettempdir())
+        assert elsewhere.returncode == 0 and elsewhere.stdout.strip(), elsewhere.stderr
 
         req = request(pipeline=f"dev_{uuid.uuid4().hex[:8]}", groups=("docs",), timeout="1d")
         settings = Settings(

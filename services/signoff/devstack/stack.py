@@ -23,8 +23,14 @@ CREDENTIALS_KEY_FILE = "api-credentials.key"
 SESSION_SECRET_FILE = "session-secret"  # noqa: S105 (a file name, not a secret)
 
 
+DEV_STATE_DIR_VARIABLE = "SIGNOFF_DEV_STATE_DIR"
+
+
 def default_state_dir() -> Path:
-    """Where `signoff dev up` keeps its data: $SIGNOFF_HOME, else ./.signoff/dev (git-ignored)."""
+    """Where `signoff dev up` keeps its data: $SIGNOFF_DEV_STATE_DIR (which `dev env` exports, so a shell that
+    evaluated it finds the stack from any folder), else $SIGNOFF_HOME/dev, else ./.signoff/dev (git-ignored)."""
+    if state_dir := os.environ.get(DEV_STATE_DIR_VARIABLE):
+        return Path(state_dir)
     home = os.environ.get("SIGNOFF_HOME")
     return Path(home) / "dev" if home else Path.cwd() / ".signoff" / "dev"
 
@@ -102,6 +108,7 @@ class DevStack:
         """The settings that point signoff at this stack: the API for clients, the broker and database for the
         roles and the admin commands (`migrate`, `groups`, `tokens`, `dev token`). No secret."""
         return {
+            DEV_STATE_DIR_VARIABLE: str(self.state_dir.absolute()),
             "SIGNOFF_API_URL": self.api_url,
             "SIGNOFF_KAFKA_BOOTSTRAP": self.broker.bootstrap,
             "SIGNOFF_DATABASE_URL": self.postgres.dsn("signoff"),

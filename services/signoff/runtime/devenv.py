@@ -13,7 +13,10 @@ PID_FILE = "supervisor.pid"
 
 def find_env_file(start: Path | None = None) -> Path | None:
     """The env file of a running dev stack in `start` or one of its parents (so commands run from a
-    sub-folder find it too)."""
+    sub-folder find it too); first the one $SIGNOFF_DEV_STATE_DIR names (`dev env` exports it)."""
+    if state_dir := os.environ.get("SIGNOFF_DEV_STATE_DIR"):
+        candidate = Path(state_dir) / ENV_FILE
+        return candidate if candidate.is_file() else None
     if home := os.environ.get("SIGNOFF_HOME"):
         candidate = Path(home) / "dev" / ENV_FILE
         return candidate if candidate.is_file() else None
