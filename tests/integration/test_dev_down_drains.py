@@ -87,6 +87,9 @@ def test_dev_down_lets_the_notifier_consume_every_gate_the_approval_role_opened(
         # The broker starts empty: only what PostgreSQL kept counts.
         again = _signoff("dev", "up", "--detach", "--state-dir", str(state), env=env)
         assert again.returncode == 0, again.stderr
+        # The first run's log is kept once, beside the new run's: the log never grows across runs.
+        assert (state / "dev-up.log.1").read_text(errors="replace") == log
+        assert log not in (state / "dev-up.log").read_text(errors="replace")
         dsn = read_env_file(state / ENV_FILE)["SIGNOFF_DATABASE_URL"]
 
         counts: list[tuple[int, int]] = []

@@ -132,7 +132,10 @@ def _detach(state_dir: Path, kafka_port: int | None, postgres_port: int | None, 
         argv += ["--postgres-port", str(postgres_port)]
     if api_port:
         argv += ["--api-port", str(api_port)]
-    with open(log_path, "ab") as log:
+    # One earlier run's log is kept (dev-up.log.1): the file never grows across runs.
+    if log_path.exists():
+        log_path.replace(log_path.with_name(log_path.name + ".1"))
+    with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
