@@ -18,6 +18,7 @@ from signoff.contracts.topics import DEAD_LETTER_TOPIC, DLQ_HEADER_CONSUMER, DLQ
 from signoff.runtime.kafka import ensure_topics, make_producer
 from signoff.runtime.service import Service
 from tests.integration.approval.conftest import request
+from tests.support.topics import read_records
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -30,6 +31,8 @@ async def run(settings, tmp_path, *args: str, **env: str):
     environment = {
         "SIGNOFF_HOME": str(tmp_path / "home"),  # never a developer's running dev stack
         "SIGNOFF_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        # As `signoff dev env` says for the embedded broker (it refuses idempotent producers).
+        "SIGNOFF_KAFKA_ENABLE_IDEMPOTENCE": str(settings.kafka_enable_idempotence).lower(),
         **env,
     }
     return await asyncio.to_thread(CliRunner().invoke, cli, list(args), env=environment, catch_exceptions=False)
@@ -108,6 +111,37 @@ async def test_dead_letters_lists_what_a_role_dead_lettered(settings, names, tmp
 
     result = await run(settings, tmp_path, "dead-letters", "--consumer", group, "--reason", "too_large")
     assert (result.exit_code, result.stdout) == (0, "no dead letters\n")
+
+
+async def test_replay_publishes_a_chosen_dead_letter_again_to_its_topic(settings, names, tmp_path) -> None:
+    """Once what refused it is fixed: the original key, value and headers go back to the topic it came from, the
+    `signoff-dlq-*` headers dropped, `signoff-replayed-from` added; a dry run publishes nothing."""
+    topic, group, _malformed, unknown, _unknown_id = await dead_letter_two_records(settings, names)
+    listed = await run(settings, tmp_path, "dead-letters", "--consumer", group, "--reason", "unknown_type", "--json")
+    (letter,) = json.loads(listed.stdout)
+    at = f"{letter['partition']}:{letter['offset']}"
+    where = f"{DEAD_LETTER_TOPIC}[{letter['partition']}]@{letter['offset']}"
+    (original,) = [r for r in await read_records(settings.kafka_bootstrap, topic, 2) if r.offset == unknown.offset]
+
+    dry = await run(settings, tmp_path, "dead-letters", "replay", "--consumer", group, "--at", at, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout.startswith(f"would replay {where} to {topic}: ") and "  unknown_type  " in dry.stdout
+    assert dry.stdout.splitlines()[-1] == "1 dead letter would be replayed"
+
+    done = await run(settings, tmp_path, "dead-letters", "replay", "--consumer", group, "--at", at)
+    assert (done.exit_code, done.stdout) == (0, f"replayed {where} to {topic}\n1 dead letter replayed\n"), done.output
+    records = await read_records(settings.kafka_bootstrap, topic, 3)
+    assert len(records) == 3  # the dry run published nothing
+    replayed = records[-1]
+    assert (replayed.key, replayed.value) == (original.key, original.value)
+    assert list(replayed.headers) == [*original.headers, ("signoff-replayed-from", where.encode())]
+
+    missing = await run(settings, tmp_path, "dead-letters", "replay", "--consumer", group, "--at", "0:999999")
+    assert (missing.exit_code, missing.stderr) == (1, "error: no dead letter at 0:999999 (with the filters given); "
+                                                     "nothing replayed\n")  # fmt: skip
+    for bad in ([], ["--at", "zero:1"], ["--at", "0"]):
+        result = await run(settings, tmp_path, "dead-letters", "replay", *bad)
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, (bad, result.output)
 
 
 async def test_an_empty_topic_has_no_dead_letters(settings, names, tmp_path) -> None:

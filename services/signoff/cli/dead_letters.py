@@ -5,7 +5,12 @@ beginning. The embedded dev broker (Tansu) does not report end offsets reliably,
 only when they look sane (reached exactly, then a fetch that returns nothing), otherwise once a fetch has returned
 nothing for IDLE_SECONDS after the last record, and in any case after READ_DEADLINE_SECONDS.
 
-The original value is never printed unless asked for (`--show-value`): it may hold personal data."""
+The original value is never printed unless asked for (`--show-value`): it may hold personal data.
+
+`signoff dead-letters replay` publishes chosen dead letters again to the topic they came from, once what refused
+them is fixed: the original key, value and headers, without the `signoff-dlq-*` ones, plus `signoff-replayed-from`
+(where the dead letter was). Replaying is safe for every consumer of that topic: one that applied the event already
+skips it (its inbox knows the event's source and id), and one that refuses it again dead-letters it again."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,9 +40,10 @@ from signoff.contracts.topics import (
     DLQ_HEADER_ORIGINAL_OFFSET,
     DLQ_HEADER_ORIGINAL_PARTITION,
     DLQ_HEADER_ORIGINAL_TOPIC,
+    DLQ_HEADER_PREFIX,
     DLQ_HEADER_REASON,
 )
-from signoff.runtime.kafka import MAX_REQUEST_BYTES, connection_options
+from signoff.runtime.kafka import MAX_REQUEST_BYTES, connection_options, make_producer
 from signoff.runtime.settings import Settings
 
 IDLE_SECONDS = 2.0
@@ -69,6 +75,8 @@ class DeadLetter:
     headers: list[list[str]]
     value: str | None
     """The original value, cut to VALUE_MAX_CHARS; None unless `--show-value`."""
+    record: ConsumerRecord | None = field(default=None, compare=False, repr=False)
+    """The dead letter as read (what `replay` publishes again)."""
 
     def as_json(self, *, show_value: bool) -> dict[str, Any]:
         fields = {
@@ -167,6 +175,7 @@ def dead_letter(record: ConsumerRecord, *, show_value: bool) -> DeadLetter:
         key=_text(record.key),
         headers=[[name, value] for name, value in pairs],
         value=_one_line(_text(record.value) or "", VALUE_MAX_CHARS) if show_value else None,
+        record=record,
     )
 
 
@@ -286,28 +295,8 @@ def _settings() -> Settings:
     return cli_settings(Settings)
 
 
-@click.command("dead-letters")
-@click.option("--consumer", help="Only those this consumer (group) gave up on, e.g. signoff-approval.")
-@click.option(
-    "--reason",
-    help="Only those with this reason (malformed_json, not_cloudevent, invalid_envelope, unknown_type, invalid_data, "
-    "too_large, handler_error, or a consumer's own code).",
-)
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=50,
-    show_default=True,
-    help="Show the newest N (newest last); the summary counts them all.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--show-value", is_flag=True, help="Also show each original value (cut): it may hold personal data.")
-@click.option("--topic", default=DEAD_LETTER_TOPIC, hidden=True, help="Read this topic instead (tests).")
-def dead_letters(
-    consumer: str | None, reason: str | None, limit: int, as_json: bool, show_value: bool, topic: str
-) -> None:
-    """Show the records the consumers dead-lettered: when, who, why, from where, and the error."""
-    settings = _settings()
+def _read_or_fail(settings: Settings, topic: str, *, show_value: bool) -> list[DeadLetter]:
+    """Every dead letter of `topic`; CliError when the broker cannot be reached or read."""
     try:
         with _quiet_client():
             read = asyncio.run(read_topic(settings, topic, show_value=show_value))
@@ -318,15 +307,59 @@ def dead_letters(
         raise CliError(f"reading {topic} failed: {_one_line(str(exc) or type(exc).__name__, 300)}") from None
     if read is None:
         echo(f"note: the broker at {settings.kafka_bootstrap} has no topic {topic}", err=True)
-        read = []
-    matching = sorted(
+        return []
+    return read
+
+
+def _matching(letters: list[DeadLetter], consumer: str | None, reason: str | None) -> list[DeadLetter]:
+    return sorted(
         (
             letter
-            for letter in read
+            for letter in letters
             if (consumer is None or letter.consumer == consumer) and (reason is None or letter.reason == reason)
         ),
         key=DeadLetter.sort_key,
     )
+
+
+_CONSUMER = click.option("--consumer", help="Only those this consumer (group) gave up on, e.g. signoff-approval.")
+_REASON = click.option(
+    "--reason",
+    help="Only those with this reason (malformed_json, not_cloudevent, invalid_envelope, unknown_type, invalid_data, "
+    "too_large, handler_error, or a consumer's own code).",
+)
+_TOPIC = click.option("--topic", default=DEAD_LETTER_TOPIC, hidden=True, help="Read this topic instead (tests).")
+
+
+@click.group("dead-letters", invoke_without_command=True)
+@_CONSUMER
+@_REASON
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Show the newest N (newest last); the summary counts them all.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--show-value", is_flag=True, help="Also show each original value (cut): it may hold personal data.")
+@_TOPIC
+@click.pass_context
+def dead_letters(
+    ctx: click.Context,
+    consumer: str | None,
+    reason: str | None,
+    limit: int,
+    as_json: bool,
+    show_value: bool,
+    topic: str,
+) -> None:
+    """Show the records the consumers dead-lettered: when, who, why, from where, and the error (`replay`: publish
+    chosen ones again)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = _settings()
+    matching = _matching(_read_or_fail(settings, topic, show_value=show_value), consumer, reason)
     shown = matching[-limit:]
     if as_json:
         echo_json([letter.as_json(show_value=show_value) for letter in shown])
@@ -343,3 +376,102 @@ def dead_letters(
     total = f"{len(matching)} dead letter{'s' if len(matching) != 1 else ''}"
     newest = f" (the newest {len(shown)} shown)" if len(shown) < len(matching) else ""
     echo(f"{total}{newest}: {summary}")
+
+
+REPLAYED_FROM_HEADER = "signoff-replayed-from"
+"""Set on a replayed record: the dead letter it was published from, `topic[partition]@offset`."""
+
+
+def _position(text: str) -> tuple[int, int]:
+    partition, sep, offset = text.partition(":")
+    if not sep or not partition.isdigit() or not offset.isdigit():
+        raise click.BadParameter(f"{text!r} is not PARTITION:OFFSET (e.g. 0:17)", param_hint="--at")
+    return int(partition), int(offset)
+
+
+def replay_headers(record: ConsumerRecord, dead_letter_topic: str) -> list[tuple[str, bytes]]:
+    """The original headers of a dead letter (its `signoff-dlq-*` ones dropped), and where it was replayed from."""
+    kept = [(name, value) for name, value in record.headers or () if not name.startswith(DLQ_HEADER_PREFIX)]
+    where = f"{dead_letter_topic}[{record.partition}]@{record.offset}"
+    return [*kept, (REPLAYED_FROM_HEADER, where.encode())]
+
+
+async def _publish(settings: Settings, letters: list[DeadLetter], dead_letter_topic: str) -> None:
+    producer = make_producer(settings, "signoff-dead-letters-replay")
+    try:
+        await producer.start()
+    except (KafkaConnectionError, OSError):
+        raise _Unreachable("") from None
+    try:
+        for letter in letters:
+            assert letter.record is not None and letter.original_topic is not None
+            record = letter.record
+            await producer.send_and_wait(
+                letter.original_topic,
+                record.value,
+                key=record.key,
+                headers=replay_headers(record, dead_letter_topic),
+            )
+            echo(f"replayed {dead_letter_topic}[{record.partition}]@{record.offset} to {letter.original_topic}")
+    finally:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+
+
+@dead_letters.command("replay")
+@_CONSUMER
+@_REASON
+@click.option(
+    "--at",
+    "positions",
+    multiple=True,
+    metavar="PARTITION:OFFSET",
+    help="Only the dead letter at this position of the dead-letter topic (the `partition` and `offset` of "
+    "`dead-letters --json`); repeatable.",
+)
+@click.option("--all", "everything", is_flag=True, help="Every dead letter (the filters above narrow it).")
+@click.option("--dry-run", is_flag=True, help="Say what would be replayed, publish nothing.")
+@_TOPIC
+def replay(
+    consumer: str | None,
+    reason: str | None,
+    positions: tuple[str, ...],
+    everything: bool,
+    dry_run: bool,
+    topic: str,
+) -> None:
+    """Publish the chosen dead letters again to the topics they came from (their key, value and headers), oldest
+    first, once what refused them is fixed. Consumers that applied an event already skip it."""
+    wanted = {_position(text) for text in positions}
+    if not (consumer or reason or wanted or everything):
+        raise click.UsageError("say which dead letters to replay: --consumer, --reason, --at, or --all")
+    settings = _settings()
+    chosen = [
+        letter
+        for letter in _matching(_read_or_fail(settings, topic, show_value=False), consumer, reason)
+        if not wanted or (letter.partition, letter.offset) in wanted
+    ]
+    missing = wanted - {(letter.partition, letter.offset) for letter in chosen}
+    if missing:
+        where = ", ".join(f"{p}:{o}" for p, o in sorted(missing))
+        raise CliError(f"no dead letter at {where} (with the filters given); nothing replayed")
+    unknown_origin = [letter for letter in chosen if not letter.original_topic]
+    if unknown_origin:
+        first = unknown_origin[0]
+        raise CliError(f"the dead letter at {first.partition}:{first.offset} names no original topic; nothing replayed")
+    if not chosen:
+        echo("no dead letters to replay")
+        return
+    if dry_run:
+        for letter in chosen:
+            echo(f"would replay {topic}[{letter.partition}]@{letter.offset} to {letter.original_topic}: {line(letter)}")
+        echo(f"{len(chosen)} dead letter{'s' if len(chosen) != 1 else ''} would be replayed")
+        return
+    try:
+        with _quiet_client():
+            asyncio.run(_publish(settings, chosen, topic))
+    except _Unreachable:
+        raise CliError(f"cannot reach the broker at {settings.kafka_bootstrap}") from None
+    except KafkaError as exc:
+        raise CliError(f"replaying failed: {_one_line(str(exc) or type(exc).__name__, 300)}") from None
+    echo(f"{len(chosen)} dead letter{'s' if len(chosen) != 1 else ''} replayed")
