@@ -19,6 +19,7 @@ ALLOWED_IMPORTS = {
     "copy",
     "dataclasses",
     "datetime",
+    "difflib",  # the pipeline parser's "did you mean" (pure)
     "enum",
     "hashlib",
     "json",

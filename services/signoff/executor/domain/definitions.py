@@ -41,7 +41,8 @@ class Definitions:
         key = definition_hash(document)
         if (entry := self._hit(key)) is not None:
             return entry
-        pipeline = parse_pipeline(document, source=source)
+        # Stored with an execution that was accepted when it started: keys refused since then must not fail it.
+        pipeline = parse_pipeline(document, source=source, unknown_keys=False)
         self.parsed += 1
         return self._keep(key, pipeline)
 

@@ -5,13 +5,16 @@
 steps cannot run in parallel`). Nothing here runs anything; see docs/pipelines.md for the accepted format.
 
 Leniency: keys Harness writes that signoff does not act on (`projectIdentifier`, `tags`, `failureStrategies`,
-`rollbackSteps`, `serviceInputs`, `delegateSelectors`, ...) are accepted and ignored. A step's `spec` is strict,
+`rollbackSteps`, `serviceInputs`, `delegateSelectors`, ...) are accepted and ignored. A key Harness does not define
+at all on a pipeline, stage, step group, step or variable (`HARNESS_PIPELINE_KEYS` etc.) is an error, as in Harness,
+since a typo there (`timout`, `requird`) would silently do nothing. A step's `spec` is strict,
 because a misspelt key there changes what runs. Keys that would change what runs and are not implemented (`when`
 with a condition, `strategy`, Harness v1 `serviceConfig`) are errors, never silently dropped.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +58,98 @@ DEFAULT_TIMEOUTS = {"ShellScript": "10m"}
 """Harness's defaults when a step has no `timeout` (a Wait step is bounded by its `duration`). An approval step
 without one leaves it to the approval service's default (`SIGNOFF_DEFAULT_TIMEOUT`, Harness's `1d` unless set)."""
 DEFAULT_APPROVAL_MESSAGE = "Please review the following information and approve the pipeline progression"
+
+# -- the keys Harness defines outside a `spec` ---------------------------------------------------------------------
+#
+# Source: Harness's published v0 pipeline JSON schema, github.com/harness/harness-schema (v0/pipeline.json, from
+# v0/pipeline/pipeline.yaml; v0/pipeline/stages/{approval,cd,ci,custom}/*-stage-node.yaml and
+# template/template-stage-node.yaml; v0/pipeline/stages/*/step-group-element-config.yaml;
+# v0/pipeline/steps/custom/{shell-script,harness-approval,wait}-step-node.yaml, common/step-element-config.yaml and
+# steps/custom/template-step-node.yaml; common/ng-variable.yaml with {string,number,secret}-ng-variable.yaml), as of
+# its commit 1bb19b67. A level's set is the union over the node types signoff runs (stages Deployment, CI, Approval,
+# Custom and a template stage; steps ShellScript, HarnessApproval, Wait and a template step). Any other key there is
+# refused; one signoff does not use is accepted and ignored (or refused by `unsupported_keys` when it would change
+# what runs). Keys marked "hidden" are not in the schema but Harness's own model still reads them (deprecated, hidden
+# from the schema: harness-core `StepElementConfig`, `StepGroupElementConfig`, `AbstractStageNode`).
+
+HARNESS_PIPELINE_KEYS = frozenset(
+    {
+        "allowStageExecutions",
+        "delegateSelectors",
+        "description",
+        "fixedInputsOnRerun",
+        "flowControl",
+        "identifier",
+        "name",
+        "notificationRules",
+        "orgIdentifier",
+        "projectIdentifier",
+        "properties",
+        "stages",
+        "tags",
+        "template",
+        "timeout",
+        "variables",
+    }
+)
+HARNESS_STAGE_KEYS = frozenset(
+    {
+        "delegateSelectors",
+        "description",
+        "failureStrategies",
+        "identifier",
+        "name",
+        "pipelineVariables",  # CI stages
+        "runMode",
+        "skipCondition",  # hidden
+        "skipInstances",  # Deployment stages
+        "spec",
+        "strategy",
+        "tags",
+        "template",  # a template stage
+        "timeout",
+        "type",
+        "variables",
+        "when",
+    }
+)
+HARNESS_STEP_GROUP_KEYS = frozenset(
+    {
+        "delegateSelectors",
+        "description",
+        "failureStrategies",
+        "identifier",
+        "name",
+        "platform",  # Deployment stages
+        "sharedPaths",
+        "skipCondition",  # hidden
+        "stepGroupInfra",
+        "steps",
+        "strategy",
+        "template",
+        "variables",
+        "when",
+    }
+)
+HARNESS_STEP_KEYS = frozenset(
+    {
+        "delegateSelectors",  # hidden
+        "description",
+        "enforce",
+        "failureStrategies",
+        "identifier",
+        "identities",  # ShellScript steps
+        "name",
+        "skipCondition",  # hidden
+        "spec",
+        "strategy",
+        "template",  # a template step
+        "timeout",
+        "type",
+        "when",
+    }
+)
+HARNESS_VARIABLE_KEYS = frozenset({"default", "description", "metadata", "name", "required", "type", "value"})
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RUNTIME_INPUT = re.compile(r"^<\+input>((?:\.[A-Za-z]+\([^()]*\))*)$")
@@ -695,8 +790,9 @@ class _StepHeader(_Lenient):
 
 
 class _Parser:
-    def __init__(self, catalog: Catalog | None) -> None:
+    def __init__(self, catalog: Catalog | None, *, unknown_keys: bool = True) -> None:
         self.catalog = catalog
+        self.check_unknown_keys = unknown_keys
         self.issues: list[Issue] = []
         self.stage_paths: dict[str, str] = {}
         self.stage_services: dict[str, tuple[str, ...]] = {}
@@ -717,6 +813,28 @@ class _Parser:
             return None
         return value
 
+    def unknown_keys(self, node: Mapping[str, Any], path: str, known: frozenset[str]) -> None:
+        """Each key Harness does not define at this level, with the closest known key when one is near."""
+        if not self.check_unknown_keys:
+            return
+        for key in node:
+            if isinstance(key, str) and key in known:
+                continue
+            text = str(key)
+            close = difflib.get_close_matches(text, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.error(join_path(path, text), f"unknown key {text!r}{hint}")
+
+    def unknown_variable_keys(self, node: Mapping[str, Any], path: str) -> None:
+        variables = node.get("variables")
+        if not self.check_unknown_keys:
+            return
+        if not isinstance(variables, list):
+            return  # reported by the header model
+        for i, variable in enumerate(variables):
+            if isinstance(variable, Mapping):
+                self.unknown_keys(variable, join_path(path, "variables", i), HARNESS_VARIABLE_KEYS)
+
     def unsupported_keys(self, node: Mapping[str, Any], path: str) -> None:
         when = node.get("when")
         if when is not None:
@@ -730,6 +848,11 @@ class _Parser:
         if node.get("strategy") not in (None, {}):
             message = "looping strategies (matrix, repeat, parallelism) are not supported"
             self.error(join_path(path, "strategy"), message)
+        skip = node.get("skipCondition")
+        if skip is not None and str(skip).strip().lower() not in ("", "false"):
+            # Harness skips what its condition holds for; ignoring it would run what the author meant to skip.
+            message = "skip conditions are not supported (only false)"
+            self.error(join_path(path, "skipCondition"), message)
 
     # pipeline ------------------------------------------------------------------------------------------------
 
@@ -744,6 +867,8 @@ class _Parser:
         if node is None:
             return None
         header = self.model(_PipelineHeader, {k: v for k, v in node.items() if k != "stages"}, "pipeline")
+        self.unknown_keys(node, "pipeline", HARNESS_PIPELINE_KEYS)
+        self.unknown_variable_keys(node, "pipeline")
         if header is not None:
             self.unique_variables(header.variables, "pipeline.variables")
         items = self.stages(node.get("stages"), "pipeline.stages")
@@ -812,6 +937,8 @@ class _Parser:
         if node is None:
             return None
         header = self.model(_StageHeader, node, path)
+        self.unknown_keys(node, path, HARNESS_STAGE_KEYS)
+        self.unknown_variable_keys(node, path)
         if header is not None:
             if header.identifier in self.stage_paths:
                 first = self.stage_paths[header.identifier]
@@ -1125,6 +1252,8 @@ class _Parser:
         if node is None:
             return None
         header = self.model(_StepGroupHeader, node, path)
+        self.unknown_keys(node, path, HARNESS_STEP_GROUP_KEYS)
+        self.unknown_variable_keys(node, path)
         if header is not None:
             self.claim(header.identifier, path, ids)
         self.unsupported_keys(node, path)
@@ -1138,6 +1267,7 @@ class _Parser:
         if node is None:
             return None
         header = self.model(_StepHeader, node, path)
+        self.unknown_keys(node, path, HARNESS_STEP_KEYS)
         self.unsupported_keys(node, path)
         if header is None:
             return None
@@ -1190,14 +1320,20 @@ def validate_pipeline(
 
 
 def parse_pipeline(
-    document: Mapping[str, Any] | str, *, catalog: Catalog | None = None, source: str = "<pipeline>"
+    document: Mapping[str, Any] | str,
+    *,
+    catalog: Catalog | None = None,
+    source: str = "<pipeline>",
+    unknown_keys: bool = True,
 ) -> Pipeline:
-    """Parse and validate; raises `PipelineError` listing every problem."""
+    """Parse and validate; raises `PipelineError` listing every problem. `unknown_keys=False` lets keys Harness
+    does not define pass, as they did before they were refused: for the document of an execution that started then
+    (a restore must not fail what was accepted)."""
     try:
         data = parse_yaml(document, source) if isinstance(document, str) else document
     except YamlDocumentError as exc:
         raise PipelineError(source, [exc.issue]) from None
-    parser = _Parser(catalog)
+    parser = _Parser(catalog, unknown_keys=unknown_keys)
     pipeline = parser.parse(data)
     if parser.issues or pipeline is None:
         raise PipelineError(source, parser.issues or [Issue("(root)", "not a pipeline")])
