@@ -48,8 +48,11 @@ async def expire_due(
                 # The outcome continues the run's trace (stored with the gate), under a span of this pass.
                 attributes = {"signoff.gate_id": stored.id}
                 with tracing.span("approval expire", parent=stored.traceparent, attributes=attributes):
-                    work.caused_by(stored, Cause(tracing.current_traceparent(stored.traceparent)))
-                    closed += bool(stored.gate.expire(now))
+                    cause = Cause(tracing.current_traceparent(stored.traceparent))
+                    work.caused_by(stored, cause)
+                    events = stored.gate.expire(now)
+                    closed += bool(events)
+                    await work.supersede_older(stored, events, now, cause)  # auto-approved: approved too
             await work.commit()
             await tx.outbox.flush(conn)
         for counted in tx.after_commit:

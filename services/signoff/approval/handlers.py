@@ -173,12 +173,6 @@ class ApprovalHandler:
         opened = await work.add(new)
         if len(opened) < len(new):
             log.info("approval_requests_for_existing_gates", count=len(new) - len(opened))
-        new_ids = [stored.id for stored in opened]
-        for newer in opened:
-            if newer.request.auto_reject_previous_approvals:
-                cause = Cause(newer.traceparent)
-                for older in await work.older_pending_of_step(newer.request.key, new_ids, now, cause):
-                    older.gate.supersede(newer.gate.key, now)
 
     def _refuse_request(
         self, work: ApprovalUnitOfWork, received: Received, reasons: dict[str, str], now: datetime
@@ -267,7 +261,7 @@ class ApprovalHandler:
         if stored is None:
             detail = f"no gate {decision.default_subject()}"
             return self._refuse(work, received, decision, WireRefusal.UNKNOWN_GATE, detail, now)
-        stored.gate.decide(
+        events = stored.gate.decide(
             decision_id=decision.decision_id,
             approver=Member(user_id=decision.approver),
             status=domain_status(decision.status),
@@ -278,6 +272,7 @@ class ApprovalHandler:
             source=decision.source,
             decided_at=decision.decided_at,
         )
+        await work.supersede_older(stored, events, now, cause)
         return None
 
     def _refuse(

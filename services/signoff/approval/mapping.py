@@ -131,6 +131,11 @@ class StoredGate:
         """The `environment_type` metrics label of the gate's stage (see `environment_type`)."""
 
     @property
+    def has_request(self) -> bool:
+        """Whether the request document was loaded with the gate (`request` can be read)."""
+        return self._request is not None or self._request_json is not None
+
+    @property
     def request(self) -> wire.ApprovalRequested:
         """The approval request that opened the gate."""
         if self._request is None:

@@ -255,12 +255,13 @@ class ApprovalRepository:
         opened_before: datetime,
     ) -> list[StoredGate]:
         """Older pending gates of the same pipeline step (for auto-reject of previous approvals), with their votes,
-        locked."""
+        locked. One another transaction holds is skipped: it is being decided (or superseded) right now, and
+        waiting for it could deadlock with that transaction's own auto-reject."""
         rows = await conn.fetch(
             f"""SELECT {_AGGREGATE_COLUMNS} FROM {self._t("gates")}
                 WHERE pipeline_id = $1 AND stage_id = $2 AND step_id = $3 AND status = 'pending'
                   AND NOT (id = ANY($4::text[])) AND opened_at <= $5
-                ORDER BY id FOR UPDATE""",  # noqa: S608
+                ORDER BY id FOR UPDATE SKIP LOCKED""",  # noqa: S608
             pipeline_id,
             stage_id,
             step_id,
@@ -268,6 +269,16 @@ class ApprovalRepository:
             opened_before,
         )
         return await self._aggregates(conn, rows)
+
+    async def auto_rejects_previous(self, conn: asyncpg.Connection, gate_id: str) -> bool:
+        """Whether the request of `gate_id` asked to reject older runs of its step once it is approved."""
+        return bool(
+            await conn.fetchval(
+                f"""SELECT coalesce((request ->> 'auto_reject_previous_approvals')::boolean, false)
+                    FROM {self._t("gates")} WHERE id = $1""",  # noqa: S608
+                gate_id,
+            )
+        )
 
     async def claim_due(self, conn: asyncpg.Connection, now: datetime, limit: int) -> list[StoredGate]:
         """Pending gates whose deadline passed, with their votes, locked; rows another replica holds are skipped."""

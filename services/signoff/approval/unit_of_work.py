@@ -27,7 +27,7 @@ from signoff.approval.metrics import GateMetrics, Tally
 from signoff.approval.repository import ApprovalRepository, AuditRow, NewGate, NewVote, SeenDecision
 from signoff.contracts.cdevents import ApprovalCDEvent, encode_cdevent
 from signoff.contracts.topics import CDEVENTS
-from signoff.kernel import GateKey
+from signoff.kernel import GateKey, GateStatus
 from signoff.runtime.consumer import UnitOfWork
 from signoff.runtime.cooperative import cooperate
 from signoff.runtime.outbox import OutboxRecord, event_record
@@ -132,14 +132,28 @@ class ApprovalUnitOfWork:
         found = await self.repository.gate_by_action(self.tx.conn, pipeline_id, stage_id, step_id, token)
         return self._track(found, cause)
 
-    async def older_pending_of_step(
-        self, key: wire.GateKey, excluding: Sequence[str], opened_before: datetime, cause: Cause
-    ) -> list[StoredGate]:
-        """The pending gates of `key`'s step opened by `opened_before`, but for `excluding`, locked."""
+    async def supersede_older(
+        self, approved: StoredGate, events: Sequence[domain_events.GateEvent], now: datetime, cause: Cause
+    ) -> None:
+        """Harness's isAutoRejectEnabled ("auto-reject previous deployments paused in this step on approval"):
+        when `events` (what a command on `approved` just caused) approve it, the pending gates of its step opened
+        before it are rejected, superseded."""
+        if not any(isinstance(event, domain_events.GateApproved) for event in events):
+            return
+        if approved.has_request:
+            wanted = approved.request.auto_reject_previous_approvals
+        else:  # rebuilt for a decision without its request document: the one flag read from it
+            wanted = await self.repository.auto_rejects_previous(self.tx.conn, approved.id)
+        if not wanted:
+            return
+        key = approved.gate.key
         found = await self.repository.pending_of_step(
-            self.tx.conn, key.pipeline_id, key.stage_id, key.step_id, excluding, opened_before
+            self.tx.conn, key.pipeline, key.stage, key.step, [approved.id], approved.gate.opened_at
         )
-        return [gate for gate in (self._track(stored, cause) for stored in found) if gate is not None]
+        for stored in found:
+            older = self._track(stored, cause)
+            if older is not None and older.gate.status is GateStatus.PENDING:  # not closed by this batch already
+                older.gate.supersede(key, now)
 
     async def due(self, now: datetime, limit: int) -> list[StoredGate]:
         """Up to `limit` pending gates past their deadline at `now`, locked (those another replica holds are

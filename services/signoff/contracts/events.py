@@ -91,7 +91,8 @@ class ApprovalCause(StrEnum):
 
 class RejectionCause(StrEnum):
     """Why a gate was rejected: an eligible approver rejected it (any rejection wins), its timeout passed with
-    timeout action `reject`, or a newer gate of the same step superseded it (`auto_reject_previous_approvals`)."""
+    timeout action `reject`, or a newer gate of the same step was approved and superseded it
+    (`auto_reject_previous_approvals`)."""
 
     APPROVER = "approver"
     TIMEOUT_ACTION = "timeout_action"
@@ -396,7 +397,9 @@ class GateDetails(ContractModel):
     )
     timeout_action: TimeoutAction = Field(TimeoutAction.FAIL, description="What happens when the timeout passes.")
     auto_reject_previous_approvals: bool = Field(
-        False, description="Opening this gate rejects older pending gates of the same pipeline step (superseded)."
+        False,
+        description="Harness's isAutoRejectEnabled: once this gate is approved, the older pending gates of the same "
+        "pipeline step are rejected (superseded).",
     )
     message_template: Message = Field("", description="The approval message as written, with `<+...>` expressions.")
     message: Message = Field(

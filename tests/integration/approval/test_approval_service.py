@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -186,13 +187,36 @@ async def test_decision_for_unknown_gate_refused(approval: ApprovalHarness) -> N
     assert by_name.reason == "unknown_gate"
 
 
-async def test_auto_reject_previous_approvals_supersedes_older_gate(approval: ApprovalHarness) -> None:
-    older = await approval.open_gate(request(pipeline="super", auto_reject_previous=True))
+async def test_auto_reject_previous_approvals_supersedes_older_gates_once_approved(approval: ApprovalHarness) -> None:
+    """Harness's "auto-reject previous deployments paused in this step on approval": opening a newer gate rejects
+    nothing; approving it rejects the older pending ones of its step, not a newer one."""
+    pipeline_id = f"super_{uuid.uuid4().hex[:8]}"
+    older = await approval.open_gate(request(pipeline=pipeline_id, auto_reject_previous=True))
     approval.clock.advance(timedelta(minutes=1))
-    newer = await approval.open_gate(request(pipeline="super", auto_reject_previous=True))
+    middle = await approval.open_gate(request(pipeline=pipeline_id, auto_reject_previous=True))
+    approval.clock.advance(timedelta(minutes=1))
+    newest = await approval.open_gate(request(pipeline=pipeline_id, auto_reject_previous=True))
+    assert [await approval.gate_status(g.gate_id) for g in (older, middle, newest)] == ["pending"] * 3
+
+    await approval.send(decision(approver="bob", token=middle.token, gate_id=middle.gate_id))
+    await approval.wait_for(APPROVED, where=lambda d: d.gate_id == middle.gate_id)
+    (rejected,) = await approval.wait_for(REJECTED, where=lambda d: d.gate_id == older.gate_id)
+    assert rejected.cause == "superseded" and rejected.superseded_by == middle.gate_id
+    assert await approval.gate_status(newest.gate_id) == "pending"
+
+
+async def test_a_gate_approved_by_its_timeout_action_supersedes_older_gates_too(approval: ApprovalHarness) -> None:
+    pipeline_id = f"super_{uuid.uuid4().hex[:8]}"
+    older = await approval.open_gate(request(pipeline=pipeline_id, auto_reject_previous=True, timeout="1d"))
+    approval.clock.advance(timedelta(minutes=1))
+    newer = await approval.open_gate(
+        request(pipeline=pipeline_id, auto_reject_previous=True, timeout="5m", timeout_action="approve")
+    )
+    approval.clock.advance(timedelta(minutes=5))
+    assert await expire_due(approval.pool, approval.clock, links=approval.handler.links) == 1
+    assert await approval.gate_status(newer.gate_id) == "approved"
     (rejected,) = await approval.wait_for(REJECTED, where=lambda d: d.gate_id == older.gate_id)
     assert rejected.cause == "superseded" and rejected.superseded_by == newer.gate_id
-    assert await approval.gate_status(newer.gate_id) == "pending"
 
 
 async def test_the_same_decision_event_redelivered_counts_once(approval: ApprovalHarness) -> None:
