@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import stat
 import time
 from collections.abc import Awaitable, Callable
@@ -126,6 +127,7 @@ class ScriptRunnerServer:
         """Listen until `stopping` is set, then kill the scripts still running and remove the socket."""
         self._remove_stale_socket()
         server = await asyncio.start_unix_server(self._serve_one, path=str(self.socket_path), limit=MAX_MESSAGE_BYTES)
+        bound = self.socket_path.lstat().st_ino
         # The executor runs as another uid of the pod's group: it may connect, nobody else on the host.
         os.chmod(self.socket_path, 0o660)
         log.info("script_runner_listening", socket=str(self.socket_path), pid=os.getpid())
@@ -139,18 +141,26 @@ class ScriptRunnerServer:
                 task.cancel()
             await asyncio.gather(*self._connections, return_exceptions=True)
             with contextlib.suppress(FileNotFoundError):
-                self.socket_path.unlink()
+                if self.socket_path.lstat().st_ino == bound:  # ours still, not one put there since
+                    self.socket_path.unlink()
             log.info("script_runner_stopped", socket=str(self.socket_path))
 
     def _remove_stale_socket(self) -> None:
-        """A socket left by a runner that was killed would make the bind fail; anything else there is an error."""
+        """A socket left by a runner that was killed would make the bind fail: it is removed. One a runner still
+        answers on, or anything that is not a socket, is an error (never taken over)."""
         try:
             mode = self.socket_path.lstat().st_mode
         except FileNotFoundError:
             return
         if not stat.S_ISSOCK(mode):
             raise FileExistsError(f"{self.socket_path} exists and is not a socket")
-        self.socket_path.unlink()
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(self.socket_path))
+            except ConnectionRefusedError:
+                self.socket_path.unlink()  # nobody listens: left by a runner that was killed
+                return
+        raise FileExistsError(f"another script runner answers at {self.socket_path}")
 
     async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -238,9 +248,12 @@ def script_runner(socket_path: Path, log_level: str, log_format: str) -> None:
     """Run the executor's ShellScript steps, sent over SOCKET, until SIGTERM (give it no keys: see
     docs/deploying.md, "What a pipeline's script can reach")."""
     configure_logging(log_level, log_format, role="script-runner")
+    if socket_path.name in ("", ".", ".."):
+        raise click.UsageError("--socket: give the path of a file, e.g. /run/signoff-scripts/runner.sock")
     if not socket_path.parent.is_dir():
         raise click.UsageError(f"--socket: no directory {socket_path.parent}")
     try:
         asyncio.run(serve_until_signalled(socket_path))
     except OSError as exc:  # a path too long for a socket, a directory it may not write, something in the way
-        raise StartupError(f"script-runner did not start: {exc}") from None
+        why = exc.strerror or str(exc)
+        raise StartupError(f"script-runner did not start: {socket_path}: {why}") from None

@@ -187,7 +187,15 @@ async def test_no_runner_at_the_socket_is_an_error_naming_it(socket_dir) -> None
             "/nonexistent-dir/runner.sock",
             "error: --socket: no directory /nonexistent-dir (see `signoff script-runner --help`)",
         ),
-        ("/tmp/" + "x" * 120 + ".sock", "error: script-runner did not start: AF_UNIX path too long"),
+        (
+            "/tmp/" + "x" * 120 + ".sock",
+            "error: script-runner did not start: /tmp/" + "x" * 120 + ".sock: AF_UNIX path too long",
+        ),
+        (
+            "",
+            "error: --socket: give the path of a file, e.g. /run/signoff-scripts/runner.sock "
+            "(see `signoff script-runner --help`)",
+        ),
     ],
 )
 def test_a_socket_it_cannot_serve_on_is_a_one_line_error(socket: str, error: str) -> None:
@@ -212,6 +220,26 @@ async def test_a_request_the_runner_cannot_read_is_answered_not_run(runner, sock
     writer.close()
     assert b"the script runner could not read the step" in reply
     assert not (socket_dir / "ran").exists()
+
+
+async def test_a_second_runner_never_takes_over_a_socket_one_answers_on(runner) -> None:
+    second = ScriptRunnerServer(runner.socket_path)
+    with pytest.raises(FileExistsError, match="another script runner answers at"):
+        await second.serve(asyncio.Event())
+    assert (await ScriptRunnerClient(runner.socket_path)(script_action("echo still"))).output == "still\n"
+
+
+async def test_a_runner_stopping_leaves_a_socket_that_is_not_its_own(socket_dir) -> None:
+    path = socket_dir / "runner.sock"
+    stopping, serving = asyncio.Event(), asyncio.Event()
+    server = asyncio.create_task(ScriptRunnerServer(path).serve(stopping, ready=serving.set))
+    await asyncio.wait_for(serving.wait(), timeout=30)
+    path.unlink()
+    other = await asyncio.start_unix_server(lambda r, w: None, path=str(path))  # put there since
+    stopping.set()
+    await server
+    assert path.exists()
+    other.close()
 
 
 async def test_a_stale_socket_is_replaced_and_anything_else_refused(socket_dir) -> None:
