@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -99,3 +101,37 @@ async def test_dev_up_lets_a_directory_user_approve_with_a_dev_token_through_the
         down = _signoff("dev", "down", "--purge", "--state-dir", str(state), env=env)
         shutil.rmtree(home, ignore_errors=True)
         assert down.returncode == 0, down.stderr
+
+
+def test_a_busy_api_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """As the broker's and PostgreSQL's: one line naming the port, and no broker, database or role was started."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")} | {"SIGNOFF_HOME": str(tmp_path)}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        up = _signoff("dev", "up", "--detach", "--api-port", str(port), "--state-dir", str(tmp_path / "dev"), env=env)
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert up.stderr.strip().splitlines()[-1] == (
+        f"error: api port 127.0.0.1:{port} is not available (Address already in use)"
+    )
+    assert not (tmp_path / "dev" / "postgres").exists()
+
+
+def test_a_role_that_cannot_start_is_named_with_its_reason(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")} | {
+        "SIGNOFF_HOME": str(tmp_path),
+        "SIGNOFF_LOG_LEVEL": "loud",  # every role refuses it at start
+    }
+    state = tmp_path / "dev"
+    try:
+        up = _signoff("dev", "up", "--detach", "--state-dir", str(state), env=env)
+        assert up.returncode == 1, up.stdout + up.stderr
+        last = up.stderr.strip().splitlines()[-1]
+        assert re.fullmatch(
+            r"error: role (approval|executor|notifier|api) exited with code 1 while starting: "
+            r"(approval|executor|notifier|api): SIGNOFF_LOG_LEVEL: .*",
+            last,
+        ), last
+    finally:
+        _signoff("dev", "down", "--purge", "--state-dir", str(state), env=env)

@@ -199,6 +199,8 @@ class _Role:
 
     name: str
     proc: subprocess.Popen[bytes] | None = None
+    pump: threading.Thread | None = None  # copies its output, line by line
+    last_line: str = ""  # the last it printed: why it failed, when it did
     started_at: float = 0.0
     restarts: int = 0
     backoff: float = RESTART_BACKOFF_FIRST
@@ -265,10 +267,16 @@ class Supervisor:
             self.ready = True
             self._write_scrape_targets()
             self.stack.write_env_file()
+            # A stack of another folder than the default one is found by a shell that evaluated its `dev env`.
+            find = (
+                ""
+                if self.state_dir.absolute() == default_state_dir().absolute()
+                else f'eval "$(./signoffw dev env --state-dir {self.state_dir})"; '
+            )
             self.say(
                 "dev",
                 f"ready: roles {', '.join(self.roles)}; the API is at {self.stack.api_url}; in another terminal: "
-                "export SIGNOFF_TOKEN=$(./signoffw dev token alice); Ctrl-C stops everything",
+                f"{find}export SIGNOFF_TOKEN=$(./signoffw dev token alice); Ctrl-C stops everything",
             )
             while not self.stopping.wait(0.2):
                 self._supervise()
@@ -382,7 +390,9 @@ class Supervisor:
         )
         role.proc, role.started_at, role.terminating_since = proc, time.monotonic(), None
         self.say("dev", f"role {role.name} {'restarted' if role.restarts else 'started'} (pid {proc.pid})")
-        threading.Thread(target=self._pump, args=(role.name, proc), daemon=True).start()
+        role.last_line = ""
+        role.pump = threading.Thread(target=self._pump, args=(role, proc), daemon=True)
+        role.pump.start()
 
     def _write_scrape_targets(self) -> None:
         """Every role's /metrics address, as a Prometheus `file_sd_configs` file (a local Prometheus, or a test, scrapes
@@ -405,7 +415,7 @@ class Supervisor:
             for role, port in list(waiting.items()):
                 proc = self.roles[role].proc
                 if proc is not None and proc.poll() is not None:
-                    raise CliError(f"role {role} exited with code {proc.returncode} while starting")
+                    raise CliError(self._start_failure(self.roles[role]))
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
                         if answer.status == 200:
@@ -419,10 +429,22 @@ class Supervisor:
             if waiting:
                 time.sleep(0.2)  # polling readiness endpoints: there is no event to wait on
 
-    def _pump(self, role: str, proc: subprocess.Popen[bytes]) -> None:
+    @staticmethod
+    def _start_failure(role: _Role) -> str:
+        """`role exited while starting`, with the last line it printed (its `error: …`, usually)."""
+        assert role.proc is not None
+        if role.pump is not None:
+            role.pump.join(timeout=2)  # it has exited: what it printed last is on its way
+        said = f": {role.last_line.removeprefix('error: ')[:300]}" if role.last_line else ""
+        return f"role {role.name} exited with code {role.proc.returncode} while starting{said}"
+
+    def _pump(self, role: _Role, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
         for raw in proc.stdout:
-            self.say(role, raw.decode(errors="replace").rstrip())
+            text = raw.decode(errors="replace").rstrip()
+            self.say(role.name, text)
+            if text.strip():
+                role.last_line = text.strip()
 
     def _terminate(self, role: _Role) -> None:
         if role.proc is not None and role.proc.poll() is None:

@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 
 from signoff.devstack.broker import EmbeddedBroker
 from signoff.devstack.postgres import EmbeddedPostgres
-from signoff.devstack.process import free_port
+from signoff.devstack.process import ensure_port_free, free_port
 from signoff.runtime.devenv import ENV_FILE
 
 KEYS_FILE = "decision-keys.json"
@@ -50,6 +50,7 @@ class DevStack:
         self.state_dir = state_dir
         self.broker = EmbeddedBroker(state_dir / "broker", kafka_port)
         self.postgres = EmbeddedPostgres(state_dir / "postgres", postgres_port, fast=fast)
+        self.requested_api_port = api_port
         self.api_port = api_port or free_port()
 
     def decision_keys(self) -> dict[str, str]:
@@ -137,6 +138,8 @@ class DevStack:
 
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.requested_api_port:
+            ensure_port_free(self.requested_api_port, "api")  # before anything starts, as for the other two
         try:
             # The broker boots while PostgreSQL initialises and starts (both are our children: launched from this
             # thread, which lives as long as we do, see die_with_parent).
