@@ -274,12 +274,19 @@ def test_boto3_does_the_same_from_python(system: System):
     assert (unsigned.status_code, unsigned.json()["__type"]) == (403, "MissingAuthenticationTokenException")
 
 
-def curl(system: System, method: str, path: str, key: str | None, body: dict | None = None) -> tuple[int, dict | list]:
+def curl(
+    system: System,
+    method: str,
+    path: str,
+    key: str | None,
+    body: dict | None = None,
+    content_type: str = "application/json",
+) -> tuple[int, dict | list]:
     args = ["curl", "-sS", "-X", method, f"{api_url(system)}{path}"]
     if key is not None:
         args += ["-H", f"x-api-key: {key}"]
     if body is not None:
-        args += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+        args += ["-H", f"Content-Type: {content_type}", "-d", json.dumps(body)]
     done = subprocess.run([*args, "-w", "\n%{http_code}"], capture_output=True, text=True, timeout=120, check=True)
     text, _, status = done.stdout.rpartition("\n")
     return int(status), json.loads(text)
@@ -298,6 +305,10 @@ def test_curl_approves_and_rejects_through_harness_endpoints(system: System):
     gate_id = waiting["externalExecutionId"]
     activity = f"/pipeline/api/approvals/{gate_id}/harness/activity"
     approve = {"action": "APPROVE", "approverInputs": [{"name": "foo", "value": "from-curl"}], "comments": "ok"}
+    # curl -d without a JSON Content-Type (a form post) is no vote.
+    form = "application/x-www-form-urlencoded"
+    status, refused = curl(system, "POST", activity, system.token("dana"), approve, content_type=form)
+    assert status == 415 and refused["status"] == "ERROR" and "Content-Type: application/json" in refused["message"]
 
     status, denied = curl(system, "POST", activity, "sgf_" + "x" * 43, approve)
     assert (status, denied["status"], denied["code"]) == (401, "ERROR", "INVALID_TOKEN"), denied
@@ -315,6 +326,8 @@ def test_curl_approves_and_rejects_through_harness_endpoints(system: System):
     assert status == 200 and answer["data"]["status"] == "APPROVED", answer
     activities = answer["data"]["details"]["approvalActivities"]
     assert [a["user"]["name"] for a in activities] == ["dana", "eli"]
+    # Their e-mails from the gate's directory snapshot (examples/directory.yaml).
+    assert [a["user"]["email"] for a in activities] == ["dana@example.com", "eli@example.com"]
     assert activities[1]["approverInputs"] == approve["approverInputs"]
     status, late = curl(system, "POST", activity, system.token("carol"), approve)
     assert status == 400 and "already completed" in late["message"], late
@@ -336,6 +349,13 @@ def test_curl_approves_and_rejects_through_harness_endpoints(system: System):
     (instance,) = listed
     assert instance["status"] == "WAITING" and (instance["org"], instance["project"]) == ("default", "shop")
     assert instance["details"]["approverInputs"] == [{"name": "foo", "defaultValue": "bar"}]
+    # Harness's other filter values: another approval type or FAILED match nothing; an unknown one is refused in
+    # Harness's error shape.
+    for query in ("approval_type=JiraApproval", "approval_status=FAILED"):
+        status, nothing = curl(system, "GET", f"{by_execution}?{query}", system.token("dana"))
+        assert (status, nothing) == (200, []), (query, nothing)
+    status, odd = curl(system, "GET", f"{by_execution}?approval_status=PAUSED", system.token("dana"))
+    assert status == 400 and odd["status"] == "ERROR" and "approval_status: one of" in odd["message"], odd
     reject = {"action": "REJECT", "approverInputs": [], "comments": "not today"}
     status, rejected = curl(system, "POST", by_execution, system.token("dana"), reject)
     assert status == 200 and rejected["status"] == "REJECTED", rejected

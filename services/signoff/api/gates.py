@@ -145,6 +145,7 @@ def detail(
             models.VoteView(
                 decision_id=v["decision_id"],
                 approver=v["approver"],
+                approver_email=stored.gate.directory.email_of(v["approver"]),
                 status=wire_status(v["status"]),
                 comment=v["comment"],
                 inputs=dict(v["inputs"] or {}),

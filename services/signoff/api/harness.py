@@ -52,6 +52,12 @@ _REFUSAL_TEXT = {
 }
 
 
+HARNESS_APPROVAL_STATUSES = ("WAITING", "APPROVED", "REJECTED", "FAILED", "ABORTED", "EXPIRED")
+"""Harness's `approval_status` values (FAILED matches none of signoff's gates)."""
+HARNESS_APPROVAL_TYPES = ("HarnessApproval", "JiraApproval", "ServiceNowApproval", "CustomApproval")
+"""Harness's `approval_type` values (signoff's approvals are all HarnessApproval)."""
+
+
 class HarnessError(Exception):
     """An error answer in Harness's form (`status: ERROR`, a code, a message)."""
 
@@ -94,6 +100,9 @@ class ActivityRequest(BaseModel):
 
 
 async def _body(request: Request) -> ActivityRequest:
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":  # a form post (curl -d without -H) is not a vote
+        raise HarnessError(415, "INVALID_REQUEST", "send the body as JSON (Content-Type: application/json)")
     try:
         body = ActivityRequest.model_validate(json.loads(await request.body() or b"null"))
     except RecursionError:  # nested deeper than the parser goes: not JSON it can read, not an internal error
@@ -165,7 +174,7 @@ async def _instance(
             "approverInputs": [{"name": i.name, "defaultValue": i.default_value} for i in detail.inputs],
             "approvalActivities": [
                 {
-                    "user": {"name": vote.approver, "email": None},
+                    "user": {"name": vote.approver, "email": vote.approver_email},
                     "approvalAction": "APPROVE" if vote.status is DecisionStatus.APPROVED else "REJECT",
                     "approverInputs": [{"name": k, "value": v} for k, v in sorted(vote.inputs.items())],
                     "comments": vote.comment,
@@ -271,12 +280,22 @@ async def list_approvals(
     org: str,
     project: str,
     execution_id: str,
-    approval_status: Annotated[Literal["WAITING", "APPROVED", "REJECTED", "EXPIRED", "ABORTED"] | None, Query()] = None,
+    approval_status: Annotated[str | None, Query()] = None,
+    approval_type: Annotated[str | None, Query()] = None,
 ) -> JSONResponse:
-    """The execution's approvals (only those in `approval_status` when given), with their inputs."""
+    """The execution's approvals (only those in `approval_status` / of `approval_type` when given; Harness's values
+    of either, others are refused in Harness's error shape), with their inputs."""
     context: ApiContext = request.app.state.context
     try:
         principal = await _authenticate(context, request, [])
+        if approval_status is not None and approval_status not in HARNESS_APPROVAL_STATUSES:
+            raise HarnessError(
+                400, "INVALID_REQUEST", f"approval_status: one of {', '.join(HARNESS_APPROVAL_STATUSES)}"
+            )
+        if approval_type is not None and approval_type not in HARNESS_APPROVAL_TYPES:
+            raise HarnessError(400, "INVALID_REQUEST", f"approval_type: one of {', '.join(HARNESS_APPROVAL_TYPES)}")
+        if approval_type not in (None, "HarnessApproval"):
+            return JSONResponse([])  # signoff's approvals are all HarnessApproval
         rows = await _gates_of_execution(context, execution_id)
         async with context.pool.acquire() as conn:
             instances = [

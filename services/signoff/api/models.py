@@ -85,6 +85,7 @@ class PolicyProgress(BaseModel):
 class VoteView(BaseModel):
     decision_id: str
     approver: str
+    approver_email: str | None = Field(None, description="The approver's e-mail in the gate's directory snapshot.")
     status: DecisionStatus
     comment: str
     inputs: dict[str, str]
