@@ -17,6 +17,7 @@ import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
+from signoff import contracts as wire
 from signoff.api.pages import COOKIE, ECHO_MAX, MAX_SESSION_LIFETIME
 from signoff.api.repository import SCHEMA as API_SCHEMA
 from tests.integration.api.conftest import FrontDoor, pipeline_name, running_front_door
@@ -156,6 +157,37 @@ async def test_an_approval_from_the_form_is_counted_for_the_signed_in_user_and_t
     assert again.status_code == 200 and f"vote counted: dana approved gate {gate_id}" in again.text
     (vote,) = await _votes(page_door, gate_id)
     assert (vote["approver"], vote["comment"], vote["source"]) == ("dana", "ship it", "api")
+
+
+async def test_an_input_an_earlier_approver_gave_is_prefilled_so_approving_unchanged_keeps_it(
+    page_door: FrontDoor,
+) -> None:
+    """The last approval that gives an input wins: prefilled with the default alone, eli's unchanged approval
+    would have replaced dana's value with it."""
+    asked = request(pipeline=pipeline_name(), groups=("docs",), minimum_count=2, timeout="1d").model_copy(
+        update={"approver_inputs": [wire.ApproverInput(name="foo", default_value="bar")]}
+    )
+    gate_id, _ = await page_door.open_gate(asked)
+
+    async def approve_with_the_form_as_shown(user: str, **inputs: str) -> str:
+        async with _sign_in(page_door, user) as client:
+            form = await client.get(f"/gates/{gate_id}")
+            shown = re.search(r'name="input\.foo" value="([^"]*)"', form.text).group(1)
+            nonce = re.search(r'name="nonce" value="([^"]+)"', form.text).group(1)
+            data = {"csrf": _csrf(form.text), "decision": "Approved", "nonce": nonce, "input.foo": shown}
+            data.update({f"input.{name}": value for name, value in inputs.items()})
+            answer = await client.post(f"/gates/{gate_id}", data=data)
+            assert answer.status_code == 200, answer.text
+            return form.text
+
+    first = await approve_with_the_form_as_shown("dana", foo="baz")
+    assert "Default: bar" in first
+    second = await approve_with_the_form_as_shown("eli")
+    assert "Set by dana when approving (default: bar)" in second
+    assert [(vote["approver"], vote["inputs"]) for vote in await _votes(page_door, gate_id)] == [
+        ("dana", {"foo": "baz"}),
+        ("eli", {"foo": "baz"}),
+    ]
 
 
 async def test_an_expired_session_goes_back_to_sign_in_and_then_to_the_same_gate(page_door: FrontDoor) -> None:
