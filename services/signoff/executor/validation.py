@@ -13,12 +13,17 @@ from signoff.catalog import Catalog
 from signoff.catalog.yamldoc import Issue, describe_issues, join_path
 from signoff.executor.domain.actions import TriggeredBy
 from signoff.executor.domain.execution import Execution, InvalidStart
-from signoff.executor.domain.expressions import DeclaredSteps, expression_syntax_problems
+from signoff.executor.domain.expressions import DeclaredSteps, expression_syntax_problems, root_problems
 from signoff.executor.domain.pipeline import Pipeline, PipelineError, iter_steps, parse_pipeline
 from signoff.executor.mapping import MESSAGE_MAX
 
 _STAGE_PATH = re.compile(r"^pipeline\.stages\[\d+\](?:\.parallel\[\d+\])?\.stage$")
 _NEVER_RUN = frozenset({"rollbackSteps"})
+# A step's spec: an expression there that cannot resolve fails the step (a script, its variables, a wait, the
+# approvers) when it starts, after the steps before it ran. The approval message and the inputs' defaults are shown
+# with it marked instead, so an expression signoff does not evaluate (`<+codebase.branch>`) does not stop the run.
+_FAILS_UNRESOLVED = re.compile(r"\.step\.spec(?:\.|$)")
+_MARKED_UNRESOLVED = re.compile(r"\.spec\.(?:approvalMessage|approverInputs)(?:\.|\[|$)")
 """Keys whose steps signoff never runs (accepted and ignored): their expressions may name steps of their own."""
 
 
@@ -56,6 +61,8 @@ def expression_problems(pipeline: Pipeline) -> list[Issue]:
         problems = expression_syntax_problems(value)
         if not problems and references:
             problems = declared.reference_problems(value, stage)
+            if _FAILS_UNRESOLVED.search(path) and not _MARKED_UNRESOLVED.search(path):
+                problems += root_problems(value)
         issues.extend(Issue(path, problem) for problem in problems)
 
     def walk(value: Any, path: str, stage: str | None, references: bool) -> None:

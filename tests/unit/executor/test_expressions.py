@@ -105,7 +105,8 @@ def test_unresolved_expressions_keep_their_raw_text_and_are_reported(ctx: Contex
     assert rendered.unresolved == ["<+pipeline.variables.missing>", "<+foo.bar>"]
     assert rendered.reasons == {
         "<+pipeline.variables.missing>": "no pipeline variable 'missing'",
-        "<+foo.bar>": "unknown expression root 'foo'",
+        "<+foo.bar>": "unknown expression root 'foo' (signoff evaluates pipeline, stage, service, env, infra, "
+        "artifact, artifacts, execution)",
     }
 
 

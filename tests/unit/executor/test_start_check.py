@@ -370,3 +370,27 @@ def test_a_malformed_runtime_input_is_refused_before_anything_runs(yaml_text: st
     with pytest.raises(StartRefused) as refused:
         check_start(text, catalog=None, variables={"env": "staging"}, user="alice")
     assert str(refused.value).startswith("invalid pipeline: pipeline.variables[0].value: malformed runtime input: ")
+
+
+@pytest.mark.parametrize(
+    ("expression", "problem"),
+    [
+        ("<+step.name>", "unknown expression root 'step' (signoff evaluates pipeline, stage, service, env, infra, "
+         "artifact, artifacts, execution)"),
+        ('<+secrets.getValue("token")>', "secret references are not supported"),
+        ("<+codebase.branch>", "unknown expression root 'codebase'"),
+    ],
+)  # fmt: skip
+def test_an_expression_signoff_never_evaluates_in_a_script_is_refused_before_anything_runs(
+    expression: str, problem: str
+) -> None:
+    """It would fail the step only once it starts: after the deploy, and after people approved."""
+    message = _refusal(_deploy_then(shell("smoke", f"echo {expression}")))
+    assert message.startswith(f"invalid pipeline: {APPROVE_PATH}.spec.source.spec.script: {expression}: {problem}")
+
+
+def test_in_an_approval_message_or_an_input_default_it_is_only_marked_when_shown() -> None:
+    step = approval(
+        message="Approve <+codebase.branch>?", approverInputs=[{"name": "by", "defaultValue": "<+step.name>"}]
+    )
+    check_start(as_yaml(_deploy_then(step)), catalog=None, variables={}, user="alice")

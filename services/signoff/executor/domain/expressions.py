@@ -214,16 +214,15 @@ class Context:
         return Unknown(rendered.describe_unresolved()) if rendered.unresolved else rendered.text
 
     def _resolve(self, body: str, depth: int, *, objects: bool = False) -> Any:
-        if body == "input" or body.startswith("input."):
-            return Unknown("runtime inputs (<+input>) are only supported as pipeline variable values")
-        if body.startswith("secrets."):
-            return Unknown("secret references are not supported")
+        head = body.split(".", 1)[0]
+        if head in ("input", "secrets"):  # `<+input>`, `<+secrets.getValue("x")>`: said so, not "unsupported"
+            return Unknown(_root_problem(head) or "")
         if not _PATH.match(body):
             return Unknown("unsupported expression: only dotted paths such as pipeline.variables.x are evaluated")
         segments: list[str | int] = [name if name else int(index) for name, index in _SEGMENT.findall(body)]
         root = segments[0]
-        if root not in _ROOTS:
-            return Unknown(f"unknown expression root {root!r}")
+        if (problem := _root_problem(str(root))) is not None:
+            return Unknown(problem)
         if root == "execution":
             if self._current_stage is None:
                 return Unknown("execution.* refers to the current stage, and there is none here")
@@ -296,6 +295,31 @@ def _place_step(steps: dict[str, Any], identifier: str, groups: Sequence[str], n
 
 
 # -- checking expressions before anything runs -------------------------------------------------------------------
+
+
+def _root_problem(root: str) -> str | None:
+    """Why an expression of `root` never resolves in signoff, or None for a root it evaluates."""
+    if root == "input":
+        return "runtime inputs (<+input>) are only supported as pipeline variable values"
+    if root == "secrets":
+        return "secret references are not supported"
+    if root not in _ROOTS:
+        return f"unknown expression root {root!r} (signoff evaluates {', '.join(_ROOTS)})"
+    return None
+
+
+def root_problems(text: str) -> list[str]:
+    """Why expressions in `text` can never resolve by their root alone (`<+step.name>`, `<+secrets.getValue(…)>`),
+    in order, each once."""
+    problems: dict[str, str] = {}
+    for match in _REFERENCE.finditer(text):
+        root = match.group(1).split(".", 1)[0].split("[", 1)[0]
+        if (problem := _root_problem(root)) is not None:
+            end = text.find(">", match.end())
+            raw = text[match.start() : end + 1] if end != -1 else match.group(0)
+            problems.setdefault(raw, f"{_shown(raw)}: {problem}")
+    return list(problems.values())
+
 
 _OPEN_OR_CLOSE = re.compile(r"<\+|>|\n")
 _REFERENCE = re.compile(r"<\+\s*([A-Za-z_$][\w$-]*(?:\.[A-Za-z_$][\w$-]*|\[\d+\])*)")
