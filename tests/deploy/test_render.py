@@ -192,6 +192,8 @@ def test_the_executors_scripts_run_in_a_sidecar_that_holds_none_of_its_keys(obje
     args = runner["args"]
     assert args[0] == "script-runner"
     socket = args[args.index("--socket") + 1]
+    executor_uid = executor.get("securityContext", {}).get("runAsUser", spec["securityContext"]["runAsUser"])
+    assert int(args[args.index("--client-uid") + 1]) == executor_uid  # it serves the executor, not its scripts
     assert container_env(objects, executor)["SIGNOFF_SCRIPT_RUNNER_SOCKET"] == socket
 
     volumes = {volume["name"]: volume for volume in spec["volumes"]}

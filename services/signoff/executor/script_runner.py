@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import json
 import os
 import signal
 import socket
 import stat
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -115,16 +117,33 @@ class ScriptRunnerClient:
                 delay = min(delay * 2, 1.0)
 
 
-class ScriptRunnerServer:
-    """The runner's end: serves scripts on a Unix socket until stopped."""
+class SocketReplaced(Exception):
+    """The runner's socket path no longer names its socket: something removed or replaced it."""
 
-    def __init__(self, socket_path: Path, *, bash: str | None = None) -> None:
+
+WATCH_SECONDS = 0.2
+"""How often the runner makes sure its socket path still names its own socket."""
+
+
+class ScriptRunnerServer:
+    """The runner's end: serves scripts on a Unix socket until stopped.
+
+    The scripts run as the runner's uid, so one could remove the socket and listen at its path instead, to read and
+    answer the scripts sent after it. Two things stand against that: the runner serves only `client_uid` (the
+    executor's; a script cannot even connect, let alone relay to it), and it watches its path: when that no longer
+    names its socket, it stops at once with SocketReplaced. In Kubernetes the runner is its container's first
+    process, so its exit kills every process of the container, the one listening in its place included; the kubelet
+    then starts a fresh runner. What is left is the moment between the replacement and the watch (WATCH_SECONDS)."""
+
+    def __init__(self, socket_path: Path, *, bash: str | None = None, client_uid: int | None = None) -> None:
         self.socket_path = socket_path
         self.bash = bash
+        self.client_uid = client_uid
         self._connections: set[asyncio.Task[Any]] = set()
 
     async def serve(self, stopping: asyncio.Event, *, ready: Callable[[], None] | None = None) -> None:
-        """Listen until `stopping` is set, then kill the scripts still running and remove the socket."""
+        """Listen until `stopping` is set, then kill the scripts still running and remove the socket; raises
+        SocketReplaced (after the same) when the socket's path stops naming it."""
         self._remove_stale_socket()
         server = await asyncio.start_unix_server(self._serve_one, path=str(self.socket_path), limit=MAX_MESSAGE_BYTES)
         bound = self.socket_path.lstat().st_ino
@@ -134,7 +153,14 @@ class ScriptRunnerServer:
         if ready is not None:
             ready()
         try:
-            await stopping.wait()
+            while not stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), timeout=WATCH_SECONDS)
+                if not self._still_ours(bound):
+                    log.critical("script_runner_socket_replaced", socket=str(self.socket_path))
+                    raise SocketReplaced(
+                        f"its socket {self.socket_path} was removed or replaced (a script taking it over?)"
+                    )
         finally:
             server.close()
             for task in list(self._connections):
@@ -144,6 +170,12 @@ class ScriptRunnerServer:
                 if self.socket_path.lstat().st_ino == bound:  # ours still, not one put there since
                     self.socket_path.unlink()
             log.info("script_runner_stopped", socket=str(self.socket_path))
+
+    def _still_ours(self, inode: int) -> bool:
+        try:
+            return self.socket_path.lstat().st_ino == inode
+        except FileNotFoundError:
+            return False
 
     def _remove_stale_socket(self) -> None:
         """A socket left by a runner that was killed would make the bind fail: it is removed. One a runner still
@@ -165,6 +197,10 @@ class ScriptRunnerServer:
     async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if self.client_uid is not None and (uid := _peer_uid(writer)) != self.client_uid:
+            log.warning("script_runner_connection_refused", peer_uid=uid, allowed_uid=self.client_uid)
+            writer.close()
+            return
         self._connections.add(task)
         try:
             await self._run_one(reader, writer)
@@ -215,18 +251,37 @@ class ScriptRunnerServer:
         await _send(writer, result=result)
 
 
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED, set by the kernel)."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid
+
+
 async def _send(writer: asyncio.StreamWriter, **message: ScriptProcess | ScriptResult) -> None:
     writer.write(json.dumps({key: dataclasses.asdict(value) for key, value in message.items()}).encode() + b"\n")
     await writer.drain()
 
 
-async def serve_until_signalled(socket_path: Path) -> None:
+async def serve_until_signalled(socket_path: Path, client_uid: int | None) -> None:
     """Serve on `socket_path` until SIGTERM / SIGINT."""
     stopping = asyncio.Event()
     running = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         running.add_signal_handler(sig, stopping.set)
-    await ScriptRunnerServer(socket_path).serve(stopping)
+    await ScriptRunnerServer(socket_path, client_uid=client_uid).serve(stopping)
+
+
+def _not_dumpable() -> None:
+    """No process of the runner's uid (its scripts) may ptrace it or read its memory through /proc: what it holds
+    of the scripts it serves stays its own."""
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+
+
+_PR_SET_DUMPABLE = 4
 
 
 @click.command("script-runner")
@@ -239,12 +294,20 @@ async def serve_until_signalled(socket_path: Path) -> None:
     help="The Unix socket to serve on; the executor's SIGNOFF_SCRIPT_RUNNER_SOCKET names the same file.",
 )
 @click.option(
+    "--client-uid",
+    envvar="SIGNOFF_SCRIPT_RUNNER_CLIENT_UID",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Serve only processes of this uid (the executor's, by the kernel's SO_PEERCRED); the scripts run as the "
+    "runner's own. Unset: any process that may open the socket.",
+)
+@click.option(
     "--log-level", envvar="SIGNOFF_LOG_LEVEL", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
 @click.option(
     "--log-format", envvar="SIGNOFF_LOG_FORMAT", default="auto", type=click.Choice(["auto", "json", "console"])
 )
-def script_runner(socket_path: Path, log_level: str, log_format: str) -> None:
+def script_runner(socket_path: Path, client_uid: int | None, log_level: str, log_format: str) -> None:
     """Run the executor's ShellScript steps, sent over SOCKET, until SIGTERM (give it no keys: see
     docs/deploying.md, "What a pipeline's script can reach")."""
     configure_logging(log_level, log_format, role="script-runner")
@@ -253,7 +316,10 @@ def script_runner(socket_path: Path, log_level: str, log_format: str) -> None:
     if not socket_path.parent.is_dir():
         raise click.UsageError(f"--socket: no directory {socket_path.parent}")
     try:
-        asyncio.run(serve_until_signalled(socket_path))
+        _not_dumpable()
+        asyncio.run(serve_until_signalled(socket_path, client_uid))
+    except SocketReplaced as exc:
+        raise StartupError(f"script-runner stopped: {exc}") from None
     except OSError as exc:  # a path too long for a socket, a directory it may not write, something in the way
         why = exc.strerror or str(exc)
         raise StartupError(f"script-runner did not start: {socket_path}: {why}") from None

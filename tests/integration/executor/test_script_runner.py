@@ -26,6 +26,7 @@ from signoff.executor.script_runner import (
     ScriptRunnerClient,
     ScriptRunnerServer,
     ScriptRunnerUnavailable,
+    SocketReplaced,
 )
 from signoff.executor.scripts import ScriptProcess, ensure_gone
 from signoff.runtime.service import Service
@@ -58,9 +59,10 @@ def _alive(pid: int) -> bool:
 class RunnerProcess:
     """A `signoff script-runner` process serving on a socket of this test."""
 
-    def __init__(self, socket_path: Path, log_path: Path) -> None:
+    def __init__(self, socket_path: Path, log_path: Path, *args: str) -> None:
         self.socket_path = socket_path
         self.log_path = log_path
+        self.args = args
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -69,9 +71,10 @@ class RunnerProcess:
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "signoff", "script-runner", "--socket", str(self.socket_path),
-                "--log-format", "json", env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                "--log-format", "json", *self.args, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log,
+                stderr=log,
             )  # fmt: skip
-        await ScriptRunnerClient(self.socket_path, connect_timeout=30).probe()
+        await eventually(lambda: _logged(self, "script_runner_listening"), timeout=30, what="the runner listening")
 
     @property
     def pid(self) -> int:
@@ -222,6 +225,49 @@ async def test_a_request_the_runner_cannot_read_is_answered_not_run(runner, sock
     assert not (socket_dir / "ran").exists()
 
 
+async def test_a_runner_whose_socket_is_replaced_stops_at_once_and_kills_its_scripts(runner, socket_dir) -> None:
+    """What a script of the runner's uid could do: remove the socket and listen at its path. The runner notices,
+    stops (in a pod, with every process of its container) and its running scripts die."""
+    pid_file = socket_dir / "child.pid"
+    call = asyncio.create_task(
+        ScriptRunnerClient(runner.socket_path)(script_action(f"(echo $BASHPID > {pid_file}; sleep 300) & sleep 300"))
+    )
+    child = await _pid_in(pid_file)
+    runner.socket_path.unlink()
+    impostor = await asyncio.start_unix_server(lambda r, w: None, path=str(runner.socket_path))
+    try:
+        assert runner.proc is not None
+        assert await asyncio.wait_for(runner.proc.wait(), timeout=30) == 1
+        assert (await asyncio.wait_for(call, timeout=30)).error == RUNNER_LOST
+        await eventually(lambda: _gone(child), timeout=10, what="the runner's script killed")
+        assert '"event": "script_runner_socket_replaced"' in runner.log()
+        assert "error: script-runner stopped: its socket" in runner.log()
+    finally:
+        impostor.close()
+
+
+async def test_a_runner_serves_only_its_client_uid(socket_dir) -> None:
+    """The executor's uid only: a script (the runner's own uid) cannot have it run anything, nor relay to it."""
+    ran = socket_dir / "ran"
+    other = RunnerProcess(socket_dir / "r.sock", socket_dir / "r.log", "--client-uid", str(os.getuid() + 1))
+    await other.start()
+    try:
+        result = await ScriptRunnerClient(other.socket_path)(script_action(f"touch {ran}"))
+        assert (result.exit_code, result.error) == (None, RUNNER_LOST)
+        assert not ran.exists()
+        await eventually(lambda: _logged(other, "script_runner_connection_refused"), timeout=10, what="refusal log")
+    finally:
+        await other.stop()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may read any process's memory: nothing to tell apart")
+async def test_the_runners_memory_is_not_readable_by_its_scripts(runner) -> None:
+    result = await ScriptRunnerClient(runner.socket_path)(
+        script_action(f"cat /proc/{runner.pid}/environ > /dev/null 2>&1 && echo readable || echo denied")
+    )
+    assert result.output == "denied\n"
+
+
 async def test_a_second_runner_never_takes_over_a_socket_one_answers_on(runner) -> None:
     second = ScriptRunnerServer(runner.socket_path)
     with pytest.raises(FileExistsError, match="another script runner answers at"):
@@ -236,9 +282,9 @@ async def test_a_runner_stopping_leaves_a_socket_that_is_not_its_own(socket_dir)
     await asyncio.wait_for(serving.wait(), timeout=30)
     path.unlink()
     other = await asyncio.start_unix_server(lambda r, w: None, path=str(path))  # put there since
-    stopping.set()
-    await server
-    assert path.exists()
+    with pytest.raises(SocketReplaced):
+        await asyncio.wait_for(server, timeout=30)
+    assert path.exists()  # the one put there is left alone
     other.close()
 
 
