@@ -98,6 +98,11 @@ def test_codepipeline_decision_file_approves_the_harness_pipeline_which_uses_the
     assert finished["pipeline"] == "MyFirstPipeline"
     logs = system.signoff("logs", execution_id).stdout
     assert "foo is bar" in logs, logs  # the approver input's default, as an output of the approval step
+    # Script output is for who started the run (alice), who may decide its gates (dana) and admins; not bob.
+    assert "foo is bar" in system.signoff("logs", execution_id, user="dana").stdout
+    stranger = system.signoff("logs", execution_id, user="bob", check=False)
+    assert stranger.returncode == 1 and "foo is bar" not in stranger.stdout
+    assert "an approver of its gates or an admin may read its logs" in stranger.stderr, stranger.stderr
     assert _notice(system, gate_id, APPROVED).body["votes"][0]["approver"] == "dana"
 
     state = json.loads(system.signoff("get-pipeline-state", "--name", "MyFirstPipeline", "--json").stdout)

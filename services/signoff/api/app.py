@@ -428,8 +428,8 @@ def create_app(context: ApiContext | None) -> FastAPI:
 
     @app.get(f"{PREFIX}/executions/{{execution_id}}/logs", response_model=models.ExecutionLogs, tags=["executions"])
     async def execution_logs(caller: Caller, execution_id: str) -> models.ExecutionLogs:
-        """The output of each script the execution ran."""
-        return await context.executions.logs(execution_id)
+        """The output of each script the execution ran: for who started it, an approver of its gates or an admin."""
+        return await context.executions.logs(caller, execution_id)
 
     @app.post(
         f"{PREFIX}/executions/{{execution_id}}/abort",

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from signoff import contracts as wire
-from signoff.api import models
+from signoff.api import gates, models
 from signoff.api.identity import Principal
 from signoff.api.problems import ApiProblem, nul_problem, refuse_nul
 from signoff.api.start_policy import ApprovalCheck, approval_checks, start_policy_issues
@@ -34,6 +34,7 @@ from signoff.executor.domain.state import ExecutionStatus
 from signoff.executor.repository import ExecutorRepository
 from signoff.executor.validation import StartRefused, check_start
 from signoff.executor.views import execution_summary, pipeline_state
+from signoff.kernel import user_key
 from signoff.runtime import tracing
 
 log = structlog.get_logger(__name__)
@@ -160,11 +161,20 @@ class ExecutionDesk:
             )
         return models.ExecutionDetail(**execution_summary(row), refused=refused)
 
-    async def logs(self, execution_id: str) -> models.ExecutionLogs:
+    async def logs(self, principal: Principal, execution_id: str) -> models.ExecutionLogs:
+        """The scripts' output: for who started the execution, who may decide one of its gates, and admins (script
+        output holds what scripts print, credentials included; the list of executions stays open to all)."""
         async with self.pool.acquire() as conn:
             execution = await self.repository.find_execution(conn, execution_id)
             if execution is None:
                 raise ApiProblem(404, "unknown_execution", f"no execution {execution_id}")
+            if not await self._may_read_logs(conn, principal, execution):
+                raise ApiProblem(
+                    403,
+                    "not_permitted",
+                    f"only who started execution {execution_id}, an approver of its gates or an admin may read its "
+                    "logs",
+                )
             rows = await self.repository.logs_of(conn, execution_id)
         logged = {(row["step_path"], row["attempt"]) for row in rows}
         return models.ExecutionLogs(
@@ -185,6 +195,17 @@ class ExecutionDesk:
                 for step in execution["state"]["steps"]
                 if step["status"] in ("FAILED", "EXPIRED") and (step["path"], step["attempt"]) not in logged
             ],
+        )
+
+    async def _may_read_logs(self, conn: asyncpg.Connection, principal: Principal, execution: Any) -> bool:
+        if principal.may(ADMIN):
+            return True
+        triggerer = (execution["triggered_by"] or {}).get("user")
+        if triggerer is not None and user_key(triggerer) == user_key(principal.user):
+            return True
+        return any(
+            gates.load(row, []).gate.is_eligible(principal.user)
+            for row in await self.approval.gates_of_execution(conn, execution["id"])
         )
 
     async def pipeline_state(self, name: str) -> dict[str, Any]:
