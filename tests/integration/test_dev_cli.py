@@ -56,6 +56,10 @@ async def test_dev_up_lets_a_directory_user_approve_with_a_dev_token_through_the
     assert up.returncode == 0, up.stderr
     try:
         stack_env = read_env_file(state / ENV_FILE)
+        # What it printed (a CI log, a terminal's scrollback) does not hold the database password; `dev env` does.
+        password = stack_env["SIGNOFF_DATABASE_URL"].split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+        assert password not in up.stdout and ":***@" in up.stdout
+        assert password in _signoff("dev", "env", "--state-dir", str(state), env=env).stdout
         keys = json.loads((state / KEYS_FILE).read_text())
         assert len(keys["api"]) >= 32 and keys["api"] not in (state / ENV_FILE).read_text()
         assert stack_env["SIGNOFF_API_URL"] == f"http://127.0.0.1:{api_port}"

@@ -25,6 +25,7 @@ from signoff.devstack import DevStack, DevStackError
 from signoff.devstack.process import die_with_parent, free_port
 from signoff.devstack.stack import KEYS_FILE, default_state_dir
 from signoff.runtime.devenv import ENV_FILE, PID_FILE, read_env_file, supervisor_pid
+from signoff.runtime.startup import mask_password
 
 READY_TIMEOUT_SECONDS = 120.0
 
@@ -149,8 +150,12 @@ def _detach(state_dir: Path, kafka_port: int | None, postgres_port: int | None, 
             raise CliError(f"the dev stack did not start within 180s; see {log_path}")
         time.sleep(0.1)
     click.echo(f"dev stack running (pid {proc.pid}); logs in {log_path}; stop it with `signoff dev down`")
-    # The env file holds no secret (the api's decision key stays with the roles), so it can be shown as it is.
-    click.echo((state_dir / ENV_FILE).read_text(), nl=False)
+    # The database URL's password is masked: this output ends up in CI logs and terminals' scrollback; the env file
+    # (owner-only) and `dev env` have it.
+    shown = (state_dir / ENV_FILE).read_text()
+    dsn = read_env_file(state_dir / ENV_FILE).get("SIGNOFF_DATABASE_URL", "")
+    click.echo(mask_password(shown, dsn), nl=False)
+    click.echo('# the database password is masked above: eval "$(signoff dev env)" sets the variables')
     pages = read_env_file(state_dir / ENV_FILE).get("SIGNOFF_API_URL")
     if pages:
         click.echo(f"# approval pages: {pages}/ (sign in as any directory user)")
