@@ -133,7 +133,20 @@ class RequestGuard:
         async def replayed() -> Message:
             return messages.pop(0) if messages else await receive()
 
-        await self.app(scope, replayed, send)
+        if not scope["path"].startswith(f"{PREFIX}/"):
+            await self.app(scope, replayed, send)
+            return
+
+        async def uncached(message: Message) -> None:
+            # The API's answers carry gate tokens, comments and script output: no cache keeps them.
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, replayed, uncached)
 
     @staticmethod
     async def _refuse(problem: ApiProblem, scope: Scope, send: Send) -> None:
@@ -270,6 +283,8 @@ def create_app(context: ApiContext | None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            code = "malformed_body"  # FastAPI's answer to JSON its parser gave up on (nested too deep, say)
         return _problem_response(ApiProblem(exc.status_code, code, str(exc.detail)), request)
 
     @app.exception_handler(Exception)

@@ -142,6 +142,17 @@ async def test_deeply_nested_json_is_a_bad_request_not_an_internal_error(door: F
         )
     assert answer.status_code == 400, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["code"] == "malformed_body"  # as for any body that is not JSON it can read
+
+
+async def test_the_apis_answers_are_not_cached(door: FrontDoor) -> None:
+    """They carry gate tokens, comments and script output."""
+    gate_id = await open_gate(door)
+    async with await door.client("dana") as dana:
+        shown = await dana.get(f"/gates/{gate_id}")
+        missing = await dana.get("/gates/no-such-gate")
+    assert shown.status_code == 200 and "token" in shown.json()
+    assert shown.headers["cache-control"] == missing.headers["cache-control"] == "no-store"
 
 
 async def test_two_authorization_headers_prove_nobody(door: FrontDoor) -> None:
