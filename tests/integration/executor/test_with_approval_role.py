@@ -262,13 +262,14 @@ async def test_a_request_the_approval_role_cannot_serve_fails_the_pipeline_at_on
         )
         assert reason in failed.error
 
-        # `signoff logs` (the api's logs of the execution) says why the step that ran no script failed.
+        # `signoff logs` (the api's logs of the execution) says why the step that ran no script failed, to who
+        # started it (no gate opened, so nobody else may read them).
         api = ApiRole(ApiSettings(**{**settings.model_dump(), "api_port": 0, "api_host": "127.0.0.1"}))
         await api.start()
         try:
             async with executor.pool.acquire() as conn:
                 _, token_text = await issue_token(
-                    conn, ApiRepository(), user="dana", name="test", permissions=(), lifetime=timedelta(hours=1),
+                    conn, ApiRepository(), user="alice", name="test", permissions=(), lifetime=timedelta(hours=1),
                     now=datetime.now(UTC),
                 )  # fmt: skip
             env = {"SIGNOFF_HOME": str(tmp_path / "home"), "SIGNOFF_API_URL": api.url, "SIGNOFF_TOKEN": token_text}
