@@ -6,10 +6,7 @@ in the notifier's alike."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import uuid
 from datetime import UTC, datetime
@@ -24,6 +21,7 @@ from signoff.runtime.devenv import ENV_FILE, read_env_file
 from signoff.runtime.kafka import make_producer
 from signoff.runtime.settings import Settings
 from tests.integration.approval.conftest import request
+from tests.support.devcli import run_signoff, shell_env
 from tests.support.waiting import eventually_sync
 
 pytestmark = pytest.mark.integration
@@ -31,10 +29,8 @@ pytestmark = pytest.mark.integration
 BURST = 1_500
 
 
-def _signoff(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "signoff", *args], capture_output=True, text=True, timeout=240, check=False, env=env
-    )
+def _signoff_slow(*args: str, env: dict[str, str]):
+    return run_signoff(*args, env=env, timeout=240)
 
 
 async def _publish_burst(bootstrap: str, count: int) -> None:
@@ -70,22 +66,18 @@ async def _gate_counts(dsn: str) -> tuple[int, int]:
 def test_dev_down_lets_the_notifier_consume_every_gate_the_approval_role_opened() -> None:
     home = Path(tempfile.mkdtemp(prefix="signoff-devdrain-"))  # private: as root, PostgreSQL's files go elsewhere
     state = home / "dev"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNOFF_")} | {
-        "SIGNOFF_HOME": str(home),
-        "SIGNOFF_LOG_FORMAT": "json",
-        "XDG_CONFIG_HOME": str(home / "config"),
-    }
+    env = shell_env(home)
     try:
-        up = _signoff("dev", "up", "--detach", "--state-dir", str(state), env=env)
+        up = _signoff_slow("dev", "up", "--detach", "--state-dir", str(state), env=env)
         assert up.returncode == 0, up.stderr
         asyncio.run(_publish_burst(read_env_file(state / ENV_FILE)["SIGNOFF_KAFKA_BOOTSTRAP"], BURST))
         # At once: the approval role is still opening gates, the notifier still consuming them.
-        down = _signoff("dev", "down", "--state-dir", str(state), env=env)
+        down = _signoff_slow("dev", "down", "--state-dir", str(state), env=env)
         assert down.returncode == 0, down.stderr
         log = (state / "dev-up.log").read_text(errors="replace")
 
         # The broker starts empty: only what PostgreSQL kept counts.
-        again = _signoff("dev", "up", "--detach", "--state-dir", str(state), env=env)
+        again = _signoff_slow("dev", "up", "--detach", "--state-dir", str(state), env=env)
         assert again.returncode == 0, again.stderr
         # The first run's log is kept once, beside the new run's: the log never grows across runs.
         assert (state / "dev-up.log.1").read_text(errors="replace") == log
@@ -110,6 +102,6 @@ def test_dev_down_lets_the_notifier_consume_every_gate_the_approval_role_opened(
         for line in ("stopping api", "waiting for executor, approval, notifier to catch up", "stopping notifier"):
             assert f"dev      | {line}" in log, log[-3000:]
     finally:
-        down = _signoff("dev", "down", "--purge", "--state-dir", str(state), env=env)
+        down = _signoff_slow("dev", "down", "--purge", "--state-dir", str(state), env=env)
         shutil.rmtree(home, ignore_errors=True)
         assert down.returncode == 0, down.stderr

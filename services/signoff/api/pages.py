@@ -448,7 +448,7 @@ async def _gate_page(
     detail = gates.detail(row, votes, user=session.user, now=context.clock(), base_url="", catalog=context.catalog)
     errors = errors or {}
     fields = {item.name for item in detail.inputs} | {"comment"}
-    given = inputs_given(detail)
+    stored = gates.load(row, votes).gate
     return _render(
         request,
         session,
@@ -459,9 +459,8 @@ async def _gate_page(
         answer=answer,
         # What an approval now would leave in place: an earlier approver's value (the last one given wins), else
         # the default. Prefilled with the default alone, an approval without a change would replace theirs.
-        values=values
-        or {item.name: given[item.name][1] if item.name in given else item.default_value for item in detail.inputs},
-        inputs_given=given,
+        values=values or stored.final_inputs(),
+        inputs_given=stored.provided_inputs(),
         errors=errors,
         # Errors of inputs the form has no field for (an unknown input, a form of an earlier attempt): listed apart,
         # or the page would only say 422.
@@ -484,16 +483,6 @@ async def gate_page(request: Request, gate_id: str, action: str | None = None) -
 
 
 _INPUT_FIELD = re.compile(r"^input\.(.+)$")
-
-
-def inputs_given(detail: models.GateDetail) -> dict[str, tuple[str, str]]:
-    """Input name -> (approver, value) of the latest approval that gave it: the value the gate holds now."""
-    given: dict[str, tuple[str, str]] = {}
-    approvals = [vote for vote in detail.votes if vote.status is DecisionStatus.APPROVED]
-    for vote in sorted(approvals, key=lambda vote: vote.recorded_at):
-        for name, value in vote.inputs.items():
-            given[name] = (vote.approver, value)
-    return given
 
 
 @router.post("/gates/{gate_id}", response_class=HTMLResponse)

@@ -14,16 +14,13 @@ from cryptography.fernet import Fernet
 from signoff.devstack.broker import EmbeddedBroker
 from signoff.devstack.postgres import EmbeddedPostgres
 from signoff.devstack.process import ensure_port_free, free_port
-from signoff.runtime.devenv import ENV_FILE
+from signoff.runtime.devenv import DEV_STATE_DIR_VARIABLE, ENV_FILE
 
 KEYS_FILE = "decision-keys.json"
 DECISION_SOURCES = ("api", "slack")
 """The decision sources the api role signs for: the JSON API and the pages (`api`), Slack's buttons (`slack`)."""
 CREDENTIALS_KEY_FILE = "api-credentials.key"
 SESSION_SECRET_FILE = "session-secret"  # noqa: S105 (a file name, not a secret)
-
-
-DEV_STATE_DIR_VARIABLE = "SIGNOFF_DEV_STATE_DIR"
 
 
 def default_state_dir() -> Path:

@@ -11,10 +11,14 @@ ENV_FILE = "env"
 PID_FILE = "supervisor.pid"
 
 
+DEV_STATE_DIR_VARIABLE = "SIGNOFF_DEV_STATE_DIR"
+"""The state dir of the dev stack `signoff dev env` describes: found first by every command."""
+
+
 def find_env_file(start: Path | None = None) -> Path | None:
     """The env file of a running dev stack in `start` or one of its parents (so commands run from a
     sub-folder find it too); first the one $SIGNOFF_DEV_STATE_DIR names (`dev env` exports it)."""
-    if state_dir := os.environ.get("SIGNOFF_DEV_STATE_DIR"):
+    if state_dir := os.environ.get(DEV_STATE_DIR_VARIABLE):
         candidate = Path(state_dir) / ENV_FILE
         return candidate if candidate.is_file() else None
     if home := os.environ.get("SIGNOFF_HOME"):

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from signoff.executor.settings import ExecutorSettings
 from signoff.runtime.kafka import ensure_topics
 from tests.integration.executor.conftest import CATALOG, ExecutorRole, execution_request
+from tests.support.processes import running
 from tests.support.waiting import eventually
 from tests.unit.executor.builders import as_yaml, pipeline, shell, stage
 
@@ -49,15 +50,6 @@ def _env(settings: ExecutorSettings) -> dict[str, str]:
         if value is not None:
             env[f"SIGNOFF_{name.upper()}"] = json.dumps(value) if isinstance(value, dict | list) else str(value)
     return env
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 class Executors:
@@ -133,13 +125,13 @@ async def test_a_kill_9_of_the_executor_kills_its_scripts_and_their_children(exe
     await executors.role.send(request)
     [shell_pid] = await _pids(tmp_path / "shells", 1)
     [child_pid] = await _pids(tmp_path / "children", 1)
-    assert _running(shell_pid) and _running(child_pid)
+    assert running(shell_pid) and running(child_pid)
 
     os.kill(executor.pid, signal.SIGKILL)
     executor.wait()
 
     async def all_gone() -> bool:
-        return not _running(shell_pid) and not _running(child_pid)
+        return not running(shell_pid) and not running(child_pid)
 
     await eventually(all_gone, timeout=10, what="the script and its child gone with their executor")
 
@@ -159,8 +151,8 @@ async def test_a_replica_resuming_a_frozen_executors_script_kills_the_earlier_at
     executors.start()
     shells = await _pids(tmp_path / "shells", 2)
     # When the second attempt runs, nothing of the first does.
-    assert not _running(first_shell) and not _running(first_child)
-    assert _running(shells[1])
+    assert not running(first_shell) and not running(first_child)
+    assert running(shells[1])
     step = await executors.role.step(request.execution_id, "s.idempotent")
     assert (step["status"], step["attempt"]) == ("RUNNING", 2)
 
@@ -181,7 +173,7 @@ async def test_a_replica_that_cannot_renew_its_lease_kills_its_scripts(executor,
         await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
 
         async def all_gone() -> bool:
-            return not _running(shell_pid) and not _running(child_pid)
+            return not running(shell_pid) and not running(child_pid)
 
         await eventually(all_gone, timeout=10, what="the script killed by its own executor")
     finally:

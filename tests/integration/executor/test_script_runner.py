@@ -31,6 +31,7 @@ from signoff.executor.script_runner import (
 from signoff.executor.scripts import ScriptProcess, ensure_gone
 from signoff.runtime.service import Service
 from tests.integration.executor.conftest import ExecutorRole, execution_request, script_action
+from tests.support.processes import running
 from tests.support.waiting import eventually
 from tests.unit.executor.builders import as_yaml, pipeline, shell, stage
 
@@ -41,19 +42,11 @@ ANCESTORS = 'p=$$; while [ "$p" -gt 1 ]; do echo "$p"; p=$(cut -d" " -f4 /proc/$
 
 
 async def _gone(pid: int) -> bool:
-    return not _alive(pid)
+    return not running(pid)
 
 
 async def _logged(runner: RunnerProcess, event: str) -> bool:
     return f'"event": "{event}"' in runner.log()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 class RunnerProcess:

@@ -283,17 +283,25 @@ class Gate:
 
         Only current approving votes contribute: a replaced vote's values are gone with it.
         """
-        provided: dict[str, str] = {}
+        provided = self.provided_inputs()
+        return {
+            definition.name: provided[definition.name][1]
+            if definition.name in provided
+            else definition.default_value or ""
+            for definition in self._inputs
+        }
+
+    def provided_inputs(self) -> dict[str, tuple[str, str]]:
+        """Input name -> (approver's user id, value) of the last current approving vote that gave it a value: what
+        `final_inputs` takes instead of the default."""
+        provided: dict[str, tuple[str, str]] = {}
         for vote in self.current_votes():
             if vote.status is not DecisionStatus.APPROVE:
                 continue
             for name, value in vote.inputs.items():
                 if has_value(value):
-                    provided[name] = value
-        return {
-            definition.name: provided.get(definition.name) or definition.default_value or ""
-            for definition in self._inputs
-        }
+                    provided[name] = (vote.approver.user_id, value)
+        return provided
 
     def eligible_approvers(self) -> tuple[Member, ...]:
         """Everyone who may decide: group members, then listed users, each once; the banned executor left out."""
